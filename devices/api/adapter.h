@@ -1,0 +1,53 @@
+// Adapter: one running protocol instance (a set of Modbus TCP devices, a serial bus, a UDP port,
+// a TCP listener). It only emits Records into a RecordSink; it never touches MQTT or SQLite.
+// AdapterSpec describes a compiled-in protocol: its config section parser and its factory.
+// Thread-safety: Start/Stop from the owner's thread; Health/Rules from any thread.
+#pragma once
+
+#include <any>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "core/device_rules.h"
+#include "core/record_sink.h"
+#include "core/status.h"
+#include "settings/gateway_config.h"
+#include "settings/reader.h"
+
+namespace sanigate::dev {
+
+struct AdapterHealth {
+  std::string state = "starting";  // starting, running, degraded (some devices offline), stopped, failed
+  uint32_t devices = 0;
+  uint32_t online = 0;
+  uint64_t errors = 0;   // failed requests since start
+  uint64_t polls = 0;    // successful requests since start
+  std::string last_error;
+};
+
+class Adapter {
+ public:
+  virtual ~Adapter() = default;
+  virtual std::string_view protocol() const = 0;
+  // Starts the adapter's own threads or sessions; records go to `sink` until Stop().
+  virtual Status Start(RecordSink& sink) = 0;
+  // Returns when every thread of the adapter has finished.
+  virtual void Stop() = 0;
+  virtual AdapterHealth Health() const = 0;
+  // The pipeline rules (report-by-exception, overflow) of this adapter's devices.
+  virtual RulesByDevice Rules() const = 0;
+};
+
+struct AdapterSpec {
+  std::string name;           // config section and folder name
+  std::string sample_config;  // path of the sample, relative to the repository's config/
+  std::function<std::any(settings::Node&, const settings::GatewaySection&)> parse;
+  std::function<std::unique_ptr<Adapter>(const std::any& config,
+                                         const settings::GatewaySection& gateway)>
+      create;
+};
+
+}  // namespace sanigate::dev

@@ -1,0 +1,120 @@
+#include "modbus/modbus_config.h"
+
+#include <any>
+#include <map>
+#include <regex>
+
+namespace sanigate::dev::modbus {
+namespace {
+
+bool IsMetricName(const std::string& s) {
+  static const std::regex re("^[a-z][a-z0-9_]*$");
+  return std::regex_match(s, re);
+}
+
+void ParsePoint(settings::Node& n, PointConfig& p, const DeviceConfig& dev) {
+  if (auto m = n.RequiredString("metric")) {
+    p.metric = *m;
+    if (!IsMetricName(p.metric))
+      n.Problem("metric", "\"" + p.metric + "\" is not a metric name (snake_case: ^[a-z][a-z0-9_]*$)");
+  }
+  std::string table = n.OneOf("table", "holding", {"holding", "input", "coil", "discrete"});
+  p.table = *ParseTable(table);
+  if (auto a = n.RequiredInt("address", 0, 65535)) p.address = static_cast<uint16_t>(*a);
+  std::string type = n.OneOf("type", IsBitTable(p.table) ? "bool" : "u16",
+                             {"u16", "i16", "u32", "i32", "f32", "bool"});
+  p.type = *ParseValueType(type);
+  if (IsBitTable(p.table) && p.type != ValueType::kBool)
+    n.Problem("type", "\"" + type + "\" cannot be read from a " + table + " (bits are bool)");
+  if (p.address + RegisterCount(p.type) - 1 > 65535)
+    n.Problem("address", std::to_string(p.address) + " + " + std::to_string(RegisterCount(p.type)) +
+                             " registers runs past 65535");
+  std::string order = n.OneOf("word_order", "high_first", {"high_first", "low_first"});
+  p.word_order = order == "high_first" ? WordOrder::kHighFirst : WordOrder::kLowFirst;
+  p.scale = n.Double("scale", 1.0, -1e9, 1e9);
+  if (p.scale == 0) n.Problem("scale", "must not be 0");
+  p.offset = n.Double("offset", 0.0, -1e12, 1e12);
+  p.min = n.OptionalDouble("min", -1e15, 1e15);
+  p.max = n.OptionalDouble("max", -1e15, 1e15);
+  if (p.min && p.max && *p.min > *p.max)
+    n.Problem("max", "is below min");
+  p.decimals = static_cast<int>(n.Int("decimals", 6, 0, 12));
+  p.rule.deadband = n.OptionalDouble("deadband", 0, 1e12);
+  p.rule.max_silence_ms = n.Int("max_silence_s", 300, 1, 86400 * 7) * 1000;
+  if (p.type == ValueType::kBool && (p.scale != 1.0 || p.offset != 0.0))
+    n.Problem("scale", "a bool point cannot be scaled");
+  (void)dev;
+  n.Finish();
+}
+
+void ParseDevice(settings::Node& n, DeviceConfig& d) {
+  if (auto id = n.RequiredId("id")) d.id = *id;
+  d.kind = n.String("kind", d.kind);
+  if (!settings::IsValidId(d.kind) || d.kind.find_first_of(".-") != std::string::npos)
+    n.Problem("kind", "\"" + d.kind + "\" is not a valid kind (^[a-z0-9_]+$)");
+  if (auto h = n.RequiredString("host")) {
+    d.host = *h;
+    if (d.host.empty()) n.Problem("host", "must not be empty");
+  }
+  d.port = static_cast<uint16_t>(n.Int("port", 502, 1, 65535));
+  d.unit_id = static_cast<int>(n.Int("unit_id", 1, 0, 255));
+  d.interval_ms = n.Int("interval_ms", d.interval_ms, 50, 86'400'000);
+  d.timeout_ms = n.Int("timeout_ms", d.timeout_ms, 10, 60'000);
+  if (d.timeout_ms >= d.interval_ms && n.Has("timeout_ms"))
+    n.Problem("timeout_ms", std::to_string(d.timeout_ms) + " must be below interval_ms (" +
+                                std::to_string(d.interval_ms) + ")");
+  d.offline_after = static_cast<int>(n.Int("offline_after", 3, 1, 100));
+  if (auto loc = n.Table("location")) {
+    double lat = loc->Double("lat", 0, -90, 90), lon = loc->Double("lon", 0, -180, 180);
+    if (!loc->Has("lat") || !loc->Has("lon")) loc->Problem("lat", "location needs lat and lon");
+    d.location = Location{lat, lon};
+    loc->Finish();
+  }
+  if (auto ov = n.Table("overflow")) {
+    OverflowRule o;
+    o.metric = ov->String("metric", o.metric);
+    o.active_at = ov->Double("active_at", o.active_at, -1e9, 1e9);
+    o.clear_below = ov->Double("clear_below", o.clear_below, -1e9, 1e9);
+    if (o.clear_below > o.active_at)
+      ov->Problem("clear_below", "must not be above active_at (" + std::to_string(o.active_at) + ")");
+    ov->Finish();
+    d.overflow = o;
+  }
+  std::map<std::string, std::string> seen;
+  auto points = n.TableArray("points");
+  if (points.empty()) n.Problem("points", "a device needs at least one [[...points]] entry");
+  for (auto& pn : points) {
+    PointConfig p;
+    ParsePoint(pn, p, d);
+    if (!p.metric.empty()) {
+      auto [it, fresh] = seen.emplace(p.metric, pn.path());
+      if (!fresh) pn.Problem("metric", "\"" + p.metric + "\" is already read by " + it->second);
+    }
+    d.points.push_back(std::move(p));
+  }
+  if (d.overflow && !seen.count(d.overflow->metric))
+    n.Problem("overflow", "metric \"" + d.overflow->metric + "\" is not one of this device's points");
+  n.Finish();
+}
+
+}  // namespace
+
+std::any ParseModbusSection(settings::Node& node, const settings::GatewaySection&) {
+  ModbusConfig cfg;
+  cfg.workers = static_cast<int>(node.Int("workers", cfg.workers, 1, 64));
+  cfg.max_gap = node.Int("max_gap", cfg.max_gap, 0, 100);
+  std::map<std::string, std::string> ids;
+  for (auto& dn : node.TableArray("devices")) {
+    DeviceConfig d;
+    ParseDevice(dn, d);
+    if (!d.id.empty()) {
+      auto [it, fresh] = ids.emplace(d.id, dn.path());
+      if (!fresh) dn.Problem("id", "\"" + d.id + "\" is already used by " + it->second);
+    }
+    cfg.devices.push_back(std::move(d));
+  }
+  node.Finish();
+  return cfg;
+}
+
+}  // namespace sanigate::dev::modbus

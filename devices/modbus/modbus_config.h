@@ -1,0 +1,55 @@
+// Configuration of the Modbus TCP adapter ([modbus] section): devices, their points (register or
+// bit -> metric), polling and fault settings. Parsed strictly through settings::Node.
+// Plain values: thread-safe to copy.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/device_rules.h"
+#include "core/record.h"
+#include "modbus/value_codec.h"
+#include "settings/gateway_config.h"
+#include "settings/reader.h"
+
+namespace sanigate::dev::modbus {
+
+struct PointConfig {
+  std::string metric;  // snake_case with unit: fill_level_pct
+  Table table = Table::kHolding;
+  uint16_t address = 0;
+  ValueType type = ValueType::kU16;
+  WordOrder word_order = WordOrder::kHighFirst;
+  double scale = 1.0;
+  double offset = 0.0;
+  std::optional<double> min, max;  // raw-after-scaling valid range; outside is flagged, not published
+  int decimals = 6;                // rounding of the scaled value (sensor noise, float artefacts)
+  MetricRule rule;
+};
+
+struct DeviceConfig {
+  std::string id;
+  std::string kind = "garbage_room";
+  std::string host;
+  uint16_t port = 502;
+  int unit_id = 1;
+  int64_t interval_ms = 1000;
+  int64_t timeout_ms = 500;
+  int offline_after = 3;  // consecutive failed polls before the device is marked offline
+  std::optional<Location> location;
+  std::optional<OverflowRule> overflow;
+  std::vector<PointConfig> points;
+};
+
+struct ModbusConfig {
+  int workers = 4;  // TCP devices polled in parallel (libmodbus is blocking)
+  int64_t max_gap = 8;  // registers that may be read over to merge two blocks
+  std::vector<DeviceConfig> devices;
+};
+
+// Parses the [modbus] section; problems go to node.errors(). Returns a ModbusConfig in std::any.
+std::any ParseModbusSection(settings::Node& node, const settings::GatewaySection& gateway);
+
+}  // namespace sanigate::dev::modbus

@@ -1,0 +1,215 @@
+#include "app/gateway.h"
+
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "core/clock.h"
+#include "registry/registry.h"
+
+namespace sanigate::app {
+namespace {
+
+const dev::AdapterSpec* FindSpec(const std::string& name) {
+  for (const auto& s : dev::AllProtocols())
+    if (s.name == name) return &s;
+  return nullptr;
+}
+
+std::string StatusTopic(const settings::Config& c) {
+  return c.gateway.topic_prefix + "/" + c.gateway.site + "/gateway/" + c.gateway.id + "/status";
+}
+
+}  // namespace
+
+Gateway::Gateway(settings::Config config) : cfg_(std::move(config)), started_ms_(NowMs()) {}
+
+Gateway::~Gateway() { Stop(); }
+
+Result<std::unique_ptr<Gateway>> Gateway::Create(settings::Config config) {
+  std::unique_ptr<Gateway> g(new Gateway(std::move(config)));
+  std::error_code ec;
+  std::filesystem::create_directories(g->cfg_.gateway.data_dir, ec);
+  if (ec)
+    return Status(Code::kUnavailable,
+                  "cannot create data_dir " + g->cfg_.gateway.data_dir + ": " + ec.message());
+  store::OutboxOptions o;
+  o.path = g->cfg_.OutboxPath();
+  o.max_rows = static_cast<uint64_t>(g->cfg_.outbox.max_rows);
+  o.max_bytes = static_cast<uint64_t>(g->cfg_.outbox.max_mb) << 20;
+  o.max_age_ms = g->cfg_.outbox.max_age_h * 3600 * 1000;
+  o.commit_max_rows = static_cast<size_t>(g->cfg_.outbox.commit_max_rows);
+  o.commit_linger = std::chrono::milliseconds(g->cfg_.outbox.commit_linger_ms);
+  o.sync_full = g->cfg_.outbox.synchronous == "full";
+  auto outbox = store::Outbox::Open(o);
+  if (!outbox.ok()) return outbox.status();
+  g->outbox_ = std::move(outbox.value());
+  EncodeContext ctx{g->cfg_.gateway.id, g->cfg_.gateway.site, g->cfg_.gateway.topic_prefix};
+  g->pipeline_ = std::make_unique<pipeline::Pipeline>(*g->outbox_, ctx);
+  Gateway* raw = g.get();
+  g->outbox_->SetShedListener([raw](const store::ShedReport& r) { raw->OnShed(r); });
+  auto st = g->outbox_->Stats();
+  if (st.pending_rows)
+    spdlog::info("outbox: {} records from before the restart will be published first",
+                 st.pending_rows);
+  return g;
+}
+
+void Gateway::OnShed(const store::ShedReport& r) {
+  bool alarms = r.priority == Priority::kAlarm;
+  spdlog::log(alarms ? spdlog::level::err : spdlog::level::warn,
+              "outbox: shed {} {} records ({} limit; measured {}..{})", r.rows,
+              PriorityName(r.priority), r.reason, r.oldest_ts, r.newest_ts);
+  Record e = MakeEvent(cfg_.gateway.id, "gateway", "sanigate", NowMs(), "outbox_shed",
+                       EventState::kActive, alarms ? Severity::kCritical : Severity::kWarning);
+  e.metrics.push_back({"shed_records", static_cast<int64_t>(r.rows)});
+  e.metrics.push_back({"oldest_shed_ts", r.oldest_ts});
+  e.metrics.push_back({"newest_shed_ts", r.newest_ts});
+  e.message = "outbox " + r.reason + " limit: dropped " + std::to_string(r.rows) + " " +
+              PriorityName(r.priority) + " records";
+  pipeline_->Emit(std::move(e));
+}
+
+std::string Gateway::StatusPayload(bool online) const {
+  using json = nlohmann::ordered_json;
+  json j;
+  j["online"] = online;
+  j["gateway"] = cfg_.gateway.id;
+  j["site"] = cfg_.gateway.site;
+  j["ts"] = NowMs();
+  if (!online) return j.dump();
+  j["version"] = SANIGATE_VERSION;
+  j["started"] = started_ms_;
+  json adapters = json::object();
+  {
+    std::lock_guard lk(adapters_mu_);
+    for (const auto& a : adapters_) {
+      auto h = a->Health();
+      adapters[std::string(a->protocol())] = {{"state", h.state},   {"devices", h.devices},
+                                               {"online", h.online}, {"errors", h.errors},
+                                               {"polls", h.polls}};
+    }
+  }
+  j["adapters"] = adapters;
+  auto s = outbox_->Stats();
+  json shed = json::object();
+  for (int p = 0; p < kPriorityCount; ++p)
+    if (s.shed[p]) shed[PriorityName(static_cast<Priority>(p))] = s.shed[p];
+  j["outbox"] = {{"pending", s.pending_rows + s.queued},
+                 {"oldest_ts", s.oldest_ts ? json(*s.oldest_ts) : json(nullptr)},
+                 {"bytes", s.pending_bytes},
+                 {"shed", shed}};
+  if (!s.last_error.empty()) j["outbox"]["error"] = s.last_error;
+  return j.dump();
+}
+
+void Gateway::StartForwarder() {
+  mqtt::LinkOptions l;
+  const auto& m = cfg_.mqtt;
+  l.url = m.url;
+  l.client_id = m.client_id;
+  l.username = m.username;
+  l.password = m.password;
+  l.keepalive_s = static_cast<int>(m.keepalive_s);
+  l.connect_timeout_s = static_cast<int>(m.connect_timeout_s);
+  l.tls = {m.tls.enabled, m.tls.ca_file, m.tls.cert_file, m.tls.key_file, m.tls.verify_peer};
+  pipeline::ForwarderOptions f;
+  f.window = static_cast<size_t>(m.inflight_window);
+  f.reconnect_min = std::chrono::milliseconds(m.reconnect_min_ms);
+  f.reconnect_max = std::chrono::milliseconds(m.reconnect_max_ms);
+  f.status_interval = std::chrono::seconds(cfg_.gateway.status_interval_s);
+  f.status_topic = StatusTopic(cfg_);
+  f.status_payload = [this](bool online) { return StatusPayload(online); };
+  forwarder_ = std::make_unique<pipeline::Forwarder>(*outbox_, std::move(l), std::move(f));
+  forwarder_->Start();
+}
+
+Status Gateway::StartAdapters() {
+  RulesByDevice rules;
+  std::vector<std::unique_ptr<dev::Adapter>> created;
+  for (const auto& section : cfg_.adapters) {
+    const dev::AdapterSpec* spec = FindSpec(section.protocol);
+    if (!spec) return Internal("no compiled-in protocol " + section.protocol);
+    auto a = spec->create(section.config, cfg_.gateway);
+    for (auto& [dev, r] : a->Rules()) rules[dev] = r;
+    created.push_back(std::move(a));
+  }
+  pipeline_->SetRules(std::move(rules));
+  for (auto& a : created) {
+    if (Status st = a->Start(*pipeline_); !st.ok()) {
+      spdlog::error("{}: cannot start: {}", a->protocol(), st.ToString());
+      for (auto& b : created) b->Stop();
+      return st;
+    }
+    spdlog::info("{}: started with {} devices", a->protocol(), a->Health().devices);
+  }
+  std::lock_guard lk(adapters_mu_);
+  adapters_ = std::move(created);
+  return Status::Ok();
+}
+
+void Gateway::StopAdapters() {
+  std::vector<std::unique_ptr<dev::Adapter>> old;
+  {
+    std::lock_guard lk(adapters_mu_);
+    old.swap(adapters_);
+  }
+  for (auto& a : old) a->Stop();
+}
+
+Status Gateway::Start() {
+  StartForwarder();
+  return StartAdapters();
+}
+
+Status Gateway::Reload(settings::Config next) {
+  const auto &a = cfg_.gateway, &b = next.gateway;
+  if (a.id != b.id || a.site != b.site || a.data_dir != b.data_dir || a.topic_prefix != b.topic_prefix ||
+      cfg_.OutboxPath() != next.OutboxPath()) {
+    spdlog::warn("reload: gateway identity, topic prefix and outbox location change only on "
+                 "restart; keeping the running ones");
+    next.gateway.id = a.id;
+    next.gateway.site = a.site;
+    next.gateway.data_dir = a.data_dir;
+    next.gateway.topic_prefix = a.topic_prefix;
+    next.outbox = cfg_.outbox;
+  }
+  bool mqtt_changed = next.mqtt.url != cfg_.mqtt.url || next.mqtt.client_id != cfg_.mqtt.client_id ||
+                      next.mqtt.username != cfg_.mqtt.username ||
+                      next.mqtt.password != cfg_.mqtt.password ||
+                      next.mqtt.keepalive_s != cfg_.mqtt.keepalive_s ||
+                      next.mqtt.inflight_window != cfg_.mqtt.inflight_window ||
+                      next.mqtt.tls.enabled != cfg_.mqtt.tls.enabled ||
+                      next.mqtt.tls.ca_file != cfg_.mqtt.tls.ca_file ||
+                      next.mqtt.tls.cert_file != cfg_.mqtt.tls.cert_file ||
+                      next.mqtt.tls.key_file != cfg_.mqtt.tls.key_file ||
+                      next.mqtt.tls.verify_peer != cfg_.mqtt.tls.verify_peer ||
+                      next.gateway.status_interval_s != cfg_.gateway.status_interval_s;
+  StopAdapters();
+  cfg_ = std::move(next);
+  spdlog::set_level(spdlog::level::from_str(cfg_.gateway.log_level));
+  if (mqtt_changed) {
+    spdlog::info("reload: MQTT settings changed, reconnecting");
+    forwarder_->Stop(std::chrono::milliseconds(0));
+    forwarder_.reset();
+    StartForwarder();
+  }
+  Status st = StartAdapters();
+  if (forwarder_) forwarder_->PublishStatusSoon();
+  return st;
+}
+
+void Gateway::Stop() {
+  StopAdapters();
+  if (outbox_) {
+    Status st = outbox_->Flush(std::chrono::milliseconds(5000));
+    if (!st.ok()) spdlog::error("outbox: flush on stop: {}", st.ToString());
+  }
+  if (forwarder_) {
+    forwarder_->Stop(std::chrono::milliseconds(cfg_.gateway.shutdown_drain_ms));
+    forwarder_.reset();
+  }
+}
+
+}  // namespace sanigate::app

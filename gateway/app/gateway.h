@@ -1,0 +1,45 @@
+// Gateway: wires the outbox, the pipeline, the forwarder and the adapters of one config, and
+// swaps adapters and MQTT settings on reload. Wiring only: the logic lives in the layers below.
+// Thread-safety: Start/Reload/Stop from the daemon's main thread.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "api/adapter.h"
+#include "pipeline/forwarder.h"
+#include "pipeline/pipeline.h"
+#include "settings/gateway_config.h"
+#include "store/outbox.h"
+
+namespace sanigate::app {
+
+class Gateway {
+ public:
+  static Result<std::unique_ptr<Gateway>> Create(settings::Config config);
+  ~Gateway();
+  Status Start();
+  // Applies a new, already validated config. Identity and storage changes need a restart.
+  Status Reload(settings::Config config);
+  // Flushes and publishes what it can within gateway.shutdown_drain_ms, then disconnects.
+  void Stop();
+  std::string StatusPayload(bool online) const;
+
+ private:
+  explicit Gateway(settings::Config config);
+  Status StartAdapters();
+  void StopAdapters();
+  void StartForwarder();
+  void OnShed(const store::ShedReport& r);
+
+  settings::Config cfg_;
+  int64_t started_ms_ = 0;
+  std::unique_ptr<store::Outbox> outbox_;
+  std::unique_ptr<pipeline::Pipeline> pipeline_;
+  std::unique_ptr<pipeline::Forwarder> forwarder_;
+  std::vector<std::unique_ptr<dev::Adapter>> adapters_;
+  mutable std::mutex adapters_mu_;  // the status payload reads adapters from the forwarder thread
+};
+
+}  // namespace sanigate::app

@@ -1,0 +1,168 @@
+#include "mqtt/mqtt_link.h"
+
+#include <mqtt/async_client.h>
+
+#include <atomic>
+
+namespace sanigate::mqtt {
+namespace {
+
+void* TokenToContext(uint64_t token) { return reinterpret_cast<void*>(static_cast<uintptr_t>(token)); }
+uint64_t ContextToToken(void* ctx) { return static_cast<uint64_t>(reinterpret_cast<uintptr_t>(ctx)); }
+
+}  // namespace
+
+std::string PahoUrl(const std::string& url) {
+  if (url.rfind("mqtt://", 0) == 0) return "tcp://" + url.substr(7);
+  if (url.rfind("mqtts://", 0) == 0) return "ssl://" + url.substr(8);
+  return url;
+}
+
+struct MqttLink::Impl {
+  // Paho calls these from its own threads; they forward and return at once.
+  struct PublishListener : ::mqtt::iaction_listener {
+    Impl* owner = nullptr;
+    void on_success(const ::mqtt::token& tok) override {
+      if (owner->handlers.on_published)
+        owner->handlers.on_published(ContextToToken(tok.get_user_context()), true, false, {});
+    }
+    void on_failure(const ::mqtt::token& tok) override {
+      // A reason code >= 0x80 in the PUBACK is the broker refusing this message.
+      int reason = static_cast<int>(tok.get_reason_code());
+      bool refused = reason >= 0x80;
+      std::string why = refused ? "broker refused the message (reason code " + std::to_string(reason) + ")"
+                                : "publish failed (rc " + std::to_string(tok.get_return_code()) + ")";
+      if (owner->handlers.on_published)
+        owner->handlers.on_published(ContextToToken(tok.get_user_context()), false, refused, why);
+    }
+  };
+  struct ConnectListener : ::mqtt::iaction_listener {
+    Impl* owner = nullptr;
+    void on_success(const ::mqtt::token&) override {
+      owner->is_connected = true;
+      if (owner->handlers.on_connected) owner->handlers.on_connected();
+    }
+    void on_failure(const ::mqtt::token& tok) override {
+      owner->is_connected = false;
+      std::string why = "connect to " + owner->opts.url + " failed (rc " +
+                        std::to_string(tok.get_return_code());
+      int reason = static_cast<int>(tok.get_reason_code());
+      if (reason) why += ", reason code " + std::to_string(reason);
+      why += ")";
+      if (owner->handlers.on_connect_failed) owner->handlers.on_connect_failed(why);
+    }
+  };
+
+  LinkOptions opts;
+  LinkHandlers handlers;
+  std::unique_ptr<::mqtt::async_client> client;
+  ::mqtt::connect_options conn_opts;
+  PublishListener publish_listener;
+  ConnectListener connect_listener;
+  std::atomic<bool> is_connected{false};
+};
+
+MqttLink::MqttLink(LinkOptions options, LinkHandlers handlers) : impl_(std::make_unique<Impl>()) {
+  auto& d = *impl_;
+  d.opts = std::move(options);
+  d.handlers = std::move(handlers);
+  d.publish_listener.owner = &d;
+  d.connect_listener.owner = &d;
+  // No Paho persistence: the outbox is the durable store, in-flight messages are re-leased.
+  d.client = std::make_unique<::mqtt::async_client>(PahoUrl(d.opts.url), d.opts.client_id,
+                                                    ::mqtt::create_options(MQTTVERSION_5), nullptr);
+  d.client->set_connection_lost_handler([&d](const std::string& cause) {
+    d.is_connected = false;
+    if (d.handlers.on_connection_lost) d.handlers.on_connection_lost(cause.empty() ? "connection lost" : cause);
+  });
+  d.client->set_disconnected_handler([&d](const ::mqtt::properties&, ::mqtt::ReasonCode reason) {
+    d.is_connected = false;
+    if (d.handlers.on_connection_lost)
+      d.handlers.on_connection_lost("broker disconnected us (reason code " +
+                                    std::to_string(static_cast<int>(reason)) + ")");
+  });
+  d.client->set_message_callback([&d](::mqtt::const_message_ptr m) {
+    if (!d.handlers.on_message) return;
+    InboundMessage in;
+    in.topic = m->get_topic();
+    in.payload = m->to_string();
+    const auto& props = m->get_properties();
+    if (props.contains(::mqtt::property::RESPONSE_TOPIC))
+      in.response_topic = ::mqtt::get<std::string>(props, ::mqtt::property::RESPONSE_TOPIC);
+    if (props.contains(::mqtt::property::CORRELATION_DATA))
+      in.correlation_data = ::mqtt::get<std::string>(props, ::mqtt::property::CORRELATION_DATA);
+    d.handlers.on_message(std::move(in));
+  });
+
+  auto& c = d.conn_opts;
+  c.set_mqtt_version(MQTTVERSION_5);
+  c.set_clean_start(true);
+  c.set_keep_alive_interval(d.opts.keepalive_s);
+  c.set_connect_timeout(d.opts.connect_timeout_s);
+  c.set_max_inflight(d.opts.max_inflight);
+  c.set_automatic_reconnect(false);  // the forwarder owns reconnects (backoff with jitter)
+  if (!d.opts.username.empty()) c.set_user_name(d.opts.username);
+  if (!d.opts.password.empty()) c.set_password(d.opts.password);
+  if (!d.opts.will_topic.empty())
+    c.set_will(::mqtt::will_options(d.opts.will_topic, d.opts.will_payload, 1, true));
+  if (d.opts.tls.enabled) {
+    ::mqtt::ssl_options ssl;
+    if (!d.opts.tls.ca_file.empty()) ssl.set_trust_store(d.opts.tls.ca_file);
+    if (!d.opts.tls.cert_file.empty()) ssl.set_key_store(d.opts.tls.cert_file);
+    if (!d.opts.tls.key_file.empty()) ssl.set_private_key(d.opts.tls.key_file);
+    ssl.set_enable_server_cert_auth(d.opts.tls.verify_peer);
+    ssl.set_verify(d.opts.tls.verify_peer);
+    c.set_ssl(std::move(ssl));
+  }
+}
+
+MqttLink::~MqttLink() {
+  try {
+    if (impl_->client->is_connected()) impl_->client->disconnect(0)->wait_for(std::chrono::seconds(1));
+  } catch (const std::exception&) {
+  }
+}
+
+Status MqttLink::Connect() {
+  try {
+    impl_->client->connect(impl_->conn_opts, nullptr, impl_->connect_listener);
+    return Status::Ok();
+  } catch (const ::mqtt::exception& e) {
+    return Unavailable("connect to " + impl_->opts.url + ": " + e.what());
+  }
+}
+
+Status MqttLink::Publish(const std::string& topic, const std::string& payload, bool retain,
+                         uint64_t token) {
+  if (!impl_->is_connected) return Unavailable("not connected");
+  try {
+    auto msg = ::mqtt::make_message(topic, payload, 1, retain);
+    impl_->client->publish(msg, TokenToContext(token), impl_->publish_listener);
+    return Status::Ok();
+  } catch (const ::mqtt::exception& e) {
+    return Unavailable(std::string("publish: ") + e.what());
+  }
+}
+
+Status MqttLink::Subscribe(const std::string& filter) {
+  try {
+    impl_->client->subscribe(filter, 1);
+    return Status::Ok();
+  } catch (const ::mqtt::exception& e) {
+    return Unavailable(std::string("subscribe: ") + e.what());
+  }
+}
+
+void MqttLink::Disconnect(std::chrono::milliseconds timeout) {
+  try {
+    if (impl_->client->is_connected())
+      impl_->client->disconnect(static_cast<int>(timeout.count()))->wait_for(timeout + std::chrono::milliseconds(500));
+  } catch (const ::mqtt::exception&) {
+  }
+  impl_->is_connected = false;
+}
+
+bool MqttLink::connected() const { return impl_->is_connected; }
+const std::string& MqttLink::url() const { return impl_->opts.url; }
+
+}  // namespace sanigate::mqtt

@@ -1,0 +1,76 @@
+// MqttLink: the only place that includes Paho. One MQTT 5 connection to the broker: connect
+// (the caller decides when, so it owns backoff), publish completing on PUBACK, the will, TLS and
+// credentials. Paho's callbacks only copy what they get and call the handlers, which must not
+// block (they queue work for the forwarder's thread).
+// Thread-safety: all methods may be called from any thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "core/status.h"
+
+namespace sanigate::mqtt {
+
+struct TlsOptions {
+  bool enabled = false;
+  std::string ca_file, cert_file, key_file;
+  bool verify_peer = true;
+};
+
+struct LinkOptions {
+  std::string url;  // tcp://host:port or ssl://host:port (mqtt:// and mqtts:// accepted)
+  std::string client_id;
+  std::string username, password;
+  int keepalive_s = 30;
+  int connect_timeout_s = 10;
+  int max_inflight = 64;
+  TlsOptions tls;
+  std::string will_topic, will_payload;  // retained, QoS 1
+};
+
+struct InboundMessage {
+  std::string topic, payload, response_topic, correlation_data;
+};
+
+struct LinkHandlers {
+  std::function<void()> on_connected;
+  std::function<void(const std::string& why)> on_connect_failed;
+  std::function<void(const std::string& why)> on_connection_lost;
+  // token as given to Publish; ok on PUBACK. `refused` means the broker answered with an error
+  // reason code (e.g. not authorized): retrying cannot help.
+  std::function<void(uint64_t token, bool ok, bool refused, const std::string& why)> on_published;
+  std::function<void(InboundMessage)> on_message;
+};
+
+class MqttLink {
+ public:
+  MqttLink(LinkOptions options, LinkHandlers handlers);
+  ~MqttLink();
+  MqttLink(const MqttLink&) = delete;
+  MqttLink& operator=(const MqttLink&) = delete;
+
+  // Starts one connection attempt; the outcome arrives at on_connected / on_connect_failed.
+  Status Connect();
+  // Queues a QoS 1 publish; the outcome arrives at on_published. Fails at once when the link is
+  // down or Paho refuses (the caller keeps the message).
+  Status Publish(const std::string& topic, const std::string& payload, bool retain,
+                 uint64_t token);
+  Status Subscribe(const std::string& filter);
+  // Clean disconnect (no will): waits up to `timeout`.
+  void Disconnect(std::chrono::milliseconds timeout);
+  bool connected() const;
+  const std::string& url() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Normalizes mqtt:// and mqtts:// to the tcp:// and ssl:// schemes Paho understands.
+std::string PahoUrl(const std::string& url);
+
+}  // namespace sanigate::mqtt

@@ -1,0 +1,231 @@
+#include "pipeline/forwarder.h"
+
+#include <spdlog/spdlog.h>
+
+namespace sanigate::pipeline {
+
+using std::chrono::milliseconds;
+using Clock = std::chrono::steady_clock;
+
+// Token 0 marks the gateway status publish: outbox seqs start far above it.
+constexpr uint64_t kStatusToken = 0;
+
+Forwarder::Forwarder(store::Outbox& outbox, mqtt::LinkOptions link, ForwarderOptions options)
+    : outbox_(outbox), opt_(std::move(options)) {
+  link.will_topic = opt_.status_topic;
+  link.will_payload = opt_.status_payload ? opt_.status_payload(false) : R"({"online":false})";
+  link.max_inflight = static_cast<int>(opt_.window) + 8;  // room for status publishes
+  mqtt::LinkHandlers h;
+  h.on_connected = [this] { Post({Ev::kConnected, 0, {}}); };
+  h.on_connect_failed = [this](const std::string& why) { Post({Ev::kConnectFailed, 0, why}); };
+  h.on_connection_lost = [this](const std::string& why) { Post({Ev::kLost, 0, why}); };
+  h.on_published = [this](uint64_t token, bool ok, bool refused, const std::string& why) {
+    Post({ok ? Ev::kAcked : refused ? Ev::kRefused : Ev::kFailed, token, why});
+  };
+  h.on_message = opt_.on_message;
+  link_ = std::make_unique<mqtt::MqttLink>(std::move(link), std::move(h));
+  outbox_.SetCommitListener([this] { Post({Ev::kWake, 0, {}}); });
+}
+
+Forwarder::~Forwarder() {
+  {
+    std::lock_guard lk(mu_);
+    stopping_ = stop_now_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  outbox_.SetCommitListener({});
+  link_.reset();  // before our mutex goes: Paho may still call back while disconnecting
+}
+
+void Forwarder::Start() {
+  next_connect_ = Clock::now();
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void Forwarder::Post(Event e) {
+  {
+    std::lock_guard lk(mu_);
+    // Coalesce wake-ups: one pending is enough.
+    if (e.kind == Ev::kWake && !events_.empty() && events_.back().kind == Ev::kWake) return;
+    events_.push_back(std::move(e));
+  }
+  cv_.notify_one();
+}
+
+void Forwarder::PublishStatusSoon() { Post({Ev::kWake, 1, "status"}); }
+
+void Forwarder::ScheduleReconnect(bool after_failure) {
+  if (!after_failure) {
+    backoff_ = opt_.reconnect_min;
+  } else {
+    backoff_ = backoff_.count() == 0 ? opt_.reconnect_min
+                                     : std::min(backoff_ * 2, opt_.reconnect_max);
+  }
+  // Full jitter in [backoff/2, backoff] so a fleet of gateways does not reconnect in lockstep.
+  std::uniform_int_distribution<int64_t> jitter(backoff_.count() / 2, backoff_.count());
+  next_connect_ = Clock::now() + milliseconds(jitter(rng_));
+}
+
+void Forwarder::PublishStatus(bool online) {
+  if (!opt_.status_payload || opt_.status_topic.empty()) return;
+  (void)link_->Publish(opt_.status_topic, opt_.status_payload(online), true, kStatusToken);
+  next_status_ = Clock::now() + opt_.status_interval;
+  status_due_ = false;
+}
+
+void Forwarder::Handle(Event& e) {
+  switch (e.kind) {
+    case Ev::kConnected: {
+      state_ = State::kConnected;
+      backoff_ = milliseconds(0);
+      outbox_.ReleaseAll();
+      inflight_.clear();
+      spdlog::info("mqtt: connected to {}", link_->url());
+      std::lock_guard lk(mu_);
+      stats_.connected = true;
+      stats_.last_error.clear();
+      status_due_ = true;
+      break;
+    }
+    case Ev::kConnectFailed: {
+      state_ = State::kDisconnected;
+      ScheduleReconnect(true);
+      std::lock_guard lk(mu_);
+      // Log the first failure and then once per backoff ceiling, not every attempt.
+      if (stats_.connect_failures == 0 || backoff_ == opt_.reconnect_max)
+        spdlog::warn("mqtt: {}; retrying in up to {} ms", e.why, backoff_.count());
+      stats_.connect_failures++;
+      stats_.last_error = e.why;
+      break;
+    }
+    case Ev::kLost: {
+      if (state_ != State::kConnected) break;
+      state_ = State::kDisconnected;
+      spdlog::warn("mqtt: link lost: {}; {} in flight will be resent", e.why, inflight_.size());
+      outbox_.ReleaseAll();
+      inflight_.clear();
+      ScheduleReconnect(false);
+      std::lock_guard lk(mu_);
+      stats_.connected = false;
+      stats_.reconnects++;
+      stats_.last_error = e.why;
+      break;
+    }
+    case Ev::kAcked:
+      if (e.token != kStatusToken && inflight_.erase(e.token)) {
+        outbox_.Settle(e.token);
+        std::lock_guard lk(mu_);
+        stats_.acked++;
+      }
+      break;
+    case Ev::kRefused:
+      if (e.token != kStatusToken && inflight_.erase(e.token)) {
+        spdlog::error("mqtt: record {} moved to the dead-letter table: {}", e.token, e.why);
+        outbox_.Poison(e.token, e.why);
+        std::lock_guard lk(mu_);
+        stats_.refused++;
+      }
+      break;
+    case Ev::kFailed:
+      // Not refused by the broker: the link is going down. Resend everything in flight.
+      if (e.token != kStatusToken && inflight_.count(e.token)) {
+        outbox_.ReleaseAll();
+        inflight_.clear();
+      }
+      break;
+    case Ev::kWake:
+      if (e.token == 1) status_due_ = true;
+      break;
+  }
+}
+
+void Forwarder::Fill() {
+  while (state_ == State::kConnected && inflight_.size() < opt_.window) {
+    auto batch = outbox_.Lease(opt_.window - inflight_.size());
+    if (!batch.ok()) {
+      if (!outbox_error_logged_) spdlog::error("outbox: lease failed: {}", batch.status().ToString());
+      outbox_error_logged_ = true;
+      return;
+    }
+    outbox_error_logged_ = false;
+    if (batch->empty()) return;
+    for (auto& env : *batch) {
+      inflight_.insert(env.seq);
+      Status st = link_->Publish(env.msg.topic, env.msg.payload, env.msg.retain, env.seq);
+      if (!st.ok()) {
+        // The link dropped under us; the lost event follows and re-leases.
+        outbox_.ReleaseAll();
+        inflight_.clear();
+        return;
+      }
+      std::lock_guard lk(mu_);
+      stats_.published++;
+    }
+  }
+}
+
+void Forwarder::Loop() {
+  std::unique_lock lk(mu_);
+  while (true) {
+    if (stop_now_) break;
+    auto now = Clock::now();
+    auto wake = Clock::time_point::max();
+    if (state_ == State::kDisconnected) wake = std::min(wake, next_connect_);
+    if (state_ == State::kConnected) wake = std::min(wake, next_status_);
+    if (events_.empty() && !status_due_ && now < wake)
+      cv_.wait_until(lk, std::min(wake, now + std::chrono::seconds(1)));
+    std::deque<Event> evs;
+    evs.swap(events_);
+    lk.unlock();
+
+    for (auto& e : evs) Handle(e);
+    now = Clock::now();
+    if (state_ == State::kDisconnected && now >= next_connect_) {
+      state_ = State::kConnecting;
+      if (Status st = link_->Connect(); !st.ok()) {
+        Event e{Ev::kConnectFailed, 0, st.message()};
+        Handle(e);
+      }
+    }
+    if (state_ == State::kConnected) {
+      if (status_due_ || now >= next_status_) PublishStatus(true);
+      Fill();
+    }
+    lk.lock();
+    stats_.inflight = inflight_.size();
+  }
+}
+
+void Forwarder::Stop(milliseconds drain) {
+  // Let the loop publish what is committed until the outbox is empty or the time is up.
+  auto deadline = Clock::now() + drain;
+  while (Clock::now() < deadline) {
+    auto s = outbox_.Stats();
+    bool connected;
+    {
+      std::lock_guard lk(mu_);
+      connected = stats_.connected;
+    }
+    if (!connected || (s.pending_rows == 0 && s.queued == 0)) break;
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  {
+    std::lock_guard lk(mu_);
+    stop_now_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  if (link_->connected()) {
+    PublishStatus(false);  // a clean disconnect sends no will, so say goodbye ourselves
+    link_->Disconnect(milliseconds(1000));
+  }
+}
+
+ForwarderStats Forwarder::Stats() const {
+  std::lock_guard lk(mu_);
+  ForwarderStats s = stats_;
+  return s;
+}
+
+}  // namespace sanigate::pipeline

@@ -1,0 +1,91 @@
+// Forwarder: moves committed records from the outbox to the broker. Owns the MQTT link's life:
+// connects with exponential backoff and jitter, keeps a window of QoS 1 publishes in flight,
+// settles each row on its PUBACK, re-leases everything in flight when the link drops, and keeps
+// the retained gateway status (with its will) up to date.
+// Thread-safety: one internal thread; Start/Stop/Stats from any thread.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <unordered_set>
+
+#include "mqtt/mqtt_link.h"
+#include "store/outbox.h"
+
+namespace sanigate::pipeline {
+
+struct ForwarderOptions {
+  size_t window = 64;
+  std::chrono::milliseconds reconnect_min{500};
+  std::chrono::milliseconds reconnect_max{30000};
+  std::chrono::milliseconds status_interval{30000};
+  std::string status_topic;
+  // Builds the gateway status payload; online=false for the will and the goodbye.
+  std::function<std::string(bool online)> status_payload;
+  std::function<void(mqtt::InboundMessage)> on_message;  // commands (later issues)
+};
+
+struct ForwarderStats {
+  bool connected = false;
+  uint64_t published = 0, acked = 0, refused = 0, reconnects = 0, connect_failures = 0;
+  size_t inflight = 0;
+  std::string last_error;
+};
+
+class Forwarder {
+ public:
+  Forwarder(store::Outbox& outbox, mqtt::LinkOptions link, ForwarderOptions options);
+  ~Forwarder();
+  void Start();
+  // Publishes what is committed (up to `drain`), then the offline status, then disconnects.
+  void Stop(std::chrono::milliseconds drain);
+  ForwarderStats Stats() const;
+  void PublishStatusSoon();  // e.g. after a device or adapter state change
+
+ private:
+  enum class Ev { kConnected, kConnectFailed, kLost, kAcked, kFailed, kRefused, kWake };
+  struct Event {
+    Ev kind;
+    uint64_t token = 0;
+    std::string why;
+  };
+
+  void Post(Event e);
+  void Loop();
+  void Handle(Event& e);
+  void Fill();
+  void ScheduleReconnect(bool after_failure);
+  void PublishStatus(bool online);
+
+  store::Outbox& outbox_;
+  ForwarderOptions opt_;
+  std::unique_ptr<mqtt::MqttLink> link_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Event> events_;
+  bool stopping_ = false;
+  bool stop_now_ = false;
+  ForwarderStats stats_;
+
+  // Loop-thread state.
+  enum class State { kDisconnected, kConnecting, kConnected } state_ = State::kDisconnected;
+  std::unordered_set<uint64_t> inflight_;
+  std::chrono::milliseconds backoff_{0};
+  std::chrono::steady_clock::time_point next_connect_{};
+  std::chrono::steady_clock::time_point next_status_{};
+  bool status_due_ = false;
+  bool outbox_error_logged_ = false;
+  std::mt19937_64 rng_{std::random_device{}()};
+  std::thread thread_;
+};
+
+}  // namespace sanigate::pipeline

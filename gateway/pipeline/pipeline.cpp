@@ -1,0 +1,128 @@
+#include "pipeline/pipeline.h"
+
+#include <cmath>
+
+namespace sanigate::pipeline {
+namespace {
+
+std::optional<double> AsNumber(const MetricValue& v) {
+  if (auto d = std::get_if<double>(&v)) return *d;
+  if (auto i = std::get_if<int64_t>(&v)) return static_cast<double>(*i);
+  return std::nullopt;
+}
+
+bool Changed(const MetricValue& before, const MetricValue& now, double deadband) {
+  auto a = AsNumber(before), b = AsNumber(now);
+  if (a && b) {
+    if (std::isnan(*a) != std::isnan(*b)) return true;
+    return std::fabs(*b - *a) >= deadband && (deadband > 0 || *a != *b);
+  }
+  return before != now;
+}
+
+}  // namespace
+
+Pipeline::Pipeline(store::Outbox& outbox, EncodeContext ctx) : outbox_(outbox), ctx_(std::move(ctx)) {}
+
+void Pipeline::SetRules(std::unordered_map<std::string, DeviceRules> rules) {
+  std::lock_guard lk(mu_);
+  rules_ = std::move(rules);
+}
+
+void Pipeline::Process(Record& r, std::vector<Record>& out) {
+  stats_.records_in++;
+  if (r.type != RecordType::kReading) {
+    out.push_back(std::move(r));
+    return;
+  }
+  auto rit = rules_.find(r.device);
+  const DeviceRules* rules = rit == rules_.end() ? nullptr : &rit->second;
+  DeviceState& st = state_[r.device];
+
+  // Overflow with hysteresis, from the unfiltered value.
+  if (rules && rules->overflow) {
+    const OverflowRule& o = *rules->overflow;
+    if (const Metric* m = r.FindMetric(o.metric)) {
+      if (auto v = AsNumber(m->value)) {
+        bool to_active = !st.overflow_active && *v >= o.active_at;
+        bool to_clear = st.overflow_active && *v < o.clear_below;
+        if (to_active || to_clear) {
+          st.overflow_active = to_active;
+          Record e = MakeEvent(r.device, r.kind, r.protocol, r.ts_ms, "overflow",
+                               to_active ? EventState::kActive : EventState::kCleared,
+                               Severity::kWarning);
+          e.metrics.push_back(*m);
+          e.location = r.location;
+          e.source_extra = r.source_extra;
+          out.push_back(std::move(e));
+        }
+      }
+    }
+  }
+
+  // Report by exception, per metric.
+  std::vector<Metric> kept;
+  kept.reserve(r.metrics.size());
+  for (auto& m : r.metrics) {
+    const MetricRule* rule = nullptr;
+    if (rules) {
+      auto it = rules->metrics.find(m.name);
+      if (it != rules->metrics.end() && it->second.deadband) rule = &it->second;
+    }
+    auto [it, fresh] = st.metrics.try_emplace(m.name);
+    MetricState& ms = it->second;
+    bool publish = fresh || !rule || Changed(ms.last, m.value, *rule->deadband) ||
+                   r.ts_ms - ms.last_ts >= rule->max_silence_ms;
+    if (publish) {
+      ms.last = m.value;
+      ms.last_ts = r.ts_ms;
+      kept.push_back(std::move(m));
+    } else {
+      stats_.suppressed++;
+    }
+  }
+  if (kept.empty()) return;
+  r.metrics = std::move(kept);
+  out.push_back(std::move(r));
+}
+
+void Pipeline::Emit(Record record) {
+  std::vector<Record> one;
+  one.push_back(std::move(record));
+  EmitBatch(std::move(one));
+}
+
+void Pipeline::EmitBatch(std::vector<Record> records) {
+  std::vector<Record> out;
+  out.reserve(records.size() + 1);
+  {
+    std::lock_guard lk(mu_);
+    for (auto& r : records) Process(r, out);
+    for (const auto& r : out) {
+      switch (r.type) {
+        case RecordType::kReading: stats_.readings_out++; break;
+        case RecordType::kEvent: stats_.events_out++; break;
+        case RecordType::kStatus: stats_.status_out++; break;
+      }
+    }
+  }
+  if (out.empty()) return;
+  // Encoding happens inside Append so each record carries the seq the outbox assigns.
+  outbox_.Append(out.size(), [&](size_t i, uint64_t seq) {
+    const Record& r = out[i];
+    store::OutMessage m;
+    m.priority = r.priority();
+    m.ts_ms = r.ts_ms;
+    m.topic = RecordTopic(r, ctx_);
+    m.payload = EncodeRecord(r, ctx_, seq);
+    m.retain = r.type == RecordType::kStatus;
+    return m;
+  });
+}
+
+PipelineStats Pipeline::Stats() const {
+  std::lock_guard lk(mu_);
+  return stats_;
+}
+
+}  // namespace sanigate::pipeline

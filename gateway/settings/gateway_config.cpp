@@ -1,0 +1,144 @@
+#include "settings/gateway_config.h"
+
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace sanigate::settings {
+namespace {
+
+void ParseGateway(Node& n, GatewaySection& g) {
+  if (auto id = n.RequiredId("id")) g.id = *id;
+  if (auto site = n.RequiredId("site")) g.site = *site;
+  g.data_dir = n.String("data_dir", g.data_dir);
+  if (g.data_dir.empty()) n.Problem("data_dir", "must not be empty");
+  g.topic_prefix = n.String("topic_prefix", g.topic_prefix);
+  if (g.topic_prefix.empty() || g.topic_prefix.find_first_of("+#") != std::string::npos ||
+      g.topic_prefix.front() == '/' || g.topic_prefix.back() == '/')
+    n.Problem("topic_prefix", "\"" + g.topic_prefix +
+                                  "\" is not a valid topic prefix (no wildcards, no leading or "
+                                  "trailing /)");
+  g.log_level = n.OneOf("log_level", g.log_level, {"trace", "debug", "info", "warn", "error"});
+  g.status_interval_s = n.Int("status_interval_s", g.status_interval_s, 1, 3600);
+  g.shutdown_drain_ms = n.Int("shutdown_drain_ms", g.shutdown_drain_ms, 0, 60000);
+  n.Finish();
+}
+
+std::string ReadSecretFile(Node& n, std::string_view key, const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    n.Problem(key, "cannot read \"" + path + "\": " + std::strerror(errno));
+    return {};
+  }
+  if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+    n.Problem(key, "\"" + path + "\" must not be readable by group or others (chmod 600)");
+    return {};
+  }
+  std::ifstream in(path);
+  std::string secret;
+  std::getline(in, secret);  // first line; a trailing newline is not part of the secret
+  return secret;
+}
+
+void ParseTls(Node& n, TlsSection& t) {
+  t.enabled = n.Bool("enabled", t.enabled);
+  t.ca_file = n.String("ca_file", t.ca_file);
+  t.cert_file = n.String("cert_file", t.cert_file);
+  t.key_file = n.String("key_file", t.key_file);
+  t.verify_peer = n.Bool("verify_peer", t.verify_peer);
+  for (auto [key, file] : {std::pair{"ca_file", &t.ca_file}, std::pair{"cert_file", &t.cert_file},
+                           std::pair{"key_file", &t.key_file}}) {
+    if (!file->empty() && !std::filesystem::exists(*file))
+      n.Problem(key, "\"" + *file + "\" does not exist");
+  }
+  if (t.cert_file.empty() != t.key_file.empty())
+    n.Problem(t.cert_file.empty() ? "key_file" : "cert_file",
+              "cert_file and key_file must be given together");
+  n.Finish();
+}
+
+void ParseMqtt(Node& n, MqttSection& m, const GatewaySection& g) {
+  m.url = n.String("url", m.url);
+  bool tls_scheme = m.url.rfind("ssl://", 0) == 0 || m.url.rfind("mqtts://", 0) == 0;
+  if (m.url.rfind("tcp://", 0) != 0 && m.url.rfind("mqtt://", 0) != 0 && !tls_scheme)
+    n.Problem("url", "\"" + m.url + "\" must start with tcp://, mqtt://, ssl:// or mqtts://");
+  m.client_id = n.String("client_id", "sanigate-" + g.id);
+  m.username = n.String("username", m.username);
+  bool has_pw = n.Has("password"), has_pw_file = n.Has("password_file");
+  m.password = n.String("password", "");
+  std::string pw_file = n.String("password_file", "");
+  if (has_pw && has_pw_file) n.Problem("password_file", "give password or password_file, not both");
+  else if (has_pw_file && !pw_file.empty()) m.password = ReadSecretFile(n, "password_file", pw_file);
+  m.keepalive_s = n.Int("keepalive_s", m.keepalive_s, 5, 3600);
+  m.connect_timeout_s = n.Int("connect_timeout_s", m.connect_timeout_s, 1, 300);
+  m.inflight_window = n.Int("inflight_window", m.inflight_window, 1, 65535);
+  m.reconnect_min_ms = n.Int("reconnect_min_ms", m.reconnect_min_ms, 10, 600000);
+  m.reconnect_max_ms = n.Int("reconnect_max_ms", m.reconnect_max_ms, 10, 3600000);
+  if (m.reconnect_max_ms < m.reconnect_min_ms)
+    n.Problem("reconnect_max_ms", std::to_string(m.reconnect_max_ms) +
+                                      " is below reconnect_min_ms (" +
+                                      std::to_string(m.reconnect_min_ms) + ")");
+  if (auto tls = n.Table("tls")) ParseTls(*tls, m.tls);
+  if (tls_scheme) m.tls.enabled = true;
+  if (m.tls.enabled && !tls_scheme)
+    n.Problem("url", "tls.enabled needs an ssl:// or mqtts:// url, got \"" + m.url + "\"");
+  n.Finish();
+}
+
+void ParseOutbox(Node& n, OutboxSection& o) {
+  o.path = n.String("path", o.path);
+  if (o.path.empty()) n.Problem("path", "must not be empty");
+  o.max_rows = n.Int("max_rows", o.max_rows, 1000, 1'000'000'000);
+  o.max_mb = n.Int("max_mb", o.max_mb, 1, 1'000'000);
+  o.max_age_h = n.Int("max_age_h", o.max_age_h, 1, 24 * 365);
+  o.commit_max_rows = n.Int("commit_max_rows", o.commit_max_rows, 1, 100000);
+  o.commit_linger_ms = n.Int("commit_linger_ms", o.commit_linger_ms, 0, 1000);
+  o.synchronous = n.OneOf("synchronous", o.synchronous, {"full", "normal"});
+  n.Finish();
+}
+
+Result<Config> Walk(ParsedFile parsed, ConfigErrors& errors, const std::string& name,
+                    const std::vector<SectionParser>& sections) {
+  Config cfg;
+  cfg.file = name;
+  if (parsed.table) {
+    Node root(*parsed.table, "", errors);
+    if (auto g = root.Table("gateway")) ParseGateway(*g, cfg.gateway);
+    else errors.Add(1, 1, "gateway", "required section is missing");
+    if (auto m = root.Table("mqtt")) ParseMqtt(*m, cfg.mqtt, cfg.gateway);
+    else cfg.mqtt.client_id = "sanigate-" + cfg.gateway.id;
+    if (auto o = root.Table("outbox")) ParseOutbox(*o, cfg.outbox);
+    for (const auto& section : sections) {
+      if (auto t = root.Table(section.name)) {
+        std::any parsed_section = section.parse(*t, cfg.gateway);
+        if (parsed_section.has_value()) cfg.adapters.push_back({section.name, std::move(parsed_section)});
+      }
+    }
+    root.Finish();
+  }
+  if (!errors.empty()) return Invalid(errors.Joined());
+  return cfg;
+}
+
+}  // namespace
+
+std::string Config::OutboxPath() const {
+  std::filesystem::path p(outbox.path);
+  if (p.is_absolute()) return p.string();
+  return (std::filesystem::path(gateway.data_dir) / p).string();
+}
+
+Result<Config> LoadConfig(const std::string& path, const std::vector<SectionParser>& sections) {
+  ConfigErrors errors(path);
+  return Walk(ParseFile(path, errors), errors, path, sections);
+}
+
+Result<Config> LoadConfigString(std::string_view text, const std::string& name,
+                                const std::vector<SectionParser>& sections) {
+  ConfigErrors errors(name);
+  return Walk(ParseString(text, name, errors), errors, name, sections);
+}
+
+}  // namespace sanigate::settings

@@ -1,0 +1,85 @@
+// The sanigate configuration: the [gateway], [mqtt] and [outbox] sections parsed here, and one
+// section per compiled-in protocol parsed by that protocol's AdapterSpec (passed in by the app,
+// so settings never depends on devices). Plain values after loading: thread-safe to read.
+#pragma once
+
+#include <any>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "settings/reader.h"
+
+namespace sanigate::settings {
+
+struct GatewaySection {
+  std::string id;                     // gateway id, in topics and record ids
+  std::string site;                   // site id, in topics
+  std::string data_dir = "/var/lib/sanigate";
+  std::string topic_prefix = "sanigate/v1";
+  std::string log_level = "info";
+  int64_t status_interval_s = 30;     // how often the retained gateway status is refreshed
+  int64_t shutdown_drain_ms = 3000;   // SIGTERM: time to publish what is queued before exiting
+};
+
+struct TlsSection {
+  bool enabled = false;
+  std::string ca_file;    // trust store; empty = system default CAs
+  std::string cert_file;  // client certificate for mutual TLS (optional)
+  std::string key_file;
+  bool verify_peer = true;  // check the broker's certificate and host name
+};
+
+struct MqttSection {
+  std::string url = "tcp://127.0.0.1:1883";  // tcp:// or ssl:// (mqtts:// accepted)
+  std::string client_id;                     // default: "sanigate-" + gateway id
+  std::string username;
+  std::string password;  // from `password` or `password_file` (0600); never logged
+  int64_t keepalive_s = 30;
+  int64_t connect_timeout_s = 10;
+  int64_t inflight_window = 64;  // QoS 1 messages awaiting PUBACK at once
+  int64_t reconnect_min_ms = 500;
+  int64_t reconnect_max_ms = 30000;
+  TlsSection tls;
+};
+
+struct OutboxSection {
+  std::string path = "outbox.db";   // relative to gateway.data_dir
+  int64_t max_rows = 2'000'000;
+  int64_t max_mb = 512;
+  int64_t max_age_h = 168;          // telemetry and status older than this are shed
+  int64_t commit_max_rows = 1000;   // rows per transaction at most
+  int64_t commit_linger_ms = 0;     // extra wait to gather a bigger batch (flash wear vs latency)
+  std::string synchronous = "full"; // "full": survives power loss; "normal": survives crashes
+};
+
+struct AdapterSection {
+  std::string protocol;  // section name, e.g. "modbus"
+  std::any config;       // the protocol's own parsed config
+};
+
+struct Config {
+  std::string file;
+  GatewaySection gateway;
+  MqttSection mqtt;
+  OutboxSection outbox;
+  std::vector<AdapterSection> adapters;
+
+  std::string OutboxPath() const;
+};
+
+// A protocol section parser: reads its [name] table, reports problems into the node's errors.
+struct SectionParser {
+  std::string name;
+  std::function<std::any(Node&, const GatewaySection&)> parse;
+};
+
+// Loads and checks a config file. On any problem returns kInvalid with every error, one per
+// line, "FILE:LINE:COL: key.path: problem".
+Result<Config> LoadConfig(const std::string& path, const std::vector<SectionParser>& sections);
+Result<Config> LoadConfigString(std::string_view text, const std::string& name,
+                                const std::vector<SectionParser>& sections);
+
+}  // namespace sanigate::settings

@@ -1,0 +1,586 @@
+#include "store/outbox.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <thread>
+#include <unordered_set>
+
+#include "core/clock.h"
+#include "store/sqlite_db.h"
+
+namespace sanigate::store {
+namespace {
+
+// "SANI" in PRAGMA application_id marks a file as ours; user_version is the schema version.
+constexpr int64_t kApplicationId = 0x53414E49;
+constexpr int64_t kSchemaVersion = 1;
+constexpr size_t kDeadLetterKeep = 10000;
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS outbox (
+  seq      INTEGER PRIMARY KEY,
+  priority INTEGER NOT NULL,
+  ts       INTEGER NOT NULL,
+  topic    TEXT    NOT NULL,
+  payload  BLOB    NOT NULL,
+  retain   INTEGER NOT NULL,
+  size     INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_by_priority ON outbox(priority);
+CREATE TABLE IF NOT EXISTS dead_letter (
+  seq INTEGER PRIMARY KEY, ts INTEGER, topic TEXT, payload BLOB, reason TEXT, at INTEGER
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+)sql";
+
+Status CheckHeader(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec) || std::filesystem::file_size(path, ec) == 0)
+    return Status::Ok();
+  std::ifstream in(path, std::ios::binary);
+  char header[16] = {};
+  in.read(header, sizeof header);
+  if (in.gcount() < 16 || std::memcmp(header, "SQLite format 3\0", 16) != 0)
+    return DataLoss(path + ": not an SQLite database (foreign or corrupt file); it was left "
+                           "untouched: move it away to start with an empty outbox");
+  return Status::Ok();
+}
+
+}  // namespace
+
+struct Outbox::Impl {
+  OutboxOptions opt;
+  Db writer_db, reader_db;
+  Stmt insert, remove, bump_seq, lease, dead_insert, dead_trim, oldest;
+
+  struct Queued {
+    Envelope env;
+    SteadyClock::time_point at;
+  };
+  struct Callback {
+    uint64_t seq;
+    DurableCallback fn;
+  };
+
+  mutable std::mutex mu;
+  std::condition_variable writer_cv;   // work for the writer
+  std::condition_variable durable_cv;  // commits for waiters
+  std::deque<Queued> queue;
+  std::deque<Callback> callbacks;
+  std::vector<uint64_t> to_delete;
+  std::vector<std::pair<uint64_t, std::string>> to_poison;
+  std::unordered_set<uint64_t> settled_not_deleted;  // acked, delete not yet committed
+  uint64_t next_seq = 0;
+  uint64_t committed_seq = 0;
+  bool stop = false;
+  OutboxStats stats;
+  std::function<void()> on_commit;
+  std::function<void(const ShedReport&)> on_shed;
+  SteadyClock::time_point next_age_check{};
+  bool big_backlog = false;  // to shrink the file once a large backlog drains
+
+  // Lease cursors: the highest seq handed out per priority (consumer thread only).
+  std::array<uint64_t, kPriorityCount> cursor{};
+
+  std::thread writer;
+
+  Status Init();
+  void WriterLoop();
+  Status Commit(std::vector<Queued>& batch, std::vector<uint64_t>& dels,
+                std::vector<std::pair<uint64_t, std::string>>& poison, uint64_t* removed_rows,
+                uint64_t* removed_bytes);
+  void ShedIfNeeded();
+  void ShedByAge();
+  void Report(Priority p, uint64_t rows, int64_t oldest, int64_t newest, const char* reason);
+  void RefreshOldest();
+};
+
+Status Outbox::Impl::Init() {
+  if (auto st = CheckHeader(opt.path); !st.ok()) return st;
+  auto w = Db::Open(opt.path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  if (!w.ok()) return w.status();
+  writer_db = std::move(w.value());
+
+  // Identify the file before changing anything in it.
+  auto q = writer_db.Prepare("PRAGMA application_id");
+  if (!q.ok()) return q.status();
+  Status err;
+  int64_t app_id = q->Step(&err) ? q->Int(0) : 0;
+  if (!err.ok()) return DataLoss(opt.path + ": " + err.message());
+  q = writer_db.Prepare("SELECT count(*) FROM sqlite_master");
+  if (!q.ok()) return q.status();
+  int64_t objects = q->Step(&err) ? q->Int(0) : 0;
+  if (!err.ok()) return DataLoss(opt.path + ": " + err.message());
+  if (app_id == 0 && objects > 0)
+    return DataLoss(opt.path + ": an SQLite database of another application (" +
+                    std::to_string(objects) +
+                    " objects, no Sanigate id); it was left untouched: point outbox.path "
+                    "elsewhere or move the file away");
+  if (app_id != 0 && app_id != kApplicationId)
+    return DataLoss(opt.path + ": an SQLite database of another application (application_id " +
+                    std::to_string(app_id) + "); it was left untouched");
+  bool fresh = app_id == 0;
+  if (!fresh) {
+    q = writer_db.Prepare("PRAGMA user_version");
+    int64_t version = q->Step(&err) ? q->Int(0) : 0;
+    if (version > kSchemaVersion)
+      return DataLoss(opt.path + ": written by a newer Sanigate (schema " + std::to_string(version) +
+                      ", this one knows " + std::to_string(kSchemaVersion) + ")");
+    q = writer_db.Prepare("PRAGMA quick_check");
+    std::string verdict = q->Step(&err) ? q->Text(0) : err.message();
+    if (verdict != "ok") return DataLoss(opt.path + ": integrity check failed: " + verdict);
+  }
+
+  if (fresh) {
+    // auto_vacuum must be chosen before the first table exists.
+    if (auto st = writer_db.Exec("PRAGMA auto_vacuum=INCREMENTAL"); !st.ok()) return st;
+  }
+  if (auto st = writer_db.Exec("PRAGMA journal_mode=WAL"); !st.ok()) return st;
+  if (auto st = writer_db.Exec(opt.sync_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+      !st.ok())
+    return st;
+  if (opt.max_page_count > 0)
+    (void)writer_db.Exec("PRAGMA max_page_count=" + std::to_string(opt.max_page_count));
+  if (auto st = writer_db.Exec(kSchema); !st.ok()) return st;
+  if (fresh) {
+    // Ids are "{gateway}:{seq}". Starting a new database at now_ms*1000 keeps ids unique even
+    // if an outbox file is lost and recreated.
+    std::string init = "PRAGMA application_id=" + std::to_string(kApplicationId) +
+                       "; PRAGMA user_version=" + std::to_string(kSchemaVersion) +
+                       "; INSERT OR IGNORE INTO meta VALUES('last_seq'," +
+                       std::to_string(static_cast<uint64_t>(NowMs()) * 1000) + ")";
+    if (auto st = writer_db.Exec(init); !st.ok()) return st;
+  }
+
+  q = writer_db.Prepare("SELECT value FROM meta WHERE key='last_seq'");
+  if (!q.ok()) return q.status();
+  uint64_t last = q->Step(&err) ? static_cast<uint64_t>(q->Int(0)) : 0;
+  q = writer_db.Prepare("SELECT coalesce(max(seq),0), count(*), coalesce(sum(size),0) FROM outbox");
+  if (!q.ok()) return q.status();
+  if (q->Step(&err)) {
+    last = std::max<uint64_t>(last, static_cast<uint64_t>(q->Int(0)));
+    stats.pending_rows = static_cast<uint64_t>(q->Int(1));
+    stats.pending_bytes = static_cast<uint64_t>(q->Int(2));
+  }
+  if (!err.ok()) return err;
+  next_seq = last + 1;
+  committed_seq = last;
+
+  auto prep = [&](Stmt& s, const std::string& sql) -> Status {
+    auto r = writer_db.Prepare(sql);
+    if (!r.ok()) return r.status();
+    s = std::move(r.value());
+    return Status::Ok();
+  };
+  if (auto st = prep(insert, "INSERT INTO outbox(seq,priority,ts,topic,payload,retain,size) "
+                             "VALUES(?,?,?,?,?,?,?)");
+      !st.ok())
+    return st;
+  if (auto st = prep(remove, "DELETE FROM outbox WHERE seq=? RETURNING size"); !st.ok()) return st;
+  if (auto st = prep(bump_seq, "UPDATE meta SET value=? WHERE key='last_seq'"); !st.ok()) return st;
+  if (auto st = prep(dead_insert,
+                     "INSERT OR REPLACE INTO dead_letter SELECT seq,ts,topic,payload,?,? FROM "
+                     "outbox WHERE seq=?");
+      !st.ok())
+    return st;
+  if (auto st = prep(dead_trim, "DELETE FROM dead_letter WHERE seq <= (SELECT seq FROM dead_letter "
+                                "ORDER BY seq DESC LIMIT 1 OFFSET " +
+                                    std::to_string(kDeadLetterKeep) + ")");
+      !st.ok())
+    return st;
+  if (auto st = prep(oldest, "SELECT ts FROM outbox ORDER BY seq LIMIT 1"); !st.ok()) return st;
+
+  auto r = Db::Open(opt.path, SQLITE_OPEN_READWRITE);
+  if (!r.ok()) return r.status();
+  reader_db = std::move(r.value());
+  auto l = reader_db.Prepare(
+      "SELECT seq,ts,topic,payload,retain FROM outbox WHERE priority=? AND seq>? ORDER BY seq "
+      "LIMIT ?");
+  if (!l.ok()) return l.status();
+  lease = std::move(l.value());
+  RefreshOldest();
+  return Status::Ok();
+}
+
+void Outbox::Impl::RefreshOldest() {
+  Status err;
+  if (oldest.Step(&err)) {
+    stats.oldest_ts = oldest.Int(0);
+    oldest.Reset();
+  } else {
+    stats.oldest_ts.reset();
+  }
+}
+
+Status Outbox::Impl::Commit(std::vector<Queued>& batch, std::vector<uint64_t>& dels,
+                            std::vector<std::pair<uint64_t, std::string>>& poison,
+                            uint64_t* removed_rows, uint64_t* removed_bytes) {
+  if (auto st = writer_db.Exec("BEGIN IMMEDIATE"); !st.ok()) return st;
+  Status st;
+  for (const auto& q : batch) {
+    const auto& m = q.env.msg;
+    insert.Bind(1, static_cast<int64_t>(q.env.seq))
+        .Bind(2, static_cast<int64_t>(m.priority))
+        .Bind(3, m.ts_ms)
+        .Bind(4, m.topic)
+        .BindBlob(5, m.payload)
+        .Bind(6, m.retain ? 1 : 0)
+        .Bind(7, static_cast<int64_t>(m.topic.size() + m.payload.size()));
+    st = insert.Run();
+    if (!st.ok()) break;
+  }
+  if (st.ok() && !batch.empty()) {
+    st = bump_seq.Bind(1, static_cast<int64_t>(batch.back().env.seq)).Run();
+  }
+  for (const auto& [seq, reason] : poison) {
+    if (!st.ok()) break;
+    st = dead_insert.Bind(1, reason).Bind(2, NowMs()).Bind(3, static_cast<int64_t>(seq)).Run();
+    if (st.ok()) dels.push_back(seq);
+  }
+  if (st.ok() && !poison.empty()) st = dead_trim.Run();
+  *removed_rows = *removed_bytes = 0;
+  for (uint64_t seq : dels) {
+    if (!st.ok()) break;
+    remove.Bind(1, static_cast<int64_t>(seq));
+    while (remove.Step(&st)) {
+      *removed_rows += 1;
+      *removed_bytes += static_cast<uint64_t>(remove.Int(0));
+    }
+    remove.Reset();
+  }
+  if (st.ok()) st = writer_db.Exec("COMMIT");
+  if (!st.ok()) (void)writer_db.Exec("ROLLBACK");
+  return st;
+}
+
+void Outbox::Impl::Report(Priority p, uint64_t rows, int64_t oldest_ts, int64_t newest_ts,
+                          const char* reason) {
+  {
+    std::lock_guard lk(mu);
+    stats.shed[static_cast<int>(p)] += rows;
+  }
+  if (on_shed) on_shed(ShedReport{p, rows, oldest_ts, newest_ts, reason});
+}
+
+// Lowest priority first, oldest first, down to 99% of the bound so shedding does not run on
+// every commit. Alarms go last and are reported like everything else.
+void Outbox::Impl::ShedIfNeeded() {
+  uint64_t rows, bytes;
+  {
+    std::lock_guard lk(mu);
+    rows = stats.pending_rows;
+    bytes = stats.pending_bytes;
+  }
+  if (rows <= opt.max_rows && bytes <= opt.max_bytes) return;
+  uint64_t target_rows = opt.max_rows - opt.max_rows / 100;
+  uint64_t target_bytes = opt.max_bytes - opt.max_bytes / 100;
+  auto pick = writer_db.Prepare("SELECT seq,ts,size FROM outbox WHERE priority=? ORDER BY seq LIMIT 500");
+  if (!pick.ok()) return;
+  for (int p = 0; p < kPriorityCount && (rows > target_rows || bytes > target_bytes); ++p) {
+    uint64_t shed = 0;
+    int64_t first_ts = 0, last_ts = 0;
+    while (rows > target_rows || bytes > target_bytes) {
+      std::vector<std::pair<uint64_t, int64_t>> victims;
+      pick->Bind(1, p);
+      Status err;
+      while ((rows > target_rows || bytes > target_bytes) && pick->Step(&err)) {
+        victims.emplace_back(pick->Int(0), pick->Int(2));
+        if (shed == 0 && victims.size() == 1) first_ts = pick->Int(1);
+        last_ts = pick->Int(1);
+        rows -= 1;
+        bytes -= std::min<uint64_t>(bytes, static_cast<uint64_t>(pick->Int(2)));
+      }
+      pick->Reset();
+      if (victims.empty()) break;
+      if (!writer_db.Exec("BEGIN IMMEDIATE").ok()) return;
+      Status st;
+      uint64_t freed = 0;
+      for (auto [seq, size] : victims) {
+        st = remove.Bind(1, static_cast<int64_t>(seq)).Run();
+        if (!st.ok()) break;
+        freed += static_cast<uint64_t>(size);
+      }
+      if (!st.ok() || !writer_db.Exec("COMMIT").ok()) {
+        (void)writer_db.Exec("ROLLBACK");
+        return;
+      }
+      shed += victims.size();
+      std::lock_guard lk(mu);
+      stats.pending_rows -= std::min<uint64_t>(stats.pending_rows, victims.size());
+      stats.pending_bytes -= std::min<uint64_t>(stats.pending_bytes, freed);
+    }
+    if (shed) Report(static_cast<Priority>(p), shed, first_ts, last_ts, "size");
+  }
+}
+
+void Outbox::Impl::ShedByAge() {
+  int64_t cutoff = NowMs() - opt.max_age_ms;
+  for (int p = 0; p <= static_cast<int>(Priority::kStatus); ++p) {
+    auto q = writer_db.Prepare(
+        "SELECT count(*), coalesce(sum(size),0), min(ts), max(ts) FROM outbox WHERE priority=? "
+        "AND ts<?");
+    if (!q.ok()) return;
+    q->Bind(1, p).Bind(2, cutoff);
+    Status err;
+    if (!q->Step(&err) || q->Int(0) == 0) continue;
+    uint64_t n = static_cast<uint64_t>(q->Int(0)), size = static_cast<uint64_t>(q->Int(1));
+    int64_t first = q->Int(2), last = q->Int(3);
+    q->Reset();
+    auto del = writer_db.Prepare("DELETE FROM outbox WHERE priority=? AND ts<?");
+    if (!del.ok() || !del->Bind(1, p).Bind(2, cutoff).Run().ok()) return;
+    {
+      std::lock_guard lk(mu);
+      stats.pending_rows -= std::min(stats.pending_rows, n);
+      stats.pending_bytes -= std::min(stats.pending_bytes, size);
+    }
+    Report(static_cast<Priority>(p), n, first, last, "age");
+  }
+}
+
+void Outbox::Impl::WriterLoop() {
+  auto backoff = std::chrono::milliseconds(100);
+  while (true) {
+    std::vector<Queued> batch;
+    std::vector<uint64_t> dels;
+    std::vector<std::pair<uint64_t, std::string>> poison;
+    {
+      std::unique_lock lk(mu);
+      writer_cv.wait(lk, [&] {
+        return stop || !queue.empty() || !to_delete.empty() || !to_poison.empty();
+      });
+      if (stop && queue.empty() && to_delete.empty() && to_poison.empty()) break;
+      if (opt.commit_linger.count() > 0 && !stop && queue.size() < opt.commit_max_rows)
+        writer_cv.wait_for(lk, opt.commit_linger,
+                           [&] { return stop || queue.size() >= opt.commit_max_rows; });
+      size_t n = std::min(queue.size(), opt.commit_max_rows);
+      batch.reserve(n);
+      for (size_t i = 0; i < n; ++i) {
+        batch.push_back(std::move(queue.front()));
+        queue.pop_front();
+      }
+      dels.swap(to_delete);
+      poison.swap(to_poison);
+    }
+
+    size_t deletes_requested = dels.size();
+    uint64_t removed_rows = 0, removed_bytes = 0;
+    Status st = Commit(batch, dels, poison, &removed_rows, &removed_bytes);
+    std::vector<DurableCallback> fire;
+    {
+      std::unique_lock lk(mu);
+      if (!st.ok()) {
+        // Keep everything and try again: nothing accepted is dropped on a failed commit.
+        stats.last_error = st.ToString();
+        dels.resize(deletes_requested);
+        for (auto it = batch.rbegin(); it != batch.rend(); ++it) queue.push_front(std::move(*it));
+        to_delete.insert(to_delete.end(), dels.begin(), dels.end());
+        to_poison.insert(to_poison.end(), poison.begin(), poison.end());
+        bool full = st.code() == Code::kResourceExhausted;
+        lk.unlock();
+        if (full) {
+          // A full disk: make room by shedding the lowest priority rows (reported).
+          uint64_t keep = stats.pending_rows > 100 ? stats.pending_rows - stats.pending_rows / 10 : 0;
+          uint64_t saved = opt.max_rows;
+          opt.max_rows = std::max<uint64_t>(keep, 1);
+          ShedIfNeeded();
+          opt.max_rows = saved;
+        }
+        std::unique_lock lk2(mu);
+        writer_cv.wait_for(lk2, backoff, [&] { return false; });
+        backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+        continue;
+      }
+      backoff = std::chrono::milliseconds(100);
+      stats.last_error.clear();
+      uint64_t added_bytes = 0;
+      for (const auto& q : batch) added_bytes += q.env.msg.topic.size() + q.env.msg.payload.size();
+      stats.pending_rows += batch.size();
+      stats.pending_bytes += added_bytes;
+      stats.pending_rows -= std::min(stats.pending_rows, removed_rows);
+      stats.pending_bytes -= std::min(stats.pending_bytes, removed_bytes);
+      for (uint64_t s : dels) settled_not_deleted.erase(s);
+      stats.committed += batch.size();
+      stats.settled += deletes_requested;
+      stats.poisoned += poison.size();
+      stats.commits += 1;
+      if (!batch.empty()) committed_seq = batch.back().env.seq;
+      while (!callbacks.empty() && callbacks.front().seq <= committed_seq) {
+        fire.push_back(std::move(callbacks.front().fn));
+        callbacks.pop_front();
+      }
+      if (stats.pending_rows > 10000) big_backlog = true;
+    }
+    durable_cv.notify_all();
+    for (auto& f : fire) f(Status::Ok());
+    if (!batch.empty() && on_commit) on_commit();
+
+    ShedIfNeeded();
+    auto now = SteadyClock::now();
+    if (now >= next_age_check) {
+      ShedByAge();
+      next_age_check = now + std::chrono::minutes(10);
+    }
+    bool shrink = false;
+    {
+      std::lock_guard lk(mu);
+      if (big_backlog && stats.pending_rows == 0 && queue.empty()) {
+        big_backlog = false;
+        shrink = true;
+      }
+    }
+    if (shrink) {
+      // A large backlog drained: give the space back instead of keeping a huge file.
+      (void)writer_db.Exec("PRAGMA incremental_vacuum");
+      (void)writer_db.Exec("PRAGMA wal_checkpoint(TRUNCATE)");
+    }
+    RefreshOldest();
+  }
+}
+
+Outbox::Outbox(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Result<std::unique_ptr<Outbox>> Outbox::Open(const OutboxOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->opt = options;
+  std::error_code ec;
+  auto parent = std::filesystem::path(options.path).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  if (auto st = impl->Init(); !st.ok()) return st;
+  Impl* raw = impl.get();
+  impl->writer = std::thread([raw] { raw->WriterLoop(); });
+  return std::unique_ptr<Outbox>(new Outbox(std::move(impl)));
+}
+
+Outbox::~Outbox() {
+  {
+    std::lock_guard lk(impl_->mu);
+    impl_->stop = true;
+  }
+  impl_->writer_cv.notify_all();
+  if (impl_->writer.joinable()) impl_->writer.join();
+}
+
+uint64_t Outbox::Append(size_t n, const Builder& build, DurableCallback on_durable) {
+  auto& d = *impl_;
+  uint64_t last;
+  auto now = SteadyClock::now();
+  {
+    std::lock_guard lk(d.mu);
+    for (size_t i = 0; i < n; ++i) {
+      uint64_t seq = d.next_seq++;
+      d.queue.push_back({Envelope{seq, build(i, seq)}, now});
+    }
+    last = d.next_seq - 1;
+    d.stats.appended += n;
+    if (on_durable) {
+      if (last <= d.committed_seq) {
+        // Nothing new (n == 0): already durable.
+      } else {
+        d.callbacks.push_back({last, std::move(on_durable)});
+        on_durable = nullptr;
+      }
+    }
+  }
+  if (on_durable) on_durable(Status::Ok());
+  d.writer_cv.notify_one();
+  return last;
+}
+
+Status Outbox::WaitDurable(uint64_t seq, std::chrono::milliseconds timeout) {
+  auto& d = *impl_;
+  std::unique_lock lk(d.mu);
+  if (!d.durable_cv.wait_for(lk, timeout, [&] { return d.committed_seq >= seq; }))
+    return Status(Code::kDeadline, "outbox commit of seq " + std::to_string(seq) +
+                                       " not done within " + std::to_string(timeout.count()) +
+                                       " ms" + (d.stats.last_error.empty() ? "" : ": " + d.stats.last_error));
+  return Status::Ok();
+}
+
+Status Outbox::Flush(std::chrono::milliseconds timeout) {
+  uint64_t seq;
+  {
+    std::lock_guard lk(impl_->mu);
+    seq = impl_->next_seq - 1;
+  }
+  return WaitDurable(seq, timeout);
+}
+
+Result<std::vector<Envelope>> Outbox::Lease(size_t max) {
+  auto& d = *impl_;
+  std::vector<Envelope> out;
+  std::unordered_set<uint64_t> skip;
+  {
+    std::lock_guard lk(d.mu);
+    skip = d.settled_not_deleted;
+  }
+  for (int p = kPriorityCount - 1; p >= 0 && out.size() < max; --p) {
+    d.lease.Bind(1, p).Bind(2, static_cast<int64_t>(d.cursor[p]))
+        .Bind(3, static_cast<int64_t>(max - out.size() + skip.size()));
+    Status err;
+    while (out.size() < max && d.lease.Step(&err)) {
+      uint64_t seq = static_cast<uint64_t>(d.lease.Int(0));
+      d.cursor[p] = seq;
+      if (skip.count(seq)) continue;
+      Envelope e;
+      e.seq = seq;
+      e.msg.priority = static_cast<Priority>(p);
+      e.msg.ts_ms = d.lease.Int(1);
+      e.msg.topic = d.lease.Text(2);
+      e.msg.payload = d.lease.Text(3);
+      e.msg.retain = d.lease.Int(4) != 0;
+      out.push_back(std::move(e));
+    }
+    d.lease.Reset();
+    if (!err.ok()) return err;
+  }
+  return out;
+}
+
+void Outbox::Settle(uint64_t seq) {
+  {
+    std::lock_guard lk(impl_->mu);
+    impl_->to_delete.push_back(seq);
+    impl_->settled_not_deleted.insert(seq);
+  }
+  impl_->writer_cv.notify_one();
+}
+
+void Outbox::Poison(uint64_t seq, std::string reason) {
+  {
+    std::lock_guard lk(impl_->mu);
+    impl_->to_poison.emplace_back(seq, std::move(reason));
+    impl_->settled_not_deleted.insert(seq);
+  }
+  impl_->writer_cv.notify_one();
+}
+
+void Outbox::ReleaseAll() { impl_->cursor.fill(0); }
+
+void Outbox::SetCommitListener(std::function<void()> f) {
+  std::lock_guard lk(impl_->mu);
+  impl_->on_commit = std::move(f);
+}
+
+void Outbox::SetShedListener(std::function<void(const ShedReport&)> f) {
+  std::lock_guard lk(impl_->mu);
+  impl_->on_shed = std::move(f);
+}
+
+OutboxStats Outbox::Stats() const {
+  std::lock_guard lk(impl_->mu);
+  OutboxStats s = impl_->stats;
+  s.queued = impl_->queue.size();
+  return s;
+}
+
+uint64_t Outbox::last_seq() const {
+  std::lock_guard lk(impl_->mu);
+  return impl_->next_seq - 1;
+}
+
+}  // namespace sanigate::store

@@ -1,0 +1,90 @@
+// A real /usr/sbin/mosquitto on free 127.0.0.1 ports, with generated config, TLS material and
+// persistence store in its own TempDir, for tests that need a genuine MQTT broker.
+// Ownership: the MosquittoBroker owns its process and directory; the destructor stops the broker
+// (SIGTERM, 5 s grace, SIGKILL) and removes the directory. Not copyable or movable.
+// Thread-safety: not thread-safe; drive one broker from one (test) thread.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "harness/process.h"
+#include "harness/temp_dir.h"
+
+namespace sanigate::test {
+
+// Outside the class so it can be used as a defaulted constructor argument.
+struct MosquittoBrokerOptions {
+  bool tls = false;               // adds a second, TLS-only listener (tls_port / tls_url)
+  bool persistence = false;       // mosquitto.db in dir(), survives Stop()/Restart()
+  bool require_password = false;  // allow_anonymous false + password file with username/password
+  std::string username{};
+  std::string password{};
+  bool require_client_certificate = false;  // TLS listener demands a cert signed by ca_file()
+};
+
+class MosquittoBroker {
+ public:
+  using Options = MosquittoBrokerOptions;
+
+  MosquittoBroker();
+  explicit MosquittoBroker(Options options);
+  ~MosquittoBroker();
+  MosquittoBroker(const MosquittoBroker&) = delete;
+  MosquittoBroker& operator=(const MosquittoBroker&) = delete;
+
+  // First call: picks free ports, generates config (and TLS material), starts mosquitto and waits
+  // up to 10 s until it serves; retries with new ports if another process grabbed one.
+  // Later calls (after Stop/Kill) behave like Restart(). Throws std::runtime_error with the
+  // broker log if it does not come up.
+  void Start();
+  // SIGTERM: mosquitto shuts down cleanly and writes its persistence database.
+  void Stop();
+  // SIGKILL: simulates a broker crash; nothing is saved beyond the last autosave.
+  void Kill();
+  // Stops the broker if it runs, then starts it again on the same port(s) with the same config
+  // and persistence store, retrying the bind for up to 10 s.
+  void Restart();
+  bool Running();
+
+  uint16_t port() const { return port_; }
+  uint16_t tls_port() const { return tls_port_; }  // 0 unless Options::tls
+  std::string url() const;                         // tcp://127.0.0.1:PORT
+  std::string tls_url() const;                     // ssl://127.0.0.1:TLSPORT
+  const std::string& ca_file() const { return ca_file_; }
+  const std::string& client_cert_file() const { return client_cert_file_; }
+  const std::string& client_key_file() const { return client_key_file_; }
+  // A CA that did not sign the server certificate, for negative TLS tests.
+  const std::string& wrong_ca_file() const { return wrong_ca_file_; }
+  std::string dir() const { return dir_.path().string(); }
+  const Options& options() const { return options_; }
+  // Whole log file (all runs, since the file is appended across restarts).
+  std::string log() const;
+
+ private:
+  enum class LaunchResult { kServing, kAddressInUse };
+
+  void WriteConfig();
+  void WritePasswordFile();
+  void GenerateTlsMaterial();
+  void OpenSsl(const std::vector<std::string>& args);
+  LaunchResult Launch();
+  void RelaunchOnSamePorts();
+  std::string Diagnostics(const std::string& log_tail) const;
+
+  Options options_;
+  TempDir dir_;
+  Process process_;
+  bool configured_ = false;
+  uint16_t port_ = 0;
+  uint16_t tls_port_ = 0;
+  std::string config_file_;
+  std::string log_file_;
+  std::string ca_file_;
+  std::string client_cert_file_;
+  std::string client_key_file_;
+  std::string wrong_ca_file_;
+};
+
+}  // namespace sanigate::test

@@ -1,0 +1,255 @@
+#!/usr/bin/python3
+"""Check captured Sanigate MQTT messages against the JSON Schemas of the MQTT model.
+
+Usage: validate_payloads.py SCHEMA_DIR FILE...
+
+Each FILE holds one message a line: TOPIC, then one space or tab, then the JSON
+payload. This is what `mosquitto_sub -v` prints (topic and payload separated by a
+space); TOPIC<TAB>PAYLOAD is accepted as well.
+
+The schema is chosen from the end of the topic, so any prefix works:
+  .../devices/{device}/telemetry  -> telemetry.schema.json
+  .../devices/{device}/event      -> event.schema.json
+  .../devices/{device}/status     -> device-status.schema.json
+  .../gateway/{gateway}/status    -> gateway-status.schema.json
+Other topics, and messages with an empty payload (a retained message being
+cleared; `mosquitto_sub -v` prints it as `(null)`), are counted as skipped.
+Blank lines are ignored.
+
+Besides the schema, the payload must agree with its topic: `device` equals the
+{device} segment; in a gateway status, `gateway` and `site` (when present) equal
+the {gateway} and {site} segments.
+
+Output: one line per invalid message,
+  FILE:LINE: TOPIC: JSON_PATH: MESSAGE
+then the summary `schema: N valid, M invalid, K skipped`.
+Exit status: 0 all checked messages valid (and at least one checked),
+1 some message invalid, 2 bad usage, unusable schemas or unreadable files,
+or nothing was validated at all.
+
+Needs only python3-jsonschema (4.10 in Debian 12); references between schema
+files are resolved from a store holding every *.schema.json of SCHEMA_DIR,
+keyed by its $id.
+"""
+
+import json
+import os
+import sys
+import warnings
+
+try:
+    import jsonschema
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError, best_match
+except ImportError:  # pragma: no cover - depends on the machine
+    sys.stderr.write("validate_payloads: python3-jsonschema is not installed "
+                     "(apt-get install python3-jsonschema)\n")
+    sys.exit(2)
+
+USAGE = "usage: validate_payloads.py SCHEMA_DIR FILE..."
+
+# Topic shape -> schema file name.
+TELEMETRY = "telemetry.schema.json"
+EVENT = "event.schema.json"
+DEVICE_STATUS = "device-status.schema.json"
+GATEWAY_STATUS = "gateway-status.schema.json"
+TOPIC_SCHEMAS = (TELEMETRY, EVENT, DEVICE_STATUS, GATEWAY_STATUS)
+
+# How mosquitto_sub -v prints a zero-length payload.
+EMPTY_PAYLOAD = "(null)"
+
+
+class UsageError(Exception):
+    """Something that makes the run itself impossible (exit 2)."""
+
+
+def load_schemas(schema_dir):
+    """Read every *.schema.json of schema_dir; return {file name: schema}.
+
+    Each schema is checked against the draft 2020-12 meta-schema and must have
+    an $id, since references between the files are resolved through it.
+    """
+    if not os.path.isdir(schema_dir):
+        raise UsageError("schema directory not found: %s" % schema_dir)
+    schemas = {}
+    for name in sorted(os.listdir(schema_dir)):
+        if not name.endswith(".schema.json"):
+            continue
+        path = os.path.join(schema_dir, name)
+        try:
+            with open(path, encoding="utf-8") as f:
+                schema = json.load(f)
+        except (OSError, ValueError) as e:
+            raise UsageError("%s: cannot read schema: %s" % (path, e))
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as e:
+            raise UsageError("%s: not a valid draft 2020-12 schema: %s"
+                             % (path, e.message))
+        if not isinstance(schema.get("$id"), str):
+            raise UsageError("%s: schema has no $id" % path)
+        schemas[name] = schema
+    missing = [n for n in TOPIC_SCHEMAS if n not in schemas]
+    if missing:
+        raise UsageError("%s: missing %s" % (schema_dir, ", ".join(missing)))
+    return schemas
+
+
+def make_validators(schemas):
+    """Return {file name: Draft202012Validator} sharing one $id-keyed store."""
+    store = {s["$id"]: s for s in schemas.values()}
+    validators = {}
+    with warnings.catch_warnings():
+        # RefResolver is deprecated in newer jsonschema releases, but it is
+        # the only resolver 4.10 (Debian 12) has.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for name, schema in schemas.items():
+            resolver = jsonschema.RefResolver(base_uri=schema["$id"],
+                                              referrer=schema, store=store)
+            validators[name] = Draft202012Validator(schema, resolver=resolver)
+    return validators
+
+
+def classify(topic):
+    """Return (schema file name, ids from the topic) or (None, None)."""
+    seg = topic.split("/")
+    if len(seg) < 3 or not seg[-2]:
+        return None, None
+    if seg[-3] == "devices":
+        ids = {"device": seg[-2]}
+        if seg[-1] == "telemetry":
+            return TELEMETRY, ids
+        if seg[-1] == "event":
+            return EVENT, ids
+        if seg[-1] == "status":
+            return DEVICE_STATUS, ids
+    elif seg[-3] == "gateway" and seg[-1] == "status":
+        ids = {"gateway": seg[-2]}
+        if len(seg) >= 4 and seg[-4]:
+            ids["site"] = seg[-4]
+        return GATEWAY_STATUS, ids
+    return None, None
+
+
+def split_line(line):
+    """Split 'TOPIC PAYLOAD' or 'TOPIC<TAB>PAYLOAD' at the first space or tab."""
+    cut = [i for i in (line.find(" "), line.find("\t")) if i >= 0]
+    if not cut:
+        return line, ""
+    i = min(cut)
+    return line[:i], line[i + 1:]
+
+
+def _reject_constant(name):
+    raise ValueError("%s is not valid JSON" % name)
+
+
+def _no_duplicate_keys(pairs):
+    obj = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError("duplicate key %r" % key)
+        obj[key] = value
+    return obj
+
+
+def parse_payload(text):
+    """Strict JSON: no NaN/Infinity, no duplicate keys. Raises ValueError."""
+    return json.loads(text, parse_constant=_reject_constant,
+                      object_pairs_hook=_no_duplicate_keys)
+
+
+def _json_path(path):
+    out = "$"
+    for part in path:
+        out += "[%d]" % part if isinstance(part, int) else "." + str(part)
+    return out
+
+
+def check_payload(validators, schema_name, ids, payload):
+    """Return a list of (json path, message) problems; empty if valid."""
+    validator = validators[schema_name]
+    problems = []
+    errors = list(validator.iter_errors(payload))
+    if errors:
+        best = best_match(errors)
+        msg = best.message
+        if len(errors) > 1:
+            msg += " (and %d more error%s)" % (len(errors) - 1,
+                                              "s" if len(errors) > 2 else "")
+        problems.append((_json_path(best.absolute_path), msg))
+    if isinstance(payload, dict):
+        for field, expected in sorted(ids.items()):
+            value = payload.get(field)
+            if isinstance(value, str) and value != expected:
+                problems.append(("$." + field, "%r does not match the topic's "
+                                 "{%s} %r" % (value, field, expected)))
+    return problems
+
+
+def validate_files(validators, files, out):
+    """Validate every message of files; print problems to out.
+
+    Returns (valid, invalid, skipped).
+    """
+    valid = invalid = skipped = 0
+    for fname in files:
+        try:
+            with open(fname, encoding="utf-8", newline="") as f:
+                lines = f.read().split("\n")
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError("cannot read %s: %s" % (fname, e))
+        for lineno, raw in enumerate(lines, 1):
+            line = raw.rstrip("\r")
+            if not line.strip():
+                continue
+            topic, text = split_line(line)
+            schema_name, ids = classify(topic)
+            if schema_name is None or text.strip() in ("", EMPTY_PAYLOAD):
+                skipped += 1
+                continue
+            try:
+                payload = parse_payload(text)
+            except ValueError as e:
+                problems = [("$", "payload is not valid JSON: %s" % e)]
+            else:
+                problems = check_payload(validators, schema_name, ids, payload)
+            if problems:
+                invalid += 1
+                path, msg = problems[0]
+                for extra in problems[1:]:
+                    msg += "; and %s: %s" % extra
+                out.write("%s:%d: %s: %s: %s\n" % (fname, lineno, topic,
+                                                   path, msg))
+            else:
+                valid += 1
+    return valid, invalid, skipped
+
+
+def main(argv):
+    args = argv[1:]
+    if args and args[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    if len(args) < 2:
+        sys.stderr.write(USAGE + "\n")
+        return 2
+    try:
+        validators = make_validators(load_schemas(args[0]))
+        valid, invalid, skipped = validate_files(validators, args[1:],
+                                                 sys.stdout)
+    except UsageError as e:
+        sys.stderr.write("validate_payloads: %s\n" % e)
+        return 2
+    print("schema: %d valid, %d invalid, %d skipped" % (valid, invalid, skipped))
+    sys.stdout.flush()
+    if invalid:
+        return 1
+    if valid == 0:
+        sys.stderr.write("validate_payloads: no message was validated\n")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
