@@ -231,6 +231,10 @@ void ModbusTcpAdapter::PollOnce(Device& d) {
       }
       double raw = DecodeRegisters(std::span<const uint16_t>(regs.data() + off, RegisterCount(p.type)),
                                    p.type, p.word_order);
+      if (p.scale == 1.0 && p.offset == 0.0 && p.type != ValueType::kF32 && !p.min && !p.max) {
+        reading.metrics.push_back({p.metric, static_cast<int64_t>(raw)});  // counts stay integers
+        continue;
+      }
       double v = Round(raw * p.scale + p.offset, p.decimals);
       if ((p.min && v < *p.min) || (p.max && v > *p.max) || std::isnan(v)) {
         // An out-of-range value is a sensor fault, not a reading: count it, do not publish it.

@@ -106,19 +106,28 @@ Status Outbox::Impl::Init() {
   if (!w.ok()) return w.status();
   writer_db = std::move(w.value());
 
-  // Identify the file before changing anything in it.
-  auto q = writer_db.Prepare("PRAGMA application_id");
-  if (!q.ok()) return q.status();
-  Status err;
-  int64_t app_id = q->Step(&err) ? q->Int(0) : 0;
-  if (!err.ok()) return DataLoss(opt.path + ": " + err.message());
-  q = writer_db.Prepare("SELECT count(*) FROM sqlite_master");
-  if (!q.ok()) return q.status();
-  int64_t objects = q->Step(&err) ? q->Int(0) : 0;
-  if (!err.ok()) return DataLoss(opt.path + ": " + err.message());
-  if (app_id == 0 && objects > 0)
+  // Identify the file before changing anything in it. Each query is finalized at once so no
+  // read transaction stays open (journal_mode cannot change inside one).
+  auto query = [&](const char* sql, std::string* text) -> Result<int64_t> {
+    auto q = writer_db.Prepare(sql);
+    if (!q.ok()) return DataLoss(q.status().message());
+    Status err;
+    int64_t v = 0;
+    if (q->Step(&err)) {
+      v = q->Int(0);
+      if (text) *text = q->Text(0);
+    }
+    if (!err.ok()) return DataLoss(opt.path + ": " + err.message());
+    return v;
+  };
+  auto app = query("PRAGMA application_id", nullptr);
+  if (!app.ok()) return app.status();
+  auto objects = query("SELECT count(*) FROM sqlite_master", nullptr);
+  if (!objects.ok()) return objects.status();
+  int64_t app_id = *app;
+  if (app_id == 0 && *objects > 0)
     return DataLoss(opt.path + ": an SQLite database of another application (" +
-                    std::to_string(objects) +
+                    std::to_string(*objects) +
                     " objects, no Sanigate id); it was left untouched: point outbox.path "
                     "elsewhere or move the file away");
   if (app_id != 0 && app_id != kApplicationId)
@@ -126,13 +135,15 @@ Status Outbox::Impl::Init() {
                     std::to_string(app_id) + "); it was left untouched");
   bool fresh = app_id == 0;
   if (!fresh) {
-    q = writer_db.Prepare("PRAGMA user_version");
-    int64_t version = q->Step(&err) ? q->Int(0) : 0;
-    if (version > kSchemaVersion)
-      return DataLoss(opt.path + ": written by a newer Sanigate (schema " + std::to_string(version) +
-                      ", this one knows " + std::to_string(kSchemaVersion) + ")");
-    q = writer_db.Prepare("PRAGMA quick_check");
-    std::string verdict = q->Step(&err) ? q->Text(0) : err.message();
+    auto version = query("PRAGMA user_version", nullptr);
+    if (!version.ok()) return version.status();
+    if (*version > kSchemaVersion)
+      return DataLoss(opt.path + ": written by a newer Sanigate (schema " +
+                      std::to_string(*version) + ", this one knows " +
+                      std::to_string(kSchemaVersion) + ")");
+    std::string verdict;
+    auto check = query("PRAGMA quick_check", &verdict);
+    if (!check.ok()) return check.status();
     if (verdict != "ok") return DataLoss(opt.path + ": integrity check failed: " + verdict);
   }
 
@@ -157,16 +168,18 @@ Status Outbox::Impl::Init() {
     if (auto st = writer_db.Exec(init); !st.ok()) return st;
   }
 
-  q = writer_db.Prepare("SELECT value FROM meta WHERE key='last_seq'");
-  if (!q.ok()) return q.status();
-  uint64_t last = q->Step(&err) ? static_cast<uint64_t>(q->Int(0)) : 0;
-  q = writer_db.Prepare("SELECT coalesce(max(seq),0), count(*), coalesce(sum(size),0) FROM outbox");
+  Status err;
+  auto meta_seq = query("SELECT value FROM meta WHERE key='last_seq'", nullptr);
+  if (!meta_seq.ok()) return meta_seq.status();
+  uint64_t last = static_cast<uint64_t>(*meta_seq);
+  auto q = writer_db.Prepare("SELECT coalesce(max(seq),0), count(*), coalesce(sum(size),0) FROM outbox");
   if (!q.ok()) return q.status();
   if (q->Step(&err)) {
     last = std::max<uint64_t>(last, static_cast<uint64_t>(q->Int(0)));
     stats.pending_rows = static_cast<uint64_t>(q->Int(1));
     stats.pending_bytes = static_cast<uint64_t>(q->Int(2));
   }
+  q->Reset();
   if (!err.ok()) return err;
   next_seq = last + 1;
   committed_seq = last;

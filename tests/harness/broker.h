@@ -1,8 +1,6 @@
-// A real /usr/sbin/mosquitto on free 127.0.0.1 ports, with generated config, TLS material and
-// persistence store in its own TempDir, for tests that need a genuine MQTT broker.
-// Ownership: the MosquittoBroker owns its process and directory; the destructor stops the broker
-// (SIGTERM, 5 s grace, SIGKILL) and removes the directory. Not copyable or movable.
-// Thread-safety: not thread-safe; drive one broker from one (test) thread.
+// A real /usr/sbin/mosquitto on free 127.0.0.1 ports; config, certs and store in its own TempDir.
+// Ownership: owns its process and dir; destructor stops it (SIGTERM, 5 s, SIGKILL), removes dir.
+// Thread-safety: none; drive one broker from one test thread. Not copyable or movable.
 #pragma once
 
 #include <cstdint>

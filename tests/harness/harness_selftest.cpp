@@ -132,6 +132,19 @@ TEST(ProcessTest, RedirectsOutputAndAppliesEnvAndCwd) {
   EXPECT_EQ(ReadFile(opts.stderr_path), "oops\n");
 }
 
+TEST(ProcessTest, ChildDoesNotInheritTestDescriptors) {
+  TempDir dir;
+  // Deliberately without SOCK_CLOEXEC, like many libraries' sockets.
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 3);
+  Process::Options opts;
+  opts.stdout_path = dir.File("fds.txt");
+  const int status = Process::Run({"sh", "-c", "ls /proc/$$/fd"}, 10s, opts);
+  ::close(fd);
+  ASSERT_TRUE(ExitedWith(status, 0)) << DescribeWaitStatus(status);
+  EXPECT_EQ(ReadFile(opts.stdout_path), "0\n1\n2\n");
+}
+
 TEST(ProcessTest, ExecFailureThrows) {
   try {
     Process::Start({"/nonexistent/sanigate-no-such-binary"});

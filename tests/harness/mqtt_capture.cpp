@@ -92,10 +92,9 @@ void MqttCapture::Connect(std::chrono::milliseconds timeout) {
       ssl.set_key_store(cert_file_);
       ssl.set_private_key(key_file_);
     }
-    ssl.set_error_handler([this](const std::string& err) {
-      std::lock_guard lock(mu_);
-      last_error_ = "TLS: " + err;
-    });
+    // No ssl error handler on purpose: Paho C++ 1.2 keeps a pointer to the ssl_options it was
+    // given, which dangles once the options are copied into the client (crash seen in OpenSSL's
+    // error callback). Paho's connect failure message is enough to diagnose TLS problems.
     opts.set_ssl(std::move(ssl));
   }
 
@@ -156,9 +155,9 @@ void MqttCapture::Subscribe(std::string filter, int qos, std::chrono::millisecon
         filter, qos,
         mqtt::subscribe_options(false, true, mqtt::subscribe_options::SEND_RETAINED_ON_SUBSCRIBE));
     if (tok->wait_for(timeout)) {
-      // Paho C reports a refused single-topic SUBACK through the failure path (wait_for throws);
-      // the token's reason code is checked as well in case a broker sends it as success.
-      // (get_subscribe_response() is not used: Paho C++ 1.2 fills it from the wrong union member.)
+      // A refused SUBACK may surface as a failure (wait_for throws) or as a success carrying a
+      // reason code >= 0x80; both are handled. get_subscribe_response() is not used: in Paho C++
+      // 1.2 it returned garbage reason codes for a single-topic v5 subscribe.
       const int rc = static_cast<int>(tok->get_reason_code());
       if (rc < 0x80) return;
       failure = "refused by broker, reason code " + std::to_string(rc);

@@ -1,8 +1,6 @@
-// MQTT subscriber (Paho C++, MQTT v5) that records everything the gateway publishes so tests can
-// assert on topics, payloads, retain flags and timing, including across broker restarts.
+// Paho MQTT v5 subscriber recording what the gateway publishes, across reconnects and restarts.
 // Ownership: owns its Paho client and the captured messages; the destructor disconnects.
-// Thread-safety: Connect/Subscribe/Disconnect/setters from one thread; Messages, Count, WaitFor,
-// WaitForCount, WaitConnected and Clear may be called from any thread while messages arrive.
+// Thread-safety: Connect/Subscribe/Disconnect/setters from one thread; queries/Wait* from any.
 #pragma once
 
 #include <chrono>
@@ -45,7 +43,7 @@ class MqttCapture {
   void SetClientCertificate(std::string cert_file, std::string key_file);
 
   // Connects (automatic reconnect enabled). Throws std::runtime_error on failure or timeout; the
-  // message includes Paho's reason and any TLS error.
+  // message includes Paho's reason.
   void Connect(std::chrono::milliseconds timeout = std::chrono::seconds(10));
   // Blocks until SUBACK; throws on timeout or a refused subscription. The subscription is
   // remembered and renewed after every reconnect (a no-op when the broker kept the session).
@@ -61,7 +59,7 @@ class MqttCapture {
   bool session_present() const;
   // Number of successful connections, including automatic reconnects.
   std::size_t connect_count() const;
-  // Last connection-lost cause or TLS error, for diagnostics.
+  // Last connection-lost cause or re-subscribe error, for diagnostics.
   std::string last_error() const;
 
   std::vector<Captured> Messages() const;

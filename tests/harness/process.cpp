@@ -1,7 +1,9 @@
 #include "harness/process.h"
 
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -59,8 +61,8 @@ std::string ResolveExecutable(const std::string& name) {
   while (start <= path.size()) {
     std::size_t end = path.find(':', start);
     if (end == std::string::npos) end = path.size();
-    std::string dir = path.substr(start, end - start);
-    if (dir.empty()) dir = ".";
+    // An empty PATH entry means the current directory.
+    const std::string dir = end > start ? path.substr(start, end - start) : std::string(".");
     const std::string candidate = dir + "/" + name;
     struct stat st {};
     if (::stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
@@ -131,6 +133,13 @@ Process Process::Start(std::vector<std::string> argv, Options options) {
   const int child_out = out_holder.get();
   const int child_err = same_file ? out_holder.get() : err_holder.get();
 
+  // Upper bound for the fallback descriptor sweep, computed here because sysconf/getrlimit are
+  // not guaranteed async-signal-safe.
+  rlimit nofile{};
+  const int max_fd = ::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY
+                         ? static_cast<int>(std::min<rlim_t>(nofile.rlim_cur, 1 << 20))
+                         : 65536;
+
   int pipe_fds[2];
   if (::pipe2(pipe_fds, O_CLOEXEC) != 0) {
     throw std::runtime_error(std::string("Process::Start: pipe2 failed: ") + std::strerror(errno));
@@ -159,6 +168,12 @@ Process Process::Start(std::vector<std::string> argv, Options options) {
     }
     if (child_err >= 0 && ::dup2(child_err, STDERR_FILENO) < 0) {
       ChildFail(pipe_write.get(), kStageRedirect);
+    }
+    // Sockets the test holds (listeners, Paho connections) must not leak into the child, or a
+    // port stays bound / a connection stays open after the test closed it. CLOEXEC rather than
+    // close keeps the error pipe usable until exec succeeds.
+    if (::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
+      for (int fd = 3; fd < max_fd; ++fd) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
     }
     if (!options.cwd.empty() && ::chdir(options.cwd.c_str()) != 0) {
       ChildFail(pipe_write.get(), kStageChdir);

@@ -1,6 +1,5 @@
 // Child process handle for integration tests (mosquitto, simulators, the sanigate daemon, CLIs).
-// Ownership: a Process owns exactly the PID it started; it signals only that PID and always reaps
-// it (the destructor SIGKILLs a child that is still running). Move-only.
+// Ownership: owns only the PID it started, signals only it, always reaps it (dtor SIGKILLs).
 // Thread-safety: not thread-safe; use one Process from one thread at a time.
 #pragma once
 

@@ -1,7 +1,6 @@
 // Unique scratch directory for one test or fixture (configs, logs, certificates, port files).
-// Ownership: the TempDir owns its directory and removes it recursively when destroyed, unless
-// SANIGATE_KEEP_TEST_DIRS=1 is set so a failing run can be inspected. Move-only.
-// Thread-safety: none needed; path() is immutable after construction and safe to read anywhere.
+// Ownership: owns the dir, removed recursively on destruction unless SANIGATE_KEEP_TEST_DIRS=1.
+// Thread-safety: path() is immutable after construction and safe to read from any thread.
 #pragma once
 
 #include <filesystem>

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The demo site: a local Mosquitto (packaging/mosquitto-demo.conf on a free loopback port), three
+# simulated garbage rooms (tests/sim/modbus_sim --dynamic) and sanigate, with the live normalized
+# stream shown by mosquitto_sub. Ctrl-C stops everything this script started, by PID.
+set -euo pipefail
+BUILD=${1:?usage: demo.sh BUILD_DIR}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+RUN=$(mktemp -d /tmp/sanigate-demo.XXXXXX)
+PIDS=()
+
+cleanup() {
+  trap - INT TERM EXIT
+  echo
+  echo "demo: stopping"
+  # Newest first: the gateway says goodbye to the broker before the broker goes.
+  for ((i=${#PIDS[@]}-1; i>=0; i--)); do
+    pid=${PIDS[$i]}
+    kill -TERM "$pid" 2>/dev/null || continue
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  echo "demo: logs kept in $RUN"
+}
+trap cleanup INT TERM EXIT
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+wait_file() { for _ in $(seq 100); do [ -s "$1" ] && return 0; sleep 0.1; done; echo "demo: $1 did not appear" >&2; return 1; }
+wait_port() { for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "demo: port $1 not open" >&2; return 1; }
+
+PORT=$(free_port)
+sed "s/^listener 1883 /listener $PORT /" "$ROOT/packaging/mosquitto-demo.conf" > "$RUN/mosquitto.conf"
+/usr/sbin/mosquitto -c "$RUN/mosquitto.conf" 2> "$RUN/mosquitto.log" &
+PIDS+=($!)
+wait_port "$PORT"
+
+"$BUILD/tests/sim/modbus_sim" --devices 3 --dynamic --port-file "$RUN/sim.ports" 2> "$RUN/sim.log" &
+PIDS+=($!)
+wait_file "$RUN/sim.ports"
+mapfile -t SIM < "$RUN/sim.ports"
+
+# The demo config: the shipped sample with the ports of this run.
+{
+  sed -e "s|^data_dir = .*|data_dir = \"$RUN/data\"|" -e "s|^url = .*|url = \"tcp://127.0.0.1:$PORT\"|" \
+    "$ROOT/config/demo/sanigate-demo.toml"
+} > "$RUN/sanigate.toml"
+for i in 0 1 2; do sed -i "s|@PORT$i@|${SIM[$i]}|" "$RUN/sanigate.toml"; done
+
+"$BUILD/gateway/sanigate" --config "$RUN/sanigate.toml" 2> "$RUN/sanigate.log" &
+PIDS+=($!)
+
+echo "demo: Mosquitto on 127.0.0.1:$PORT, 3 garbage rooms simulated, sanigate running."
+echo "demo: gateway log: $RUN/sanigate.log   (Ctrl-C stops everything)"
+echo "demo: live stream of sanigate/v1/# :"
+# In the foreground: Ctrl-C reaches it, it exits, and the EXIT trap stops the rest.
+mosquitto_sub -h 127.0.0.1 -p "$PORT" -q 1 -t 'sanigate/v1/#' -v || true
