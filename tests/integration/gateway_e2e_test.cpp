@@ -1,0 +1,350 @@
+// End to end: a real Modbus TCP simulator -> the real sanigate daemon -> a real Mosquitto ->
+// a subscriber. Broker outages, kill -9, dead devices, TLS, credentials and signals.
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "gateway_fixture.h"
+
+namespace sanigate::test {
+namespace {
+
+// Every counter value between the first and the last seen must be there, in increasing order;
+// `allowed_gaps` readings may be missing (taken by a process killed before it could store them).
+void ExpectContiguous(const std::vector<int64_t>& reads, int allowed_gaps) {
+  ASSERT_FALSE(reads.empty());
+  int gaps = 0;
+  for (size_t i = 1; i < reads.size(); ++i) {
+    ASSERT_GT(reads[i], reads[i - 1]) << "out of order at position " << i;
+    gaps += static_cast<int>(reads[i] - reads[i - 1] - 1);
+  }
+  EXPECT_LE(gaps, allowed_gaps) << "readings missing between " << reads.front() << " and "
+                                << reads.back();
+}
+
+// Ids of the records still waiting in the outbox file (read while the gateway is dead).
+std::vector<std::string> PendingIds(const std::string& db_path) {
+  std::vector<std::string> ids;
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) return ids;
+  sqlite3_stmt* st = nullptr;
+  if (sqlite3_prepare_v2(db, "SELECT payload FROM outbox", -1, &st, nullptr) == SQLITE_OK) {
+    while (sqlite3_step(st) == SQLITE_ROW) {
+      std::string payload(static_cast<const char*>(sqlite3_column_blob(st, 0)),
+                          static_cast<size_t>(sqlite3_column_bytes(st, 0)));
+      auto j = json::parse(payload, nullptr, false);
+      if (!j.is_discarded() && j.contains("id")) ids.push_back(j["id"]);
+    }
+  }
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return ids;
+}
+
+std::set<std::string> AllIds(const std::vector<Captured>& msgs) {
+  std::set<std::string> ids;
+  for (const auto& m : msgs) {
+    auto j = json::parse(m.payload, nullptr, false);
+    if (!j.is_discarded() && j.is_object() && j.contains("id")) ids.insert(j["id"].get<std::string>());
+  }
+  return ids;
+}
+
+TEST_F(GatewayTest, ReadingsArriveWithTheDeviceValuesAndUnitsAndMatchTheSchemas) {
+  StartBroker();
+  StartSim(1, {"--set", "hr:0=815", "--set", "hr:1=-55", "--set-f32", "hr:2=3.2", "--set",
+               "ir:0=64", "--set", "di:0=1", "--counter", "hr:4"});
+  Capture();
+  WriteConfig(BaseConfig() + "[modbus]\n" +
+              RoomConfig("room-07", 0, 200,
+                         "overflow = { metric = \"fill_level_pct\", active_at = 80.0, clear_below = 70.0 }\n"));
+  StartGateway();
+  ASSERT_TRUE(WaitReads("room-07", 3, 10s)) << "no telemetry arrived";
+  ASSERT_TRUE(capture->WaitForCount("sanigate/v1/houpu/gateway/gw-test/status", 1, 10s));
+
+  auto telemetry = Unique(capture->Messages(), "/devices/room-07/telemetry");
+  const json& t = telemetry.front().payload;
+  EXPECT_EQ(telemetry.front().topic, "sanigate/v1/houpu/devices/room-07/telemetry");
+  EXPECT_EQ(t["device"], "room-07");
+  EXPECT_EQ(t["kind"], "garbage_room");
+  EXPECT_EQ(t["source"]["protocol"], "modbus");
+  EXPECT_EQ(t["source"]["gateway"], "gw-test");
+  EXPECT_DOUBLE_EQ(t["metrics"]["fill_level_pct"].get<double>(), 81.5);
+  EXPECT_DOUBLE_EQ(t["metrics"]["temperature_c"].get<double>(), -5.5);
+  EXPECT_DOUBLE_EQ(t["metrics"]["nh3_ppm"].get<double>(), 3.2);
+  EXPECT_EQ(t["metrics"]["water_level_pct"], 64);
+  EXPECT_EQ(t["metrics"]["uv_lamp_on"], true);
+  EXPECT_EQ(t["metrics"]["door_open"], true);
+  EXPECT_DOUBLE_EQ(t["location"]["lat"].get<double>(), 24.5123);
+  EXPECT_TRUE(t["id"].get<std::string>().starts_with("gw-test:"));
+  int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::system_clock::now().time_since_epoch()).count();
+  EXPECT_NEAR(static_cast<double>(t["ts"].get<int64_t>()), static_cast<double>(now), 60000.0);
+
+  // Fill 81.5 >= 80: one overflow event, active; the device's retained status says online.
+  auto events = Unique(capture->Messages(), "/devices/room-07/event");
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].payload["event"], "overflow");
+  EXPECT_EQ(events[0].payload["state"], "active");
+  auto status = Unique(capture->Messages(), "/devices/room-07/status");
+  ASSERT_FALSE(status.empty());
+  EXPECT_EQ(status[0].payload["online"], true);
+
+  // Every payload of this run against the JSON Schemas, with an independent validator.
+  std::string dump = path("captured.txt");
+  {
+    std::ofstream out(dump);
+    for (const auto& m : capture->Messages()) out << m.topic << " " << m.payload << "\n";
+  }
+  std::string cmd = "/usr/bin/python3 " + SourceDir() + "/tests/schema/validate_payloads.py " +
+                    SourceDir() + "/config/schema " + dump + " > " + path("schema.out") + " 2>&1";
+  int rc = std::system(cmd.c_str());
+  EXPECT_EQ(rc, 0) << ReadFile(path("schema.out"));
+}
+
+TEST_F(GatewayTest, BrokerOutageLosesNoReadingAndKeepsTheirOrder) {
+  StartBroker({.persistence = true});
+  StartSim(1, {"--counter", "hr:4"});
+  Capture(/*persistent=*/true);
+  WriteConfig(BaseConfig() + "[modbus]\n" + RoomConfig("room-07", 0, 100));
+  StartGateway();
+  ASSERT_TRUE(WaitReads("room-07", 5, 10s));
+
+  broker->Stop();
+  // Polling goes on while the broker is down; wait for the gateway to have read ~20 more.
+  auto down_at = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - down_at < 2500ms) std::this_thread::sleep_for(100ms);
+  broker->Restart();
+  ASSERT_TRUE(capture->WaitConnected(15s)) << capture->last_error();
+
+  // Everything read during the outage arrives: readings keep flowing past the outage window.
+  size_t before = Reads("room-07").size();
+  ASSERT_TRUE(WaitReads("room-07", before + 30, 20s)) << "got " << Reads("room-07").size();
+  auto reads = Reads("room-07");
+  ExpectContiguous(reads, 0);
+  EXPECT_GE(reads.back() - reads.front(), 40);
+}
+
+TEST_F(GatewayTest, KillNineInTheMiddleOfAStreamLosesNothingStored) {
+  StartBroker();
+  StartSim(1, {"--counter", "hr:4"});
+  Capture();
+  WriteConfig(BaseConfig() + "[modbus]\n" + RoomConfig("room-07", 0, 50));
+  std::set<std::string> must_arrive;
+  const int kKills = 3;
+  for (int round = 0; round < kKills; ++round) {
+    StartGateway();
+    size_t seen = Reads("room-07").size();
+    ASSERT_TRUE(WaitReads("room-07", seen + 10 + static_cast<size_t>(round) * 3, 15s));
+    gateway.Kill();
+    for (const auto& id : PendingIds(path("data/outbox.db"))) must_arrive.insert(id);
+  }
+  StartGateway();
+  size_t seen = Reads("room-07").size();
+  ASSERT_TRUE(WaitReads("room-07", seen + 10, 15s));
+  // Every record that was stored when the gateway died was published after the restart.
+  bool all = capture->WaitFor(
+      [&](const std::vector<Captured>& msgs) {
+        auto ids = AllIds(msgs);
+        return std::all_of(must_arrive.begin(), must_arrive.end(),
+                           [&](const std::string& id) { return ids.count(id) > 0; });
+      },
+      15s);
+  EXPECT_TRUE(all) << must_arrive.size() << " stored records expected";
+  // At most the one reading in progress at each kill may be missing.
+  ExpectContiguous(Reads("room-07"), kKills);
+}
+
+TEST_F(GatewayTest, ADeadDeviceGoesOfflineWithoutDelayingOthersAndRecovers) {
+  StartBroker();
+  StartSim(1, {"--counter", "hr:4"});
+  Process healthy_sim = Process::Start({MODBUS_SIM_BIN, "--port-file", path("sim2.ports"),
+                                        "--counter", "hr:4"},
+                                       {.stderr_path = path("sim2.err")});
+  uint16_t healthy_port = ReadPortFile(path("sim2.ports"), 1, 10s).at(0);
+  Capture();
+  std::string healthy = RoomConfig("room-08", 0, 200);
+  healthy.replace(healthy.find(std::to_string(sim_ports[0])), std::to_string(sim_ports[0]).size(),
+                  std::to_string(healthy_port));
+  WriteConfig(BaseConfig() + "[modbus]\n" + RoomConfig("room-07", 0, 200) + healthy);
+  StartGateway();
+  ASSERT_TRUE(WaitReads("room-07", 3, 10s));
+  ASSERT_TRUE(WaitReads("room-08", 3, 10s));
+
+  sim.Signal(SIGUSR1);  // room-07's controller stops answering
+  auto muted_at = std::chrono::steady_clock::now();
+  ASSERT_TRUE(capture->WaitFor(
+      [](const std::vector<Captured>& msgs) {
+        for (const auto& p : Unique(msgs, "/devices/room-07/event"))
+          if (p.payload["event"] == "offline" && p.payload["state"] == "active") return true;
+        return false;
+      },
+      10s));
+  auto offline_after = std::chrono::steady_clock::now() - muted_at;
+  EXPECT_LT(offline_after, 3s) << "2 failed polls at 200 ms with a 190 ms timeout";
+  // The event has a higher priority than the status, so it may arrive first: wait for both.
+  auto last_status_is = [](bool online) {
+    return [online](const std::vector<Captured>& msgs) {
+      auto st = Unique(msgs, "/devices/room-07/status");
+      return !st.empty() && st.back().payload["online"] == online;
+    };
+  };
+  ASSERT_TRUE(capture->WaitFor(last_status_is(false), 5s));
+  auto status = Unique(capture->Messages(), "/devices/room-07/status");
+  EXPECT_EQ(status.back().payload["online"], false);
+  EXPECT_TRUE(status.back().payload["last_seen"].is_number());
+
+  // The healthy device keeps its pace while the other times out: ~5 readings per second.
+  size_t before = Reads("room-08").size();
+  std::this_thread::sleep_for(2s);  // measuring a rate over a fixed window, not synchronizing
+  size_t during = Reads("room-08").size() - before;
+  EXPECT_GE(during, 8u) << "healthy device slowed down by the dead one";
+
+  sim.Signal(SIGUSR2);  // answers again
+  ASSERT_TRUE(capture->WaitFor(
+      [](const std::vector<Captured>& msgs) {
+        for (const auto& p : Unique(msgs, "/devices/room-07/event"))
+          if (p.payload["event"] == "offline" && p.payload["state"] == "cleared") return true;
+        return false;
+      },
+      15s));
+  EXPECT_TRUE(capture->WaitFor(last_status_is(true), 5s));
+  size_t after = Reads("room-07").size();
+  EXPECT_TRUE(WaitReads("room-07", after + 3, 5s));
+}
+
+TEST_F(GatewayTest, PublishesOverTlsWithATestCertificateAndRefusesAnUnknownCa) {
+  StartBroker({.tls = true});
+  StartSim(1, {"--counter", "hr:4"});
+  Capture();
+  WriteConfig(BaseConfig("[mqtt.tls]\nca_file = \"" + broker->ca_file() + "\"\n", broker->tls_url()) +
+              "[modbus]\n" + RoomConfig("room-07", 0, 200));
+  StartGateway();
+  EXPECT_TRUE(WaitReads("room-07", 3, 15s)) << "nothing arrived over TLS";
+  gateway.Stop(5s);
+  capture->Clear();
+
+  // Same broker, a CA that did not sign its certificate: the gateway must not connect.
+  WriteConfig(BaseConfig("[mqtt.tls]\nca_file = \"" + broker->wrong_ca_file() + "\"\n",
+                         broker->tls_url()) +
+              "[modbus]\n" + RoomConfig("room-07", 0, 200));
+  StartGateway();
+  ASSERT_TRUE(gateway.Running());
+  bool arrived = WaitReads("room-07", 1, 3s);
+  EXPECT_FALSE(arrived) << "published through a broker whose certificate it cannot verify";
+  EXPECT_NE(GatewayLog().find("failed"), std::string::npos);
+}
+
+TEST_F(GatewayTest, UsesUsernameAndPasswordFromAPrivateFile) {
+  StartBroker({.require_password = true, .username = "gateway", .password = "s3cret-pw"});
+  StartSim(1, {"--counter", "hr:4"});
+  capture = std::make_unique<MqttCapture>(broker->url(), "test-capture", true);
+  capture->SetCredentials("gateway", "s3cret-pw");
+  capture->Connect();
+  capture->Subscribe("sanigate/v1/#", 1);
+  std::ofstream(path("mqtt.password")) << "s3cret-pw\n";
+  ASSERT_EQ(::chmod(path("mqtt.password").c_str(), 0600), 0);
+  WriteConfig(BaseConfig("username = \"gateway\"\npassword_file = \"" + path("mqtt.password") + "\"\n") +
+              "[modbus]\n" + RoomConfig("room-07", 0, 200));
+  StartGateway();
+  EXPECT_TRUE(WaitReads("room-07", 2, 10s));
+  gateway.Stop(5s);
+  EXPECT_EQ(GatewayLog().find("s3cret-pw"), std::string::npos) << "the password was logged";
+}
+
+TEST_F(GatewayTest, SighupAppliesAGoodConfigAndRefusesABadOne) {
+  StartBroker();
+  StartSim(2, {"--counter", "hr:4"});
+  Capture();
+  WriteConfig(BaseConfig() + "[modbus]\n" + RoomConfig("room-07", 0, 200));
+  StartGateway();
+  ASSERT_TRUE(WaitReads("room-07", 2, 10s));
+
+  WriteConfig(BaseConfig() + "[modbus]\n" + RoomConfig("room-07", 0, 200) + "bogus_key = 1\n");
+  gateway.Signal(SIGHUP);
+  size_t before = Reads("room-07").size();
+  EXPECT_TRUE(WaitReads("room-07", before + 5, 10s)) << "a bad config stopped the running one";
+  EXPECT_TRUE(gateway.Running());
+  EXPECT_NE(GatewayLog().find("reload refused"), std::string::npos);
+  EXPECT_NE(GatewayLog().find("bogus_key: unknown key"), std::string::npos);
+
+  WriteConfig(BaseConfig() + "[modbus]\n" + RoomConfig("room-07", 0, 200) + RoomConfig("room-09", 1, 200));
+  gateway.Signal(SIGHUP);
+  EXPECT_TRUE(WaitReads("room-09", 2, 10s)) << "the device added by the reload never reported";
+}
+
+TEST_F(GatewayTest, SigtermFlushesStopsWithinSecondsAndLeavesAnOfflineStatus) {
+  StartBroker();
+  StartSim(1, {"--counter", "hr:4"});
+  Capture();
+  WriteConfig(BaseConfig() + "[modbus]\n" + RoomConfig("room-07", 0, 100));
+  StartGateway();
+  ASSERT_TRUE(WaitReads("room-07", 3, 10s));
+  auto t0 = std::chrono::steady_clock::now();
+  gateway.Signal(SIGTERM);
+  auto st = gateway.Wait(8s);
+  ASSERT_TRUE(st.has_value()) << "still running 8 s after SIGTERM";
+  EXPECT_TRUE(ExitedWith(*st, 0)) << DescribeWaitStatus(*st);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+  ASSERT_TRUE(capture->WaitFor(
+      [](const std::vector<Captured>& msgs) {
+        for (auto it = msgs.rbegin(); it != msgs.rend(); ++it)
+          if (it->topic == "sanigate/v1/houpu/gateway/gw-test/status")
+            return json::parse(it->payload)["online"] == false;
+        return false;
+      },
+      5s));
+  // Nothing stored is left behind: the outbox was drained before exiting.
+  EXPECT_TRUE(PendingIds(path("data/outbox.db")).empty());
+}
+
+TEST_F(GatewayTest, TheWillMarksTheGatewayOfflineWhenItDies) {
+  StartBroker();
+  StartSim(1);
+  Capture();
+  WriteConfig(BaseConfig("keepalive_s = 5\n") + "[modbus]\n" + RoomConfig("room-07", 0, 200));
+  StartGateway();
+  ASSERT_TRUE(capture->WaitForCount("sanigate/v1/houpu/gateway/gw-test/status", 1, 10s));
+  gateway.Kill();
+  EXPECT_TRUE(capture->WaitFor(
+      [](const std::vector<Captured>& msgs) {
+        for (const auto& m : msgs)
+          if (m.topic == "sanigate/v1/houpu/gateway/gw-test/status" &&
+              json::parse(m.payload)["online"] == false)
+            return true;
+        return false;
+      },
+      15s));
+}
+
+TEST_F(GatewayTest, CheckConfigExitsTwoOnAnInvalidFileAndZeroOnAValidOne) {
+  std::ofstream(path("bad.toml")) << "[gateway]\nid = \"gw\"\nsite = \"s\"\ncolour = 3\n";
+  int rc = Process::Run({SANIGATE_BIN, "--check-config", path("bad.toml")}, 10s,
+                        {.stderr_path = path("check.err")});
+  EXPECT_TRUE(ExitedWith(rc, 2)) << DescribeWaitStatus(rc);
+  EXPECT_EQ(ReadFile(path("check.err")), path("bad.toml") + ":4:1: gateway.colour: unknown key\n");
+  rc = Process::Run({SANIGATE_BIN, "--check-config", SourceDir() + "/config/sanigate.toml"}, 10s,
+                    {.stdout_path = path("check.out")});
+  EXPECT_TRUE(ExitedWith(rc, 0)) << DescribeWaitStatus(rc);
+  // --config with a bad file refuses to start, with the same message.
+  rc = Process::Run({SANIGATE_BIN, "--config", path("bad.toml")}, 10s,
+                    {.stderr_path = path("run.err")});
+  EXPECT_TRUE(ExitedWith(rc, 2)) << DescribeWaitStatus(rc);
+}
+
+TEST_F(GatewayTest, RefusesAForeignDatabaseAsOutboxAndLeavesItUntouched) {
+  StartBroker();
+  std::filesystem::create_directories(path("data"));
+  std::ofstream(path("data/outbox.db")) << "this is somebody's notes, not a database\n";
+  WriteConfig(BaseConfig() + "[modbus]\n");
+  StartGateway();
+  auto st = gateway.Wait(10s);
+  ASSERT_TRUE(st.has_value());
+  EXPECT_TRUE(ExitedWith(*st, 1)) << DescribeWaitStatus(*st);
+  EXPECT_NE(GatewayLog().find("not an SQLite database"), std::string::npos) << GatewayLog();
+  EXPECT_EQ(ReadFile(path("data/outbox.db")), "this is somebody's notes, not a database\n");
+}
+
+}  // namespace
+}  // namespace sanigate::test
