@@ -38,7 +38,17 @@ struct MqttLink::Impl {
   };
   struct ConnectListener : ::mqtt::iaction_listener {
     Impl* owner = nullptr;
-    void on_success(const ::mqtt::token&) override {
+    void on_success(const ::mqtt::token& tok) override {
+      // The broker's Receive Maximum caps how many QoS 1 publishes it accepts unacknowledged
+      // (Mosquitto: max_inflight_messages, 20 by default); more would only queue inside Paho.
+      int receive_max = 65535;
+      try {
+        const auto& props = tok.get_connect_response().get_properties();
+        if (props.contains(::mqtt::property::RECEIVE_MAXIMUM))
+          receive_max = ::mqtt::get<uint16_t>(props, ::mqtt::property::RECEIVE_MAXIMUM);
+      } catch (const std::exception&) {
+      }
+      owner->receive_maximum = receive_max;
       owner->is_connected = true;
       if (owner->handlers.on_connected) owner->handlers.on_connected();
     }
@@ -60,6 +70,7 @@ struct MqttLink::Impl {
   PublishListener publish_listener;
   ConnectListener connect_listener;
   std::atomic<bool> is_connected{false};
+  std::atomic<int> receive_maximum{65535};
 };
 
 MqttLink::MqttLink(LinkOptions options, LinkHandlers handlers) : impl_(std::make_unique<Impl>()) {
@@ -163,6 +174,7 @@ void MqttLink::Disconnect(std::chrono::milliseconds timeout) {
 }
 
 bool MqttLink::connected() const { return impl_->is_connected; }
+int MqttLink::receive_maximum() const { return impl_->receive_maximum; }
 const std::string& MqttLink::url() const { return impl_->opts.url; }
 
 }  // namespace sanigate::mqtt

@@ -63,6 +63,8 @@ class MqttLink {
   // Clean disconnect (no will): waits up to `timeout`.
   void Disconnect(std::chrono::milliseconds timeout);
   bool connected() const;
+  // The broker's Receive Maximum from the last CONNACK (65535 when it sets none).
+  int receive_maximum() const;
   const std::string& url() const;
 
  private:

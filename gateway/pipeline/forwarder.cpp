@@ -44,13 +44,16 @@ void Forwarder::Start() {
 }
 
 void Forwarder::Post(Event e) {
+  bool was_empty;
   {
     std::lock_guard lk(mu_);
     // Coalesce wake-ups: one pending is enough.
     if (e.kind == Ev::kWake && !events_.empty() && events_.back().kind == Ev::kWake) return;
+    was_empty = events_.empty();
     events_.push_back(std::move(e));
   }
-  cv_.notify_one();
+  // The loop drains every queued event at once, so only the first one needs to wake it.
+  if (was_empty) cv_.notify_one();
 }
 
 void Forwarder::PublishStatusSoon() { Post({Ev::kWake, 1, "status"}); }
@@ -68,16 +71,20 @@ void Forwarder::ScheduleReconnect(bool after_failure) {
 }
 
 void Forwarder::PublishStatus(bool online) {
-  if (!opt_.status_payload || opt_.status_topic.empty()) return;
-  (void)link_->Publish(opt_.status_topic, opt_.status_payload(online), true, kStatusToken);
   next_status_ = Clock::now() + opt_.status_interval;
   status_due_ = false;
+  if (!opt_.status_payload || opt_.status_topic.empty()) return;
+  (void)link_->Publish(opt_.status_topic, opt_.status_payload(online), true, kStatusToken);
 }
 
 void Forwarder::Handle(Event& e) {
   switch (e.kind) {
     case Ev::kConnected: {
       state_ = State::kConnected;
+      window_ = std::min<size_t>(opt_.window, static_cast<size_t>(std::max(1, link_->receive_maximum())));
+      if (window_ < opt_.window)
+        spdlog::info("mqtt: broker accepts {} unacknowledged messages; window {} -> {}",
+                     link_->receive_maximum(), opt_.window, window_);
       backoff_ = milliseconds(0);
       outbox_.ReleaseAll();
       inflight_.clear();
@@ -141,8 +148,11 @@ void Forwarder::Handle(Event& e) {
 }
 
 void Forwarder::Fill() {
-  while (state_ == State::kConnected && inflight_.size() < opt_.window) {
-    auto batch = outbox_.Lease(opt_.window - inflight_.size());
+  // Refill in chunks (at least a quarter window) so a lease query serves several PUBACKs.
+  size_t chunk = std::max<size_t>(1, window_ / 4);
+  if (inflight_.size() + chunk > window_ && !inflight_.empty()) return;
+  while (state_ == State::kConnected && inflight_.size() < window_) {
+    auto batch = outbox_.Lease(window_ - inflight_.size());
     if (!batch.ok()) {
       if (!outbox_error_logged_) spdlog::error("outbox: lease failed: {}", batch.status().ToString());
       outbox_error_logged_ = true;
@@ -150,10 +160,12 @@ void Forwarder::Fill() {
     }
     outbox_error_logged_ = false;
     if (batch->empty()) return;
+    spdlog::trace("forwarder: leased {}", batch->size());
     for (auto& env : *batch) {
       inflight_.insert(env.seq);
       Status st = link_->Publish(env.msg.topic, env.msg.payload, env.msg.retain, env.seq);
       if (!st.ok()) {
+        spdlog::warn("mqtt: publish refused locally: {}", st.message());
         // The link dropped under us; the lost event follows and re-leases.
         outbox_.ReleaseAll();
         inflight_.clear();

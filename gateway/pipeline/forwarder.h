@@ -23,7 +23,7 @@
 namespace sanigate::pipeline {
 
 struct ForwarderOptions {
-  size_t window = 64;
+  size_t window = 20;
   std::chrono::milliseconds reconnect_min{500};
   std::chrono::milliseconds reconnect_max{30000};
   std::chrono::milliseconds status_interval{30000};
@@ -79,6 +79,7 @@ class Forwarder {
   // Loop-thread state.
   enum class State { kDisconnected, kConnecting, kConnected } state_ = State::kDisconnected;
   std::unordered_set<uint64_t> inflight_;
+  size_t window_ = 64;  // opt_.window capped by the broker's Receive Maximum
   std::chrono::milliseconds backoff_{0};
   std::chrono::steady_clock::time_point next_connect_{};
   std::chrono::steady_clock::time_point next_status_{};

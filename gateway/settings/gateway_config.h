@@ -39,7 +39,9 @@ struct MqttSection {
   std::string password;  // from `password` or `password_file` (0600); never logged
   int64_t keepalive_s = 30;
   int64_t connect_timeout_s = 10;
-  int64_t inflight_window = 64;  // QoS 1 messages awaiting PUBACK at once
+  // QoS 1 messages awaiting PUBACK at once. Must not exceed the broker's Receive Maximum
+  // (Mosquitto: max_inflight_messages, 20 by default), or the broker stalls the excess.
+  int64_t inflight_window = 20;
   int64_t reconnect_min_ms = 500;
   int64_t reconnect_max_ms = 30000;
   TlsSection tls;

@@ -73,6 +73,7 @@ struct Outbox::Impl {
   std::deque<Queued> queue;
   std::deque<Callback> callbacks;
   std::vector<uint64_t> to_delete;
+  SteadyClock::time_point first_delete_at{};
   std::vector<std::pair<uint64_t, std::string>> to_poison;
   std::unordered_set<uint64_t> settled_not_deleted;  // acked, delete not yet committed
   uint64_t next_seq = 0;
@@ -82,12 +83,19 @@ struct Outbox::Impl {
   std::function<void()> on_commit;
   std::function<void(const ShedReport&)> on_shed;
   SteadyClock::time_point next_age_check{};
-  bool big_backlog = false;  // to shrink the file once a large backlog drains
+  bool big_backlog = false;     // to shrink the file once a large backlog drains
+  bool vacuum_pending = false;  // give free pages back in small steps while idle
 
   // Lease cursors: the highest seq handed out per priority (consumer thread only).
   std::array<uint64_t, kPriorityCount> cursor{};
 
   std::thread writer;
+  // Checkpoints run on their own connection and thread so commits never wait for them.
+  Db checkpoint_db;
+  std::thread checkpointer;
+  std::condition_variable checkpoint_cv;
+  int wal_frames = 0;  // frames in the WAL after the last commit (from the WAL hook)
+  void CheckpointLoop();
 
   Status Init();
   void WriterLoop();
@@ -152,6 +160,19 @@ Status Outbox::Impl::Init() {
     if (auto st = writer_db.Exec("PRAGMA auto_vacuum=INCREMENTAL"); !st.ok()) return st;
   }
   if (auto st = writer_db.Exec("PRAGMA journal_mode=WAL"); !st.ok()) return st;
+  if (auto st = writer_db.Exec("PRAGMA wal_autocheckpoint=0"); !st.ok()) return st;
+  sqlite3_wal_hook(
+      writer_db.raw(),
+      [](void* self, sqlite3*, const char*, int frames) -> int {
+        auto* impl = static_cast<Impl*>(self);
+        {
+          std::lock_guard lk(impl->mu);
+          impl->wal_frames = frames;
+        }
+        if (frames >= 1000) impl->checkpoint_cv.notify_one();
+        return SQLITE_OK;
+      },
+      this);
   if (auto st = writer_db.Exec(opt.sync_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
       !st.ok())
     return st;
@@ -211,6 +232,9 @@ Status Outbox::Impl::Init() {
   auto r = Db::Open(opt.path, SQLITE_OPEN_READWRITE);
   if (!r.ok()) return r.status();
   reader_db = std::move(r.value());
+  auto c = Db::Open(opt.path, SQLITE_OPEN_READWRITE);
+  if (!c.ok()) return c.status();
+  checkpoint_db = std::move(c.value());
   auto l = reader_db.Prepare(
       "SELECT seq,ts,topic,payload,retain FROM outbox WHERE priority=? AND seq>? ORDER BY seq "
       "LIMIT ?");
@@ -355,6 +379,22 @@ void Outbox::Impl::ShedByAge() {
   }
 }
 
+void Outbox::Impl::CheckpointLoop() {
+  std::unique_lock lk(mu);
+  while (!stop) {
+    checkpoint_cv.wait_for(lk, std::chrono::seconds(1), [&] { return stop || wal_frames >= 1000; });
+    if (stop) break;
+    if (wal_frames == 0) continue;
+    lk.unlock();
+    // PASSIVE never blocks the writer; once all frames are copied the next commit restarts the
+    // WAL from its beginning, so the file stays small.
+    int log = 0, done = 0;
+    sqlite3_wal_checkpoint_v2(checkpoint_db.raw(), nullptr, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+    lk.lock();
+    if (done >= log) wal_frames = 0;
+  }
+}
+
 void Outbox::Impl::WriterLoop() {
   auto backoff = std::chrono::milliseconds(100);
   while (true) {
@@ -363,9 +403,31 @@ void Outbox::Impl::WriterLoop() {
     std::vector<std::pair<uint64_t, std::string>> poison;
     {
       std::unique_lock lk(mu);
-      writer_cv.wait(lk, [&] {
-        return stop || !queue.empty() || !to_delete.empty() || !to_poison.empty();
-      });
+      // Deletes of acknowledged rows are not urgent: gather them for up to 50 ms (or 1000)
+      // so PUBACKs do not cost a commit each. A crash in between only re-sends those rows.
+      auto deletes_due = [&] {
+        return to_delete.size() >= 1000 || !to_poison.empty() ||
+               (!to_delete.empty() && SteadyClock::now() - first_delete_at >= std::chrono::milliseconds(50));
+      };
+      auto has_work = [&] { return stop || !queue.empty() || deletes_due(); };
+      if (vacuum_pending) {
+        if (!writer_cv.wait_for(lk, std::chrono::milliseconds(20), has_work)) {
+          lk.unlock();
+          // Idle: return up to 1 MiB of free pages to the file system, then look again.
+          (void)writer_db.Exec("PRAGMA incremental_vacuum(256)");
+          auto q = writer_db.Prepare("PRAGMA freelist_count");
+          Status err;
+          bool empty = q.ok() && q->Step(&err) && q->Int(0) == 0;
+          lk.lock();
+          if (empty) vacuum_pending = false;
+          continue;
+        }
+      } else if (!to_delete.empty()) {
+        writer_cv.wait_until(lk, first_delete_at + std::chrono::milliseconds(50), has_work);
+        if (!has_work()) continue;
+      } else {
+        writer_cv.wait(lk, has_work);
+      }
       if (stop && queue.empty() && to_delete.empty() && to_poison.empty()) break;
       if (opt.commit_linger.count() > 0 && !stop && queue.size() < opt.commit_max_rows)
         writer_cv.wait_for(lk, opt.commit_linger,
@@ -438,18 +500,13 @@ void Outbox::Impl::WriterLoop() {
       ShedByAge();
       next_age_check = now + std::chrono::minutes(10);
     }
-    bool shrink = false;
     {
+      // A large backlog drained: give the space back instead of keeping a huge file.
       std::lock_guard lk(mu);
       if (big_backlog && stats.pending_rows == 0 && queue.empty()) {
         big_backlog = false;
-        shrink = true;
+        vacuum_pending = true;
       }
-    }
-    if (shrink) {
-      // A large backlog drained: give the space back instead of keeping a huge file.
-      (void)writer_db.Exec("PRAGMA incremental_vacuum");
-      (void)writer_db.Exec("PRAGMA wal_checkpoint(TRUNCATE)");
     }
     RefreshOldest();
   }
@@ -466,6 +523,7 @@ Result<std::unique_ptr<Outbox>> Outbox::Open(const OutboxOptions& options) {
   if (auto st = impl->Init(); !st.ok()) return st;
   Impl* raw = impl.get();
   impl->writer = std::thread([raw] { raw->WriterLoop(); });
+  impl->checkpointer = std::thread([raw] { raw->CheckpointLoop(); });
   return std::unique_ptr<Outbox>(new Outbox(std::move(impl)));
 }
 
@@ -475,7 +533,11 @@ Outbox::~Outbox() {
     impl_->stop = true;
   }
   impl_->writer_cv.notify_all();
+  impl_->checkpoint_cv.notify_all();
   if (impl_->writer.joinable()) impl_->writer.join();
+  if (impl_->checkpointer.joinable()) impl_->checkpointer.join();
+  // A last full checkpoint so the next start reads a small WAL.
+  (void)impl_->writer_db.Exec("PRAGMA wal_checkpoint(TRUNCATE)");
 }
 
 uint64_t Outbox::Append(size_t n, const Builder& build, DurableCallback on_durable) {
@@ -557,8 +619,12 @@ Result<std::vector<Envelope>> Outbox::Lease(size_t max) {
 void Outbox::Settle(uint64_t seq) {
   {
     std::lock_guard lk(impl_->mu);
+    if (impl_->to_delete.empty()) impl_->first_delete_at = SteadyClock::now();
     impl_->to_delete.push_back(seq);
     impl_->settled_not_deleted.insert(seq);
+    // The first one starts the writer's 50 ms clock; the rest ride along.
+    size_t n = impl_->to_delete.size();
+    if (n != 1 && n < 1000) return;
   }
   impl_->writer_cv.notify_one();
 }

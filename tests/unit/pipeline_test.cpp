@@ -1,0 +1,313 @@
+// The pipeline from adapter Records to the outbox: report-by-exception (deadband, max silence),
+// the overflow event with hysteresis, and pass-through of status and events. A real Outbox in a
+// temp dir; what the pipeline appended is read back with Lease after a Flush.
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "core/clock.h"
+#include "core/record_json.h"
+#include "pipeline/pipeline.h"
+#include "store/outbox.h"
+#include "test_support.h"
+
+namespace sanigate::pipeline {
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+struct Out {
+  uint64_t seq;
+  std::string topic;
+  std::string payload;
+  json body;
+  Priority priority;
+  bool retain;
+};
+
+class PipelineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    store::OutboxOptions o;
+    o.path = dir_.File("outbox.db");
+    auto r = store::Outbox::Open(o);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    outbox_ = std::move(r).value();
+    EncodeContext ctx;
+    ctx.gateway = "gw";
+    ctx.site = "houpu";
+    pipeline_ = std::make_unique<Pipeline>(*outbox_, ctx);
+    t0_ = NowMs();  // recent, so the outbox's age limit never sheds these rows
+  }
+
+  // Everything the pipeline appended since the last call, in lease order (priority, then seq).
+  std::vector<Out> Drain() {
+    Status st = outbox_->Flush(30s);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    auto r = outbox_->Lease(1000);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    std::vector<Out> out;
+    if (!r.ok()) return out;
+    for (auto& e : r.value()) {
+      json body = json::parse(e.msg.payload, nullptr, false);
+      EXPECT_FALSE(body.is_discarded()) << e.msg.payload;
+      out.push_back({e.seq, e.msg.topic, e.msg.payload, body, e.msg.priority, e.msg.retain});
+    }
+    return out;
+  }
+
+  Record Reading(int64_t dt, std::vector<Metric> metrics, const std::string& device = "room-1") {
+    Record r = MakeReading(device, "garbage_room", "modbus", t0_ + dt);
+    r.metrics = std::move(metrics);
+    return r;
+  }
+
+  // Emits one reading and returns the values of `metric` in what was published (one entry per
+  // published telemetry message; an empty vector when it was suppressed).
+  std::vector<json> Publish(int64_t dt, std::vector<Metric> metrics,
+                            const std::string& metric = "fill_level_pct") {
+    pipeline_->Emit(Reading(dt, std::move(metrics)));
+    std::vector<json> values;
+    for (const auto& o : Drain()) {
+      EXPECT_EQ(o.topic, "sanigate/v1/houpu/devices/room-1/telemetry");
+      values.push_back(o.body["metrics"].value(metric, json()));
+    }
+    return values;
+  }
+
+  void SetRules(DeviceRules rules, const std::string& device = "room-1") {
+    std::unordered_map<std::string, DeviceRules> all;
+    all[device] = std::move(rules);
+    pipeline_->SetRules(std::move(all));
+  }
+
+  static DeviceRules Deadband(const std::string& metric, double deadband,
+                              int64_t max_silence_ms = 300'000) {
+    DeviceRules r;
+    MetricRule m;
+    m.deadband = deadband;
+    m.max_silence_ms = max_silence_ms;
+    r.metrics[metric] = m;
+    return r;
+  }
+
+  unit::ScratchDir dir_;
+  std::unique_ptr<store::Outbox> outbox_;
+  std::unique_ptr<Pipeline> pipeline_;
+  int64_t t0_ = 0;
+};
+
+TEST_F(PipelineTest, WithoutRulesEveryReadingIsPublished) {
+  for (int i = 0; i < 3; ++i)
+    EXPECT_EQ(Publish(i * 1000, {{"fill_level_pct", 50.0}}), (std::vector<json>{50.0})) << i;
+  PipelineStats s = pipeline_->Stats();
+  EXPECT_EQ(s.records_in, 3u);
+  EXPECT_EQ(s.readings_out, 3u);
+  EXPECT_EQ(s.suppressed, 0u);
+}
+
+TEST_F(PipelineTest, PublishedReadingIsTheContractPayloadWithTheOutboxSeqAsId) {
+  Record r = Reading(0, {{"fill_level_pct", 50.5}, {"door_open", true}});
+  r.location = Location{24.5, 118.1};
+  pipeline_->Emit(r);
+  std::vector<Out> out = Drain();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].priority, Priority::kTelemetry);
+  EXPECT_FALSE(out[0].retain);
+  EXPECT_EQ(out[0].body, (json{{"id", "gw:" + std::to_string(out[0].seq)},
+                               {"ts", t0_},
+                               {"device", "room-1"},
+                               {"kind", "garbage_room"},
+                               {"source", {{"protocol", "modbus"}, {"gateway", "gw"}}},
+                               {"metrics", {{"fill_level_pct", 50.5}, {"door_open", true}}},
+                               {"location", {{"lat", 24.5}, {"lon", 118.1}}}}));
+}
+
+TEST_F(PipelineTest, DeadbandSuppressesSmallChangeAndPublishesLargeChange) {
+  SetRules(Deadband("fill_level_pct", 0.5));
+  EXPECT_EQ(Publish(0, {{"fill_level_pct", 50.0}}), (std::vector<json>{50.0}));
+  EXPECT_EQ(Publish(1000, {{"fill_level_pct", 50.2}}), (std::vector<json>{}));
+  // 0.4 from the last reading, but 0.6 from the last published value: published.
+  EXPECT_EQ(Publish(2000, {{"fill_level_pct", 50.6}}), (std::vector<json>{50.6}));
+  EXPECT_EQ(Publish(3000, {{"fill_level_pct", 50.0}}), (std::vector<json>{50.0}))
+      << "a fall by the deadband counts too";
+  EXPECT_EQ(pipeline_->Stats().suppressed, 1u);
+}
+
+TEST_F(PipelineTest, DeadbandAppliesToIntegerMetrics) {
+  SetRules(Deadband("count", 2));
+  EXPECT_EQ(Publish(0, {{"count", int64_t{10}}}, "count"), (std::vector<json>{10}));
+  EXPECT_EQ(Publish(1, {{"count", int64_t{11}}}, "count"), (std::vector<json>{}));
+  EXPECT_EQ(Publish(2, {{"count", int64_t{12}}}, "count"), (std::vector<json>{12}));
+}
+
+TEST_F(PipelineTest, SuppressedMetricIsDroppedButTheOtherMetricsArePublished) {
+  SetRules(Deadband("fill_level_pct", 0.5));
+  pipeline_->Emit(Reading(0, {{"fill_level_pct", 50.0}, {"temperature_c", 20.0}}));
+  ASSERT_EQ(Drain().size(), 1u);
+  pipeline_->Emit(Reading(1000, {{"fill_level_pct", 50.1}, {"temperature_c", 20.0}}));
+  std::vector<Out> out = Drain();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].body["metrics"], (json{{"temperature_c", 20.0}}));
+}
+
+TEST_F(PipelineTest, MaxSilencePublishesAnUnchangedValue) {
+  SetRules(Deadband("fill_level_pct", 0.5, 60'000));
+  EXPECT_EQ(Publish(0, {{"fill_level_pct", 50.0}}), (std::vector<json>{50.0}));
+  EXPECT_EQ(Publish(30'000, {{"fill_level_pct", 50.0}}), (std::vector<json>{}));
+  EXPECT_EQ(Publish(59'999, {{"fill_level_pct", 50.0}}), (std::vector<json>{}));
+  EXPECT_EQ(Publish(60'000, {{"fill_level_pct", 50.0}}), (std::vector<json>{50.0}));
+  EXPECT_EQ(Publish(60'001, {{"fill_level_pct", 50.0}}), (std::vector<json>{}))
+      << "the silence restarts at the last published reading";
+}
+
+TEST_F(PipelineTest, BooleanWithRulePublishesOnlyOnChange) {
+  SetRules(Deadband("door_open", 0));
+  EXPECT_EQ(Publish(0, {{"door_open", true}}, "door_open"), (std::vector<json>{true}));
+  EXPECT_EQ(Publish(1, {{"door_open", true}}, "door_open"), (std::vector<json>{}));
+  EXPECT_EQ(Publish(2, {{"door_open", false}}, "door_open"), (std::vector<json>{false}));
+  EXPECT_EQ(Publish(3, {{"door_open", false}}, "door_open"), (std::vector<json>{}));
+}
+
+TEST_F(PipelineTest, BooleanWithoutRuleIsAlwaysPublished) {
+  EXPECT_EQ(Publish(0, {{"door_open", true}}, "door_open"), (std::vector<json>{true}));
+  EXPECT_EQ(Publish(1, {{"door_open", true}}, "door_open"), (std::vector<json>{true}));
+}
+
+TEST_F(PipelineTest, RulesOfOneDeviceDoNotFilterAnother) {
+  SetRules(Deadband("fill_level_pct", 0.5), "room-2");
+  EXPECT_EQ(Publish(0, {{"fill_level_pct", 50.0}}), (std::vector<json>{50.0}));
+  EXPECT_EQ(Publish(1, {{"fill_level_pct", 50.0}}), (std::vector<json>{50.0}));
+}
+
+TEST_F(PipelineTest, SetRulesKeepsTheReportByExceptionState) {
+  SetRules(Deadband("fill_level_pct", 0.5));
+  EXPECT_EQ(Publish(0, {{"fill_level_pct", 50.0}}), (std::vector<json>{50.0}));
+  SetRules(Deadband("fill_level_pct", 0.5));  // e.g. SIGHUP with the same rules
+  EXPECT_EQ(Publish(1, {{"fill_level_pct", 50.2}}), (std::vector<json>{}));
+}
+
+class OverflowTest : public PipelineTest {
+ protected:
+  void SetUp() override {
+    PipelineTest::SetUp();
+    DeviceRules rules;
+    rules.overflow = OverflowRule{"fill_level_pct", 90, 80};
+    SetRules(rules);
+  }
+  // Emits a fill level; returns the overflow states raised ("active"/"cleared") and checks the
+  // reading itself was published.
+  std::vector<std::string> Step(int64_t dt, double fill) {
+    Record r = Reading(dt, {{"fill_level_pct", fill}});
+    r.location = Location{24.5123, 118.1342};
+    pipeline_->Emit(r);
+    std::vector<std::string> states;
+    bool reading = false;
+    for (const auto& o : Drain()) {
+      if (o.topic == "sanigate/v1/houpu/devices/room-1/event") {
+        states.push_back(o.body.value("state", ""));
+        last_event_ = o;
+      } else {
+        EXPECT_EQ(o.topic, "sanigate/v1/houpu/devices/room-1/telemetry");
+        EXPECT_EQ(o.body["metrics"]["fill_level_pct"], fill);
+        reading = true;
+      }
+    }
+    EXPECT_TRUE(reading) << "the reading at " << fill << " was not published";
+    return states;
+  }
+  Out last_event_{};
+};
+
+using States = std::vector<std::string>;
+
+TEST_F(OverflowTest, HysteresisRaisesOnceAndClearsBelowTheLowerLevel) {
+  EXPECT_EQ(Step(0, 85), States{});
+  EXPECT_EQ(Step(1000, 91), States{"active"});
+  EXPECT_EQ(Step(2000, 95), States{});
+  EXPECT_EQ(Step(3000, 85), States{}) << "between the levels: still active";
+  EXPECT_EQ(Step(4000, 79), States{"cleared"});
+  EXPECT_EQ(Step(5000, 85), States{});
+  EXPECT_EQ(Step(6000, 92), States{"active"}) << "can be raised again after clearing";
+  EXPECT_EQ(pipeline_->Stats().events_out, 3u);
+}
+
+TEST_F(OverflowTest, ActiveAtIsInclusiveAndClearBelowIsExclusive) {
+  EXPECT_EQ(Step(0, 90), States{"active"});
+  EXPECT_EQ(Step(1000, 80), States{});
+  EXPECT_EQ(Step(2000, 79.9), States{"cleared"});
+}
+
+TEST_F(OverflowTest, EventCarriesFillLevelSeverityWarningAndTheReadingsLocation) {
+  ASSERT_EQ(Step(0, 91.5), States{"active"});
+  const Out& e = last_event_;
+  EXPECT_EQ(e.priority, Priority::kEvent);
+  EXPECT_FALSE(e.retain);
+  EXPECT_EQ(e.body, (json{{"id", "gw:" + std::to_string(e.seq)},
+                          {"ts", t0_},
+                          {"device", "room-1"},
+                          {"kind", "garbage_room"},
+                          {"source", {{"protocol", "modbus"}, {"gateway", "gw"}}},
+                          {"event", "overflow"},
+                          {"state", "active"},
+                          {"severity", "warning"},
+                          {"metrics", {{"fill_level_pct", 91.5}}},
+                          {"location", {{"lat", 24.5123}, {"lon", 118.1342}}}}));
+}
+
+TEST_F(PipelineTest, OverflowIsRaisedEvenWhenTheReadingIsSuppressedByTheDeadband) {
+  DeviceRules rules = Deadband("fill_level_pct", 5);
+  rules.overflow = OverflowRule{"fill_level_pct", 90, 80};
+  SetRules(rules);
+  pipeline_->Emit(Reading(0, {{"fill_level_pct", 88.0}}));
+  ASSERT_EQ(Drain().size(), 1u);
+  pipeline_->Emit(Reading(1000, {{"fill_level_pct", 91.0}}));
+  std::vector<Out> out = Drain();
+  ASSERT_EQ(out.size(), 1u) << "only the event: 91 is within the deadband of 88";
+  EXPECT_EQ(out[0].topic, "sanigate/v1/houpu/devices/room-1/event");
+  EXPECT_EQ(out[0].body["state"], "active");
+  EXPECT_EQ(out[0].body["metrics"], (json{{"fill_level_pct", 91.0}}));
+}
+
+TEST_F(PipelineTest, StatusAndEventsPassThroughUntouched) {
+  // Rules that would filter or derive something from a reading must not touch these.
+  DeviceRules rules = Deadband("fill_level_pct", 50);
+  rules.overflow = OverflowRule{"fill_level_pct", 90, 80};
+  SetRules(rules);
+  Record status = MakeStatus("room-1", "garbage_room", "modbus", t0_, false, t0_ - 5000, "timeout");
+  Record fire = MakeEvent("room-1", "garbage_room", "modbus", t0_ + 1, "fire", EventState::kActive,
+                          Severity::kCritical);
+  fire.metrics = {{"fill_level_pct", 99.0}, {"temperature_c", 80.5}};
+  fire.message = "smoke";
+  pipeline_->EmitBatch({status, fire, fire});
+
+  std::vector<Out> out = Drain();
+  ASSERT_EQ(out.size(), 3u) << "an identical event is not deduplicated";
+  EncodeContext ctx = pipeline_->context();
+  // Lease order: the two alarms, then the status.
+  EXPECT_EQ(out[0].priority, Priority::kAlarm);
+  EXPECT_EQ(out[0].topic, RecordTopic(fire, ctx));
+  EXPECT_EQ(out[0].payload, EncodeRecord(fire, ctx, out[0].seq));
+  EXPECT_FALSE(out[0].retain);
+  EXPECT_EQ(out[1].payload, EncodeRecord(fire, ctx, out[1].seq));
+  EXPECT_EQ(out[2].priority, Priority::kStatus);
+  EXPECT_EQ(out[2].topic, RecordTopic(status, ctx));
+  EXPECT_EQ(out[2].payload, EncodeRecord(status, ctx, out[2].seq));
+  EXPECT_TRUE(out[2].retain);
+
+  PipelineStats s = pipeline_->Stats();
+  EXPECT_EQ(s.records_in, 3u);
+  EXPECT_EQ(s.events_out, 2u);
+  EXPECT_EQ(s.status_out, 1u);
+  EXPECT_EQ(s.readings_out, 0u);
+  EXPECT_EQ(s.suppressed, 0u);
+}
+
+}  // namespace
+}  // namespace sanigate::pipeline
