@@ -3,9 +3,16 @@
 #include <any>
 #include <map>
 #include <regex>
+#include <sstream>
 
 namespace sanigate::dev::modbus {
 namespace {
+
+std::string FormatValue(double v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
 
 bool IsMetricName(const std::string& s) {
   static const std::regex re("^[a-z][a-z0-9_]*$");
@@ -59,8 +66,9 @@ void ParseDevice(settings::Node& n, DeviceConfig& d) {
   d.port = static_cast<uint16_t>(n.Int("port", 502, 1, 65535));
   d.unit_id = static_cast<int>(n.Int("unit_id", 1, 0, 255));
   d.interval_ms = n.Int("interval_ms", d.interval_ms, 50, 86'400'000);
-  d.timeout_ms = n.Int("timeout_ms", d.timeout_ms, 10, 60'000);
-  if (d.timeout_ms >= d.interval_ms && n.Has("timeout_ms"))
+  // Default: 500 ms, but always below the interval so one poll never overlaps the next.
+  d.timeout_ms = n.Int("timeout_ms", std::min<int64_t>(d.timeout_ms, d.interval_ms * 4 / 5), 10, 60'000);
+  if (d.timeout_ms >= d.interval_ms)
     n.Problem("timeout_ms", std::to_string(d.timeout_ms) + " must be below interval_ms (" +
                                 std::to_string(d.interval_ms) + ")");
   d.offline_after = static_cast<int>(n.Int("offline_after", 3, 1, 100));
@@ -76,7 +84,7 @@ void ParseDevice(settings::Node& n, DeviceConfig& d) {
     o.active_at = ov->Double("active_at", o.active_at, -1e9, 1e9);
     o.clear_below = ov->Double("clear_below", o.clear_below, -1e9, 1e9);
     if (o.clear_below > o.active_at)
-      ov->Problem("clear_below", "must not be above active_at (" + std::to_string(o.active_at) + ")");
+      ov->Problem("clear_below", "must not be above active_at (" + FormatValue(o.active_at) + ")");
     ov->Finish();
     d.overflow = o;
   }

@@ -25,7 +25,11 @@ std::string StatusTopic(const settings::Config& c) {
 
 Gateway::Gateway(settings::Config config) : cfg_(std::move(config)), started_ms_(NowMs()) {}
 
-Gateway::~Gateway() { Stop(); }
+Gateway::~Gateway() {
+  Stop();
+  // The outbox outlives the pipeline: it must not report into it while closing.
+  if (outbox_) outbox_->SetShedListener({});
+}
 
 Result<std::unique_ptr<Gateway>> Gateway::Create(settings::Config config) {
   std::unique_ptr<Gateway> g(new Gateway(std::move(config)));

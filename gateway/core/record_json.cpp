@@ -25,7 +25,11 @@ json MetricJson(const MetricValue& v) {
 
 json MetricsJson(const std::vector<Metric>& metrics) {
   json m = json::object();
-  for (const auto& metric : metrics) m[metric.name] = MetricJson(metric.value);
+  for (const auto& metric : metrics) {
+    // NaN/Inf have no JSON form: such a metric is left out rather than sent as null.
+    if (auto d = std::get_if<double>(&metric.value); d && !std::isfinite(*d)) continue;
+    m[metric.name] = MetricJson(metric.value);
+  }
   return m;
 }
 

@@ -139,7 +139,7 @@ std::optional<std::string> Node::RequiredId(std::string_view key) {
 
 std::string Node::OneOf(std::string_view key, std::string def,
                         std::initializer_list<const char*> allowed) {
-  if (!Has(key)) return def;
+  if (!Find(key)) return def;
   std::string v = String(key, def);
   for (const char* a : allowed)
     if (v == a) return v;

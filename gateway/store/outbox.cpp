@@ -80,11 +80,44 @@ struct Outbox::Impl {
   uint64_t committed_seq = 0;
   bool stop = false;
   OutboxStats stats;
+  // Listeners are called with listener_mu held, so replacing one waits for a running call:
+  // after SetCommitListener({}) returns, the old listener is never called again.
+  std::mutex listener_mu;
   std::function<void()> on_commit;
   std::function<void(const ShedReport&)> on_shed;
   SteadyClock::time_point next_age_check{};
   bool big_backlog = false;     // to shrink the file once a large backlog drains
   bool vacuum_pending = false;  // give free pages back in small steps while idle
+  int failures_in_a_row = 0;
+
+  // Drops everything still queued, reporting it by priority (used only when stopping while the
+  // disk refuses every commit). Waiters get an error.
+  void DropQueued(const char* reason) {
+    std::array<uint64_t, kPriorityCount> rows{};
+    std::array<int64_t, kPriorityCount> first{}, last{};
+    std::vector<DurableCallback> fire;
+    {
+      std::lock_guard lk(mu);
+      for (const auto& q : queue) {
+        int p = static_cast<int>(q.env.msg.priority);
+        if (rows[p]++ == 0) first[p] = q.env.msg.ts_ms;
+        last[p] = q.env.msg.ts_ms;
+      }
+      queue.clear();
+      to_delete.clear();
+      to_poison.clear();
+      for (auto& c : callbacks) fire.push_back(std::move(c.fn));
+      callbacks.clear();
+    }
+    durable_cv.notify_all();
+    for (int p = 0; p < kPriorityCount; ++p)
+      if (rows[p]) Report(static_cast<Priority>(p), rows[p], first[p], last[p], reason);
+    for (auto& f : fire) f(Status(Code::kResourceExhausted, "not stored: " + stats_error()));
+  }
+  std::string stats_error() {
+    std::lock_guard lk(mu);
+    return stats.last_error;
+  }
 
   // Lease cursors: the highest seq handed out per priority (consumer thread only).
   std::array<uint64_t, kPriorityCount> cursor{};
@@ -102,7 +135,7 @@ struct Outbox::Impl {
   Status Commit(std::vector<Queued>& batch, std::vector<uint64_t>& dels,
                 std::vector<std::pair<uint64_t, std::string>>& poison, uint64_t* removed_rows,
                 uint64_t* removed_bytes);
-  void ShedIfNeeded();
+  void ShedIfNeeded(const char* reason = "size");
   void ShedByAge();
   void Report(Priority p, uint64_t rows, int64_t oldest, int64_t newest, const char* reason);
   void RefreshOldest();
@@ -246,12 +279,13 @@ Status Outbox::Impl::Init() {
 
 void Outbox::Impl::RefreshOldest() {
   Status err;
+  std::optional<int64_t> ts;
   if (oldest.Step(&err)) {
-    stats.oldest_ts = oldest.Int(0);
+    ts = oldest.Int(0);
     oldest.Reset();
-  } else {
-    stats.oldest_ts.reset();
   }
+  std::lock_guard lk(mu);
+  stats.oldest_ts = ts;
 }
 
 Status Outbox::Impl::Commit(std::vector<Queued>& batch, std::vector<uint64_t>& dels,
@@ -301,12 +335,13 @@ void Outbox::Impl::Report(Priority p, uint64_t rows, int64_t oldest_ts, int64_t 
     std::lock_guard lk(mu);
     stats.shed[static_cast<int>(p)] += rows;
   }
+  std::lock_guard call(listener_mu);
   if (on_shed) on_shed(ShedReport{p, rows, oldest_ts, newest_ts, reason});
 }
 
 // Lowest priority first, oldest first, down to 99% of the bound so shedding does not run on
 // every commit. Alarms go last and are reported like everything else.
-void Outbox::Impl::ShedIfNeeded() {
+void Outbox::Impl::ShedIfNeeded(const char* reason) {
   uint64_t rows, bytes;
   {
     std::lock_guard lk(mu);
@@ -351,7 +386,7 @@ void Outbox::Impl::ShedIfNeeded() {
       stats.pending_rows -= std::min<uint64_t>(stats.pending_rows, victims.size());
       stats.pending_bytes -= std::min<uint64_t>(stats.pending_bytes, freed);
     }
-    if (shed) Report(static_cast<Priority>(p), shed, first_ts, last_ts, "size");
+    if (shed) Report(static_cast<Priority>(p), shed, first_ts, last_ts, reason);
   }
 }
 
@@ -456,20 +491,28 @@ void Outbox::Impl::WriterLoop() {
         to_delete.insert(to_delete.end(), dels.begin(), dels.end());
         to_poison.insert(to_poison.end(), poison.begin(), poison.end());
         bool full = st.code() == Code::kResourceExhausted;
+        uint64_t rows_now = stats.pending_rows;
+        bool stopping = stop;
+        failures_in_a_row++;
         lk.unlock();
+        if (stopping && failures_in_a_row >= 3) {
+          // Shutting down and the disk will not take them: report what is lost, then exit.
+          DropQueued("disk");
+          continue;
+        }
         if (full) {
-          // A full disk: make room by shedding the lowest priority rows (reported).
-          uint64_t keep = stats.pending_rows > 100 ? stats.pending_rows - stats.pending_rows / 10 : 0;
+          // A full disk: make room by shedding 10% of the stored rows, lowest priority first.
           uint64_t saved = opt.max_rows;
-          opt.max_rows = std::max<uint64_t>(keep, 1);
-          ShedIfNeeded();
+          opt.max_rows = std::max<uint64_t>(rows_now - rows_now / 10, 1);
+          ShedIfNeeded("disk");
           opt.max_rows = saved;
         }
         std::unique_lock lk2(mu);
-        writer_cv.wait_for(lk2, backoff, [&] { return false; });
+        writer_cv.wait_for(lk2, backoff, [&] { return stop; });
         backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
         continue;
       }
+      failures_in_a_row = 0;
       backoff = std::chrono::milliseconds(100);
       stats.last_error.clear();
       uint64_t added_bytes = 0;
@@ -492,7 +535,10 @@ void Outbox::Impl::WriterLoop() {
     }
     durable_cv.notify_all();
     for (auto& f : fire) f(Status::Ok());
-    if (!batch.empty() && on_commit) on_commit();
+    if (!batch.empty()) {
+      std::lock_guard call(listener_mu);
+      if (on_commit) on_commit();
+    }
 
     ShedIfNeeded();
     auto now = SteadyClock::now();
@@ -641,12 +687,12 @@ void Outbox::Poison(uint64_t seq, std::string reason) {
 void Outbox::ReleaseAll() { impl_->cursor.fill(0); }
 
 void Outbox::SetCommitListener(std::function<void()> f) {
-  std::lock_guard lk(impl_->mu);
+  std::lock_guard lk(impl_->listener_mu);
   impl_->on_commit = std::move(f);
 }
 
 void Outbox::SetShedListener(std::function<void(const ShedReport&)> f) {
-  std::lock_guard lk(impl_->mu);
+  std::lock_guard lk(impl_->listener_mu);
   impl_->on_shed = std::move(f);
 }
 
