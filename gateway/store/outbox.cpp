@@ -20,6 +20,7 @@ namespace {
 constexpr int64_t kApplicationId = 0x53414E49;
 constexpr int64_t kSchemaVersion = 1;
 constexpr size_t kDeadLetterKeep = 10000;
+constexpr size_t kDeleteBatch = 64;
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS outbox (
@@ -438,10 +439,11 @@ void Outbox::Impl::WriterLoop() {
     std::vector<std::pair<uint64_t, std::string>> poison;
     {
       std::unique_lock lk(mu);
-      // Deletes of acknowledged rows are not urgent: gather them for up to 50 ms (or 1000)
-      // so PUBACKs do not cost a commit each. A crash in between only re-sends those rows.
+      // Deletes of acknowledged rows are not urgent: gather up to kDeleteBatch of them for at
+      // most 50 ms so PUBACKs do not cost a commit each. A crash in between re-sends at most
+      // those rows, so duplicates stay bounded (in-flight window + kDeleteBatch).
       auto deletes_due = [&] {
-        return to_delete.size() >= 1000 || !to_poison.empty() ||
+        return to_delete.size() >= kDeleteBatch || !to_poison.empty() ||
                (!to_delete.empty() && SteadyClock::now() - first_delete_at >= std::chrono::milliseconds(50));
       };
       auto has_work = [&] { return stop || !queue.empty() || deletes_due(); };
@@ -670,7 +672,7 @@ void Outbox::Settle(uint64_t seq) {
     impl_->settled_not_deleted.insert(seq);
     // The first one starts the writer's 50 ms clock; the rest ride along.
     size_t n = impl_->to_delete.size();
-    if (n != 1 && n < 1000) return;
+    if (n != 1 && n < kDeleteBatch) return;
   }
   impl_->writer_cv.notify_one();
 }
