@@ -131,6 +131,25 @@ TEST_F(GatewayTest, BrokerOutageLosesNoReadingAndKeepsTheirOrder) {
   ExpectContiguous(Reads("room-07"), 0);
 }
 
+TEST_F(GatewayTest, StartsWithoutABrokerAndDeliversEverythingOnceItAppears) {
+  StartBroker({.persistence = true});
+  StartSim(1, {"--counter", "hr:4"});
+  Capture(/*persistent=*/true);  // the subscription survives the broker's restart
+  broker->Stop();
+  WriteConfig(BaseConfig() + "[modbus]\n" + RoomConfig("room-07", 0, 100));
+  StartGateway();
+  auto started = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - started < 2s) std::this_thread::sleep_for(100ms);
+  ASSERT_TRUE(gateway.Running()) << "a missing broker must not stop the gateway";
+  broker->Restart();
+  ASSERT_TRUE(capture->WaitConnected(15s)) << capture->last_error();
+  // The first reading (counter 1) was taken while the broker was down; all of them arrive.
+  ASSERT_TRUE(WaitReads("room-07", 30, 20s)) << Reads("room-07").size();
+  auto reads = Reads("room-07");
+  EXPECT_EQ(reads.front(), 1);
+  ExpectContiguous(reads, 0);
+}
+
 TEST_F(GatewayTest, KillNineInTheMiddleOfAStreamLosesNothingStored) {
   StartBroker();
   StartSim(1, {"--counter", "hr:4"});

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <regex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -405,6 +406,21 @@ TEST(ConfigTest, EveryRegisteredProtocolHasALoadableSampleConfig) {
     for (const auto& a : r->adapters) has_section |= a.protocol == spec.name;
     EXPECT_TRUE(has_section) << "the sample has no [" << spec.name << "] section";
   }
+}
+
+// Adding a protocol = a folder under devices/ plus its registration: a folder that is not in
+// the generated registry would be dead code, silently never built into the daemon.
+TEST(ConfigTest, EveryProtocolFolderUnderDevicesIsRegistered) {
+  std::set<std::string> registered;
+  for (const auto& spec : dev::AllProtocols()) registered.insert(spec.name);
+  size_t folders = 0;
+  for (const auto& entry : fs::directory_iterator(fs::path(SANIGATE_SOURCE_DIR) / "devices")) {
+    std::string name = entry.path().filename().string();
+    if (!entry.is_directory() || name == "api" || name == "registry") continue;
+    folders++;
+    EXPECT_TRUE(registered.count(name)) << "devices/" << name << " is not in SANIGATE_DEVICE_PROTOCOLS";
+  }
+  EXPECT_EQ(folders, registered.size());
 }
 
 // Every sample config shipped in config/ (and the demo site, with its port placeholders filled
