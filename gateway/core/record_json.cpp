@@ -47,21 +47,21 @@ std::string RecordId(const std::string& gateway, uint64_t seq) {
 
 std::string EncodeRecord(const Record& r, const EncodeContext& ctx, uint64_t seq) {
   json j;
+  if (r.type == RecordType::kStatus) {
+    // The contract leads a device status with its state; the common fields follow.
+    j["online"] = r.online;
+    j["last_seen"] = r.last_seen_ms ? json(*r.last_seen_ms) : json(nullptr);
+  }
+  j["id"] = RecordId(ctx.gateway, seq);
+  j["ts"] = r.ts_ms;
+  j["device"] = r.device;
+  j["kind"] = r.kind;
+  j["source"] = SourceJson(r, ctx);
   switch (r.type) {
     case RecordType::kReading:
-      j["id"] = RecordId(ctx.gateway, seq);
-      j["ts"] = r.ts_ms;
-      j["device"] = r.device;
-      j["kind"] = r.kind;
-      j["source"] = SourceJson(r, ctx);
       j["metrics"] = MetricsJson(r.metrics);
       break;
     case RecordType::kEvent:
-      j["id"] = RecordId(ctx.gateway, seq);
-      j["ts"] = r.ts_ms;
-      j["device"] = r.device;
-      j["kind"] = r.kind;
-      j["source"] = SourceJson(r, ctx);
       j["event"] = r.event;
       j["state"] = EventStateName(r.state);
       j["severity"] = SeverityName(r.severity);
@@ -69,13 +69,6 @@ std::string EncodeRecord(const Record& r, const EncodeContext& ctx, uint64_t seq
       if (!r.message.empty()) j["message"] = r.message;
       break;
     case RecordType::kStatus:
-      j["online"] = r.online;
-      j["last_seen"] = r.last_seen_ms ? json(*r.last_seen_ms) : json(nullptr);
-      j["ts"] = r.ts_ms;
-      j["id"] = RecordId(ctx.gateway, seq);
-      j["device"] = r.device;
-      j["kind"] = r.kind;
-      j["source"] = SourceJson(r, ctx);
       if (!r.reason.empty()) j["reason"] = r.reason;
       break;
   }
