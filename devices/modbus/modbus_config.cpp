@@ -29,15 +29,28 @@ void ParsePoint(settings::Node& n, PointConfig& p, const DeviceConfig& dev) {
   p.table = *ParseTable(table);
   if (auto a = n.RequiredInt("address", 0, 65535)) p.address = static_cast<uint16_t>(*a);
   std::string type = n.OneOf("type", IsBitTable(p.table) ? "bool" : "u16",
-                             {"u16", "i16", "u32", "i32", "f32", "bool"});
+                             {"u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "string",
+                              "bool", "bit"});
   p.type = *ParseValueType(type);
   if (IsBitTable(p.table) && p.type != ValueType::kBool)
     n.Problem("type", "\"" + type + "\" cannot be read from a " + table + " (bits are bool)");
-  if (p.address + RegisterCount(p.type) - 1 > 65535)
-    n.Problem("address", std::to_string(p.address) + " + " + std::to_string(RegisterCount(p.type)) +
+  if (p.type == ValueType::kString) {
+    if (auto len = n.RequiredInt("length", 1, 125)) p.length = static_cast<uint16_t>(*len);
+  } else if (n.Has("length")) {
+    n.Problem("length", "only a string has a length");
+  }
+  if (p.type == ValueType::kBit) {
+    if (auto bit = n.RequiredInt("bit", 0, 15)) p.bit = static_cast<uint8_t>(*bit);
+  } else if (n.Has("bit")) {
+    n.Problem("bit", "only type \"bit\" picks a bit (use type = \"bit\")");
+  }
+  if (p.address + p.registers() - 1 > 65535)
+    n.Problem("address", std::to_string(p.address) + " + " + std::to_string(p.registers()) +
                              " registers runs past 65535");
   std::string order = n.OneOf("word_order", "high_first", {"high_first", "low_first"});
   p.word_order = order == "high_first" ? WordOrder::kHighFirst : WordOrder::kLowFirst;
+  std::string bytes = n.OneOf("byte_order", "big", {"big", "little"});
+  p.byte_order = bytes == "big" ? ByteOrder::kBig : ByteOrder::kLittle;
   p.scale = n.Double("scale", 1.0, -1e9, 1e9);
   if (p.scale == 0) n.Problem("scale", "must not be 0");
   p.offset = n.Double("offset", 0.0, -1e12, 1e12);
@@ -48,8 +61,10 @@ void ParsePoint(settings::Node& n, PointConfig& p, const DeviceConfig& dev) {
   p.decimals = static_cast<int>(n.Int("decimals", 6, 0, 12));
   p.rule.deadband = n.OptionalDouble("deadband", 0, 1e12);
   p.rule.max_silence_ms = n.Int("max_silence_s", 300, 1, 86400 * 7) * 1000;
-  if (p.type == ValueType::kBool && (p.scale != 1.0 || p.offset != 0.0))
-    n.Problem("scale", "a bool point cannot be scaled");
+  bool numeric = p.type != ValueType::kBool && p.type != ValueType::kBit && p.type != ValueType::kString;
+  if (!numeric && (p.scale != 1.0 || p.offset != 0.0))
+    n.Problem(n.Has("scale") ? "scale" : "offset", "a " + type + " point cannot be scaled");
+  if (!numeric && (p.min || p.max)) n.Problem(p.min ? "min" : "max", "a " + type + " point has no range");
   (void)dev;
   n.Finish();
 }

@@ -22,11 +22,17 @@ struct PointConfig {
   uint16_t address = 0;
   ValueType type = ValueType::kU16;
   WordOrder word_order = WordOrder::kHighFirst;
+  ByteOrder byte_order = ByteOrder::kBig;
+  uint16_t length = 1;  // registers of a string
+  uint8_t bit = 0;      // bit of the register for type "bit"
   double scale = 1.0;
   double offset = 0.0;
   std::optional<double> min, max;  // raw-after-scaling valid range; outside is flagged, not published
   int decimals = 6;                // rounding of the scaled value (sensor noise, float artefacts)
   MetricRule rule;
+
+  Encoding encoding() const { return Encoding{type, word_order, byte_order, length, bit}; }
+  size_t registers() const { return RegisterCount(encoding()); }
 };
 
 struct DeviceConfig {

@@ -1,6 +1,6 @@
 // Modbus TCP adapter: polls configured devices with libmodbus on their intervals from a small
 // pool of worker threads (libmodbus blocks), so a device that stops answering costs only its own
-// timeout and never delays the others. Emits readings, device status and `offline` events.
+// timeout and never delays the others. Each device's cycle is a DevicePoller.
 // Thread-safety: Start/Stop from the owner; Health/Rules from any thread.
 #pragma once
 
@@ -11,25 +11,13 @@
 #include <queue>
 #include <string>
 #include <thread>
-#include <unordered_map>
 #include <vector>
 
 #include "api/adapter.h"
+#include "modbus/device_poller.h"
 #include "modbus/modbus_config.h"
 
 namespace sanigate::dev::modbus {
-
-// One request: a run of registers or bits of one table covering several points.
-struct ReadBlock {
-  Table table = Table::kHolding;
-  uint16_t start = 0;
-  uint16_t count = 0;
-  std::vector<size_t> points;  // indexes into the device's points
-};
-
-// Merges points into as few reads as the function-code limits allow, reading over gaps of at
-// most `max_gap` registers or bits. Pure: unit-tested.
-std::vector<ReadBlock> PlanReads(const std::vector<PointConfig>& points, size_t max_gap);
 
 class ModbusTcpAdapter : public Adapter {
  public:
@@ -48,7 +36,6 @@ class ModbusTcpAdapter : public Adapter {
 
   void WorkerLoop();
   void PollOnce(Device& d);
-  bool EnsureConnected(Device& d);
 
   ModbusConfig config_;
   std::vector<std::unique_ptr<Device>> devices_;
@@ -60,7 +47,6 @@ class ModbusTcpAdapter : public Adapter {
   bool stop_ = false;
   std::vector<std::thread> workers_;
   AdapterHealth health_;
-  std::unordered_map<std::string, bool> online_;
 };
 
 }  // namespace sanigate::dev::modbus

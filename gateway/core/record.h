@@ -45,6 +45,8 @@ struct Record {
   std::vector<Metric> metrics;
   std::vector<Metric> source_extra;  // extra source fields (radio metadata, unit id, backfill)
   std::optional<Location> location;
+  // Per-metric quality flags of a reading, e.g. {"fill_level_pct", "out_of_range"}.
+  std::vector<std::pair<std::string, std::string>> quality;
 
   // kEvent only
   std::string event;  // overflow, fire, tilt, door_open, low_battery, sos, offline, ...

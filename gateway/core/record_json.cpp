@@ -60,6 +60,11 @@ std::string EncodeRecord(const Record& r, const EncodeContext& ctx, uint64_t seq
   switch (r.type) {
     case RecordType::kReading:
       j["metrics"] = MetricsJson(r.metrics);
+      if (!r.quality.empty()) {
+        json q = json::object();
+        for (const auto& [metric, flag] : r.quality) q[metric] = flag;
+        j["quality"] = q;
+      }
       break;
     case RecordType::kEvent:
       j["event"] = r.event;
