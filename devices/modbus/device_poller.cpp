@@ -128,9 +128,15 @@ PollOutcome DevicePoller::Poll(modbus_t* ctx, std::vector<Record>& out) {
   Record reading = MakeReading(cfg_.id, cfg_.kind, "modbus", 0);
   reading.location = cfg_.location;
   bool replan = false;
+  const std::vector<bool> rejected_before = rejected_;  // not in the plan: flagged below
+  bool newly_rejected = false;
   std::vector<uint16_t> regs;
   std::vector<uint8_t> bits;
-  for (const ReadBlock& blk : plan_) {
+  // Blocks refused as a whole are split and their points read one by one in the same cycle, so
+  // one bad register costs one extra request, not the whole block's data.
+  std::vector<ReadBlock> todo = plan_;
+  for (size_t bi = 0; bi < todo.size(); ++bi) {
+    const ReadBlock blk = todo[bi];
     int rc = -1;
     auto t0 = Clock::now();
     counters_.requests++;
@@ -161,12 +167,17 @@ PollOutcome DevicePoller::Poll(modbus_t* ctx, std::vector<Record>& out) {
         std::string name = ExceptionName(err);
         last_error_ = name + " reading " + std::to_string(blk.count) + " at " + std::to_string(blk.start);
         bool address_problem = err == EMBXILADD || err == EMBXILFUN;
+        bool merged = blk.points.size() > 1 || blk.count > cfg_.points[blk.points[0]].registers();
         for (size_t pi : blk.points) {
-          reading.quality.emplace_back(cfg_.points[pi].metric, name);
-          if (!address_problem) continue;
-          if (blk.points.size() > 1 || blk.count > cfg_.points[pi].registers()) split_[pi] = true;
-          else rejected_[pi] = true;
-          replan = true;
+          const PointConfig& p = cfg_.points[pi];
+          if (address_problem && merged) {
+            split_[pi] = true;
+            todo.push_back({p.table, p.address, static_cast<uint16_t>(p.registers()), {pi}});
+          } else {
+            if (address_problem) rejected_[pi] = true, newly_rejected = true;
+            reading.quality.emplace_back(p.metric, name);
+          }
+          replan |= address_problem;
         }
         continue;
       }
@@ -210,7 +221,13 @@ PollOutcome DevicePoller::Poll(modbus_t* ctx, std::vector<Record>& out) {
       else reading.metrics.push_back({p.metric, value});
     }
   }
+  // Addresses the device rejects stay visible to consumers until it accepts them again.
+  for (size_t i = 0; i < rejected_before.size(); ++i)
+    if (rejected_before[i]) reading.quality.emplace_back(cfg_.points[i].metric, "illegal_data_address");
   if (replan) {
+    // With the culprit set aside the others can share one request again; if their block is
+    // still refused (a hole inside the gap), the next cycle splits it for good.
+    if (newly_rejected) split_.assign(split_.size(), false);
     Replan();
     spdlog::info("modbus: {} rejected part of a read; re-planned into {} requests", cfg_.id, plan_.size());
   }
