@@ -138,6 +138,7 @@ PollOutcome DevicePoller::Poll(modbus_t* ctx, std::vector<Record>& out) {
   for (size_t bi = 0; bi < todo.size(); ++bi) {
     const ReadBlock blk = todo[bi];
     int rc = -1;
+    if (before_request) before_request();
     auto t0 = Clock::now();
     counters_.requests++;
     switch (blk.table) {
@@ -159,6 +160,7 @@ PollOutcome DevicePoller::Poll(modbus_t* ctx, std::vector<Record>& out) {
         break;
     }
     int err = errno;
+    if (after_request) after_request();
     if (rc != blk.count) {
       if (rc < 0 && IsException(err)) {
         // The device answered "no" for this block: it is alive. A merged block is split so one

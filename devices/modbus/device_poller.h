@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -65,6 +66,9 @@ class DevicePoller {
   const PollCounters& counters() const { return counters_; }
   const std::string& last_error() const { return last_error_; }
   size_t planned_requests() const { return plan_.size(); }
+
+  // Called around every request; a serial line uses them to keep the 3.5-character silence.
+  std::function<void()> before_request, after_request;
 
  private:
   void Failed(std::vector<Record>& out);

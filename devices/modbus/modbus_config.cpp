@@ -69,17 +69,22 @@ void ParsePoint(settings::Node& n, PointConfig& p, const DeviceConfig& dev) {
   n.Finish();
 }
 
-void ParseDevice(settings::Node& n, DeviceConfig& d) {
+void ParseDevice(settings::Node& n, DeviceConfig& d, bool serial) {
   if (auto id = n.RequiredId("id")) d.id = *id;
   d.kind = n.String("kind", d.kind);
   if (!settings::IsValidId(d.kind) || d.kind.find_first_of(".-") != std::string::npos)
     n.Problem("kind", "\"" + d.kind + "\" is not a valid kind (^[a-z0-9_]+$)");
-  if (auto h = n.RequiredString("host")) {
-    d.host = *h;
-    if (d.host.empty()) n.Problem("host", "must not be empty");
+  if (serial) {
+    // On a shared line the unit id is the device's address: 1..247, no default.
+    if (auto u = n.RequiredInt("unit_id", 1, 247)) d.unit_id = static_cast<int>(*u);
+  } else {
+    if (auto h = n.RequiredString("host")) {
+      d.host = *h;
+      if (d.host.empty()) n.Problem("host", "must not be empty");
+    }
+    d.port = static_cast<uint16_t>(n.Int("port", 502, 1, 65535));
+    d.unit_id = static_cast<int>(n.Int("unit_id", 1, 0, 255));
   }
-  d.port = static_cast<uint16_t>(n.Int("port", 502, 1, 65535));
-  d.unit_id = static_cast<int>(n.Int("unit_id", 1, 0, 255));
   d.interval_ms = n.Int("interval_ms", d.interval_ms, 50, 86'400'000);
   // Default: 500 ms, but always below the interval so one poll never overlaps the next.
   d.timeout_ms = n.Int("timeout_ms", std::min<int64_t>(d.timeout_ms, d.interval_ms * 4 / 5), 10, 60'000);
@@ -126,18 +131,60 @@ std::any ParseModbusSection(settings::Node& node, const settings::GatewaySection
   ModbusConfig cfg;
   cfg.workers = static_cast<int>(node.Int("workers", cfg.workers, 1, 64));
   cfg.max_gap = node.Int("max_gap", cfg.max_gap, 0, 100);
-  std::map<std::string, std::string> ids;
-  for (auto& dn : node.TableArray("devices")) {
+  cfg.max_registers = node.Int("max_registers", cfg.max_registers, 1, 125);
+  cfg.max_bits = node.Int("max_bits", cfg.max_bits, 1, 2000);
+  std::map<std::string, std::string> ids;  // device ids are unique across TCP and every bus
+  auto add = [&](settings::Node& dn, bool serial) {
     DeviceConfig d;
-    ParseDevice(dn, d);
+    ParseDevice(dn, d, serial);
     if (!d.id.empty()) {
       auto [it, fresh] = ids.emplace(d.id, dn.path());
       if (!fresh) dn.Problem("id", "\"" + d.id + "\" is already used by " + it->second);
     }
-    cfg.devices.push_back(std::move(d));
+    return d;
+  };
+  for (auto& dn : node.TableArray("devices")) cfg.devices.push_back(add(dn, false));
+
+  std::map<std::string, std::string> bus_names, bus_ports;
+  for (auto& bn : node.TableArray("buses")) {
+    BusConfig b;
+    if (auto name = bn.RequiredId("name")) {
+      b.name = *name;
+      auto [it, fresh] = bus_names.emplace(b.name, bn.path());
+      if (!fresh) bn.Problem("name", "\"" + b.name + "\" is already used by " + it->second);
+    }
+    if (auto port = bn.RequiredString("port")) {
+      b.port = *port;
+      auto [it, fresh] = bus_ports.emplace(b.port, bn.path());
+      if (!fresh) bn.Problem("port", "\"" + b.port + "\" is already used by " + it->second);
+    }
+    b.baud = static_cast<int>(bn.Int("baud", b.baud, 300, 1'000'000));
+    b.parity = bn.OneOf("parity", "E", {"N", "E", "O"})[0];
+    b.data_bits = static_cast<int>(bn.Int("data_bits", b.data_bits, 7, 8));
+    b.stop_bits = static_cast<int>(bn.Int("stop_bits", b.stop_bits, 1, 2));
+    b.rs485 = bn.Bool("rs485", b.rs485);
+    std::map<int, std::string> units;
+    for (auto& dn : bn.TableArray("devices")) {
+      DeviceConfig d = add(dn, true);
+      if (d.unit_id) {
+        auto [it, fresh] = units.emplace(d.unit_id, dn.path());
+        if (!fresh)
+          dn.Problem("unit_id", std::to_string(d.unit_id) + " is already used on this bus by " + it->second);
+      }
+      b.devices.push_back(std::move(d));
+    }
+    if (b.devices.empty()) bn.Problem("devices", "a bus needs at least one [[...devices]] entry");
+    bn.Finish();
+    cfg.buses.push_back(std::move(b));
   }
   node.Finish();
   return cfg;
+}
+
+std::chrono::microseconds BusConfig::FrameGap() const {
+  if (baud > 19200) return std::chrono::microseconds(1750);
+  int bits_per_char = 1 + data_bits + (parity == 'N' ? 0 : 1) + stop_bits;
+  return std::chrono::microseconds(static_cast<int64_t>(3.5 * bits_per_char * 1e6 / baud + 0.5));
 }
 
 }  // namespace sanigate::dev::modbus

@@ -3,6 +3,7 @@
 // Plain values: thread-safe to copy.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -49,10 +50,29 @@ struct DeviceConfig {
   std::vector<PointConfig> points;
 };
 
+// One RS-485 line: a serial port and the RTU devices on it, polled by one worker with exactly
+// one request in flight.
+struct BusConfig {
+  std::string name;
+  std::string port;  // e.g. /dev/ttyUSB0 (a stable /dev/serial/by-id/... path survives replugs)
+  int baud = 9600;
+  char parity = 'E';  // 'N', 'E' or 'O'
+  int data_bits = 8;
+  int stop_bits = 1;
+  bool rs485 = false;  // switch the port to RS-485 mode (TIOCSRS485) where the driver has it
+  std::vector<DeviceConfig> devices;
+
+  // The 3.5-character silence between frames (fixed 1.75 ms above 19200 baud).
+  std::chrono::microseconds FrameGap() const;
+};
+
 struct ModbusConfig {
   int workers = 4;  // TCP devices polled in parallel (libmodbus is blocking)
   int64_t max_gap = 8;  // registers that may be read over to merge two blocks
-  std::vector<DeviceConfig> devices;
+  int64_t max_registers = 125;  // per read request (FC03/FC04), for devices with smaller buffers
+  int64_t max_bits = 2000;      // per read request (FC01/FC02)
+  std::vector<DeviceConfig> devices;  // Modbus TCP
+  std::vector<BusConfig> buses;       // Modbus RTU
 };
 
 // Parses the [modbus] section; problems go to node.errors(). Returns a ModbusConfig in std::any.

@@ -36,7 +36,8 @@ struct ModbusTcpAdapter::Device {
 };
 
 ModbusTcpAdapter::ModbusTcpAdapter(ModbusConfig config) : config_(std::move(config)) {
-  PlanLimits limits{static_cast<size_t>(config_.max_gap), 125, 2000};
+  PlanLimits limits{static_cast<size_t>(config_.max_gap), static_cast<size_t>(config_.max_registers),
+                    static_cast<size_t>(config_.max_bits)};
   for (const auto& d : config_.devices) devices_.push_back(std::make_unique<Device>(d, limits));
 }
 
@@ -160,18 +161,6 @@ AdapterHealth ModbusTcpAdapter::Health() const {
   }
   if (h.state == "running" && any_announced && h.online < h.devices) h.state = "degraded";
   return h;
-}
-
-RulesByDevice ModbusTcpAdapter::Rules() const {
-  RulesByDevice rules;
-  for (const auto& d : config_.devices) {
-    DeviceRules r;
-    r.overflow = d.overflow;
-    for (const auto& p : d.points)
-      if (p.rule.deadband) r.metrics[p.metric] = p.rule;
-    rules[d.id] = std::move(r);
-  }
-  return rules;
 }
 
 }  // namespace sanigate::dev::modbus

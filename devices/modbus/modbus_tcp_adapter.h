@@ -1,4 +1,4 @@
-// Modbus TCP adapter: polls configured devices with libmodbus on their intervals from a small
+// Modbus TCP part of the modbus adapter: polls configured devices with libmodbus on their intervals from a small
 // pool of worker threads (libmodbus blocks), so a device that stops answering costs only its own
 // timeout and never delays the others. Each device's cycle is a DevicePoller.
 // Thread-safety: Start/Stop from the owner; Health/Rules from any thread.
@@ -19,16 +19,14 @@
 
 namespace sanigate::dev::modbus {
 
-class ModbusTcpAdapter : public Adapter {
+class ModbusTcpAdapter {
  public:
   explicit ModbusTcpAdapter(ModbusConfig config);
-  ~ModbusTcpAdapter() override;
+  ~ModbusTcpAdapter();
 
-  std::string_view protocol() const override { return "modbus"; }
-  Status Start(RecordSink& sink) override;
-  void Stop() override;
-  AdapterHealth Health() const override;
-  RulesByDevice Rules() const override;
+  Status Start(RecordSink& sink);
+  void Stop();
+  AdapterHealth Health() const;
 
  private:
   struct Device;

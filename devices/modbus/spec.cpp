@@ -1,7 +1,7 @@
 #include "modbus/spec.h"
 
 #include "modbus/modbus_config.h"
-#include "modbus/modbus_tcp_adapter.h"
+#include "modbus/modbus_adapter.h"
 
 namespace sanigate::dev::modbus {
 
@@ -11,7 +11,7 @@ AdapterSpec Spec() {
   s.sample_config = "modbus.toml";
   s.parse = ParseModbusSection;
   s.create = [](const std::any& cfg, const settings::GatewaySection&) -> std::unique_ptr<Adapter> {
-    return std::make_unique<ModbusTcpAdapter>(std::any_cast<const ModbusConfig&>(cfg));
+    return std::make_unique<ModbusAdapter>(std::any_cast<const ModbusConfig&>(cfg));
   };
   return s;
 }

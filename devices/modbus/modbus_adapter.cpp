@@ -1,0 +1,63 @@
+#include "modbus/modbus_adapter.h"
+
+namespace sanigate::dev::modbus {
+
+ModbusAdapter::ModbusAdapter(ModbusConfig config) : config_(std::move(config)) {
+  PlanLimits limits{static_cast<size_t>(config_.max_gap), static_cast<size_t>(config_.max_registers),
+                    static_cast<size_t>(config_.max_bits)};
+  if (!config_.devices.empty()) tcp_ = std::make_unique<ModbusTcpAdapter>(config_);
+  for (const auto& b : config_.buses) buses_.push_back(std::make_unique<ModbusRtuBus>(b, limits));
+}
+
+ModbusAdapter::~ModbusAdapter() { Stop(); }
+
+Status ModbusAdapter::Start(RecordSink& sink) {
+  if (tcp_) {
+    if (Status st = tcp_->Start(sink); !st.ok()) return st;
+  }
+  for (auto& b : buses_) b->Start(sink);
+  return Status::Ok();
+}
+
+void ModbusAdapter::Stop() {
+  if (tcp_) tcp_->Stop();
+  for (auto& b : buses_) b->Stop();
+}
+
+AdapterHealth ModbusAdapter::Health() const {
+  AdapterHealth h;
+  h.state = "running";
+  bool degraded = false;
+  if (tcp_) {
+    h = tcp_->Health();
+    degraded = h.state == "degraded";
+  }
+  for (const auto& b : buses_) {
+    BusHealth bh = b->Health();
+    h.devices += bh.devices;
+    h.online += bh.online;
+    h.errors += bh.timeouts + bh.exceptions + bh.errors;
+    h.polls += bh.requests;
+    degraded |= !bh.port_open || bh.online < bh.devices;
+    if (!bh.last_error.empty()) h.last_error = b->config().name + ": " + bh.last_error;
+  }
+  if (h.state == "running" && degraded) h.state = "degraded";
+  return h;
+}
+
+RulesByDevice ModbusAdapter::Rules() const {
+  RulesByDevice rules;
+  auto add = [&](const DeviceConfig& d) {
+    DeviceRules r;
+    r.overflow = d.overflow;
+    for (const auto& p : d.points)
+      if (p.rule.deadband) r.metrics[p.metric] = p.rule;
+    rules[d.id] = std::move(r);
+  };
+  for (const auto& d : config_.devices) add(d);
+  for (const auto& b : config_.buses)
+    for (const auto& d : b.devices) add(d);
+  return rules;
+}
+
+}  // namespace sanigate::dev::modbus

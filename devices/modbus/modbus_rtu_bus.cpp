@@ -1,0 +1,178 @@
+#include "modbus/modbus_rtu_bus.h"
+
+#include <modbus.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cerrno>
+
+namespace sanigate::dev::modbus {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+// Errors that mean the port itself is gone, not that a device is silent.
+bool PortLost(int err) { return err == EIO || err == EBADF || err == ENXIO || err == ENODEV; }
+
+}  // namespace
+
+struct ModbusRtuBus::Device {
+  Device(const DeviceConfig& cfg, const PlanLimits& limits) : poller(cfg, limits) {}
+  DevicePoller poller;
+  Clock::time_point due{};
+};
+
+ModbusRtuBus::ModbusRtuBus(BusConfig config, PlanLimits limits) : cfg_(std::move(config)) {
+  for (const auto& d : cfg_.devices) devices_.push_back(std::make_unique<Device>(d, limits));
+  health_.devices = static_cast<uint32_t>(devices_.size());
+}
+
+ModbusRtuBus::~ModbusRtuBus() {
+  Stop();
+  ClosePort();
+}
+
+void ModbusRtuBus::Start(RecordSink& sink) {
+  sink_ = &sink;
+  stop_ = false;
+  worker_ = std::thread([this] { Run(); });
+}
+
+void ModbusRtuBus::Stop() {
+  {
+    std::lock_guard lk(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (worker_.joinable()) worker_.join();
+}
+
+bool ModbusRtuBus::OpenPort() {
+  ctx_ = modbus_new_rtu(cfg_.port.c_str(), cfg_.baud, cfg_.parity, cfg_.data_bits, cfg_.stop_bits);
+  std::string error;
+  if (!ctx_) {
+    error = std::string("cannot create an RTU context: ") + modbus_strerror(errno);
+  } else if (modbus_connect(ctx_) != 0) {
+    error = "open " + cfg_.port + ": " + modbus_strerror(errno);
+    modbus_free(ctx_);
+    ctx_ = nullptr;
+  }
+  if (ctx_ && cfg_.rs485 && modbus_rtu_set_serial_mode(ctx_, MODBUS_RTU_RS485) != 0)
+    spdlog::warn("modbus: bus {}: {} has no RS-485 mode ({}); using it as it is", cfg_.name,
+                 cfg_.port, modbus_strerror(errno));
+  std::lock_guard lk(mu_);
+  health_.port_open = ctx_ != nullptr;
+  if (!ctx_) health_.last_error = error;
+  return ctx_ != nullptr;
+}
+
+void ModbusRtuBus::ClosePort() {
+  if (!ctx_) return;
+  modbus_close(ctx_);
+  modbus_free(ctx_);
+  ctx_ = nullptr;
+  std::lock_guard lk(mu_);
+  health_.port_open = false;
+}
+
+void ModbusRtuBus::Run() {
+  const auto gap = cfg_.FrameGap();
+  // Every request waits until the line has been quiet for t3.5.
+  for (auto& d : devices_) {
+    d->poller.before_request = [this, gap] {
+      auto earliest = line_quiet_since_ + gap;
+      if (Clock::now() < earliest) std::this_thread::sleep_until(earliest);
+    };
+    d->poller.after_request = [this] { line_quiet_since_ = Clock::now(); };
+  }
+  // Stagger first polls over one interval.
+  auto start = Clock::now();
+  for (size_t i = 0; i < devices_.size(); ++i)
+    devices_[i]->due = start + milliseconds(devices_[i]->poller.config().interval_ms *
+                                            static_cast<int64_t>(i) /
+                                            static_cast<int64_t>(devices_.size()));
+  bool logged_open_failure = false;
+  std::unique_lock lk(mu_);
+  while (!stop_) {
+    lk.unlock();
+    if (!ctx_ && !OpenPort()) {
+      if (!logged_open_failure) spdlog::warn("modbus: bus {}: {}; retrying every second", cfg_.name, health_.last_error);
+      logged_open_failure = true;
+      // Devices cannot be reached: let them fail (and go offline) at their own pace.
+      std::vector<Record> out;
+      auto now = Clock::now();
+      for (auto& d : devices_) {
+        if (d->due > now) continue;
+        d->poller.Unreachable("serial port " + cfg_.port + " unavailable", out);
+        d->due = now + milliseconds(std::max<int64_t>(d->poller.config().interval_ms, 1000));
+      }
+      if (!out.empty()) sink_->EmitBatch(std::move(out));
+      lk.lock();
+      cv_.wait_for(lk, milliseconds(1000), [&] { return stop_; });
+      continue;
+    }
+    if (logged_open_failure) spdlog::info("modbus: bus {}: {} is open again", cfg_.name, cfg_.port);
+    logged_open_failure = false;
+
+    // The device most overdue goes next: fair across the line, nobody starves.
+    auto next = std::min_element(devices_.begin(), devices_.end(),
+                                 [](const auto& a, const auto& b) { return a->due < b->due; });
+    Device& d = **next;
+    lk.lock();
+    if (cv_.wait_until(lk, d.due, [&] { return stop_; })) break;
+    lk.unlock();
+
+    const auto& dc = d.poller.config();
+    auto to = milliseconds(dc.timeout_ms);
+    modbus_set_response_timeout(ctx_, static_cast<uint32_t>(to.count() / 1000),
+                                static_cast<uint32_t>((to.count() % 1000) * 1000));
+    std::vector<Record> out;
+    errno = 0;
+    PollOutcome outcome = d.poller.Poll(ctx_, out);
+    int err = errno;
+    if (outcome == PollOutcome::kFailed) {
+      // Drop anything a late answer may still put on the line before the next device talks.
+      modbus_flush(ctx_);
+      if (PortLost(err)) {
+        spdlog::warn("modbus: bus {}: {} lost ({}); reopening", cfg_.name, cfg_.port, modbus_strerror(err));
+        ClosePort();
+        std::lock_guard g(mu_);
+        health_.reopens++;
+      }
+    }
+    auto interval = milliseconds(dc.interval_ms);
+    if (d.poller.failing()) {
+      // A silent device is asked less often, so it costs the line at most one timeout per
+      // (longer) cycle and the others keep their pace.
+      int extra = std::min(d.poller.failures() - dc.offline_after, 4);
+      interval = std::max(interval, std::min(interval * (1 << extra), milliseconds(10000)));
+    }
+    auto now = Clock::now();
+    d.due += interval;
+    if (d.due <= now) d.due = now + interval - (now - d.due) % interval;
+    {
+      std::lock_guard g(mu_);
+      health_.online = 0;
+      health_.requests = health_.timeouts = health_.exceptions = health_.errors = 0;
+      for (const auto& x : devices_) {
+        const auto& c = x->poller.counters();
+        health_.online += x->poller.online() ? 1 : 0;
+        health_.requests += c.requests;
+        health_.timeouts += c.timeouts;
+        health_.exceptions += c.exceptions;
+        health_.errors += c.errors;
+      }
+      if (!d.poller.last_error().empty()) health_.last_error = dc.id + ": " + d.poller.last_error();
+    }
+    if (!out.empty()) sink_->EmitBatch(std::move(out));
+    lk.lock();
+  }
+}
+
+BusHealth ModbusRtuBus::Health() const {
+  std::lock_guard lk(mu_);
+  return health_;
+}
+
+}  // namespace sanigate::dev::modbus

@@ -1,0 +1,59 @@
+// ModbusRtuBus: one RS-485 line. One worker thread owns the serial port and polls every device
+// on the line in due-time order with exactly one request in flight, keeping the 3.5-character
+// silence between frames. A dead device costs the line at most one timeout per cycle; a port
+// that disappears (USB adapter unplugged) is reopened every second until it returns.
+// Thread-safety: Start/Stop from the owner; Health from any thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "api/adapter.h"
+#include "modbus/device_poller.h"
+#include "modbus/modbus_config.h"
+
+namespace sanigate::dev::modbus {
+
+struct BusHealth {
+  bool port_open = false;
+  uint64_t reopens = 0;
+  uint32_t devices = 0, online = 0;
+  uint64_t requests = 0, timeouts = 0, exceptions = 0, errors = 0;
+  std::string last_error;
+};
+
+class ModbusRtuBus {
+ public:
+  ModbusRtuBus(BusConfig config, PlanLimits limits);
+  ~ModbusRtuBus();
+  void Start(RecordSink& sink);
+  void Stop();
+  BusHealth Health() const;
+  const BusConfig& config() const { return cfg_; }
+
+ private:
+  struct Device;
+  void Run();
+  bool OpenPort();
+  void ClosePort();
+
+  BusConfig cfg_;
+  std::vector<std::unique_ptr<Device>> devices_;
+  RecordSink* sink_ = nullptr;
+  modbus_t* ctx_ = nullptr;  // worker thread only
+  std::chrono::steady_clock::time_point line_quiet_since_{};
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  BusHealth health_;
+  std::thread worker_;
+};
+
+}  // namespace sanigate::dev::modbus
