@@ -76,7 +76,8 @@ void ParseDevice(settings::Node& n, DeviceConfig& d, bool serial) {
     n.Problem("kind", "\"" + d.kind + "\" is not a valid kind (^[a-z0-9_]+$)");
   if (serial) {
     // On a shared line the unit id is the device's address: 1..247, no default.
-    if (auto u = n.RequiredInt("unit_id", 1, 247)) d.unit_id = static_cast<int>(*u);
+    auto u = n.RequiredInt("unit_id", 1, 247);
+    d.unit_id = u ? static_cast<int>(*u) : 0;  // 0: missing or invalid, already reported
   } else {
     if (auto h = n.RequiredString("host")) {
       d.host = *h;

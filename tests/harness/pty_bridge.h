@@ -37,16 +37,15 @@ struct PtyBridgeOptions {
 };
 
 struct PtyBridgeStats {
-  std::uint64_t a_to_b = 0;          // bytes written to side B's master (arrived at B's opener)
-  std::uint64_t b_to_a = 0;          // bytes written to side A's master
-  std::uint64_t dropped_to_a = 0;    // bytes for side A discarded because A was unplugged
+  std::uint64_t a_to_b = 0;        // bytes written to side B's master (arrived at B's opener)
+  std::uint64_t b_to_a = 0;        // bytes written to side A's master
+  std::uint64_t dropped_to_a = 0;  // bytes for side A discarded because A was unplugged
   std::uint64_t dropped_to_b = 0;
 };
 
 class PtyBridge {
  public:
   using Options = PtyBridgeOptions;
-  using Stats_t = PtyBridgeStats;
   enum class Side { A, B };
 
   // Creates both ptys (raw mode), the temp dir with the symlinks and starts the bridge thread.
@@ -96,7 +95,6 @@ class PtyBridge {
     int slave = -1;  // held open so the master never reads EIO while no opener has the tty
     std::string name;
   };
-  struct Shared;  // bridge-thread state, defined in the .cpp
 
   static End OpenEnd();  // openpty + cfmakeraw + O_NONBLOCK/O_CLOEXEC; throws
   static void CloseEnd(End& end) noexcept;
@@ -114,9 +112,9 @@ class PtyBridge {
 
   mutable std::mutex mu_;
   std::condition_variable done_cv_;
-  End ends_[2];                        // guarded by mu_; fds closed only by the bridge thread
+  End ends_[2];  // guarded by mu_; fds closed only by the bridge thread
   bool unplug_request_[2] = {false, false};  // guarded by mu_
-  bool stop_ = false;                  // guarded by mu_
+  bool stop_ = false;                        // guarded by mu_
 
   std::atomic<std::uint64_t> moved_[2] = {0, 0};    // index = source side
   std::atomic<std::uint64_t> dropped_[2] = {0, 0};  // index = destination side

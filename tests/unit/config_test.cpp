@@ -459,3 +459,68 @@ TEST(ConfigTest, EverySampleConfigLoadsWithoutErrors) {
 
 }  // namespace
 }  // namespace sanigate
+
+namespace sanigate {
+namespace {
+
+// RTU buses: the unit id is the device's address on the shared line, so it is required and
+// unique per bus; TCP-only keys are refused; bus names and ports are unique.
+TEST(ModbusBusConfigTest, ReportsMissingAndDuplicateUnitIdsAndTcpKeysOnABus) {
+  std::string text = std::string(kGateway) +
+                     "[modbus]\n"                        // 4
+                     "[[modbus.buses]]\n"                // 5
+                     "name = \"b1\"\n"                   // 6
+                     "port = \"/dev/ttyS0\"\n"           // 7
+                     "parity = \"X\"\n"                  // 8
+                     "[[modbus.buses.devices]]\n"        // 9
+                     "id = \"d1\"\n"                     // 10
+                     "[[modbus.buses.devices.points]]\n" // 11
+                     "metric = \"a_pct\"\n"              // 12
+                     "address = 0\n"                     // 13
+                     "[[modbus.buses.devices]]\n"        // 14
+                     "id = \"d2\"\n"                     // 15
+                     "unit_id = 7\n"                     // 16
+                     "host = \"10.0.0.1\"\n"             // 17
+                     "[[modbus.buses.devices.points]]\n" // 18
+                     "metric = \"a_pct\"\n"              // 19
+                     "address = 0\n"                     // 20
+                     "[[modbus.buses.devices]]\n"        // 21
+                     "id = \"d3\"\n"                     // 22
+                     "unit_id = 7\n"                     // 23
+                     "[[modbus.buses.devices.points]]\n" // 24
+                     "metric = \"model\"\n"              // 25
+                     "address = 0\n"                     // 26
+                     "type = \"string\"\n";              // 27
+  EXPECT_EQ(Errors(text),
+            (std::vector<std::string>{
+                "test.toml:8:10: modbus.buses[0].parity: \"X\" is not one of \"N\", \"E\", \"O\"",
+                "test.toml:9:1: modbus.buses[0].devices[0].unit_id: required key is missing",
+                "test.toml:17:1: modbus.buses[0].devices[1].host: unknown key",
+                "test.toml:23:11: modbus.buses[0].devices[2].unit_id: 7 is already used on this "
+                "bus by modbus.buses[0].devices[1]",
+                "test.toml:24:1: modbus.buses[0].devices[2].points[0].length: required key is "
+                "missing"}));
+}
+
+TEST(ModbusBusConfigTest, ParsesALineAndItsFrameGap) {
+  auto cfg = MustLoad(std::string(kGateway) +
+                      "[modbus]\n[[modbus.buses]]\nname = \"b1\"\nport = \"/dev/ttyS0\"\n"
+                      "baud = 19200\nparity = \"N\"\n[[modbus.buses.devices]]\nid = \"d1\"\n"
+                      "unit_id = 3\n[[modbus.buses.devices.points]]\nmetric = \"lid_open\"\n"
+                      "address = 10\ntype = \"bit\"\nbit = 2\n");
+  const auto* m = ModbusOf(cfg);
+  ASSERT_NE(m, nullptr);
+  ASSERT_EQ(m->buses.size(), 1u);
+  const auto& bus = m->buses[0];
+  EXPECT_EQ(bus.parity, 'N');
+  EXPECT_EQ(bus.devices.at(0).unit_id, 3);
+  EXPECT_EQ(bus.devices.at(0).points.at(0).bit, 2);
+  // 19200 8N1: 10 bits a character, t3.5 = 3.5 * 10 / 19200 s = 1823 us (protocols.md §5).
+  EXPECT_EQ(bus.FrameGap().count(), 1823);
+  auto fast = bus;
+  fast.baud = 115200;  // above 19200 the spec fixes t3.5 at 1.75 ms
+  EXPECT_EQ(fast.FrameGap().count(), 1750);
+}
+
+}  // namespace
+}  // namespace sanigate
