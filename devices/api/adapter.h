@@ -5,11 +5,13 @@
 #pragma once
 
 #include <any>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/device_rules.h"
 #include "core/record_sink.h"
@@ -28,6 +30,23 @@ struct AdapterHealth {
   std::string last_error;
 };
 
+// A command from `.../devices/{device}/cmd/{name}` (e.g. uv_lamp on). The adapter answers
+// exactly once through the reply function, from any thread, never blocking the caller.
+struct CommandRequest {
+  std::string device;
+  std::string name;
+  std::vector<std::string> args;
+  std::chrono::milliseconds timeout{0};  // 0: the command's own configured timeout
+};
+
+struct CommandReply {
+  bool ok = false;
+  std::string error;        // why it failed: unknown command, bad value, timeout, exception
+  std::string result_json;  // a JSON value, e.g. {"written":1,"verified":true}; empty = null
+};
+
+using ReplyFn = std::function<void(CommandReply)>;
+
 class Adapter {
  public:
   virtual ~Adapter() = default;
@@ -37,8 +56,14 @@ class Adapter {
   // Returns when every thread of the adapter has finished.
   virtual void Stop() = 0;
   virtual AdapterHealth Health() const = 0;
-  // The pipeline rules (report-by-exception, overflow) of this adapter's devices.
+  // The pipeline rules (report-by-exception, overflow) of this adapter's devices; its keys are
+  // the devices this adapter owns.
   virtual RulesByDevice Rules() const = 0;
+  // Queues a command for one of this adapter's devices; the reply comes later.
+  virtual void Execute(CommandRequest request, ReplyFn reply) {
+    (void)request;
+    reply({false, "this protocol takes no commands", {}});
+  }
 };
 
 struct AdapterSpec {

@@ -5,7 +5,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <bit>
 #include <cmath>
+#include <cstdio>
+#include <limits>
 
 #include "core/clock.h"
 
@@ -40,6 +43,33 @@ std::string ExceptionName(int err) {
     case EMBXGTAR: return "gateway_target_failed";
     default: return "exception_" + std::to_string(err - MODBUS_ENOBASE);
   }
+}
+
+// Registers for `value` in the command's encoding (the inverse of Decode).
+std::vector<uint16_t> EncodeValue(double raw, const CommandConfig& c) {
+  uint64_t bits = 0;
+  size_t n = RegisterCount(c.type);
+  switch (c.type) {
+    case ValueType::kU16: bits = static_cast<uint16_t>(raw); break;
+    case ValueType::kI16: bits = static_cast<uint16_t>(static_cast<int16_t>(raw)); break;
+    case ValueType::kU32: bits = static_cast<uint32_t>(raw); break;
+    case ValueType::kI32: bits = static_cast<uint32_t>(static_cast<int32_t>(raw)); break;
+    case ValueType::kF32: bits = std::bit_cast<uint32_t>(static_cast<float>(raw)); break;
+    default: break;
+  }
+  std::vector<uint16_t> regs(n);
+  for (size_t i = 0; i < n; ++i) {
+    uint16_t word = static_cast<uint16_t>(bits >> (16 * (n - 1 - i)));  // big-endian words
+    if (c.byte_order == ByteOrder::kLittle) word = static_cast<uint16_t>((word >> 8) | (word << 8));
+    regs[c.word_order == WordOrder::kHighFirst ? i : n - 1 - i] = word;
+  }
+  return regs;
+}
+
+std::string JsonNumber(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.15g", v);
+  return buf;
 }
 
 }  // namespace
@@ -253,6 +283,103 @@ PollOutcome DevicePoller::Poll(modbus_t* ctx, std::vector<Record>& out) {
   // Quality flags travel with the metrics that were read; a reading needs at least one metric.
   if (!reading.metrics.empty()) out.push_back(std::move(reading));
   return PollOutcome::kOk;
+}
+
+}  // namespace sanigate::dev::modbus
+
+namespace sanigate::dev::modbus {
+
+const CommandConfig* DevicePoller::FindCommand(const std::string& name) const {
+  for (const auto& c : cfg_.commands)
+    if (c.name == name) return &c;
+  return nullptr;
+}
+
+CommandReply DevicePoller::Write(modbus_t* ctx, const CommandRequest& req) {
+  const CommandConfig* c = FindCommand(req.name);
+  if (!c) {
+    std::string known;
+    for (const auto& k : cfg_.commands) known += (known.empty() ? "" : ", ") + k.name;
+    return {false, "unknown command " + req.name + " for " + cfg_.id +
+                       (known.empty() ? " (it has none)" : " (known: " + known + ")"), {}};
+  }
+  if (req.args.size() != 1) return {false, req.name + " takes exactly one value", {}};
+  const std::string& arg = req.args[0];
+  // The value: a named one from the profile, on/off for coils, or a number.
+  std::optional<double> value;
+  for (const auto& [name, v] : c->values)
+    if (name == arg) value = v;
+  if (!value && c->type == ValueType::kBool) {
+    if (arg == "on" || arg == "true" || arg == "1") value = 1;
+    if (arg == "off" || arg == "false" || arg == "0") value = 0;
+  }
+  if (!value && c->type != ValueType::kBool) {
+    char* end = nullptr;
+    double d = std::strtod(arg.c_str(), &end);
+    if (end && *end == '\0' && !arg.empty() && std::isfinite(d)) value = d;
+  }
+  if (!value) return {false, "\"" + arg + "\" is not a value of " + req.name, {}};
+  if ((c->min && *value < *c->min) || (c->max && *value > *c->max))
+    return {false, JsonNumber(*value) + " is outside " + (c->min ? JsonNumber(*c->min) : "-inf") +
+                       ".." + (c->max ? JsonNumber(*c->max) : "inf"), {}};
+
+  modbus_set_slave(ctx, cfg_.unit_id);
+  if (before_request) before_request();
+  counters_.requests++;
+  int rc;
+  std::vector<uint16_t> regs;
+  double raw = c->type == ValueType::kBool ? *value : (*value - c->offset) / c->scale;
+  if (c->type == ValueType::kBool) {
+    rc = modbus_write_bit(ctx, c->address, *value != 0 ? 1 : 0);
+  } else {
+    if (c->type != ValueType::kF32) {
+      raw = std::round(raw);
+      double lo = c->type == ValueType::kU16 || c->type == ValueType::kU32 ? 0
+                  : c->type == ValueType::kI16                              ? -32768
+                                                                            : -2147483648.0;
+      double hi = c->type == ValueType::kU16   ? 65535
+                  : c->type == ValueType::kI16 ? 32767
+                  : c->type == ValueType::kU32 ? 4294967295.0
+                                               : 2147483647.0;
+      if (raw < lo || raw > hi) {
+        if (after_request) after_request();
+        return {false, "raw value " + JsonNumber(raw) + " does not fit the register", {}};
+      }
+    }
+    regs = EncodeValue(raw, *c);
+    rc = regs.size() == 1 ? modbus_write_register(ctx, c->address, regs[0])
+                          : modbus_write_registers(ctx, c->address, static_cast<int>(regs.size()), regs.data());
+  }
+  int err = errno;
+  if (after_request) after_request();
+  if (rc < 0) {
+    if (IsException(err)) counters_.exceptions++;
+    else if (err == ETIMEDOUT) counters_.timeouts++;
+    else counters_.errors++;
+    return {false, "write " + req.name + ": " + (IsException(err) ? ExceptionName(err) : modbus_strerror(err)), {}};
+  }
+  std::string result = "{\"written\":" + JsonNumber(raw);
+  if (c->verify) {
+    // Read back what the device now holds: some controllers accept a write and ignore it.
+    if (before_request) before_request();
+    counters_.requests++;
+    bool same = false;
+    if (c->type == ValueType::kBool) {
+      uint8_t bit = 0;
+      rc = modbus_read_bits(ctx, c->address, 1, &bit);
+      same = rc == 1 && (bit != 0) == (*value != 0);
+    } else {
+      std::vector<uint16_t> back(regs.size());
+      rc = modbus_read_registers(ctx, c->address, static_cast<int>(back.size()), back.data());
+      same = rc == static_cast<int>(back.size()) && back == regs;
+    }
+    err = errno;
+    if (after_request) after_request();
+    if (rc < 0) return {false, "verify " + req.name + ": " + modbus_strerror(err), {}};
+    if (!same) return {false, "verify " + req.name + ": the device did not take the value", {}};
+    result += ",\"verified\":true";
+  }
+  return {true, {}, result + "}"};
 }
 
 }  // namespace sanigate::dev::modbus

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "api/adapter.h"
 #include "core/record.h"
 #include "modbus/modbus_config.h"
 
@@ -56,6 +57,10 @@ class DevicePoller {
   // status changes and events to `out`. kFailed means the device did not answer (timeout or
   // connection error): the caller may reconnect.
   PollOutcome Poll(modbus_t* ctx, std::vector<Record>& out);
+  // Executes one write command on `ctx` (the caller owns the line for its duration).
+  CommandReply Write(modbus_t* ctx, const CommandRequest& request);
+  const CommandConfig* FindCommand(const std::string& name) const;
+
   // The caller could not even reach the device (connect failed): counts as a failed poll.
   void Unreachable(const std::string& why, std::vector<Record>& out);
 

@@ -45,6 +45,13 @@ AdapterHealth ModbusAdapter::Health() const {
   return h;
 }
 
+void ModbusAdapter::Execute(CommandRequest request, ReplyFn reply) {
+  if (tcp_ && tcp_->Owns(request.device)) return tcp_->Execute(std::move(request), std::move(reply));
+  for (auto& b : buses_)
+    if (b->Owns(request.device)) return b->Execute(std::move(request), std::move(reply));
+  reply({false, "unknown device " + request.device, {}});
+}
+
 RulesByDevice ModbusAdapter::Rules() const {
   RulesByDevice rules;
   auto add = [&](const DeviceConfig& d) {

@@ -23,6 +23,7 @@ class ModbusAdapter : public Adapter {
   void Stop() override;
   AdapterHealth Health() const override;
   RulesByDevice Rules() const override;
+  void Execute(CommandRequest request, ReplyFn reply) override;
 
  private:
   ModbusConfig config_;

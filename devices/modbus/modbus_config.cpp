@@ -69,6 +69,43 @@ void ParsePoint(settings::Node& n, PointConfig& p, const DeviceConfig& dev) {
   n.Finish();
 }
 
+void ParseCommand(settings::Node& n, CommandConfig& c) {
+  if (auto name = n.RequiredString("name")) {
+    c.name = *name;
+    if (!IsMetricName(c.name)) n.Problem("name", "\"" + c.name + "\" is not a command name (^[a-z][a-z0-9_]*$)");
+  }
+  std::string table = n.OneOf("table", "coil", {"coil", "holding"});
+  c.table = *ParseTable(table);
+  if (auto a = n.RequiredInt("address", 0, 65535)) c.address = static_cast<uint16_t>(*a);
+  std::string type = n.OneOf("type", c.table == Table::kCoil ? "bool" : "u16",
+                             {"bool", "u16", "i16", "u32", "i32", "f32"});
+  c.type = *ParseValueType(type);
+  if ((c.table == Table::kCoil) != (c.type == ValueType::kBool))
+    n.Problem("type", "\"" + type + "\" does not fit a " + table + " (coils are bool, registers are numbers)");
+  c.word_order = n.OneOf("word_order", "high_first", {"high_first", "low_first"}) == "high_first"
+                     ? WordOrder::kHighFirst
+                     : WordOrder::kLowFirst;
+  c.byte_order = n.OneOf("byte_order", "big", {"big", "little"}) == "big" ? ByteOrder::kBig : ByteOrder::kLittle;
+  c.scale = n.Double("scale", 1.0, -1e9, 1e9);
+  if (c.scale == 0) n.Problem("scale", "must not be 0");
+  c.offset = n.Double("offset", 0.0, -1e12, 1e12);
+  c.min = n.OptionalDouble("min", -1e15, 1e15);
+  c.max = n.OptionalDouble("max", -1e15, 1e15);
+  if (auto values = n.Table("values")) {
+    // Named arguments, e.g. values = { on = 1, off = 0 }.
+    std::vector<std::string> keys;
+    for (const auto& [k, v] : *values->raw()) keys.emplace_back(k.str());
+    for (const auto& k : keys) {
+      auto v = values->OptionalDouble(k, -1e15, 1e15);
+      if (v) c.values.emplace_back(k, *v);
+    }
+    values->Finish();
+  }
+  c.verify = n.Bool("verify", c.verify);
+  c.timeout_ms = n.Int("timeout_ms", c.timeout_ms, 10, 60000);
+  n.Finish();
+}
+
 void ParseDevice(settings::Node& n, DeviceConfig& d, bool serial) {
   if (auto id = n.RequiredId("id")) d.id = *id;
   d.kind = n.String("kind", d.kind);
@@ -120,6 +157,16 @@ void ParseDevice(settings::Node& n, DeviceConfig& d, bool serial) {
       if (!fresh) pn.Problem("metric", "\"" + p.metric + "\" is already read by " + it->second);
     }
     d.points.push_back(std::move(p));
+  }
+  std::map<std::string, std::string> commands;
+  for (auto& cn : n.TableArray("commands")) {
+    CommandConfig c;
+    ParseCommand(cn, c);
+    if (!c.name.empty()) {
+      auto [it, fresh] = commands.emplace(c.name, cn.path());
+      if (!fresh) cn.Problem("name", "\"" + c.name + "\" is already defined by " + it->second);
+    }
+    d.commands.push_back(std::move(c));
   }
   if (d.overflow && !seen.count(d.overflow->metric))
     n.Problem("overflow", "metric \"" + d.overflow->metric + "\" is not one of this device's points");

@@ -36,6 +36,23 @@ struct PointConfig {
   size_t registers() const { return RegisterCount(encoding()); }
 };
 
+// A write the device accepts through `.../devices/{id}/cmd/{name}`.
+struct CommandConfig {
+  std::string name;  // [a-z][a-z0-9_]*: uv_lamp, deodorizer, lid
+  Table table = Table::kCoil;  // coil or holding
+  uint16_t address = 0;
+  ValueType type = ValueType::kBool;  // bool for coils; u16/i16/u32/i32/f32 for registers
+  WordOrder word_order = WordOrder::kHighFirst;
+  ByteOrder byte_order = ByteOrder::kBig;
+  double scale = 1.0, offset = 0.0;  // raw = (value - offset) / scale
+  std::optional<double> min, max;    // allowed values, in engineering units
+  std::vector<std::pair<std::string, double>> values;  // named arguments: on = 1, off = 0
+  bool verify = false;  // read back after writing and compare
+  int64_t timeout_ms = 2000;  // from the request until the write is done
+
+  Encoding encoding() const { return Encoding{type, word_order, byte_order, 1, 0}; }
+};
+
 struct DeviceConfig {
   std::string id;
   std::string kind = "garbage_room";
@@ -48,6 +65,7 @@ struct DeviceConfig {
   std::optional<Location> location;
   std::optional<OverflowRule> overflow;
   std::vector<PointConfig> points;
+  std::vector<CommandConfig> commands;
 };
 
 // One RS-485 line: a serial port and the RTU devices on it, polled by one worker with exactly

@@ -46,6 +46,12 @@ void ModbusRtuBus::Stop() {
   }
   cv_.notify_all();
   if (worker_.joinable()) worker_.join();
+  std::deque<PendingCommand> left;
+  {
+    std::lock_guard lk(mu_);
+    left.swap(commands_);
+  }
+  for (auto& c : left) c.reply({false, "gateway stopping", {}});  // every request gets an answer
 }
 
 bool ModbusRtuBus::OpenPort() {
@@ -108,6 +114,7 @@ void ModbusRtuBus::Run() {
         d->due = now + milliseconds(std::max<int64_t>(d->poller.config().interval_ms, 1000));
       }
       if (!out.empty()) sink_->EmitBatch(std::move(out));
+      RunCommands();  // answers "unavailable" rather than letting them time out silently
       lk.lock();
       cv_.wait_for(lk, milliseconds(1000), [&] { return stop_; });
       continue;
@@ -120,7 +127,14 @@ void ModbusRtuBus::Run() {
                                  [](const auto& a, const auto& b) { return a->due < b->due; });
     Device& d = **next;
     lk.lock();
-    if (cv_.wait_until(lk, d.due, [&] { return stop_; })) break;
+    // Writes go ahead of polls: a command arriving while we wait is served first.
+    if (cv_.wait_until(lk, d.due, [&] { return stop_ || !commands_.empty(); })) {
+      if (stop_) break;
+      lk.unlock();
+      RunCommands();
+      lk.lock();
+      continue;
+    }
     lk.unlock();
 
     const auto& dc = d.poller.config();
@@ -167,6 +181,55 @@ void ModbusRtuBus::Run() {
     }
     if (!out.empty()) sink_->EmitBatch(std::move(out));
     lk.lock();
+  }
+}
+
+bool ModbusRtuBus::Owns(const std::string& device) const {
+  for (const auto& d : devices_)
+    if (d->poller.config().id == device) return true;
+  return false;
+}
+
+void ModbusRtuBus::Execute(CommandRequest request, ReplyFn reply) {
+  for (const auto& d : devices_) {
+    if (d->poller.config().id != request.device) continue;
+    const CommandConfig* c = d->poller.FindCommand(request.name);
+    if (!c) return reply(d->poller.Write(nullptr, request));  // "unknown command", at once
+    auto timeout = request.timeout.count() > 0 ? request.timeout : milliseconds(c->timeout_ms);
+    {
+      std::lock_guard lk(mu_);
+      commands_.push_back({std::move(request), std::move(reply), Clock::now() + timeout});
+    }
+    cv_.notify_all();
+    return;
+  }
+  reply({false, "unknown device " + request.device, {}});
+}
+
+void ModbusRtuBus::RunCommands() {
+  std::deque<PendingCommand> batch;
+  {
+    std::lock_guard lk(mu_);
+    batch.swap(commands_);
+  }
+  for (auto& cmd : batch) {
+    if (Clock::now() > cmd.deadline) {
+      cmd.reply({false, "timeout: not executed in time", {}});
+      continue;
+    }
+    if (!ctx_) {
+      cmd.reply({false, "serial port " + cfg_.port + " unavailable", {}});
+      continue;
+    }
+    for (auto& d : devices_) {
+      if (d->poller.config().id != cmd.request.device) continue;
+      auto to = milliseconds(d->poller.config().timeout_ms);
+      modbus_set_response_timeout(ctx_, static_cast<uint32_t>(to.count() / 1000),
+                                  static_cast<uint32_t>((to.count() % 1000) * 1000));
+      CommandReply r = d->poller.Write(ctx_, cmd.request);
+      if (!r.ok) modbus_flush(ctx_);
+      cmd.reply(std::move(r));
+    }
   }
 }
 

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -35,11 +36,20 @@ class ModbusRtuBus {
   void Start(RecordSink& sink);
   void Stop();
   BusHealth Health() const;
+  // Queues a write; it goes out before the next poll on this line.
+  void Execute(CommandRequest request, ReplyFn reply);
+  bool Owns(const std::string& device) const;
   const BusConfig& config() const { return cfg_; }
 
  private:
   struct Device;
+  struct PendingCommand {
+    CommandRequest request;
+    ReplyFn reply;
+    std::chrono::steady_clock::time_point deadline;
+  };
   void Run();
+  void RunCommands();
   bool OpenPort();
   void ClosePort();
 
@@ -52,6 +62,7 @@ class ModbusRtuBus {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
+  std::deque<PendingCommand> commands_;
   BusHealth health_;
   std::thread worker_;
 };

@@ -33,6 +33,9 @@ struct ModbusTcpAdapter::Device {
   // Copies for Health(), written under the adapter's mutex after each poll.
   PollCounters counters;
   bool online = false, failing = false;
+  // Guarded by the adapter's mutex: writes waiting, and whether a worker holds the device.
+  std::deque<PendingCommand> commands;
+  bool busy = false;
 };
 
 ModbusTcpAdapter::ModbusTcpAdapter(ModbusConfig config) : config_(std::move(config)) {
@@ -74,11 +77,33 @@ void ModbusTcpAdapter::Stop() {
   workers_.clear();
   std::lock_guard lk(mu_);
   health_.state = "stopped";
+  for (auto& d : devices_) {  // every request gets an answer, even at shutdown
+    for (auto& c : d->commands) c.reply({false, "gateway stopping", {}});
+    d->commands.clear();
+  }
+  urgent_.clear();
 }
 
 void ModbusTcpAdapter::WorkerLoop() {
   std::unique_lock lk(mu_);
   while (!stop_) {
+    // Writes first: a device with queued commands is visited at once, unless a worker already
+    // holds it (that worker looks at the queue again when it is done).
+    if (!urgent_.empty()) {
+      size_t index = urgent_.front();
+      urgent_.pop_front();
+      Device& d = *devices_[index];
+      if (d.busy || d.commands.empty()) continue;
+      d.busy = true;
+      auto commands = std::move(d.commands);
+      d.commands.clear();
+      lk.unlock();
+      Visit(d, std::move(commands), /*poll=*/false);
+      lk.lock();
+      d.busy = false;
+      if (!d.commands.empty()) urgent_.push_back(index);
+      continue;
+    }
     if (ready_.empty()) {
       cv_.wait(lk);
       continue;
@@ -89,9 +114,17 @@ void ModbusTcpAdapter::WorkerLoop() {
       continue;
     }
     ready_.pop();
-    lk.unlock();
     Device& d = *devices_[index];
-    PollOnce(d);
+    if (d.busy) {
+      // A write is running on this device right now: poll right after it.
+      ready_.push({Clock::now() + milliseconds(5), index});
+      continue;
+    }
+    d.busy = true;
+    auto commands = std::move(d.commands);
+    d.commands.clear();
+    lk.unlock();
+    Visit(d, std::move(commands), /*poll=*/true);
     // Keep the phase: next poll one interval after the previous due time. A device that fell
     // behind (e.g. waited on a timeout) skips the missed slots instead of bursting.
     const auto& cfg = d.poller.config();
@@ -106,12 +139,38 @@ void ModbusTcpAdapter::WorkerLoop() {
     if (next <= now) next = now + interval - (now - d.due) % interval;
     d.due = next;
     lk.lock();
+    d.busy = false;
+    if (!d.commands.empty()) urgent_.push_back(index);
     ready_.push({d.due, index});
     cv_.notify_one();
   }
 }
 
-void ModbusTcpAdapter::PollOnce(Device& d) {
+bool ModbusTcpAdapter::Owns(const std::string& device) const {
+  for (const auto& d : devices_)
+    if (d->poller.config().id == device) return true;
+  return false;
+}
+
+void ModbusTcpAdapter::Execute(CommandRequest request, ReplyFn reply) {
+  for (size_t i = 0; i < devices_.size(); ++i) {
+    Device& d = *devices_[i];
+    if (d.poller.config().id != request.device) continue;
+    const CommandConfig* c = d.poller.FindCommand(request.name);
+    if (!c) return reply(d.poller.Write(nullptr, request));  // answers "unknown command" at once
+    auto timeout = request.timeout.count() > 0 ? request.timeout : milliseconds(c->timeout_ms);
+    {
+      std::lock_guard lk(mu_);
+      d.commands.push_back({std::move(request), std::move(reply), Clock::now() + timeout});
+      if (!d.busy) urgent_.push_back(i);
+    }
+    cv_.notify_one();
+    return;
+  }
+  reply({false, "unknown device " + request.device, {}});
+}
+
+void ModbusTcpAdapter::Visit(Device& d, std::deque<PendingCommand> commands, bool poll) {
   const DeviceConfig& cfg = d.poller.config();
   std::vector<Record> out;
   if (!d.ctx) {
@@ -122,15 +181,23 @@ void ModbusTcpAdapter::PollOnce(Device& d) {
                                   static_cast<uint32_t>((to.count() % 1000) * 1000));
     }
   }
+  std::string unreachable;
   if (!d.ctx) {
-    d.poller.Unreachable(std::string("cannot create a context: ") + modbus_strerror(errno), out);
+    unreachable = std::string("cannot create a context: ") + modbus_strerror(errno);
   } else if (!d.connected && modbus_connect(d.ctx) != 0) {
-    d.poller.Unreachable("connect to " + cfg.host + ":" + std::to_string(cfg.port) + ": " +
-                             modbus_strerror(errno),
-                         out);
+    unreachable = "connect to " + cfg.host + ":" + std::to_string(cfg.port) + ": " + modbus_strerror(errno);
   } else {
     d.connected = true;
-    if (d.poller.Poll(d.ctx, out) == PollOutcome::kFailed) {
+  }
+  for (auto& cmd : commands) {
+    if (Clock::now() > cmd.deadline) cmd.reply({false, "timeout: not executed in time", {}});
+    else if (!unreachable.empty()) cmd.reply({false, "device unreachable: " + unreachable, {}});
+    else cmd.reply(d.poller.Write(d.ctx, cmd.request));
+  }
+  if (poll) {
+    if (!unreachable.empty()) {
+      d.poller.Unreachable(unreachable, out);
+    } else if (d.poller.Poll(d.ctx, out) == PollOutcome::kFailed) {
       // Start the next poll on a fresh connection: a late answer must not be taken for the next.
       modbus_close(d.ctx);
       d.connected = false;

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <queue>
@@ -27,13 +28,23 @@ class ModbusTcpAdapter {
   Status Start(RecordSink& sink);
   void Stop();
   AdapterHealth Health() const;
+  // Queues a write for one of its devices; writes go ahead of that device's next poll.
+  void Execute(CommandRequest request, ReplyFn reply);
+  bool Owns(const std::string& device) const;
 
  private:
   struct Device;
   using Due = std::pair<std::chrono::steady_clock::time_point, size_t>;
 
+  struct PendingCommand {
+    CommandRequest request;
+    ReplyFn reply;
+    std::chrono::steady_clock::time_point deadline;
+  };
+
   void WorkerLoop();
-  void PollOnce(Device& d);
+  // Connects if needed, runs the queued writes, then (if `poll`) one poll cycle.
+  void Visit(Device& d, std::deque<PendingCommand> commands, bool poll);
 
   ModbusConfig config_;
   std::vector<std::unique_ptr<Device>> devices_;
@@ -42,6 +53,7 @@ class ModbusTcpAdapter {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::priority_queue<Due, std::vector<Due>, std::greater<Due>> ready_;
+  std::deque<size_t> urgent_;  // devices with writes waiting: served before any poll
   bool stop_ = false;
   std::vector<std::thread> workers_;
   AdapterHealth health_;

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -58,6 +59,60 @@ Result<std::unique_ptr<Gateway>> Gateway::Create(settings::Config config) {
     spdlog::info("outbox: {} records from before the restart will be published first",
                  st.pending_rows);
   return g;
+}
+
+void Gateway::OnCommand(mqtt::InboundMessage msg) {
+  using json = nlohmann::json;
+  // Topic: {prefix}/{site}/devices/{device}/cmd/{name}
+  std::string base = cfg_.gateway.topic_prefix + "/" + cfg_.gateway.site + "/devices/";
+  dev::CommandRequest req;
+  if (msg.topic.rfind(base, 0) == 0) {
+    std::string rest = msg.topic.substr(base.size());
+    auto slash = rest.find("/cmd/");
+    if (slash != std::string::npos) {
+      req.device = rest.substr(0, slash);
+      req.name = rest.substr(slash + 5);
+    }
+  }
+  auto respond = [this, topic = msg.response_topic, corr = msg.correlation_data,
+                  device = req.device, name = req.name](const dev::CommandReply& r) {
+    spdlog::log(r.ok ? spdlog::level::info : spdlog::level::warn, "cmd {} {}: {}", device, name,
+                r.ok ? "ok" : r.error);
+    if (topic.empty()) return;  // fire-and-forget request: nobody to answer
+    json j;
+    j["ok"] = r.ok;
+    j["error"] = r.ok ? json(nullptr) : json(r.error);
+    j["result"] = r.result_json.empty() ? json(nullptr) : json::parse(r.result_json, nullptr, false);
+    if (forwarder_) (void)forwarder_->PublishResponse(topic, j.dump(), corr);
+  };
+  if (req.device.empty() || req.name.empty()) return respond({false, "bad command topic " + msg.topic, {}});
+  // Payload: {"args":["on"]}, {"value":"on"} / {"value":1}, or plain text "on".
+  if (!msg.payload.empty()) {
+    json p = json::parse(msg.payload, nullptr, false);
+    auto as_arg = [](const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); };
+    if (p.is_object() && p.contains("args") && p["args"].is_array()) {
+      for (const auto& a : p["args"]) req.args.push_back(as_arg(a));
+    } else if (p.is_object() && p.contains("value")) {
+      req.args.push_back(as_arg(p["value"]));
+    } else if (p.is_discarded() || p.is_string() || p.is_number() || p.is_boolean()) {
+      std::string text = p.is_discarded() ? msg.payload : as_arg(p);
+      size_t pos = 0;
+      while (pos < text.size()) {  // plain text: space-separated arguments
+        size_t end = text.find(' ', pos);
+        if (end == std::string::npos) end = text.size();
+        if (end > pos) req.args.push_back(text.substr(pos, end - pos));
+        pos = end + 1;
+      }
+    } else {
+      return respond({false, "payload must be {\"args\":[...]}, {\"value\":...} or plain text", {}});
+    }
+    if (p.is_object() && p.contains("timeout_ms") && p["timeout_ms"].is_number_integer())
+      req.timeout = std::chrono::milliseconds(std::clamp<int64_t>(p["timeout_ms"].get<int64_t>(), 10, 60000));
+  }
+  std::lock_guard lk(adapters_mu_);
+  auto it = owner_.find(req.device);
+  if (it == owner_.end()) return respond({false, "unknown device " + req.device, {}});
+  it->second->Execute(std::move(req), respond);
 }
 
 void Gateway::OnShed(const store::ShedReport& r) {
@@ -125,18 +180,24 @@ void Gateway::StartForwarder() {
   f.status_interval = std::chrono::seconds(cfg_.gateway.status_interval_s);
   f.status_topic = StatusTopic(cfg_);
   f.status_payload = [this](bool online) { return StatusPayload(online); };
+  f.command_filter = cfg_.gateway.topic_prefix + "/" + cfg_.gateway.site + "/devices/+/cmd/+";
+  f.on_message = [this](mqtt::InboundMessage m) { OnCommand(std::move(m)); };
   forwarder_ = std::make_unique<pipeline::Forwarder>(*outbox_, std::move(l), std::move(f));
   forwarder_->Start();
 }
 
 Status Gateway::StartAdapters() {
   RulesByDevice rules;
+  std::unordered_map<std::string, dev::Adapter*> owner;
   std::vector<std::unique_ptr<dev::Adapter>> created;
   for (const auto& section : cfg_.adapters) {
     const dev::AdapterSpec* spec = FindSpec(section.protocol);
     if (!spec) return Internal("no compiled-in protocol " + section.protocol);
     auto a = spec->create(section.config, cfg_.gateway);
-    for (auto& [dev, r] : a->Rules()) rules[dev] = r;
+    for (auto& [dev, r] : a->Rules()) {
+      rules[dev] = r;
+      owner[dev] = a.get();
+    }
     created.push_back(std::move(a));
   }
   pipeline_->SetRules(std::move(rules));
@@ -150,6 +211,7 @@ Status Gateway::StartAdapters() {
   }
   std::lock_guard lk(adapters_mu_);
   adapters_ = std::move(created);
+  owner_ = std::move(owner);
   return Status::Ok();
 }
 
@@ -158,6 +220,7 @@ void Gateway::StopAdapters() {
   {
     std::lock_guard lk(adapters_mu_);
     old.swap(adapters_);
+    owner_.clear();
   }
   for (auto& a : old) a->Stop();
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <unordered_map>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,8 @@ class Gateway {
   void StopAdapters();
   void StartForwarder();
   void OnShed(const store::ShedReport& r);
+  // From Paho's thread: parses, routes to the owning adapter (which only queues) and returns.
+  void OnCommand(mqtt::InboundMessage msg);
 
   settings::Config cfg_;
   int64_t started_ms_ = 0;
@@ -39,6 +42,7 @@ class Gateway {
   std::unique_ptr<pipeline::Pipeline> pipeline_;
   std::unique_ptr<pipeline::Forwarder> forwarder_;
   std::vector<std::unique_ptr<dev::Adapter>> adapters_;
+  std::unordered_map<std::string, dev::Adapter*> owner_;  // device id -> its adapter
   mutable std::mutex adapters_mu_;  // the status payload reads adapters from the forwarder thread
 };
 

@@ -155,6 +155,22 @@ Status MqttLink::Publish(const std::string& topic, const std::string& payload, b
   }
 }
 
+Status MqttLink::PublishResponse(const std::string& topic, const std::string& payload,
+                                 const std::string& correlation_data, uint64_t token) {
+  if (!impl_->is_connected) return Unavailable("not connected");
+  try {
+    ::mqtt::properties props;
+    if (!correlation_data.empty())
+      props.add(::mqtt::property(::mqtt::property::CORRELATION_DATA, correlation_data));
+    auto msg = ::mqtt::make_message(topic, payload, 1, false);
+    std::const_pointer_cast<::mqtt::message>(msg)->set_properties(props);
+    impl_->client->publish(msg, TokenToContext(token), impl_->publish_listener);
+    return Status::Ok();
+  } catch (const ::mqtt::exception& e) {
+    return Unavailable(std::string("publish response: ") + e.what());
+  }
+}
+
 Status MqttLink::Subscribe(const std::string& filter) {
   try {
     impl_->client->subscribe(filter, 1);

@@ -59,6 +59,9 @@ class MqttLink {
   // down or Paho refuses (the caller keeps the message).
   Status Publish(const std::string& topic, const std::string& payload, bool retain,
                  uint64_t token);
+  // A command response: QoS 1, not retained, with the request's correlation data.
+  Status PublishResponse(const std::string& topic, const std::string& payload,
+                         const std::string& correlation_data, uint64_t token);
   Status Subscribe(const std::string& filter);
   // Clean disconnect (no will): waits up to `timeout`.
   void Disconnect(std::chrono::milliseconds timeout);

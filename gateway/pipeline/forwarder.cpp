@@ -58,6 +58,12 @@ void Forwarder::Post(Event e) {
 
 void Forwarder::PublishStatusSoon() { Post({Ev::kWake, 1, "status"}); }
 
+Status Forwarder::PublishResponse(const std::string& topic, const std::string& payload,
+                                  const std::string& correlation_data) {
+  // Token 1 is never an outbox seq, so its PUBACK is ignored by the settle logic.
+  return link_->PublishResponse(topic, payload, correlation_data, 1);
+}
+
 void Forwarder::ScheduleReconnect(bool after_failure) {
   if (!after_failure) {
     backoff_ = opt_.reconnect_min;
@@ -89,6 +95,10 @@ void Forwarder::Handle(Event& e) {
       outbox_.ReleaseAll();
       inflight_.clear();
       spdlog::info("mqtt: connected to {}", link_->url());
+      if (!opt_.command_filter.empty()) {
+        if (Status st = link_->Subscribe(opt_.command_filter); !st.ok())
+          spdlog::error("mqtt: cannot subscribe to commands: {}", st.message());
+      }
       std::lock_guard lk(mu_);
       stats_.connected = true;
       stats_.last_error.clear();

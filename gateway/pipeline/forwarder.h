@@ -30,7 +30,8 @@ struct ForwarderOptions {
   std::string status_topic;
   // Builds the gateway status payload; online=false for the will and the goodbye.
   std::function<std::string(bool online)> status_payload;
-  std::function<void(mqtt::InboundMessage)> on_message;  // commands (later issues)
+  std::string command_filter;  // subscribed on every connect, e.g. sanigate/v1/site/devices/+/cmd/+
+  std::function<void(mqtt::InboundMessage)> on_message;  // runs on Paho's thread: must not block
 };
 
 struct ForwarderStats {
@@ -49,6 +50,9 @@ class Forwarder {
   void Stop(std::chrono::milliseconds drain);
   ForwarderStats Stats() const;
   void PublishStatusSoon();  // e.g. after a device or adapter state change
+  // Publishes a command response directly (not through the outbox: it is only useful now).
+  Status PublishResponse(const std::string& topic, const std::string& payload,
+                         const std::string& correlation_data);
 
  private:
   enum class Ev { kConnected, kConnectFailed, kLost, kAcked, kFailed, kRefused, kWake };

@@ -50,6 +50,7 @@ class Node {
   const std::string& path() const { return path_; }
   std::string KeyPath(std::string_view key) const;
   const toml::source_region& where() const { return table_->source(); }
+  const toml::table* raw() const { return table_; }  // for tables with free-form keys
   ConfigErrors& errors() const { return *errors_; }
   bool Has(std::string_view key) const;
 

@@ -1,19 +1,26 @@
-// Self-test of the integration-test harness against the real tools (mosquitto, openssl, sh).
-// Each test owns its broker/processes/dirs; nothing is shared between tests.
-// Runs single-threaded except for Paho's internal callback threads.
+// Self-test of the integration-test harness against the real tools (mosquitto, openssl, sh,
+// modbus_sim). Each test owns its broker/processes/dirs/ptys; nothing is shared between tests.
+// Runs single-threaded except for Paho's internal callback threads and PtyBridge's thread.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <modbus/modbus.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -22,6 +29,7 @@
 #include "harness/mqtt_capture.h"
 #include "harness/ports.h"
 #include "harness/process.h"
+#include "harness/pty_bridge.h"
 #include "harness/temp_dir.h"
 
 namespace sanigate::test {
@@ -386,6 +394,360 @@ TEST(Broker, MutualTls) {
   with.SetClientCertificate(broker.client_cert_file(), broker.client_key_file());
   with.Connect();
   EXPECT_TRUE(with.IsConnected());
+}
+
+// ---------------------------------------------------------------- pty bridge + RTU simulator
+
+// An opener of one side of a PtyBridge, as a serial application would open its tty.
+class Tty {
+ public:
+  explicit Tty(const std::string& path)
+      : fd_(::open(path.c_str(), O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC)) {}
+  ~Tty() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Tty(const Tty&) = delete;
+  Tty& operator=(const Tty&) = delete;
+  int fd() const { return fd_; }
+
+  bool Write(const std::string& data) {
+    return ::write(fd_, data.data(), data.size()) == static_cast<ssize_t>(data.size());
+  }
+  // Reads until `n` bytes arrived or the deadline passed; returns what arrived.
+  std::string Read(std::size_t n, std::chrono::milliseconds timeout) {
+    std::string out;
+    const auto deadline = Clock::now() + timeout;
+    while (out.size() < n) {
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      if (left.count() <= 0) break;
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(left.count()) + 1) <= 0) continue;
+      char buf[512];
+      const ssize_t got = ::read(fd_, buf, std::min(sizeof buf, n - out.size()));
+      if (got > 0) out.append(buf, static_cast<std::size_t>(got));
+    }
+    return out;
+  }
+
+ private:
+  int fd_;
+};
+
+// A libmodbus RTU master on one side of the bridge (what the gateway does).
+class RtuMaster {
+ public:
+  explicit RtuMaster(const std::string& path, std::chrono::milliseconds response_timeout = 500ms)
+      : ctx_(modbus_new_rtu(path.c_str(), 9600, 'E', 8, 1)) {
+    if (ctx_ == nullptr) throw std::runtime_error("modbus_new_rtu failed");
+    SetTimeout(response_timeout);
+  }
+  ~RtuMaster() {
+    modbus_close(ctx_);  // no-op if never connected
+    modbus_free(ctx_);
+  }
+  RtuMaster(const RtuMaster&) = delete;
+  RtuMaster& operator=(const RtuMaster&) = delete;
+
+  bool Connect() {
+    const bool ok = modbus_connect(ctx_) == 0;
+    error = ok ? 0 : errno;
+    return ok;
+  }
+  void SetTimeout(std::chrono::milliseconds t) {
+    modbus_set_response_timeout(ctx_, static_cast<uint32_t>(t.count() / 1000),
+                                static_cast<uint32_t>(t.count() % 1000 * 1000));
+  }
+  // Holding registers [addr, addr + n) of `slave`, or nullopt with `error` = errno.
+  std::optional<std::vector<uint16_t>> Read(int slave, int addr, int n) {
+    std::vector<uint16_t> regs(static_cast<std::size_t>(n));
+    modbus_set_slave(ctx_, slave);
+    if (modbus_read_registers(ctx_, addr, n, regs.data()) != n) {
+      error = errno;
+      modbus_flush(ctx_);  // a late answer must not be taken for the next one
+      return std::nullopt;
+    }
+    error = 0;
+    return regs;
+  }
+  bool Write(int slave, int addr, uint16_t value) {
+    modbus_set_slave(ctx_, slave);
+    const bool ok = modbus_write_register(ctx_, addr, value) == 1;
+    error = ok ? 0 : errno;
+    return ok;
+  }
+  std::string ErrorText() const { return std::string(modbus_strerror(error)); }
+
+  int error = 0;
+
+ private:
+  modbus_t* ctx_;
+};
+
+std::size_t CountOccurrences(const std::string& text, const std::string& needle) {
+  std::size_t n = 0;
+  for (auto pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + 1)) {
+    ++n;
+  }
+  return n;
+}
+
+// Polls a log file until `needle` occurs `count` times.
+bool WaitForLog(const std::string& path, const std::string& needle, std::size_t count,
+                std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (CountOccurrences(ReadFile(path), needle) < count) {
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(10ms);  // polling with a deadline
+  }
+  return true;
+}
+
+// Starts modbus_sim in RTU mode and waits until it serves the line.
+Process StartRtuSim(const TempDir& dir, std::vector<std::string> args) {
+  std::vector<std::string> argv{MODBUS_SIM_BIN, "--verbose"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  Process::Options opts;
+  opts.stderr_path = dir.File("sim.log");
+  opts.stdout_path = dir.File("sim.out");
+  Process sim = Process::Start(argv, opts);
+  if (!WaitForLog(opts.stderr_path, "serving slave(s)", 1, 10s)) {
+    throw std::runtime_error("modbus_sim did not open its tty:\n" + ReadFile(opts.stderr_path));
+  }
+  return sim;
+}
+
+// The bridge counts a write after it returned, so a reader can be a moment ahead of Stats().
+bool WaitForStats(const PtyBridge& bridge, uint64_t a_to_b, uint64_t b_to_a) {
+  const auto deadline = Clock::now() + 5s;
+  while (bridge.Stats().a_to_b != a_to_b || bridge.Stats().b_to_a != b_to_a) {
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(1ms);  // polling with a deadline
+  }
+  return true;
+}
+
+double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+const std::vector<uint16_t> kNone{};
+
+TEST(PtyBridgeTest, MovesBytesBothWaysEightBitClean) {
+  PtyBridge bridge;
+  ASSERT_FALSE(bridge.path_a().empty());
+  ASSERT_NE(bridge.path_a(), bridge.path_b());
+  EXPECT_EQ(std::filesystem::read_symlink(bridge.link_a()).string(), bridge.path_a());
+  EXPECT_EQ(std::filesystem::read_symlink(bridge.link_b()).string(), bridge.path_b());
+  EXPECT_TRUE(bridge.plugged(PtyBridge::Side::A));
+
+  Tty a(bridge.path_a());
+  Tty b(bridge.link_b());  // through the stable link
+  ASSERT_GE(a.fd(), 0);
+  ASSERT_GE(b.fd(), 0);
+  ASSERT_TRUE(a.Write("hello from A"));
+  EXPECT_EQ(b.Read(12, 5s), "hello from A");
+  ASSERT_TRUE(b.Write("and back"));
+  EXPECT_EQ(a.Read(8, 5s), "and back");
+
+  // Raw mode: CR/LF, ^C, XON/XOFF, NUL and 0xFF pass unchanged, nothing is echoed.
+  std::string all;
+  for (int i = 0; i < 256; ++i) all.push_back(static_cast<char>(i));
+  ASSERT_TRUE(a.Write(all));
+  EXPECT_EQ(b.Read(256, 5s), all);
+  EXPECT_EQ(a.Read(1, 50ms), "");  // no echo
+
+  EXPECT_TRUE(WaitForStats(bridge, 12 + 256, 8))
+      << bridge.Stats().a_to_b << " " << bridge.Stats().b_to_a;
+  EXPECT_EQ(bridge.Stats().dropped_to_a + bridge.Stats().dropped_to_b, 0u);
+}
+
+TEST(PtyBridgeTest, PacesBytesAtBaudRate) {
+  PtyBridge bridge({.baud = 9600, .bits_per_char = 11, .turnaround = 10ms});
+  EXPECT_EQ(bridge.char_time(), std::chrono::nanoseconds(1'145'833));  // 11 bits / 9600 Bd
+  Tty a(bridge.path_a());
+  Tty b(bridge.path_b());
+
+  const std::string hundred(100, 'x');
+  auto start = Clock::now();
+  ASSERT_TRUE(a.Write(hundred));
+  ASSERT_EQ(b.Read(100, 5s), hundred);
+  auto took = Clock::now() - start;
+  // 100 characters of 11 bits at 9600 Bd: 114.58 ms on the wire.
+  EXPECT_GE(took, std::chrono::microseconds(114'583)) << Ms(took) << " ms";
+  EXPECT_LT(took, 1s) << Ms(took) << " ms";
+
+  // B -> A (the slave's answer) adds the turnaround once per burst: 10 ms + 25 x 1.146 ms.
+  const std::string reply(25, 'r');
+  start = Clock::now();
+  ASSERT_TRUE(b.Write(reply));
+  ASSERT_EQ(a.Read(25, 5s), reply);
+  took = Clock::now() - start;
+  EXPECT_GE(took, std::chrono::microseconds(10'000 + 28'646)) << Ms(took) << " ms";
+  EXPECT_LT(took, 1s) << Ms(took) << " ms";
+  EXPECT_TRUE(WaitForStats(bridge, 100, 25))
+      << bridge.Stats().a_to_b << " " << bridge.Stats().b_to_a;
+}
+
+TEST(PtyBridgeTest, RtuExchangeWithSimulator) {
+  TempDir dir;
+  PtyBridge bridge({.baud = 9600, .bits_per_char = 11});
+  Process sim = StartRtuSim(dir, {"--rtu", bridge.path_b(), "--slaves", "1-3", "--counter", "hr:4",
+                                  "--turnaround-ms", "0"});
+  RtuMaster master(bridge.path_a());
+  ASSERT_TRUE(master.Connect()) << master.ErrorText();
+
+  for (uint32_t round = 1; round <= 2; ++round) {
+    for (int slave = 1; slave <= 3; ++slave) {
+      const auto regs = master.Read(slave, 0, 6);
+      ASSERT_TRUE(regs.has_value()) << "slave " << slave << ": " << master.ErrorText() << "\n"
+                                    << ReadFile(dir.File("sim.log"));
+      EXPECT_EQ((*regs)[0], 815) << "slave " << slave;  // fill level default
+      EXPECT_EQ((*regs)[1], 261) << "slave " << slave;  // temperature default
+      // Every slave has its own counter: its Nth read returns N.
+      EXPECT_EQ((static_cast<uint32_t>((*regs)[4]) << 16) | (*regs)[5], round) << "slave " << slave;
+    }
+  }
+
+  // Independent register maps.
+  ASSERT_TRUE(master.Write(2, 10, 1234)) << master.ErrorText();
+  EXPECT_EQ(master.Read(2, 10, 1).value_or(kNone), std::vector<uint16_t>{1234});
+  EXPECT_EQ(master.Read(1, 10, 1).value_or(kNone), std::vector<uint16_t>{0});
+
+  // The line runs at 9600 8E1: 10 registers = 8 + 25 characters = 37.8 ms at least.
+  auto start = Clock::now();
+  ASSERT_TRUE(master.Read(3, 0, 10).has_value()) << master.ErrorText();
+  auto took = Clock::now() - start;
+  EXPECT_GE(took, std::chrono::microseconds(33 * 1'145'833 / 1000)) << Ms(took) << " ms";
+
+  // Nobody has id 4: libmodbus waits the whole response timeout.
+  master.SetTimeout(200ms);
+  start = Clock::now();
+  EXPECT_FALSE(master.Read(4, 0, 1).has_value());
+  took = Clock::now() - start;
+  EXPECT_EQ(master.error, ETIMEDOUT) << master.ErrorText();
+  EXPECT_GE(took, 190ms) << Ms(took) << " ms";
+  EXPECT_LT(took, 2s) << Ms(took) << " ms";
+  // ... and the line stays in sync for the others.
+  EXPECT_EQ(master.Read(1, 0, 1).value_or(kNone), std::vector<uint16_t>{815}) << master.ErrorText();
+
+  // Broadcast (id 0): every slave applies the write and none answers, so libmodbus 3.1.6
+  // reports ETIMEDOUT after the response timeout although the write went out.
+  EXPECT_FALSE(master.Write(0, 11, 77));
+  EXPECT_EQ(master.error, ETIMEDOUT) << master.ErrorText();
+  for (int slave = 1; slave <= 3; ++slave) {
+    EXPECT_EQ(master.Read(slave, 11, 1).value_or(kNone), std::vector<uint16_t>{77})
+        << "slave " << slave;
+  }
+
+  const std::string log = ReadFile(dir.File("sim.log"));
+  EXPECT_NE(log.find("unit 4 fc 0x03 read_holding_registers addr 0 count 1 (not ours, ignored)"),
+            std::string::npos)
+      << log;
+  EXPECT_TRUE(ExitedWith(sim.Stop(), 0)) << log;
+}
+
+TEST(PtyBridgeTest, SimulatorMutesSlavesAndObeysSignals) {
+  TempDir dir;
+  PtyBridge bridge;
+  Process sim = StartRtuSim(dir, {"--rtu", bridge.link_b(), "--slaves", "1-3", "--mute-slaves", "2",
+                                  "--turnaround-ms", "0"});
+  RtuMaster master(bridge.link_a(), 200ms);
+  ASSERT_TRUE(master.Connect()) << master.ErrorText();
+
+  EXPECT_TRUE(master.Read(1, 0, 1).has_value()) << master.ErrorText();
+  EXPECT_FALSE(master.Read(2, 0, 1).has_value());  // an unresponsive device on a healthy bus
+  EXPECT_EQ(master.error, ETIMEDOUT);
+  EXPECT_TRUE(master.Read(3, 0, 1).has_value()) << master.ErrorText();
+
+  sim.Signal(SIGUSR1);
+  ASSERT_TRUE(WaitForLog(dir.File("sim.log"), "muted (SIGUSR1)", 1, 5s));
+  EXPECT_FALSE(master.Read(1, 0, 1).has_value());
+  EXPECT_EQ(master.error, ETIMEDOUT);
+  sim.Signal(SIGUSR2);
+  ASSERT_TRUE(WaitForLog(dir.File("sim.log"), "unmuted (SIGUSR2)", 1, 5s));
+  EXPECT_TRUE(master.Read(1, 0, 1).has_value()) << master.ErrorText();
+  EXPECT_TRUE(ExitedWith(sim.Stop(), 0));
+}
+
+// The gateway's adapter (side A) is pulled and plugged back; the simulator keeps side B.
+TEST(PtyBridgeTest, UnplugAndPlugGatewaySide) {
+  TempDir dir;
+  PtyBridge bridge;
+  Process sim = StartRtuSim(dir, {"--rtu", bridge.link_b(), "--turnaround-ms", "0"});
+  RtuMaster before(bridge.link_a(), 300ms);
+  ASSERT_TRUE(before.Connect()) << before.ErrorText();
+  ASSERT_EQ(before.Read(1, 0, 1).value_or(kNone), std::vector<uint16_t>{815}) << before.ErrorText();
+
+  const std::string old_path = bridge.path_a();
+  bridge.Unplug();
+  EXPECT_FALSE(bridge.plugged());
+  EXPECT_EQ(bridge.path_a(), "");
+  EXPECT_FALSE(std::filesystem::exists(std::filesystem::symlink_status(bridge.link_a())));
+  EXPECT_FALSE(std::filesystem::exists(old_path));  // /dev/pts/N is gone with its master
+  // The open context is hung up: its write fails with EIO.
+  EXPECT_FALSE(before.Read(1, 0, 1).has_value());
+  EXPECT_EQ(before.error, EIO) << before.ErrorText();
+  // Reopening through the link fails while the adapter is out.
+  RtuMaster during(bridge.link_a(), 300ms);
+  EXPECT_FALSE(during.Connect());
+  EXPECT_EQ(during.error, ENOENT) << during.ErrorText();
+
+  bridge.Plug();
+  EXPECT_TRUE(bridge.plugged());
+  ASSERT_FALSE(bridge.path_a().empty());
+  EXPECT_EQ(std::filesystem::read_symlink(bridge.link_a()).string(), bridge.path_a());
+  // The old context stays dead, even if the new pty got the old number ...
+  EXPECT_FALSE(before.Read(1, 0, 1).has_value());
+  // ... and a new one on the same link reads again.
+  RtuMaster after(bridge.link_a(), 300ms);
+  ASSERT_TRUE(after.Connect()) << after.ErrorText();
+  EXPECT_EQ(after.Read(1, 0, 1).value_or(kNone), std::vector<uint16_t>{815}) << after.ErrorText();
+  EXPECT_TRUE(sim.Running());
+}
+
+// The simulator's adapter (side B) is pulled and plugged back: it reopens its link.
+TEST(PtyBridgeTest, SimulatorFollowsReplugOfItsSide) {
+  TempDir dir;
+  PtyBridge bridge;
+  Process sim = StartRtuSim(dir, {"--rtu", bridge.link_b(), "--turnaround-ms", "0"});
+  RtuMaster master(bridge.link_a(), 200ms);
+  ASSERT_TRUE(master.Connect()) << master.ErrorText();
+  ASSERT_TRUE(master.Read(1, 0, 1).has_value()) << master.ErrorText();
+
+  bridge.Unplug(PtyBridge::Side::B);
+  ASSERT_TRUE(WaitForLog(dir.File("sim.log"), "lost " + bridge.link_b() + " (hangup)", 1, 5s))
+      << ReadFile(dir.File("sim.log"));
+  EXPECT_FALSE(master.Read(1, 0, 1).has_value());  // the request falls off the line
+  EXPECT_EQ(master.error, ETIMEDOUT);
+  EXPECT_GT(bridge.Stats().dropped_to_b, 0u);
+
+  bridge.Plug(PtyBridge::Side::B);
+  ASSERT_TRUE(WaitForLog(dir.File("sim.log"), "serving slave(s)", 2, 5s))
+      << ReadFile(dir.File("sim.log"));
+  EXPECT_EQ(master.Read(1, 0, 1).value_or(kNone), std::vector<uint16_t>{815})
+      << master.ErrorText() << "\n"
+      << ReadFile(dir.File("sim.log"));
+  EXPECT_TRUE(ExitedWith(sim.Stop(), 0));
+}
+
+TEST(ModbusSimRtu, RejectsBadOptions) {
+  TempDir dir;
+  Process::Options quiet;
+  quiet.stderr_path = dir.File("err.txt");
+  auto run = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), MODBUS_SIM_BIN);
+    return Process::Run(args, 10s, quiet);
+  };
+  EXPECT_TRUE(ExitedWith(run({"--rtu", "/dev/null", "--port", "1502"}), 2));
+  EXPECT_TRUE(ExitedWith(run({"--slaves", "1-3"}), 2));  // an RTU option without --rtu
+  EXPECT_TRUE(ExitedWith(run({"--rtu", "/dev/null", "--slaves", "0-3"}), 2));
+  EXPECT_TRUE(ExitedWith(run({"--rtu", "/dev/null", "--slaves", "5-2"}), 2));
+  EXPECT_TRUE(ExitedWith(run({"--rtu", "/dev/null", "--slaves", "1,,2"}), 2));
+  EXPECT_TRUE(ExitedWith(run({"--rtu", "/dev/null", "--parity", "X"}), 2));
+  EXPECT_TRUE(ExitedWith(run({"--rtu", "/dev/null", "--baud", "12345"}), 2));
+  // A path that does not exist fails at startup (later failures are retried).
+  EXPECT_TRUE(ExitedWith(run({"--rtu", dir.File("no-such-tty")}), 1));
+  EXPECT_NE(ReadFile(dir.File("err.txt")).find("cannot open"), std::string::npos)
+      << ReadFile(dir.File("err.txt"));
 }
 
 }  // namespace

@@ -21,8 +21,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr std::size_t kChunk = 4096;             // bytes per read()/write() on a master
-constexpr std::size_t kMaxQueued = 64 * 1024;    // stop reading a source beyond this backlog
+constexpr std::size_t kChunk = 4096;           // bytes per read()/write() on a master
+constexpr std::size_t kMaxQueued = 64 * 1024;  // stop reading a source beyond this backlog
 constexpr int kA = 0;
 constexpr int kB = 1;
 
@@ -47,8 +47,8 @@ struct Direction {
 
 PtyBridge::PtyBridge(Options options)
     : options_(options),
-      char_time_(options.baud > 0 ? std::chrono::nanoseconds(
-                                        1'000'000'000LL * options.bits_per_char / options.baud)
+      char_time_(options.baud > 0 ? std::chrono::nanoseconds(1'000'000'000LL *
+                                                             options.bits_per_char / options.baud)
                                   : std::chrono::nanoseconds(0)) {
   if (options.baud < 0 || options.bits_per_char <= 0 || options.turnaround.count() < 0) {
     throw std::invalid_argument("PtyBridge: baud >= 0, bits_per_char > 0, turnaround >= 0");
@@ -324,9 +324,9 @@ void PtyBridge::Run() noexcept {
       timespec ts{};
       timespec* timeout = nullptr;
       if (next) {
-        const auto wait = std::max(std::chrono::nanoseconds(0),
-                                   std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                       *next - Clock::now()));
+        const auto wait =
+            std::max(std::chrono::nanoseconds(0),
+                     std::chrono::duration_cast<std::chrono::nanoseconds>(*next - Clock::now()));
         ts.tv_sec = static_cast<time_t>(wait.count() / 1'000'000'000);
         ts.tv_nsec = static_cast<long>(wait.count() % 1'000'000'000);
         timeout = &ts;
@@ -357,8 +357,8 @@ void PtyBridge::Run() noexcept {
           continue;
         } else {
           // Cannot happen while we hold the slave fd; stop polling rather than spin.
-          std::cerr << "[pty-bridge] read from side " << (s == kA ? 'A' : 'B') << " failed: "
-                    << (n == 0 ? "end of file" : std::strerror(errno)) << '\n';
+          std::cerr << "[pty-bridge] read from side " << (s == kA ? 'A' : 'B')
+                    << " failed: " << (n == 0 ? "end of file" : std::strerror(errno)) << '\n';
           dead[s] = true;
         }
       }

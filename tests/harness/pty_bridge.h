@@ -2,7 +2,8 @@
 // A Modbus RTU master (the gateway, libmodbus modbus_new_rtu) opens one tty, a slave simulator
 // (modbus_sim --rtu) opens the other, and they talk over real tty devices.
 //
-//   opener A <-> /dev/pts/N (slave A) | master A <-> bridge thread <-> master B | (slave B) /dev/pts/M <-> opener B
+//   opener A -- /dev/pts/N (pty A slave)          (pty B slave) /dev/pts/M -- opener B
+//                      pty A master <-- thread --> pty B master
 //
 // Pacing: with baud > 0 each byte is delivered one character time (bits_per_char / baud) after
 // the previous one in the same direction, and the first byte of a burst one character time after
@@ -82,7 +83,8 @@ class PtyBridge {
   void Plug(Side side = Side::A);
   bool plugged(Side side = Side::A) const;
 
-  // Bytes moved each way so far.
+  // Bytes moved each way so far. A byte is counted just after the write() that delivered it
+  // returns, so an opener that already read it may briefly see a smaller count.
   PtyBridgeStats Stats() const;
 
   // One character time (bits_per_char / baud); zero when unpaced.
@@ -112,9 +114,10 @@ class PtyBridge {
 
   mutable std::mutex mu_;
   std::condition_variable done_cv_;
-  End ends_[2];  // guarded by mu_; fds closed only by the bridge thread
-  bool unplug_request_[2] = {false, false};  // guarded by mu_
-  bool stop_ = false;                        // guarded by mu_
+  // All guarded by mu_. Master fds are closed only by the bridge thread.
+  End ends_[2];
+  bool unplug_request_[2] = {false, false};
+  bool stop_ = false;
 
   std::atomic<std::uint64_t> moved_[2] = {0, 0};    // index = source side
   std::atomic<std::uint64_t> dropped_[2] = {0, 0};  // index = destination side

@@ -342,6 +342,60 @@ TEST_F(GatewayTest, TheWillMarksTheGatewayOfflineWhenItDies) {
       15s));
 }
 
+TEST_F(GatewayTest, ACommandOverMqtt5RequestResponseWritesTheCoilAndAnswers) {
+  StartBroker();
+  StartSim(1, {"--set", "coil:0=1"});
+  Capture();
+  WriteConfig(BaseConfig() + "[modbus]\n" + RoomConfig("room-07", 0, 200) + R"(
+[[modbus.devices.commands]]
+name = "uv_lamp"
+table = "coil"
+address = 0
+verify = true
+[[modbus.devices.commands]]
+name = "fan_speed"
+table = "holding"
+address = 8
+min = 0.0
+max = 3.0
+)");
+  StartGateway();
+  ASSERT_TRUE(WaitReads("room-07", 1, 10s));
+  auto telemetry = Unique(capture->Messages(), "/devices/room-07/telemetry");
+  ASSERT_EQ(telemetry.back().payload["metrics"]["uv_lamp_on"], true);
+
+  // mosquitto_rr (a real MQTT 5 peer) sets the response topic and waits for the answer.
+  auto rr = [&](const std::string& name, const std::string& payload) {
+    std::string out = path("rr.out");
+    int rc = Process::Run({"mosquitto_rr", "-h", "127.0.0.1", "-p", std::to_string(broker->port()),
+                           "-t", "sanigate/v1/houpu/devices/room-07/cmd/" + name, "-e",
+                           "test/responses/" + name, "-m", payload, "-W", "10"},
+                          15s, {.stdout_path = out, .stderr_path = path("rr.err")});
+    EXPECT_TRUE(ExitedWith(rc, 0)) << DescribeWaitStatus(rc) << ReadFile(path("rr.err"));
+    return json::parse(ReadFile(out), nullptr, false);
+  };
+  json off = rr("uv_lamp", "off");
+  EXPECT_EQ(off["ok"], true) << off.dump();
+  EXPECT_EQ(off["result"]["verified"], true) << off.dump();
+  // The next poll sees the lamp off.
+  EXPECT_TRUE(capture->WaitFor(
+      [](const std::vector<Captured>& msgs) {
+        auto t = Unique(msgs, "/devices/room-07/telemetry");
+        return !t.empty() && t.back().payload["metrics"]["uv_lamp_on"] == false;
+      },
+      5s));
+
+  json bad = rr("uv_lamp", "{\"value\":\"dim\"}");
+  EXPECT_EQ(bad["ok"], false);
+  EXPECT_EQ(bad["error"], "\"dim\" is not a value of uv_lamp");
+  json range = rr("fan_speed", "{\"args\":[7]}");
+  EXPECT_EQ(range["ok"], false);
+  EXPECT_EQ(range["error"], "7 is outside 0..3");
+  json unknown = rr("self_destruct", "now");
+  EXPECT_EQ(unknown["ok"], false);
+  EXPECT_EQ(unknown["error"], "unknown command self_destruct for room-07 (known: uv_lamp, fan_speed)");
+}
+
 TEST_F(GatewayTest, CheckConfigExitsTwoOnAnInvalidFileAndZeroOnAValidOne) {
   std::ofstream(path("bad.toml")) << "[gateway]\nid = \"gw\"\nsite = \"s\"\ncolour = 3\n";
   int rc = Process::Run({SANIGATE_BIN, "--check-config", path("bad.toml")}, 10s,

@@ -1,10 +1,11 @@
-// modbus_sim: a Modbus TCP device simulator of a "garbage room controller".
+// modbus_sim: a Modbus TCP / RTU device simulator of a "garbage room controller".
 //
-// Real Modbus TCP server built on libmodbus. One process simulates N
-// independent devices, each with its own listening socket and register map.
-// Single-threaded: every listening socket and every client socket is served
-// from one ppoll() loop. See README.md in this folder for the register map and
-// the command line.
+// TCP mode: a real Modbus TCP server built on libmodbus. One process simulates
+// N independent devices, each with its own listening socket and register map.
+// RTU mode (--rtu PATH): one serial line (a tty, usually one side of a
+// PtyBridge) with several slave ids, each an independent device with its own
+// register map. Single-threaded: everything is served from one ppoll() loop.
+// See README.md in this folder for the register map and the command line.
 
 #include <modbus/modbus.h>
 
@@ -17,7 +18,10 @@
 #include <sys/resource.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <termios.h>
 #include <unistd.h>
+
+#include <array>
 
 #include <algorithm>
 #include <cctype>
@@ -33,6 +37,7 @@
 #include <random>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -42,6 +47,10 @@ constexpr std::size_t kMaxClientsPerDevice = 256;
 constexpr int kListenBacklog = 128;
 constexpr std::uint32_t kByteTimeoutUs = 100000;  // 100 ms
 constexpr std::uint32_t kFlushSleepUs = 5000;     // 5 ms
+constexpr int kMaxSlaveId = 247;                  // RTU unit ids 1..247, 0 = broadcast
+constexpr auto kReopenInterval = std::chrono::milliseconds(200);
+// RTU: a partial request with no new byte for this long is discarded (resync).
+constexpr auto kRtuStallTimeout = std::chrono::milliseconds(100);
 
 // ---------------------------------------------------------------------------
 // Signals: handlers only set flags. The signals are blocked except while the
@@ -83,6 +92,15 @@ struct Options {
     int port = 0;
     std::string host = "127.0.0.1";
     std::string port_file;
+    // RTU mode (rtu_path non-empty)
+    std::string rtu_path;
+    int baud = 9600;
+    char parity = 'E';
+    int data_bits = 8;
+    int stop_bits = 1;
+    std::vector<int> slaves{1};  // sorted, unique
+    std::vector<int> mute_slaves;
+    int turnaround_ms = 5;
     std::vector<SetOp> sets;
     std::vector<CounterSpec> counters;
     bool dynamic = false;
@@ -99,14 +117,26 @@ struct Options {
 void print_help() {
     std::printf(
         "Usage: modbus_sim [options]\n"
-        "Modbus TCP simulator of a garbage room controller (libmodbus).\n"
+        "Modbus TCP / RTU simulator of a garbage room controller (libmodbus).\n"
         "\n"
+        "TCP mode (default):\n"
         "  --devices N               number of independent devices (default 1)\n"
         "  --port P                  port of device 0, device i uses P+i;\n"
         "                            0 (default) = kernel-chosen ports\n"
         "  --host H                  IPv4 address to listen on (default 127.0.0.1)\n"
         "  --port-file FILE          write the ports, one per line, to FILE\n"
         "                            (via FILE.tmp + rename) once listening\n"
+        "RTU mode (one serial line, several slave ids):\n"
+        "  --rtu PATH                serve the tty PATH (reopened every 200 ms\n"
+        "                            after an I/O error or hangup)\n"
+        "  --baud N                  baud rate (default 9600)\n"
+        "  --parity N|E|O            parity (default E)\n"
+        "  --data-bits 7|8           data bits (default 8)\n"
+        "  --stop-bits 1|2           stop bits (default 1)\n"
+        "  --slaves LIST             unit ids served, e.g. 1-10,17 (default 1)\n"
+        "  --mute-slaves LIST        unit ids that never answer (default none)\n"
+        "  --turnaround-ms N         delay before each answer (default 5)\n"
+        "Both modes:\n"
         "  --set TABLE:ADDR=VALUE    TABLE: hr|ir|coil|di; hr/ir -32768..65535,\n"
         "                            coil/di 0|1 (repeatable)\n"
         "  --set-f32 TABLE:ADDR=F    float32, ABCD word order (hr|ir)\n"
@@ -120,7 +150,8 @@ void print_help() {
         "  --help                    this text\n"
         "\n"
         "Signals: SIGUSR1 mute (read requests, never reply), SIGUSR2 unmute,\n"
-        "SIGTERM/SIGINT exit 0.\n");
+        "SIGTERM/SIGINT exit 0.\n"
+        "The TCP-only options and the RTU-only options cannot be mixed.\n");
 }
 
 // Parses a whole string as a signed integer (decimal, or hex with 0x prefix).
@@ -223,8 +254,59 @@ SetOp parse_set(std::string_view arg, SetKind kind, const std::string& flag) {
     return op;
 }
 
+// Parses "1-10,17" into sorted unique unit ids within 1..kMaxSlaveId.
+std::vector<int> parse_id_list(std::string_view s, const std::string& flag) {
+    std::vector<int> ids;
+    auto bad = [&](std::string_view item, const std::string& why) {
+        usage_error(flag + ": '" + std::string(item) + "' " + why + " (expected ids 1.." +
+                    std::to_string(kMaxSlaveId) + " and ranges, e.g. 1-10,17)");
+    };
+    if (s.empty()) bad(s, "is empty");
+    std::size_t pos = 0;
+    while (pos <= s.size()) {
+        std::size_t comma = s.find(',', pos);
+        if (comma == std::string_view::npos) comma = s.size();
+        std::string_view item = s.substr(pos, comma - pos);
+        std::size_t dash = item.find('-');
+        auto lo = parse_int(item.substr(0, dash));
+        auto hi = dash == std::string_view::npos ? lo : parse_int(item.substr(dash + 1));
+        if (!lo || !hi) bad(item, "is not an id or a range");
+        if (*lo < 1 || *hi > kMaxSlaveId) bad(item, "is out of range");
+        if (*lo > *hi) bad(item, "is an empty range");
+        for (auto id = *lo; id <= *hi; ++id) ids.push_back(static_cast<int>(id));
+        pos = comma + 1;
+    }
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    return ids;
+}
+
+// "1-3,7" for a sorted id list.
+std::string format_id_list(const std::vector<int>& ids) {
+    std::string out;
+    for (std::size_t i = 0; i < ids.size();) {
+        std::size_t j = i;
+        while (j + 1 < ids.size() && ids[j + 1] == ids[j] + 1) ++j;
+        if (!out.empty()) out.push_back(',');
+        out += std::to_string(ids[i]);
+        if (j > i) out += "-" + std::to_string(ids[j]);
+        i = j + 1;
+    }
+    return out.empty() ? "none" : out;
+}
+
+bool standard_baud(std::int64_t b) {
+    static constexpr std::array<std::int64_t, 24> kRates = {
+        110, 300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400,
+        460800, 500000, 576000, 921600, 1000000, 1152000, 1500000, 2000000, 2500000,
+        3000000, 3500000, 4000000};
+    return std::find(kRates.begin(), kRates.end(), b) != kRates.end();
+}
+
 Options parse_args(int argc, char** argv) {
     Options o;
+    std::vector<std::string> tcp_flags;  // given TCP-only flags, to reject them with --rtu
+    std::vector<std::string> rtu_flags;  // given RTU-only flags, to reject them without --rtu
     for (int i = 1; i < argc; ++i) {
         std::string arg = argv[i];
         std::string flag = arg;
@@ -249,16 +331,20 @@ Options parse_args(int argc, char** argv) {
             print_help();
             std::exit(0);
         } else if (flag == "--devices") {
+            tcp_flags.push_back(flag);
             auto v = parse_int(value());
             if (!v || *v < 1 || *v > 65535) usage_error("--devices: expected an integer >= 1");
             o.devices = static_cast<int>(*v);
         } else if (flag == "--port") {
+            tcp_flags.push_back(flag);
             auto v = parse_int(value());
             if (!v || *v < 0 || *v > 65535) usage_error("--port: expected 0..65535");
             o.port = static_cast<int>(*v);
         } else if (flag == "--host") {
+            tcp_flags.push_back(flag);
             o.host = value();
         } else if (flag == "--port-file") {
+            tcp_flags.push_back(flag);
             o.port_file = value();
             if (o.port_file.empty()) usage_error("--port-file: empty file name");
         } else if (flag == "--set") {
@@ -285,10 +371,49 @@ Options parse_args(int argc, char** argv) {
         } else if (flag == "--verbose") {
             no_value();
             o.verbose = true;
+        } else if (flag == "--rtu") {
+            if (!o.rtu_path.empty()) usage_error("--rtu: only one serial line per process");
+            o.rtu_path = value();
+            if (o.rtu_path.empty()) usage_error("--rtu: empty path");
+        } else if (flag == "--baud") {
+            rtu_flags.push_back(flag);
+            auto v = parse_int(value());
+            if (!v || !standard_baud(*v)) usage_error("--baud: expected a standard rate such as 9600 or 19200");
+            o.baud = static_cast<int>(*v);
+        } else if (flag == "--parity") {
+            rtu_flags.push_back(flag);
+            std::string v = value();
+            if (v != "N" && v != "E" && v != "O") usage_error("--parity: expected N, E or O");
+            o.parity = v[0];
+        } else if (flag == "--data-bits") {
+            rtu_flags.push_back(flag);
+            auto v = parse_int(value());
+            if (!v || (*v != 7 && *v != 8)) usage_error("--data-bits: expected 7 or 8");
+            o.data_bits = static_cast<int>(*v);
+        } else if (flag == "--stop-bits") {
+            rtu_flags.push_back(flag);
+            auto v = parse_int(value());
+            if (!v || (*v != 1 && *v != 2)) usage_error("--stop-bits: expected 1 or 2");
+            o.stop_bits = static_cast<int>(*v);
+        } else if (flag == "--slaves") {
+            rtu_flags.push_back(flag);
+            o.slaves = parse_id_list(value(), flag);
+        } else if (flag == "--mute-slaves") {
+            rtu_flags.push_back(flag);
+            o.mute_slaves = parse_id_list(value(), flag);
+        } else if (flag == "--turnaround-ms") {
+            rtu_flags.push_back(flag);
+            auto v = parse_int(value());
+            if (!v || *v < 0 || *v > 10000) usage_error("--turnaround-ms: expected 0..10000");
+            o.turnaround_ms = static_cast<int>(*v);
         } else {
             usage_error("unknown argument '" + arg + "'");
         }
     }
+    if (!o.rtu_path.empty() && !tcp_flags.empty())
+        usage_error(tcp_flags.front() + " is a TCP option and cannot be used with --rtu");
+    if (o.rtu_path.empty() && !rtu_flags.empty())
+        usage_error(rtu_flags.front() + " needs --rtu PATH");
     in_addr probe{};
     if (o.host.size() > 15 || inet_pton(AF_INET, o.host.c_str(), &probe) != 1)
         usage_error("--host: '" + o.host + "' is not an IPv4 address");
@@ -364,6 +489,7 @@ void apply_set(modbus_mapping_t* m, const SetOp& op) {
 
 struct Device {
     int index = 0;
+    int unit = 0;  // RTU: slave id served by this device
     modbus_t* ctx = nullptr;
     modbus_mapping_t* map = nullptr;
     int listen_fd = -1;
@@ -445,6 +571,64 @@ const char* fc_name(int fc) {
     }
 }
 
+// " unit U fc 0xNN name addr A count C" for a request whose function code is at req[hdr].
+std::string describe_request(const std::uint8_t* req, int len, int hdr) {
+    if (len <= hdr) return " short request";
+    const int fc = req[hdr];
+    char buf[96];
+    std::snprintf(buf, sizeof buf, " unit %d fc 0x%02X %s", req[hdr - 1], fc, fc_name(fc));
+    std::string line = buf;
+    if (len >= hdr + 5) {
+        const int a = be16(req + hdr + 1);
+        const int b = be16(req + hdr + 3);
+        if (fc == 0x05 || fc == 0x06)
+            std::snprintf(buf, sizeof buf, " addr %d value %d", a, b);
+        else
+            std::snprintf(buf, sizeof buf, " addr %d count %d", a, b);
+        line += buf;
+        if (fc == 0x17 && len >= hdr + 9) {
+            std::snprintf(buf, sizeof buf, " write addr %d count %d", be16(req + hdr + 5), be16(req + hdr + 7));
+            line += buf;
+        }
+    }
+    return line;
+}
+
+// ---------------------------------------------------------------------------
+// RTU framing. libmodbus's modbus_receive() cannot serve several slave ids on
+// one line: it drops requests for any id but the context's one, and after
+// such a request it parses the next frame on the line as that slave's answer
+// (which never comes when nobody has that id), losing sync. So the simulator
+// frames requests itself and hands complete ones to modbus_reply().
+
+// Length (address + PDU + CRC) of the RTU request starting at b, from its
+// function code: 0 = more bytes needed to tell, -1 = no fixed layout (the
+// frame ends at the first silence instead).
+int rtu_request_length(const std::uint8_t* b, std::size_t n) {
+    if (n < 2) return 0;
+    switch (b[1]) {
+    case 0x01: case 0x02: case 0x03: case 0x04: case 0x05: case 0x06: case 0x08: return 8;
+    case 0x07: case 0x0B: case 0x0C: case 0x11: return 4;
+    case 0x0F: case 0x10: return n < 7 ? 0 : 9 + b[6];
+    case 0x16: return 10;
+    case 0x17: return n < 11 ? 0 : 13 + b[10];
+    case 0x18: return 6;
+    default: return -1;
+    }
+}
+
+// CRC-16/MODBUS: polynomial 0xA001 (reflected), init 0xFFFF, sent low byte first.
+bool rtu_crc_ok(const std::uint8_t* p, std::size_t n) {
+    if (n < 4) return false;
+    std::uint16_t crc = 0xFFFF;
+    for (std::size_t i = 0; i + 2 < n; ++i) {
+        crc ^= p[i];
+        for (int k = 0; k < 8; ++k)
+            crc = static_cast<std::uint16_t>((crc & 1u) ? (crc >> 1) ^ 0xA001u : crc >> 1);
+    }
+    return p[n - 2] == (crc & 0xFFu) && p[n - 1] == (crc >> 8);
+}
+
 class Simulator {
 public:
     explicit Simulator(Options opts) : opts_(std::move(opts)) {}
@@ -458,6 +642,10 @@ public:
                 modbus_free(d.ctx);
             }
             if (d.map) modbus_mapping_free(d.map);
+        }
+        if (rtu_ctx_) {
+            if (rtu_fd_ >= 0) modbus_close(rtu_ctx_);
+            modbus_free(rtu_ctx_);
         }
     }
 
@@ -603,7 +791,246 @@ public:
         }
     }
 
+    // RTU mode: one device per slave id, all on one serial line.
+    bool start_rtu() {
+        unit_device_.fill(-1);
+        muted_unit_.fill(false);
+        for (int id : opts_.mute_slaves) muted_unit_[static_cast<std::size_t>(id)] = true;
+        devices_.resize(opts_.slaves.size());
+        for (std::size_t i = 0; i < opts_.slaves.size(); ++i) {
+            Device& d = devices_[i];
+            d.index = static_cast<int>(i);
+            d.unit = opts_.slaves[i];
+            unit_device_[static_cast<std::size_t>(d.unit)] = d.index;
+            d.rng.seed(opts_.seed * 1000003u + static_cast<std::uint32_t>(i) * 7919u + 1u);
+            d.map = modbus_mapping_new_start_address(0, kTableSize, 0, kTableSize, 0, kTableSize, 0, kTableSize);
+            if (!d.map) {
+                std::fprintf(stderr, "modbus_sim: modbus_mapping_new failed: %s\n", modbus_strerror(errno));
+                return false;
+            }
+            load_defaults(d.map);
+            for (const SetOp& op : opts_.sets) apply_set(d.map, op);
+        }
+        rtu_ctx_ = modbus_new_rtu(opts_.rtu_path.c_str(), opts_.baud, opts_.parity, opts_.data_bits, opts_.stop_bits);
+        if (!rtu_ctx_) {
+            std::fprintf(stderr, "modbus_sim: modbus_new_rtu(%s) failed: %s\n", opts_.rtu_path.c_str(),
+                         modbus_strerror(errno));
+            return false;
+        }
+        // Only used by modbus_reply as a sleep before flushing a malformed request.
+        modbus_set_response_timeout(rtu_ctx_, 0, kFlushSleepUs);
+        const int bits = 1 + opts_.data_bits + (opts_.parity == 'N' ? 0 : 1) + opts_.stop_bits;
+        const auto char_time = std::chrono::nanoseconds(1'000'000'000LL * bits / opts_.baud);
+        // A request without a fixed layout ends at the first silence of t3.5 (at least 5 ms,
+        // as a pty and the scheduler add jitter).
+        rtu_silence_ = std::max<std::chrono::nanoseconds>(char_time * 7 / 2, std::chrono::milliseconds(5));
+
+        std::string muted;
+        if (!opts_.mute_slaves.empty()) muted = ", muted " + format_id_list(opts_.mute_slaves);
+        std::fprintf(stderr, "modbus_sim: RTU %d %d%c%d on %s, slave(s) %s%s, turnaround %d ms%s\n", opts_.baud,
+                     opts_.data_bits, opts_.parity, opts_.stop_bits, opts_.rtu_path.c_str(),
+                     format_id_list(opts_.slaves).c_str(), muted.c_str(), opts_.turnaround_ms,
+                     opts_.dynamic ? " (dynamic)" : "");
+        return open_rtu();  // the first open must work: a wrong path fails fast
+    }
+
+    void run_rtu() {
+        using clock = std::chrono::steady_clock;
+        sigset_t wait_mask;
+        sigprocmask(SIG_SETMASK, nullptr, &wait_mask);
+        for (int s : {SIGINT, SIGTERM, SIGUSR1, SIGUSR2}) sigdelset(&wait_mask, s);
+        wait_mask_ = wait_mask;
+
+        auto next_tick = clock::now() + std::chrono::seconds(1);
+        bool open_failure_logged = false;
+        bool muted = false;
+        std::uint8_t buf[512];
+
+        while (!g_stop) {
+            auto now = clock::now();
+            if (opts_.dynamic && now >= next_tick) {
+                for (Device& d : devices_) dynamic_step(d);
+                next_tick += std::chrono::seconds(1);
+                if (next_tick <= now) next_tick = now + std::chrono::seconds(1);
+            }
+            if (rtu_fd_ < 0 && now >= next_open_) {
+                if (open_rtu(!open_failure_logged)) {
+                    open_failure_logged = false;
+                } else {
+                    open_failure_logged = true;
+                    next_open_ = now + kReopenInterval;
+                }
+            }
+
+            pollfd pfd{rtu_fd_, POLLIN, 0};
+            auto wait = std::chrono::nanoseconds(std::chrono::milliseconds(100));
+            auto clamp_to = [&](clock::time_point t) {
+                wait = std::clamp(std::chrono::duration_cast<std::chrono::nanoseconds>(t - now),
+                                  std::chrono::nanoseconds(0), wait);
+            };
+            if (opts_.dynamic) clamp_to(next_tick + std::chrono::milliseconds(1));
+            if (rtu_fd_ < 0) clamp_to(next_open_);
+            if (!rx_.empty()) clamp_to(rx_last_ + pending_timeout());
+            timespec ts{static_cast<time_t>(wait.count() / 1000000000), static_cast<long>(wait.count() % 1000000000)};
+            int n = ppoll(&pfd, rtu_fd_ >= 0 ? 1 : 0, &ts, &wait_mask);
+            // As in TCP mode: let a signal sent just before a request in now.
+            sigset_t saved;
+            sigprocmask(SIG_SETMASK, &wait_mask, &saved);
+            sigprocmask(SIG_SETMASK, &saved, nullptr);
+
+            if (g_stop) break;
+            if (static_cast<bool>(g_mute) != muted) {
+                muted = g_mute != 0;
+                std::fprintf(stderr, "modbus_sim: %s\n",
+                             muted ? "muted (SIGUSR1): requests are read but not answered"
+                                   : "unmuted (SIGUSR2): answering again");
+            }
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                std::fprintf(stderr, "modbus_sim: ppoll: %s\n", std::strerror(errno));
+                break;
+            }
+            if (n > 0 && rtu_fd_ >= 0) {
+                if (pfd.revents & (POLLHUP | POLLERR | POLLNVAL)) {
+                    close_rtu("hangup");
+                    continue;
+                }
+                // A raw tty with VMIN = VTIME = 0 returns 0 when nothing is left.
+                const ssize_t got = read(rtu_fd_, buf, sizeof buf);
+                if (got < 0 && errno != EAGAIN && errno != EINTR) {
+                    close_rtu(std::strerror(errno));
+                    continue;
+                }
+                if (got > 0) {
+                    rx_.insert(rx_.end(), buf, buf + got);
+                    rx_last_ = clock::now();
+                }
+            }
+            if (rtu_fd_ >= 0) process_rx();
+            if (rtu_fd_ >= 0 && !rx_.empty() && clock::now() - rx_last_ >= pending_timeout()) {
+                if (rtu_request_length(rx_.data(), rx_.size()) < 0) {
+                    // A request without a fixed layout, complete after the silence.
+                    handle_rtu_frame(rx_.data(), rx_.size());
+                } else if (opts_.verbose) {
+                    std::fprintf(stderr, "modbus_sim: rtu: discarding %zu bytes of an incomplete request\n",
+                                 rx_.size());
+                }
+                rx_.clear();
+            }
+        }
+    }
+
 private:
+    // Opens the serial line; returns false (logging why, if log_failure) when it cannot.
+    bool open_rtu(bool log_failure = true) {
+        if (modbus_connect(rtu_ctx_) != 0) {
+            if (log_failure)
+                std::fprintf(stderr, "modbus_sim: cannot open %s: %s%s\n", opts_.rtu_path.c_str(),
+                             modbus_strerror(errno), rtu_fd_ == -2 ? "; retrying every 200 ms" : "");
+            return false;
+        }
+        rtu_fd_ = modbus_get_socket(rtu_ctx_);
+        // Bytes sent while nobody listened are not ours to answer: a device that was away
+        // never saw them, and the master gave up on them long ago.
+        tcflush(rtu_fd_, TCIFLUSH);
+        rx_.clear();
+        std::fprintf(stderr, "modbus_sim: serving slave(s) %s on %s\n", format_id_list(opts_.slaves).c_str(),
+                     opts_.rtu_path.c_str());
+        return true;
+    }
+
+    // Closes a failed line; the main loop reopens it after kReopenInterval.
+    void close_rtu(const char* why) {
+        std::fprintf(stderr, "modbus_sim: lost %s (%s); reopening every 200 ms\n", opts_.rtu_path.c_str(), why);
+        modbus_close(rtu_ctx_);
+        rtu_fd_ = -2;  // closed after having been open: open failures say that we retry
+        rx_.clear();
+        next_open_ = std::chrono::steady_clock::now() + kReopenInterval;
+    }
+
+    std::chrono::nanoseconds pending_timeout() const {
+        return rtu_request_length(rx_.data(), rx_.size()) < 0 ? rtu_silence_
+                                                              : std::chrono::nanoseconds(kRtuStallTimeout);
+    }
+
+    // Serves every complete request in rx_.
+    void process_rx() {
+        while (!rx_.empty() && rtu_fd_ >= 0) {
+            const int len = rtu_request_length(rx_.data(), rx_.size());
+            if (len <= 0) return;  // need more bytes, or wait for the silence
+            if (len > MODBUS_RTU_MAX_ADU_LENGTH) {
+                if (opts_.verbose)
+                    std::fprintf(stderr, "modbus_sim: rtu: discarding an oversized request (%d bytes)\n", len);
+                rx_.clear();
+                return;
+            }
+            if (rx_.size() < static_cast<std::size_t>(len)) return;
+            if (!handle_rtu_frame(rx_.data(), static_cast<std::size_t>(len))) {
+                rx_.clear();  // bad CRC: drop everything and resync on the next request
+                return;
+            }
+            rx_.erase(rx_.begin(), rx_.begin() + len);
+        }
+    }
+
+    // Sleeps until t; returns early on SIGTERM/SIGINT. The signals are let in meanwhile.
+    void sleep_until_or_stop(std::chrono::steady_clock::time_point t) {
+        while (!g_stop) {
+            auto left = t - std::chrono::steady_clock::now();
+            if (left <= std::chrono::nanoseconds(0)) return;
+            auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+            timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+            ppoll(nullptr, 0, &ts, &wait_mask_);
+        }
+    }
+
+    // Answers one complete request frame. False = bad CRC.
+    bool handle_rtu_frame(const std::uint8_t* req, std::size_t len) {
+        if (!rtu_crc_ok(req, len)) {
+            if (opts_.verbose)
+                std::fprintf(stderr, "modbus_sim: rtu: discarding %zu bytes with a bad CRC\n", len);
+            return false;
+        }
+        const int ilen = static_cast<int>(len);
+        const int unit = req[0];
+        const bool muted = g_mute != 0;
+        if (unit == MODBUS_BROADCAST_ADDRESS) {
+            // Every (unmuted) device applies a broadcast write; nobody answers it.
+            if (opts_.verbose)
+                std::fprintf(stderr, "modbus_sim: rtu:%s (broadcast%s)\n", describe_request(req, ilen, 1).c_str(),
+                             muted ? ", muted: ignored" : ", no reply");
+            if (muted) return true;
+            for (Device& d : devices_) {
+                if (muted_unit_[static_cast<std::size_t>(d.unit)]) continue;
+                modbus_reply(rtu_ctx_, req, ilen, d.map);
+            }
+            return true;
+        }
+        const int idx = unit <= kMaxSlaveId ? unit_device_[static_cast<std::size_t>(unit)] : -1;
+        const bool unit_muted = idx >= 0 && muted_unit_[static_cast<std::size_t>(unit)];
+        if (opts_.verbose)
+            std::fprintf(stderr, "modbus_sim: rtu:%s%s\n", describe_request(req, ilen, 1).c_str(),
+                         idx < 0        ? " (not ours, ignored)"
+                         : unit_muted   ? " (muted slave, no reply)"
+                         : muted        ? " (muted, no reply)"
+                                        : "");
+        if (idx < 0 || unit_muted || muted) return true;
+        if (opts_.turnaround_ms > 0) {
+            sleep_until_or_stop(rx_last_ + std::chrono::milliseconds(opts_.turnaround_ms));
+            if (g_stop || g_mute) return true;  // muted or stopped while "processing"
+        }
+        Device& d = devices_[static_cast<std::size_t>(idx)];
+        bump_counters(d, req, ilen, 1);
+        modbus_set_slave(rtu_ctx_, unit);
+        if (modbus_reply(rtu_ctx_, req, ilen, d.map) < 0) {
+            const int err = errno;
+            if (opts_.verbose)
+                std::fprintf(stderr, "modbus_sim: rtu: reply to unit %d failed: %s\n", unit, modbus_strerror(err));
+            if (err == EIO || err == EBADF || err == ENXIO || err == ENODEV) close_rtu(modbus_strerror(err));
+        }
+        return true;
+    }
+
     bool write_port_file() {
         const std::string tmp = opts_.port_file + ".tmp";
         FILE* f = std::fopen(tmp.c_str(), "w");
@@ -703,28 +1130,7 @@ private:
     void log_request(const Device& d, int fd, const std::uint8_t* req, int len, int hdr, bool muted) {
         std::string line = "modbus_sim: device " + std::to_string(d.index) + " (port " + std::to_string(d.port) +
                            ") fd " + std::to_string(fd) + ":";
-        if (len <= hdr) {
-            line += " short request";
-        } else {
-            const int fc = req[hdr];
-            char buf[96];
-            std::snprintf(buf, sizeof buf, " unit %d fc 0x%02X %s", req[hdr - 1], fc, fc_name(fc));
-            line += buf;
-            if (len >= hdr + 5) {
-                const int a = be16(req + hdr + 1);
-                const int b = be16(req + hdr + 3);
-                if (fc == 0x05 || fc == 0x06)
-                    std::snprintf(buf, sizeof buf, " addr %d value %d", a, b);
-                else
-                    std::snprintf(buf, sizeof buf, " addr %d count %d", a, b);
-                line += buf;
-                if (fc == 0x17 && len >= hdr + 9) {
-                    std::snprintf(buf, sizeof buf, " write addr %d count %d", be16(req + hdr + 5),
-                                  be16(req + hdr + 7));
-                    line += buf;
-                }
-            }
-        }
+        line += describe_request(req, len, hdr);
         if (muted) line += " (muted, no reply)";
         std::fprintf(stderr, "%s\n", line.c_str());
     }
@@ -756,6 +1162,16 @@ private:
 
     Options opts_;
     std::vector<Device> devices_;
+    // RTU mode
+    modbus_t* rtu_ctx_ = nullptr;
+    int rtu_fd_ = -1;  // -1: never opened, -2: lost and being reopened, else the tty
+    std::array<int, kMaxSlaveId + 1> unit_device_{};  // unit id -> device index, -1 = not ours
+    std::array<bool, kMaxSlaveId + 1> muted_unit_{};
+    std::vector<std::uint8_t> rx_;  // bytes of the request being received
+    std::chrono::steady_clock::time_point rx_last_{};  // when the last of them arrived
+    std::chrono::nanoseconds rtu_silence_{};
+    std::chrono::steady_clock::time_point next_open_{};  // when to retry opening a lost line
+    sigset_t wait_mask_{};
 };
 
 void raise_fd_limit() {
@@ -792,9 +1208,15 @@ int main(int argc, char** argv) {
     Options opts = parse_args(argc, argv);
     install_signals();
     raise_fd_limit();
+    const bool rtu = !opts.rtu_path.empty();
     Simulator sim(std::move(opts));
-    if (!sim.start()) return 1;
-    sim.run();
+    if (rtu) {
+        if (!sim.start_rtu()) return 1;
+        sim.run_rtu();
+    } else {
+        if (!sim.start()) return 1;
+        sim.run();
+    }
     std::fprintf(stderr, "modbus_sim: exiting\n");
     return 0;
 }
