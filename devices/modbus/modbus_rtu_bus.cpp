@@ -13,7 +13,10 @@ using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
 // Errors that mean the port itself is gone, not that a device is silent.
-bool PortLost(int err) { return err == EIO || err == EBADF || err == ENXIO || err == ENODEV; }
+bool PortLost(int err) {
+  // ECONNRESET: libmodbus reports a tty hangup (read() == 0) that way.
+  return err == EIO || err == EBADF || err == ENXIO || err == ENODEV || err == ECONNRESET;
+}
 
 }  // namespace
 

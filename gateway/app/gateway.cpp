@@ -268,14 +268,25 @@ Status Gateway::Reload(settings::Config next) {
 }
 
 void Gateway::Stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  auto t0 = std::chrono::steady_clock::now();
+  auto ms = [&] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  };
   StopAdapters();
+  spdlog::debug("stop: adapters stopped after {} ms", ms());
   if (outbox_) {
     Status st = outbox_->Flush(std::chrono::milliseconds(5000));
     if (!st.ok()) spdlog::error("outbox: flush on stop: {}", st.ToString());
+    spdlog::debug("stop: outbox flushed after {} ms", ms());
   }
   if (forwarder_) {
     forwarder_->Stop(std::chrono::milliseconds(cfg_.gateway.shutdown_drain_ms));
     forwarder_.reset();
+    auto left = outbox_ ? outbox_->Stats().pending_rows : 0;
+    spdlog::info("stop: link closed after {} ms; {} records stay in the outbox for the next start",
+                 ms(), left);
   }
 }
 

@@ -38,6 +38,7 @@ class Gateway {
 
   settings::Config cfg_;
   int64_t started_ms_ = 0;
+  bool stopped_ = false;
   std::unique_ptr<store::Outbox> outbox_;
   std::unique_ptr<pipeline::Pipeline> pipeline_;
   std::unique_ptr<pipeline::Forwarder> forwarder_;

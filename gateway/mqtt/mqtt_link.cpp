@@ -171,6 +171,18 @@ Status MqttLink::PublishResponse(const std::string& topic, const std::string& pa
   }
 }
 
+Status MqttLink::PublishAndWait(const std::string& topic, const std::string& payload, bool retain,
+                                std::chrono::milliseconds timeout) {
+  if (!impl_->is_connected) return Unavailable("not connected");
+  try {
+    auto tok = impl_->client->publish(::mqtt::make_message(topic, payload, 1, retain));
+    if (!tok->wait_for(timeout)) return Status(Code::kDeadline, "no PUBACK in time");
+    return Status::Ok();
+  } catch (const ::mqtt::exception& e) {
+    return Unavailable(std::string("publish: ") + e.what());
+  }
+}
+
 Status MqttLink::Subscribe(const std::string& filter) {
   try {
     impl_->client->subscribe(filter, 1);

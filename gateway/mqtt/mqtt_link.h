@@ -62,6 +62,9 @@ class MqttLink {
   // A command response: QoS 1, not retained, with the request's correlation data.
   Status PublishResponse(const std::string& topic, const std::string& payload,
                          const std::string& correlation_data, uint64_t token);
+  // Publishes (QoS 1) and waits for the PUBACK, for the goodbye status before disconnecting.
+  Status PublishAndWait(const std::string& topic, const std::string& payload, bool retain,
+                        std::chrono::milliseconds timeout);
   Status Subscribe(const std::string& filter);
   // Clean disconnect (no will): waits up to `timeout`.
   void Disconnect(std::chrono::milliseconds timeout);

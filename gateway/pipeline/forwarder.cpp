@@ -239,8 +239,10 @@ void Forwarder::Stop(milliseconds drain) {
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
   if (link_->connected()) {
-    PublishStatus(false);  // a clean disconnect sends no will, so say goodbye ourselves
-    link_->Disconnect(milliseconds(1000));
+    // A clean disconnect sends no will, so say goodbye ourselves and wait for its PUBACK.
+    if (opt_.status_payload && !opt_.status_topic.empty())
+      (void)link_->PublishAndWait(opt_.status_topic, opt_.status_payload(false), true, milliseconds(1000));
+    link_->Disconnect(milliseconds(100));
   }
 }
 

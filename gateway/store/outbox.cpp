@@ -463,7 +463,9 @@ void Outbox::Impl::WriterLoop() {
         writer_cv.wait_until(lk, first_delete_at + std::chrono::milliseconds(50), has_work);
         if (!has_work()) continue;
       } else {
-        writer_cv.wait(lk, has_work);
+        // A first delete must wake us too, to start its 50 ms clock.
+        writer_cv.wait(lk, [&] { return has_work() || !to_delete.empty(); });
+        if (!has_work()) continue;
       }
       if (stop && queue.empty() && to_delete.empty() && to_poison.empty()) break;
       if (opt.commit_linger.count() > 0 && !stop && queue.size() < opt.commit_max_rows)

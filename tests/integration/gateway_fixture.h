@@ -122,7 +122,7 @@ address = 0
 
   std::string BaseConfig(const std::string& mqtt_extra = "", const std::string& url = "") const {
     return "[gateway]\nid = \"gw-test\"\nsite = \"houpu\"\ndata_dir = \"" + path("data") +
-           "\"\nstatus_interval_s = 5\nshutdown_drain_ms = 3000\n\n[mqtt]\nurl = \"" +
+           "\"\nstatus_interval_s = 5\nshutdown_drain_ms = 3000\nlog_level = \"debug\"\n\n[mqtt]\nurl = \"" +
            (url.empty() ? broker->url() : url) +
            "\"\nreconnect_min_ms = 100\nreconnect_max_ms = 1000\n" + mqtt_extra + "\n";
   }
@@ -163,6 +163,12 @@ address = 0
           return Unique(msgs, "/devices/" + device + "/telemetry").size() >= n;
         },
         timeout);
+  }
+
+  // Counter values of one device arrive without gaps and in order.
+  void ExpectContiguousReads(const std::string& device) const {
+    auto reads = Reads(device);
+    for (size_t i = 1; i < reads.size(); ++i) EXPECT_EQ(reads[i], reads[i - 1] + 1) << device << " at " << i;
   }
 
   void TearDown() override {
