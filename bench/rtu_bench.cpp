@@ -1,0 +1,129 @@
+// RS-485 bus efficiency (research/perf.md S1): 10 slaves, FC03 reading 10 registers each,
+// back-to-back on one line at 9600 8E1 and 19200 8E1. The line is a pty pair that paces every
+// byte at the baud rate (tests/harness PtyBridge) and the simulator answers 5 ms after each
+// request, so the physical ceiling is 19.7 and 35.8 transactions/s (perf.md b.1). Sanigate's
+// bus worker (ModbusRtuBus) is measured against that ceiling and against mbpoll polling the
+// same slaves on the same line, when mbpoll is installed. Prints figures; asserts nothing.
+// Usage: rtu_bench [seconds=10]
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "harness/process.h"
+#include "harness/pty_bridge.h"
+#include "harness/temp_dir.h"
+#include "modbus/modbus_rtu_bus.h"
+
+using namespace sanigate;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct CountingSink : RecordSink {
+  std::atomic<uint64_t> readings{0};
+  void Emit(Record r) override {
+    if (r.type == RecordType::kReading) readings++;
+  }
+};
+
+test::Process StartSim(const std::string& tty, int baud, const std::string& dir) {
+  auto sim = test::Process::Start({MODBUS_SIM_BIN, "--rtu", tty, "--baud", std::to_string(baud),
+                                   "--slaves", "1-10", "--turnaround-ms", "5"},
+                                  {.stderr_path = dir + "/sim.err"});
+  auto until = Clock::now() + 10s;
+  while (test::ReadFile(dir + "/sim.err").find("serving") == std::string::npos && Clock::now() < until)
+    std::this_thread::sleep_for(20ms);
+  return sim;
+}
+
+double RunSanigate(int baud, int seconds, const std::string& dir) {
+  test::PtyBridge line(test::PtyBridgeOptions{.baud = baud, .bits_per_char = 11});
+  auto sim = StartSim(line.link_b(), baud, dir);
+  dev::modbus::BusConfig bus;
+  bus.name = "bench";
+  bus.port = line.link_a();
+  bus.baud = baud;
+  for (int unit = 1; unit <= 10; ++unit) {
+    dev::modbus::DeviceConfig d;
+    d.id = "slave-" + std::to_string(unit);
+    d.unit_id = unit;
+    d.interval_ms = 50;  // always overdue: the line runs back to back
+    d.timeout_ms = 200;
+    for (uint16_t r = 0; r < 10; ++r) {
+      dev::modbus::PointConfig p;
+      p.metric = "r" + std::to_string(r);
+      p.address = r;
+      d.points.push_back(p);
+    }
+    bus.devices.push_back(d);
+  }
+  CountingSink sink;
+  dev::modbus::ModbusRtuBus worker(bus, dev::modbus::PlanLimits{});
+  worker.Start(sink);
+  std::this_thread::sleep_for(2s);  // warm-up
+  uint64_t r0 = worker.Health().requests;
+  auto t0 = Clock::now();
+  std::this_thread::sleep_for(std::chrono::seconds(seconds));
+  uint64_t r1 = worker.Health().requests;
+  double s = std::chrono::duration<double>(Clock::now() - t0).count();
+  auto h = worker.Health();
+  worker.Stop();
+  if (h.timeouts + h.errors > 0)
+    std::printf("  (sanigate saw %llu timeouts, %llu errors)\n",
+                static_cast<unsigned long long>(h.timeouts), static_cast<unsigned long long>(h.errors));
+  return static_cast<double>(r1 - r0) / s;
+}
+
+double RunMbpoll(int baud, int seconds, const std::string& dir) {
+  test::PtyBridge line(test::PtyBridgeOptions{.baud = baud, .bits_per_char = 11});
+  auto sim = StartSim(line.link_b(), baud, dir);
+  std::string out = dir + "/mbpoll.out";
+  auto mb = test::Process::Start({"mbpoll", "-m", "rtu", "-b", std::to_string(baud), "-P", "even",
+                                  "-a", "1:10", "-r", "1", "-c", "10", "-t", "4", "-l", "10", "-o",
+                                  "0.2", line.link_a()},
+                                 {.stdout_path = out, .stderr_path = dir + "/mbpoll.err"});
+  std::this_thread::sleep_for(2s);
+  auto count = [&] {
+    std::ifstream in(out);
+    std::string l;
+    uint64_t n = 0;
+    while (std::getline(in, l))
+      if (l.rfind("[1]:", 0) == 0) n++;  // one answered request prints its first register
+    return n;
+  };
+  uint64_t c0 = count();
+  auto t0 = Clock::now();
+  std::this_thread::sleep_for(std::chrono::seconds(seconds));
+  uint64_t c1 = count();
+  double s = std::chrono::duration<double>(Clock::now() - t0).count();
+  mb.Stop(2s);
+  return static_cast<double>(c1 - c0) / s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int seconds = argc > 1 ? std::stoi(argv[1]) : 10;
+  spdlog::set_level(spdlog::level::warn);
+  test::TempDir dir;
+  bool have_mbpoll = std::system("command -v mbpoll > /dev/null") == 0;
+  std::printf("rtu_bench: 10 slaves x FC03 10 registers, 5 ms slave turnaround, %d s per run\n", seconds);
+  for (auto [baud, ceiling] : {std::pair{9600, 19.7}, std::pair{19200, 35.8}}) {
+    double ours = RunSanigate(baud, seconds, dir.path().string());
+    std::printf("  %5d 8E1: sanigate %.1f tx/s = %.0f%% of the %.1f tx/s ceiling", baud, ours,
+                100 * ours / ceiling, ceiling);
+    if (have_mbpoll) {
+      double ref = RunMbpoll(baud, seconds, dir.path().string());
+      std::printf("; mbpoll %.1f tx/s; ratio %.2f", ref, ours / ref);
+    }
+    std::printf("\n");
+  }
+  if (!have_mbpoll) std::printf("  (apt-get install mbpoll for the reference run)\n");
+  return 0;
+}
