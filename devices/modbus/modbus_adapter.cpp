@@ -57,6 +57,8 @@ RulesByDevice ModbusAdapter::Rules() const {
   auto add = [&](const DeviceConfig& d) {
     DeviceRules r;
     r.overflow = d.overflow;
+    r.fill = d.fill;
+    r.events = d.events;
     for (const auto& p : d.points)
       if (p.rule.deadband) r.metrics[p.metric] = p.rule;
     rules[d.id] = std::move(r);

@@ -158,6 +158,42 @@ void ParseDevice(settings::Node& n, DeviceConfig& d, bool serial) {
     }
     d.points.push_back(std::move(p));
   }
+  if (auto fn = n.Table("fill")) {
+    FillRule f;
+    f.from_metric = fn->String("from", f.from_metric);
+    f.empty_distance = fn->Double("empty", f.empty_distance, 0, 1e9);
+    f.full_distance = fn->Double("full", f.full_distance, 0, 1e9);
+    f.metric = fn->String("metric", f.metric);
+    if (f.full_distance >= f.empty_distance)
+      fn->Problem("full", "must be below empty (the sensor looks down: a full bin is closer)");
+    if (!seen.count(f.from_metric))
+      fn->Problem("from", "metric \"" + f.from_metric + "\" is not one of this device's points");
+    fn->Finish();
+    seen.emplace(f.metric, fn->path());
+    d.fill = f;
+  }
+  for (auto& en : n.TableArray("events")) {
+    EventRule e;
+    if (auto ev = en.RequiredString("event")) {
+      e.event = *ev;
+      if (!IsMetricName(e.event)) en.Problem("event", "\"" + e.event + "\" is not an event name (^[a-z][a-z0-9_]*$)");
+    }
+    if (auto m = en.RequiredString("metric")) {
+      e.metric = *m;
+      if (!seen.count(e.metric)) en.Problem("metric", "\"" + e.metric + "\" is not one of this device's metrics");
+    }
+    e.active_at = en.OptionalDouble("active_at", -1e15, 1e15);
+    e.clear_at = en.OptionalDouble("clear_at", -1e15, 1e15);
+    e.below = en.Bool("below", false);
+    std::string sev = en.OneOf("severity", "warning", {"info", "warning", "critical"});
+    e.severity = sev == "info" ? Severity::kInfo : sev == "critical" ? Severity::kCritical : Severity::kWarning;
+    if (e.clear_at && !e.active_at) en.Problem("clear_at", "needs active_at (a bool metric has no threshold)");
+    if (e.active_at && e.clear_at && (e.below ? *e.clear_at < *e.active_at : *e.clear_at > *e.active_at))
+      en.Problem("clear_at", e.below ? "must not be below active_at when below = true"
+                                     : "must not be above active_at");
+    en.Finish();
+    d.events.push_back(std::move(e));
+  }
   std::map<std::string, std::string> commands;
   for (auto& cn : n.TableArray("commands")) {
     CommandConfig c;

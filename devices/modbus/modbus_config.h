@@ -64,6 +64,8 @@ struct DeviceConfig {
   int offline_after = 3;  // consecutive failed polls before the device is marked offline
   std::optional<Location> location;
   std::optional<OverflowRule> overflow;
+  std::optional<FillRule> fill;
+  std::vector<EventRule> events;
   std::vector<PointConfig> points;
   std::vector<CommandConfig> commands;
 };

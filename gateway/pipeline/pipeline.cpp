@@ -1,5 +1,6 @@
 #include "pipeline/pipeline.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace sanigate::pipeline {
@@ -38,6 +39,47 @@ void Pipeline::Process(Record& r, std::vector<Record>& out) {
   auto rit = rules_.find(r.device);
   const DeviceRules* rules = rit == rules_.end() ? nullptr : &rit->second;
   DeviceState& st = state_[r.device];
+
+  // Derived fill level, before anything that may use it.
+  if (rules && rules->fill && !r.FindMetric(rules->fill->metric)) {
+    const FillRule& f = *rules->fill;
+    if (const Metric* d = r.FindMetric(f.from_metric)) {
+      if (auto dist = AsNumber(d->value); dist && f.empty_distance != f.full_distance) {
+        double pct = (f.empty_distance - *dist) / (f.empty_distance - f.full_distance) * 100.0;
+        pct = std::round(std::clamp(pct, 0.0, 100.0) * 10) / 10;
+        r.metrics.push_back({f.metric, pct});
+      }
+    }
+  }
+
+  // State events with hysteresis, from the unfiltered values.
+  if (rules) {
+    for (const EventRule& ev : rules->events) {
+      const Metric* m = r.FindMetric(ev.metric);
+      if (!m) continue;
+      // Keyed by event and metric: fire from smoke and fire from temperature are separate states.
+      bool& active = st.events_active[ev.event + "/" + ev.metric];
+      bool to_active = false, to_clear = false;
+      if (!ev.active_at) {
+        const bool* b = std::get_if<bool>(&m->value);
+        if (!b) continue;
+        to_active = !active && *b;
+        to_clear = active && !*b;
+      } else if (auto v = AsNumber(m->value)) {
+        double clear = ev.clear_at.value_or(*ev.active_at);
+        to_active = !active && (ev.below ? *v <= *ev.active_at : *v >= *ev.active_at);
+        to_clear = active && (ev.below ? *v > clear : *v < clear);
+      }
+      if (!to_active && !to_clear) continue;
+      active = to_active;
+      Record e = MakeEvent(r.device, r.kind, r.protocol, r.ts_ms, ev.event,
+                           to_active ? EventState::kActive : EventState::kCleared, ev.severity);
+      e.metrics.push_back(*m);
+      e.location = r.location;
+      e.source_extra = r.source_extra;
+      out.push_back(std::move(e));
+    }
+  }
 
   // Overflow with hysteresis, from the unfiltered value.
   if (rules && rules->overflow) {

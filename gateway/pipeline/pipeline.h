@@ -46,6 +46,7 @@ class Pipeline : public RecordSink {
   struct DeviceState {
     std::unordered_map<std::string, MetricState> metrics;
     bool overflow_active = false;
+    std::unordered_map<std::string, bool> events_active;  // by "event/metric"
   };
 
   // Filters a reading in place and appends derived events. Caller holds mu_.

@@ -311,3 +311,75 @@ TEST_F(PipelineTest, StatusAndEventsPassThroughUntouched) {
 
 }  // namespace
 }  // namespace sanigate::pipeline
+
+namespace sanigate::pipeline {
+namespace {
+
+// Derived fill level and state events (fire, door_open, low_battery) from the device rules.
+class DerivedTest : public PipelineTest {
+ protected:
+  // Emits one reading and returns "event:state" for every event raised, plus the published
+  // reading's metrics.
+  std::pair<std::vector<std::string>, nlohmann::json> Step(int64_t dt, std::vector<Metric> metrics) {
+    pipeline_->Emit(Reading(dt, std::move(metrics)));
+    std::vector<std::string> events;
+    nlohmann::json reading;
+    for (const auto& o : Drain()) {
+      if (o.topic.ends_with("/event"))
+        events.push_back(o.body.value("event", "") + ":" + o.body.value("state", "") + ":" +
+                         o.body.value("severity", ""));
+      else if (o.topic.ends_with("/telemetry"))
+        reading = o.body["metrics"];
+    }
+    return {events, reading};
+  }
+};
+
+TEST_F(DerivedTest, FillLevelComesFromTheDistanceAndTheBinDepth) {
+  DeviceRules rules;
+  rules.fill = FillRule{"distance_mm", 1000, 100, "fill_level_pct"};
+  rules.overflow = OverflowRule{"fill_level_pct", 90, 80};
+  SetRules(rules);
+  auto [e1, r1] = Step(0, {{"distance_mm", int64_t{1000}}});
+  EXPECT_EQ(r1["fill_level_pct"], 0.0);
+  auto [e2, r2] = Step(1000, {{"distance_mm", int64_t{550}}});
+  EXPECT_EQ(r2["fill_level_pct"], 50.0);
+  EXPECT_TRUE(e2.empty());
+  auto [e3, r3] = Step(2000, {{"distance_mm", int64_t{150}}});  // 94.4 %: overflow
+  EXPECT_EQ(r3["fill_level_pct"], 94.4);
+  EXPECT_EQ(e3, (std::vector<std::string>{"overflow:active:warning"}));
+  auto [e4, r4] = Step(3000, {{"distance_mm", int64_t{50}}});  // inside the blind zone
+  EXPECT_EQ(r4["fill_level_pct"], 100.0) << "clamped";
+  auto [e5, r5] = Step(4000, {{"distance_mm", int64_t{2000}}});  // beyond the bottom
+  EXPECT_EQ(r5["fill_level_pct"], 0.0) << "clamped";
+  EXPECT_EQ(e5, (std::vector<std::string>{"overflow:cleared:warning"}));
+}
+
+TEST_F(DerivedTest, FireFromTemperatureHasHysteresisAndIsCritical) {
+  DeviceRules rules;
+  rules.events.push_back(EventRule{"fire", "temperature_c", 60.0, 50.0, false, Severity::kCritical});
+  SetRules(rules);
+  EXPECT_TRUE(Step(0, {{"temperature_c", 45.0}}).first.empty());
+  EXPECT_EQ(Step(1000, {{"temperature_c", 61.0}}).first,
+            (std::vector<std::string>{"fire:active:critical"}));
+  EXPECT_TRUE(Step(2000, {{"temperature_c", 55.0}}).first.empty()) << "between the levels";
+  EXPECT_EQ(Step(3000, {{"temperature_c", 49.0}}).first,
+            (std::vector<std::string>{"fire:cleared:critical"}));
+}
+
+TEST_F(DerivedTest, DoorOpenFollowsABoolAndLowBatteryFiresBelowItsLevel) {
+  DeviceRules rules;
+  rules.events.push_back(EventRule{"door_open", "door_open", std::nullopt, std::nullopt, false, Severity::kInfo});
+  rules.events.push_back(EventRule{"low_battery", "battery_pct", 15.0, 20.0, true, Severity::kWarning});
+  SetRules(rules);
+  EXPECT_TRUE(Step(0, {{"door_open", false}, {"battery_pct", 50.0}}).first.empty());
+  EXPECT_EQ(Step(1000, {{"door_open", true}, {"battery_pct", 15.0}}).first,
+            (std::vector<std::string>{"door_open:active:info", "low_battery:active:warning"}));
+  EXPECT_EQ(Step(2000, {{"door_open", false}, {"battery_pct", 18.0}}).first,
+            (std::vector<std::string>{"door_open:cleared:info"}));
+  EXPECT_EQ(Step(3000, {{"door_open", false}, {"battery_pct", 21.0}}).first,
+            (std::vector<std::string>{"low_battery:cleared:warning"}));
+}
+
+}  // namespace
+}  // namespace sanigate::pipeline
