@@ -21,13 +21,22 @@
 
 namespace sanigate::dev {
 
+// Per-device request counters, for the gateway status (where field technicians look first).
+struct DeviceCounters {
+  std::string id;
+  bool online = false;
+  uint64_t requests = 0, timeouts = 0, exceptions = 0, errors = 0;
+  double last_latency_ms = 0, max_latency_ms = 0;
+};
+
 struct AdapterHealth {
   std::string state = "starting";  // starting, running, degraded (some devices offline), stopped, failed
   uint32_t devices = 0;
   uint32_t online = 0;
   uint64_t errors = 0;   // failed requests since start
-  uint64_t polls = 0;    // successful requests since start
+  uint64_t polls = 0;    // requests since start
   std::string last_error;
+  std::vector<DeviceCounters> per_device;
 };
 
 // A command from `.../devices/{device}/cmd/{name}` (e.g. uv_lamp on). The adapter answers

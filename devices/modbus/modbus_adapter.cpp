@@ -40,6 +40,7 @@ AdapterHealth ModbusAdapter::Health() const {
     h.polls += bh.requests;
     degraded |= !bh.port_open || bh.online < bh.devices;
     if (!bh.last_error.empty()) h.last_error = b->config().name + ": " + bh.last_error;
+    h.per_device.insert(h.per_device.end(), bh.per_device.begin(), bh.per_device.end());
   }
   if (h.state == "running" && degraded) h.state = "degraded";
   return h;

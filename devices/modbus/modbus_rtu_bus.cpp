@@ -172,8 +172,12 @@ void ModbusRtuBus::Run() {
       std::lock_guard g(mu_);
       health_.online = 0;
       health_.requests = health_.timeouts = health_.exceptions = health_.errors = 0;
+      health_.per_device.clear();
       for (const auto& x : devices_) {
         const auto& c = x->poller.counters();
+        health_.per_device.push_back({x->poller.config().id, x->poller.online(), c.requests,
+                                      c.timeouts, c.exceptions, c.errors, c.last_latency_ms,
+                                      c.max_latency_ms});
         health_.online += x->poller.online() ? 1 : 0;
         health_.requests += c.requests;
         health_.timeouts += c.timeouts;

@@ -27,6 +27,7 @@ struct BusHealth {
   uint32_t devices = 0, online = 0;
   uint64_t requests = 0, timeouts = 0, exceptions = 0, errors = 0;
   std::string last_error;
+  std::vector<DeviceCounters> per_device;
 };
 
 class ModbusRtuBus {

@@ -221,6 +221,8 @@ AdapterHealth ModbusTcpAdapter::Health() const {
   bool any_announced = false;
   for (const auto& d : devices_) {
     const auto& c = d->counters;
+    h.per_device.push_back({d->poller.config().id, d->online, c.requests, c.timeouts, c.exceptions,
+                            c.errors, c.last_latency_ms, c.max_latency_ms});
     h.online += d->online ? 1 : 0;
     h.errors += c.timeouts + c.exceptions + c.errors;
     h.polls += c.requests;

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -145,9 +146,17 @@ std::string Gateway::StatusPayload(bool online) const {
     std::lock_guard lk(adapters_mu_);
     for (const auto& a : adapters_) {
       auto h = a->Health();
+      json per_device = json::object();
+      for (const auto& d : h.per_device)
+        per_device[d.id] = {{"online", d.online},         {"requests", d.requests},
+                            {"timeouts", d.timeouts},     {"exceptions", d.exceptions},
+                            {"errors", d.errors},
+                            {"latency_ms", std::round(d.last_latency_ms * 100) / 100},
+                            {"max_latency_ms", std::round(d.max_latency_ms * 100) / 100}};
       adapters[std::string(a->protocol())] = {{"state", h.state},   {"devices", h.devices},
                                                {"online", h.online}, {"errors", h.errors},
-                                               {"polls", h.polls}};
+                                               {"polls", h.polls},   {"per_device", per_device}};
+      if (!h.last_error.empty()) adapters[std::string(a->protocol())]["last_error"] = h.last_error;
     }
   }
   j["adapters"] = adapters;

@@ -225,6 +225,20 @@ TEST_F(GatewayTest, ADeadDeviceGoesOfflineWithoutDelayingOthersAndRecovers) {
   size_t during = Reads("room-08").size() - before;
   EXPECT_GE(during, 8u) << "healthy device slowed down by the dead one";
 
+  // The gateway status counts the timeouts per device (refreshed every 5 s in this config).
+  EXPECT_TRUE(capture->WaitFor(
+      [](const std::vector<Captured>& msgs) {
+        for (auto it = msgs.rbegin(); it != msgs.rend(); ++it) {
+          if (it->topic != "sanigate/v1/houpu/gateway/gw-test/status") continue;
+          auto j = json::parse(it->payload, nullptr, false);
+          auto dev = j["adapters"]["modbus"]["per_device"]["room-07"];
+          return dev.is_object() && dev["timeouts"].get<int>() >= 2 && dev["online"] == false &&
+                 j["adapters"]["modbus"]["per_device"]["room-08"]["timeouts"] == 0;
+        }
+        return false;
+      },
+      8s));
+
   sim.Signal(SIGUSR2);  // answers again
   ASSERT_TRUE(capture->WaitFor(
       [](const std::vector<Captured>& msgs) {
