@@ -2,6 +2,8 @@
 
 #include <any>
 #include <map>
+#include <filesystem>
+#include <memory>
 #include <regex>
 #include <sstream>
 
@@ -106,12 +108,25 @@ void ParseCommand(settings::Node& n, CommandConfig& c) {
   n.Finish();
 }
 
-void ParseDevice(settings::Node& n, DeviceConfig& d, bool serial) {
-  if (auto id = n.RequiredId("id")) d.id = *id;
-  d.kind = n.String("kind", d.kind);
-  if (!settings::IsValidId(d.kind) || d.kind.find_first_of(".-") != std::string::npos)
-    n.Problem("kind", "\"" + d.kind + "\" is not a valid kind (^[a-z0-9_]+$)");
-  if (serial) {
+// Identity and place: id, address on the line or host, location.
+void ParseIdentity(settings::Node& n, DeviceConfig& d, bool serial, bool unit_from_range) {
+  if (!unit_from_range) {
+    if (auto id = n.RequiredId("id")) d.id = *id;
+  } else if (auto id = n.RequiredString("id")) {
+    // A template: "bin-{unit}" must become a valid id once the unit id is put in.
+    std::string sample = *id;
+    auto at = sample.find("{unit}");
+    if (at != std::string::npos) sample.replace(at, 6, "1");
+    if (at == std::string::npos)
+      n.Problem("id", "with unit_ids the id must contain {unit}, e.g. \"bin-{unit}\"");
+    else if (!settings::IsValidId(sample))
+      n.Problem("id", "\"" + *id + "\" is not a valid id template (a-z 0-9 . _ - and {unit})");
+    else
+      d.id = *id;
+  }
+  if (unit_from_range) {
+    // unit_ids = "1-20" declares one device per id; each gets its own unit_id.
+  } else if (serial) {
     // On a shared line the unit id is the device's address: 1..247, no default.
     auto u = n.RequiredInt("unit_id", 1, 247);
     d.unit_id = u ? static_cast<int>(*u) : 0;  // 0: missing or invalid, already reported
@@ -123,19 +138,28 @@ void ParseDevice(settings::Node& n, DeviceConfig& d, bool serial) {
     d.port = static_cast<uint16_t>(n.Int("port", 502, 1, 65535));
     d.unit_id = static_cast<int>(n.Int("unit_id", 1, 0, 255));
   }
-  d.interval_ms = n.Int("interval_ms", d.interval_ms, 50, 86'400'000);
-  // Default: 500 ms, but always below the interval so one poll never overlaps the next.
-  d.timeout_ms = n.Int("timeout_ms", std::min<int64_t>(d.timeout_ms, d.interval_ms * 4 / 5), 10, 60'000);
-  if (d.timeout_ms >= d.interval_ms)
-    n.Problem("timeout_ms", std::to_string(d.timeout_ms) + " must be below interval_ms (" +
-                                std::to_string(d.interval_ms) + ")");
-  d.offline_after = static_cast<int>(n.Int("offline_after", 3, 1, 100));
   if (auto loc = n.Table("location")) {
     double lat = loc->Double("lat", 0, -90, 90), lon = loc->Double("lon", 0, -180, 180);
     if (!loc->Has("lat") || !loc->Has("lon")) loc->Problem("lat", "location needs lat and lon");
     d.location = Location{lat, lon};
     loc->Finish();
   }
+}
+
+// What a device is: kind, timing, points, derived values, events, commands. A profile file
+// holds exactly these keys; a device may add to its profile's and override single values.
+void ParseBody(settings::Node& n, DeviceConfig& d, std::map<std::string, std::string>& seen,
+               bool need_points) {
+  d.kind = n.String("kind", d.kind);
+  if (!settings::IsValidId(d.kind) || d.kind.find_first_of(".-") != std::string::npos)
+    n.Problem("kind", "\"" + d.kind + "\" is not a valid kind (^[a-z0-9_]+$)");
+  d.interval_ms = n.Int("interval_ms", d.interval_ms, 50, 86'400'000);
+  // Default: 500 ms, but always below the interval so one poll never overlaps the next.
+  d.timeout_ms = n.Int("timeout_ms", std::min<int64_t>(d.timeout_ms, d.interval_ms * 4 / 5), 10, 60'000);
+  if (d.timeout_ms >= d.interval_ms)
+    n.Problem("timeout_ms", std::to_string(d.timeout_ms) + " must be below interval_ms (" +
+                                std::to_string(d.interval_ms) + ")");
+  d.offline_after = static_cast<int>(n.Int("offline_after", d.offline_after, 1, 100));
   if (auto ov = n.Table("overflow")) {
     OverflowRule o;
     o.metric = ov->String("metric", o.metric);
@@ -146,9 +170,8 @@ void ParseDevice(settings::Node& n, DeviceConfig& d, bool serial) {
     ov->Finish();
     d.overflow = o;
   }
-  std::map<std::string, std::string> seen;
   auto points = n.TableArray("points");
-  if (points.empty()) n.Problem("points", "a device needs at least one [[...points]] entry");
+  if (points.empty() && need_points) n.Problem("points", "a device needs at least one [[...points]] entry (or a profile)");
   for (auto& pn : points) {
     PointConfig p;
     ParsePoint(pn, p, d);
@@ -209,6 +232,107 @@ void ParseDevice(settings::Node& n, DeviceConfig& d, bool serial) {
   n.Finish();
 }
 
+// Profiles: `{profiles_dir}/{name}.toml`, each parsed once; its errors point into its own file.
+class Profiles {
+ public:
+  Profiles(std::filesystem::path dir, settings::ConfigErrors& errors) : dir_(std::move(dir)), errors_(errors) {}
+
+  // The profile's device body, or null (after reporting at the device's `profile` key).
+  const DeviceConfig* Get(const std::string& name, settings::Node& at) {
+    auto it = cache_.find(name);
+    if (it != cache_.end()) return it->second ? &it->second->config : nullptr;
+    auto& slot = cache_[name];
+    std::filesystem::path file = dir_ / (name + ".toml");
+    if (!settings::IsValidId(name) || !std::filesystem::exists(file)) {
+      at.Problem("profile", "no profile \"" + name + "\" (looked for " + file.string() + ")");
+      return nullptr;
+    }
+    auto parsed = settings::ParseFile(file.string(), errors_);
+    if (!parsed.table) return nullptr;
+    auto loaded = std::make_unique<Loaded>();
+    loaded->table = std::move(parsed.table);
+    settings::Node root(*loaded->table, "", errors_);
+    root.String("description", "");
+    ParseBody(root, loaded->config, loaded->metrics, /*need_points=*/true);
+    slot = std::move(loaded);
+    return &slot->config;
+  }
+  const std::map<std::string, std::string>* Metrics(const std::string& name) const {
+    auto it = cache_.find(name);
+    return it != cache_.end() && it->second ? &it->second->metrics : nullptr;
+  }
+
+ private:
+  struct Loaded {
+    std::unique_ptr<toml::table> table;
+    DeviceConfig config;
+    std::map<std::string, std::string> metrics;
+  };
+  std::filesystem::path dir_;
+  settings::ConfigErrors& errors_;
+  std::map<std::string, std::unique_ptr<Loaded>> cache_;
+};
+
+// "1-10,17" -> {1..10, 17}; problems reported at `key`.
+std::vector<int> ParseUnitList(settings::Node& n, const std::string& key, int lo, int hi) {
+  std::vector<int> out;
+  std::string text = n.String(key, "");
+  std::stringstream ss(text);
+  std::string part;
+  while (std::getline(ss, part, ',')) {
+    int a = 0, b = 0;
+    char dash = 0;
+    std::stringstream ps(part);
+    if (!(ps >> a)) return n.Problem(key, "\"" + text + "\" is not a list like \"1-10,17\""), std::vector<int>{};
+    b = a;
+    if (ps >> dash) {
+      if (dash != '-' || !(ps >> b)) return n.Problem(key, "\"" + text + "\" is not a list like \"1-10,17\""), std::vector<int>{};
+    }
+    if (a < lo || b > hi || a > b)
+      return n.Problem(key, part + " is outside " + std::to_string(lo) + ".." + std::to_string(hi)), std::vector<int>{};
+    for (int u = a; u <= b; ++u) out.push_back(u);
+  }
+  if (out.empty()) n.Problem(key, "must list at least one unit id");
+  return out;
+}
+
+// A device entry; with `unit_ids` it declares one device per id (`{unit}` in its id).
+std::vector<DeviceConfig> ParseDevices(settings::Node& n, bool serial, Profiles& profiles) {
+  DeviceConfig d;
+  std::vector<int> units;
+  bool range = n.Has("unit_ids");
+  if (range) units = ParseUnitList(n, "unit_ids", serial ? 1 : 0, serial ? 247 : 255);
+  ParseIdentity(n, d, serial, range);
+  std::map<std::string, std::string> seen;
+  const DeviceConfig* profile = nullptr;
+  if (n.Has("profile")) {
+    std::string name = n.String("profile", "");
+    profile = profiles.Get(name, n);
+    if (profile) {
+      // Start from the profile; the device's own keys add or override.
+      DeviceConfig merged = *profile;
+      merged.id = d.id;
+      merged.host = d.host;
+      merged.port = d.port;
+      merged.unit_id = d.unit_id;
+      merged.location = d.location;
+      d = std::move(merged);
+      for (const auto& [metric, where] : *profiles.Metrics(name)) seen.emplace(metric, "profile " + name + " " + where);
+    }
+  }
+  ParseBody(n, d, seen, /*need_points=*/profile == nullptr && !n.Has("profile"));
+  if (!range) return {d};
+  if (d.id.find("{unit}") == std::string::npos) return {};  // already reported
+  std::vector<DeviceConfig> out;
+  for (int u : units) {
+    DeviceConfig c = d;
+    c.unit_id = u;
+    c.id.replace(c.id.find("{unit}"), 6, std::to_string(u));
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
 }  // namespace
 
 std::any ParseModbusSection(settings::Node& node, const settings::GatewaySection&) {
@@ -217,17 +341,23 @@ std::any ParseModbusSection(settings::Node& node, const settings::GatewaySection
   cfg.max_gap = node.Int("max_gap", cfg.max_gap, 0, 100);
   cfg.max_registers = node.Int("max_registers", cfg.max_registers, 1, 125);
   cfg.max_bits = node.Int("max_bits", cfg.max_bits, 1, 2000);
+  // Profiles live in config/profiles/ beside the config file unless profiles_dir says otherwise.
+  std::filesystem::path default_dir =
+      std::filesystem::path(node.errors().file()).parent_path() / "profiles";
+  std::string dir = node.String("profiles_dir", default_dir.string());
+  Profiles profiles(dir, node.errors());
   std::map<std::string, std::string> ids;  // device ids are unique across TCP and every bus
   auto add = [&](settings::Node& dn, bool serial) {
-    DeviceConfig d;
-    ParseDevice(dn, d, serial);
-    if (!d.id.empty()) {
+    std::vector<DeviceConfig> ds = ParseDevices(dn, serial, profiles);
+    for (const auto& d : ds) {
+      if (d.id.empty()) continue;
       auto [it, fresh] = ids.emplace(d.id, dn.path());
       if (!fresh) dn.Problem("id", "\"" + d.id + "\" is already used by " + it->second);
     }
-    return d;
+    return ds;
   };
-  for (auto& dn : node.TableArray("devices")) cfg.devices.push_back(add(dn, false));
+  for (auto& dn : node.TableArray("devices"))
+    for (auto& d : add(dn, false)) cfg.devices.push_back(std::move(d));
 
   std::map<std::string, std::string> bus_names, bus_ports;
   for (auto& bn : node.TableArray("buses")) {
@@ -249,13 +379,15 @@ std::any ParseModbusSection(settings::Node& node, const settings::GatewaySection
     b.rs485 = bn.Bool("rs485", b.rs485);
     std::map<int, std::string> units;
     for (auto& dn : bn.TableArray("devices")) {
-      DeviceConfig d = add(dn, true);
-      if (d.unit_id) {
-        auto [it, fresh] = units.emplace(d.unit_id, dn.path());
-        if (!fresh)
-          dn.Problem("unit_id", std::to_string(d.unit_id) + " is already used on this bus by " + it->second);
+      for (auto& d : add(dn, true)) {
+        if (d.unit_id) {
+          auto [it, fresh] = units.emplace(d.unit_id, dn.path());
+          if (!fresh)
+            dn.Problem(dn.Has("unit_ids") ? "unit_ids" : "unit_id",
+                       std::to_string(d.unit_id) + " is already used on this bus by " + it->second);
+        }
+        b.devices.push_back(std::move(d));
       }
-      b.devices.push_back(std::move(d));
     }
     if (b.devices.empty()) bn.Problem("devices", "a bus needs at least one [[...devices]] entry");
     bn.Finish();

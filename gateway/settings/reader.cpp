@@ -52,7 +52,9 @@ std::string ConfigError::ToString() const {
 }
 
 void ConfigErrors::Add(const toml::source_region& where, std::string path, std::string problem) {
-  Add(where.begin.line, where.begin.column, std::move(path), std::move(problem));
+  // A region knows its own file, so problems in an included profile point into that file.
+  std::string file = where.path && !where.path->empty() ? *where.path : file_;
+  errors_.push_back({file, where.begin.line, where.begin.column, std::move(path), std::move(problem)});
 }
 
 void ConfigErrors::Add(uint32_t line, uint32_t column, std::string path, std::string problem) {
@@ -61,8 +63,10 @@ void ConfigErrors::Add(uint32_t line, uint32_t column, std::string path, std::st
 
 std::vector<ConfigError> ConfigErrors::Sorted() const {
   auto v = errors_;
-  std::stable_sort(v.begin(), v.end(), [](const ConfigError& a, const ConfigError& b) {
-    return std::tie(a.line, a.column) < std::tie(b.line, b.column);
+  // The main file first, then included files, each top to bottom.
+  std::stable_sort(v.begin(), v.end(), [&](const ConfigError& a, const ConfigError& b) {
+    return std::make_tuple(a.file != file_, a.file, a.line, a.column) <
+           std::make_tuple(b.file != file_, b.file, b.line, b.column);
   });
   return v;
 }

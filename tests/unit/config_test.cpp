@@ -524,3 +524,70 @@ TEST(ModbusBusConfigTest, ParsesALineAndItsFrameGap) {
 
 }  // namespace
 }  // namespace sanigate
+
+namespace sanigate {
+namespace {
+
+// Profiles: one register map for many devices; errors inside a profile point into its file.
+class ProfileConfigTest : public ::testing::Test {
+ protected:
+  unit::ScratchDir dir;
+  std::string Profile(const std::string& name, const std::string& text) {
+    fs::create_directories(fs::path(dir.path()) / "profiles");
+    std::string p = (fs::path(dir.path()) / "profiles" / (name + ".toml")).string();
+    unit::WriteFile(p, text);
+    return p;
+  }
+  Result<settings::Config> Load(const std::string& text) {
+    std::string p = (fs::path(dir.path()) / "gw.toml").string();
+    unit::WriteFile(p, text);
+    return app::LoadGatewayConfig(p);
+  }
+};
+
+TEST_F(ProfileConfigTest, UnitIdsDeclareManyDevicesFromOneProfileAndADeviceCanAddAPoint) {
+  Profile("bin", "kind = \"bin\"\ninterval_ms = 5000\n[[points]]\nmetric = \"distance_mm\"\naddress = 0\n"
+                 "[[commands]]\nname = \"reset\"\ntable = \"coil\"\naddress = 5\n");
+  auto cfg = Load(std::string(kGateway) +
+                  "[modbus]\n[[modbus.buses]]\nname = \"b\"\nport = \"/dev/ttyS0\"\n"
+                  "[[modbus.buses.devices]]\nid = \"bin-{unit}\"\nunit_ids = \"3-5,9\"\nprofile = \"bin\"\n"
+                  "interval_ms = 10000\n[[modbus.buses.devices.points]]\nmetric = \"battery_pct\"\n"
+                  "address = 11\n");
+  ASSERT_TRUE(cfg.ok()) << cfg.status().message();
+  const auto* m = ModbusOf(*cfg);
+  ASSERT_NE(m, nullptr);
+  const auto& devices = m->buses.at(0).devices;
+  ASSERT_EQ(devices.size(), 4u);
+  EXPECT_EQ(devices[0].id, "bin-3");
+  EXPECT_EQ(devices[0].unit_id, 3);
+  EXPECT_EQ(devices[3].id, "bin-9");
+  EXPECT_EQ(devices[3].unit_id, 9);
+  EXPECT_EQ(devices[2].kind, "bin") << "from the profile";
+  EXPECT_EQ(devices[2].interval_ms, 10000) << "overridden by the device";
+  ASSERT_EQ(devices[1].points.size(), 2u) << "the profile's point plus the device's own";
+  EXPECT_EQ(devices[1].points[0].metric, "distance_mm");
+  EXPECT_EQ(devices[1].points[1].metric, "battery_pct");
+  EXPECT_EQ(devices[1].commands.at(0).name, "reset");
+}
+
+TEST_F(ProfileConfigTest, AProblemInAProfilePointsAtTheProfileFileAndLine) {
+  std::string profile = Profile("room", "kind = \"garbage_room\"\n[[points]]\nmetric = \"fill_level_pct\"\n"
+                                        "address = 70000\n");
+  auto cfg = Load(std::string(kGateway) +
+                  "[modbus]\n[[modbus.devices]]\nid = \"r1\"\nhost = \"127.0.0.1\"\nprofile = \"room\"\n"
+                  "[[modbus.devices]]\nid = \"r2\"\nhost = \"127.0.0.1\"\nprofile = \"nope\"\n"
+                  "[[modbus.devices]]\nid = \"r3\"\nhost = \"127.0.0.1\"\nprofile = \"room\"\n"
+                  "[[modbus.devices.points]]\nmetric = \"fill_level_pct\"\naddress = 1\n");
+  ASSERT_FALSE(cfg.ok());
+  std::string gw = (fs::path(dir.path()) / "gw.toml").string();
+  std::string missing = (fs::path(dir.path()) / "profiles" / "nope.toml").string();
+  EXPECT_EQ(Lines(cfg.status().message()),
+            (std::vector<std::string>{
+                gw + ":12:11: modbus.devices[1].profile: no profile \"nope\" (looked for " + missing + ")",
+                gw + ":18:10: modbus.devices[2].points[0].metric: \"fill_level_pct\" is already read "
+                     "by profile room points[0]",
+                profile + ":4:11: points[0].address: 70000 is outside 0..65535"}));
+}
+
+}  // namespace
+}  // namespace sanigate
