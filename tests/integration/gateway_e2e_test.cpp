@@ -410,6 +410,37 @@ max = 3.0
   EXPECT_EQ(unknown["error"], "unknown command self_destruct for room-07 (known: uv_lamp, fan_speed)");
 }
 
+TEST_F(GatewayTest, WritesRacingFastPollsAllSucceedAndNoPollIsLost) {
+  StartBroker();
+  StartSim(1, {"--counter", "hr:4"});
+  Capture();
+  WriteConfig(BaseConfig() + "[modbus]\n" + RoomConfig("room-07", 0, 50) + R"(
+[[modbus.devices.commands]]
+name = "deodorizer"
+table = "coil"
+address = 1
+verify = true
+)");
+  StartGateway();
+  ASSERT_TRUE(WaitReads("room-07", 5, 10s));
+  // Ten writes while the device is polled every 50 ms: each must be answered, verified, and
+  // the readings must stay contiguous (a write never steals or corrupts a poll's answer).
+  for (int i = 0; i < 10; ++i) {
+    std::string value = i % 2 ? "off" : "on";
+    int rc = Process::Run({"mosquitto_rr", "-h", "127.0.0.1", "-p", std::to_string(broker->port()),
+                           "-t", "sanigate/v1/houpu/devices/room-07/cmd/deodorizer", "-e",
+                           "test/answers", "-m", value, "-W", "10"},
+                          15s, {.stdout_path = path("rr.out"), .stderr_path = path("rr.err")});
+    ASSERT_TRUE(ExitedWith(rc, 0)) << ReadFile(path("rr.err"));
+    json answer = json::parse(ReadFile(path("rr.out")), nullptr, false);
+    EXPECT_EQ(answer["ok"], true) << i << ": " << answer.dump();
+    EXPECT_EQ(answer["result"]["verified"], true) << i << ": " << answer.dump();
+  }
+  size_t seen = Reads("room-07").size();
+  ASSERT_TRUE(WaitReads("room-07", seen + 5, 10s));
+  ExpectContiguousReads("room-07");
+}
+
 TEST_F(GatewayTest, CheckConfigExitsTwoOnAnInvalidFileAndZeroOnAValidOne) {
   std::ofstream(path("bad.toml")) << "[gateway]\nid = \"gw\"\nsite = \"s\"\ncolour = 3\n";
   int rc = Process::Run({SANIGATE_BIN, "--check-config", path("bad.toml")}, 10s,
