@@ -13,14 +13,22 @@ trap cleanup EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" > "$RUN/m.conf"
 mosquitto -c "$RUN/m.conf" 2>/dev/null & PIDS+=($!)
-"$BUILD/tests/sim/modbus_sim" --devices "$N" --dynamic --port-file "$RUN/ports" 2>/dev/null & PIDS+=($!)
-for _ in $(seq 100); do [ -s "$RUN/ports" ] && break; sleep 0.1; done
+# One simulator serves at most ~1000 sockets (select), so big runs use several, 400 devices each.
+: > "$RUN/ports"
+left=$N; k=0
+while [ "$left" -gt 0 ]; do
+  n=$(( left > 400 ? 400 : left ))
+  "$BUILD/tests/sim/modbus_sim" --devices "$n" --dynamic --seed "$k" --port-file "$RUN/ports.$k" 2>/dev/null & PIDS+=($!)
+  for _ in $(seq 100); do [ -s "$RUN/ports.$k" ] && break; sleep 0.1; done
+  cat "$RUN/ports.$k" >> "$RUN/ports"
+  left=$(( left - n )); k=$(( k + 1 ))
+done
 {
   printf '[gateway]\nid = "gw-bench"\nsite = "bench"\ndata_dir = "%s/data"\nlog_level = "warn"\n' "$RUN"
-  printf '[mqtt]\nurl = "tcp://127.0.0.1:%s"\n[modbus]\n' "$port"
+  printf '[mqtt]\nurl = "tcp://127.0.0.1:%s"\n[modbus]\nworkers = %s\n' "$port" "${WORKERS:-4}"
   i=0
   while read -r p; do
-    printf '[[modbus.devices]]\nid = "room-%03d"\nhost = "127.0.0.1"\nport = %s\ninterval_ms = 1000\ntimeout_ms = 500\n' "$i" "$p"
+    printf '[[modbus.devices]]\nid = "room-%04d"\nhost = "127.0.0.1"\nport = %s\ninterval_ms = 1000\ntimeout_ms = 500\n' "$i" "$p"
     printf '[[modbus.devices.points]]\nmetric = "fill_level_pct"\naddress = 0\nscale = 0.1\n'
     printf '[[modbus.devices.points]]\nmetric = "temperature_c"\naddress = 1\ntype = "i16"\nscale = 0.1\n'
     printf '[[modbus.devices.points]]\nmetric = "nh3_ppm"\naddress = 2\ntype = "f32"\ndecimals = 2\n'
