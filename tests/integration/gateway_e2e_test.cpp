@@ -378,15 +378,8 @@ max = 3.0
   auto telemetry = Unique(capture->Messages(), "/devices/room-07/telemetry");
   ASSERT_EQ(telemetry.back().payload["metrics"]["uv_lamp_on"], true);
 
-  // mosquitto_rr (a real MQTT 5 peer) sets the response topic and waits for the answer.
   auto rr = [&](const std::string& name, const std::string& payload) {
-    std::string out = path("rr.out");
-    int rc = Process::Run({"mosquitto_rr", "-h", "127.0.0.1", "-p", std::to_string(broker->port()),
-                           "-t", "sanigate/v1/houpu/devices/room-07/cmd/" + name, "-e",
-                           "test/responses/" + name, "-m", payload, "-W", "10"},
-                          15s, {.stdout_path = out, .stderr_path = path("rr.err")});
-    EXPECT_TRUE(ExitedWith(rc, 0)) << DescribeWaitStatus(rc) << ReadFile(path("rr.err"));
-    return json::parse(ReadFile(out), nullptr, false);
+    return Command("room-07", name, payload);
   };
   json off = rr("uv_lamp", "off");
   EXPECT_EQ(off["ok"], true) << off.dump();
@@ -426,13 +419,7 @@ verify = true
   // Ten writes while the device is polled every 50 ms: each must be answered, verified, and
   // the readings must stay contiguous (a write never steals or corrupts a poll's answer).
   for (int i = 0; i < 10; ++i) {
-    std::string value = i % 2 ? "off" : "on";
-    int rc = Process::Run({"mosquitto_rr", "-h", "127.0.0.1", "-p", std::to_string(broker->port()),
-                           "-t", "sanigate/v1/houpu/devices/room-07/cmd/deodorizer", "-e",
-                           "test/answers", "-m", value, "-W", "10"},
-                          15s, {.stdout_path = path("rr.out"), .stderr_path = path("rr.err")});
-    ASSERT_TRUE(ExitedWith(rc, 0)) << ReadFile(path("rr.err"));
-    json answer = json::parse(ReadFile(path("rr.out")), nullptr, false);
+    json answer = Command("room-07", "deodorizer", i % 2 ? "off" : "on");
     EXPECT_EQ(answer["ok"], true) << i << ": " << answer.dump();
     EXPECT_EQ(answer["result"]["verified"], true) << i << ": " << answer.dump();
   }

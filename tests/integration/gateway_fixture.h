@@ -165,6 +165,18 @@ address = 0
         timeout);
   }
 
+  // Sends a command with mosquitto_rr (a real MQTT 5 peer: response topic, waits for the answer)
+  // and returns the parsed answer.
+  json Command(const std::string& device, const std::string& name, const std::string& payload) {
+    int rc = Process::Run({"mosquitto_rr", "-h", "127.0.0.1", "-p", std::to_string(broker->port()),
+                           "-t", "sanigate/v1/houpu/devices/" + device + "/cmd/" + name, "-e",
+                           "test/answers/" + name, "-m", payload, "-W", "10"},
+                          std::chrono::seconds(15),
+                          {.stdout_path = path("rr.out"), .stderr_path = path("rr.err")});
+    EXPECT_TRUE(ExitedWith(rc, 0)) << DescribeWaitStatus(rc) << ReadFile(path("rr.err"));
+    return json::parse(ReadFile(path("rr.out")), nullptr, false);
+  }
+
   // Counter values of one device arrive without gaps and in order.
   void ExpectContiguousReads(const std::string& device) const {
     auto reads = Reads(device);

@@ -103,12 +103,7 @@ TEST_F(GatewayRtuTest, AWriteOnTheLineGoesThroughAndIsVerified) {
                         "address = 1\nverify = true\nvalues = { open = 1, close = 0 }\n"));
   StartGateway();
   ASSERT_TRUE(WaitReads("bin-3", 1, 10s));
-  int rc = Process::Run({"mosquitto_rr", "-h", "127.0.0.1", "-p", std::to_string(broker->port()),
-                         "-t", "sanigate/v1/houpu/devices/bin-3/cmd/lid", "-e", "test/answers",
-                         "-m", "open", "-W", "10"},
-                        15s, {.stdout_path = path("rr.out"), .stderr_path = path("rr.err")});
-  ASSERT_TRUE(ExitedWith(rc, 0)) << ReadFile(path("rr.err"));
-  json answer = json::parse(ReadFile(path("rr.out")), nullptr, false);
+  json answer = Command("bin-3", "lid", "open");
   EXPECT_EQ(answer["ok"], true) << answer.dump();
   EXPECT_EQ(answer["result"]["verified"], true) << answer.dump();
   EXPECT_TRUE(capture->WaitFor(
