@@ -295,6 +295,16 @@ const CommandConfig* DevicePoller::FindCommand(const std::string& name) const {
   return nullptr;
 }
 
+std::optional<std::chrono::milliseconds> DevicePoller::Admit(const CommandRequest& request,
+                                                             const ReplyFn& reply) {
+  const CommandConfig* c = FindCommand(request.name);
+  if (!c) {
+    reply(Write(nullptr, request));  // answers "unknown command" without touching the line
+    return std::nullopt;
+  }
+  return request.timeout.count() > 0 ? request.timeout : std::chrono::milliseconds(c->timeout_ms);
+}
+
 CommandReply DevicePoller::Write(modbus_t* ctx, const CommandRequest& req) {
   const CommandConfig* c = FindCommand(req.name);
   if (!c) {

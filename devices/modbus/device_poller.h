@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -60,6 +61,9 @@ class DevicePoller {
   // Executes one write command on `ctx` (the caller owns the line for its duration).
   CommandReply Write(modbus_t* ctx, const CommandRequest& request);
   const CommandConfig* FindCommand(const std::string& name) const;
+  // The time a request may wait for the line, or nullopt after answering it at once (unknown
+  // command). Shared by every transport's queue.
+  std::optional<std::chrono::milliseconds> Admit(const CommandRequest& request, const ReplyFn& reply);
 
   // The caller could not even reach the device (connect failed): counts as a failed poll.
   void Unreachable(const std::string& why, std::vector<Record>& out);

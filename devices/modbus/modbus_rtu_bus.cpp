@@ -200,12 +200,11 @@ bool ModbusRtuBus::Owns(const std::string& device) const {
 void ModbusRtuBus::Execute(CommandRequest request, ReplyFn reply) {
   for (const auto& d : devices_) {
     if (d->poller.config().id != request.device) continue;
-    const CommandConfig* c = d->poller.FindCommand(request.name);
-    if (!c) return reply(d->poller.Write(nullptr, request));  // "unknown command", at once
-    auto timeout = request.timeout.count() > 0 ? request.timeout : milliseconds(c->timeout_ms);
+    auto timeout = d->poller.Admit(request, reply);
+    if (!timeout) return;
     {
       std::lock_guard lk(mu_);
-      commands_.push_back({std::move(request), std::move(reply), Clock::now() + timeout});
+      commands_.push_back({std::move(request), std::move(reply), Clock::now() + *timeout});
     }
     cv_.notify_all();
     return;

@@ -156,12 +156,11 @@ void ModbusTcpAdapter::Execute(CommandRequest request, ReplyFn reply) {
   for (size_t i = 0; i < devices_.size(); ++i) {
     Device& d = *devices_[i];
     if (d.poller.config().id != request.device) continue;
-    const CommandConfig* c = d.poller.FindCommand(request.name);
-    if (!c) return reply(d.poller.Write(nullptr, request));  // answers "unknown command" at once
-    auto timeout = request.timeout.count() > 0 ? request.timeout : milliseconds(c->timeout_ms);
+    auto timeout = d.poller.Admit(request, reply);
+    if (!timeout) return;
     {
       std::lock_guard lk(mu_);
-      d.commands.push_back({std::move(request), std::move(reply), Clock::now() + timeout});
+      d.commands.push_back({std::move(request), std::move(reply), Clock::now() + *timeout});
       if (!d.busy) urgent_.push_back(i);
     }
     cv_.notify_one();

@@ -30,7 +30,7 @@ Forwarder::Forwarder(store::Outbox& outbox, mqtt::LinkOptions link, ForwarderOpt
 Forwarder::~Forwarder() {
   {
     std::lock_guard lk(mu_);
-    stopping_ = stop_now_ = true;
+    stop_now_ = true;
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();

@@ -76,7 +76,6 @@ class Forwarder {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Event> events_;
-  bool stopping_ = false;
   bool stop_now_ = false;
   ForwarderStats stats_;
 
