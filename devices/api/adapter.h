@@ -68,6 +68,12 @@ class Adapter {
   // The pipeline rules (report-by-exception, overflow) of this adapter's devices; its keys are
   // the devices this adapter owns.
   virtual RulesByDevice Rules() const = 0;
+  // Devices that appear at run time (e.g. JT/T 808 terminals registered on first contact) are
+  // not in Rules(); commands for an id nobody lists are offered to adapters that own it.
+  virtual bool OwnsDevice(const std::string& device) const {
+    (void)device;
+    return false;
+  }
   // Queues a command for one of this adapter's devices; the reply comes later.
   virtual void Execute(CommandRequest request, ReplyFn reply) {
     (void)request;

@@ -112,8 +112,10 @@ void Gateway::OnCommand(mqtt::InboundMessage msg) {
   }
   std::lock_guard lk(adapters_mu_);
   auto it = owner_.find(req.device);
-  if (it == owner_.end()) return respond({false, "unknown device " + req.device, {}});
-  it->second->Execute(std::move(req), respond);
+  if (it != owner_.end()) return it->second->Execute(std::move(req), respond);
+  for (auto& a : adapters_)
+    if (a->OwnsDevice(req.device)) return a->Execute(std::move(req), respond);
+  respond({false, "unknown device " + req.device, {}});
 }
 
 void Gateway::OnShed(const store::ShedReport& r) {

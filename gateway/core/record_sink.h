@@ -2,6 +2,7 @@
 // MQTT or SQLite. Implementations must be thread-safe and must not block for long.
 #pragma once
 
+#include <functional>
 #include <vector>
 
 #include "core/record.h"
@@ -14,6 +15,14 @@ class RecordSink {
   virtual void Emit(Record record) = 0;
   virtual void EmitBatch(std::vector<Record> records) {
     for (auto& r : records) Emit(std::move(r));
+  }
+  // Like EmitBatch, then calls `on_durable` once (from any thread) when the records are safely
+  // stored: true = committed (or nothing needed storing), false = they could not be stored.
+  // Adapters acknowledge a device (JT/T 808 0x8001) only after `true`.
+  using DurableFn = std::function<void(bool durable)>;
+  virtual void EmitDurable(std::vector<Record> records, DurableFn on_durable) {
+    EmitBatch(std::move(records));
+    on_durable(true);
   }
 };
 

@@ -134,7 +134,9 @@ void Pipeline::Emit(Record record) {
   EmitBatch(std::move(one));
 }
 
-void Pipeline::EmitBatch(std::vector<Record> records) {
+void Pipeline::EmitBatch(std::vector<Record> records) { EmitDurable(std::move(records), {}); }
+
+void Pipeline::EmitDurable(std::vector<Record> records, DurableFn on_durable) {
   std::vector<Record> out;
   out.reserve(records.size() + 1);
   {
@@ -148,7 +150,12 @@ void Pipeline::EmitBatch(std::vector<Record> records) {
       }
     }
   }
-  if (out.empty()) return;
+  if (out.empty()) {
+    if (on_durable) on_durable(true);  // all suppressed by report-by-exception: nothing to store
+    return;
+  }
+  store::Outbox::DurableCallback durable;
+  if (on_durable) durable = [f = std::move(on_durable)](const Status& s) { f(s.ok()); };
   // Encoding happens inside Append so each record carries the seq the outbox assigns.
   outbox_.Append(out.size(), [&](size_t i, uint64_t seq) {
     const Record& r = out[i];
@@ -159,7 +166,7 @@ void Pipeline::EmitBatch(std::vector<Record> records) {
     m.payload = EncodeRecord(r, ctx_, seq);
     m.retain = r.type == RecordType::kStatus;
     return m;
-  });
+  }, std::move(durable));
 }
 
 PipelineStats Pipeline::Stats() const {

@@ -35,6 +35,7 @@ class Pipeline : public RecordSink {
   void SetRules(std::unordered_map<std::string, DeviceRules> rules);
   void Emit(Record record) override;
   void EmitBatch(std::vector<Record> records) override;
+  void EmitDurable(std::vector<Record> records, DurableFn on_durable) override;
   PipelineStats Stats() const;
   const EncodeContext& context() const { return ctx_; }
 

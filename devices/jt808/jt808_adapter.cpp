@@ -1,0 +1,855 @@
+#include "jt808/jt808_adapter.h"
+
+#include <spdlog/spdlog.h>
+
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "core/clock.h"
+#include "jt808/auth_codes.h"
+#include "jt808/frame.h"
+#include "jt808/messages.h"
+#include "runtime/asio.h"
+
+namespace sanigate::dev::jt808 {
+namespace {
+
+using tcp = boost::asio::ip::tcp;
+using SteadyClock = std::chrono::steady_clock;
+
+// The alarm bits the fleet acts on, and the events they become. Bits 5 and 6 (antenna open or
+// short) are one event: either way the truck has no usable position.
+struct AlarmEventDef {
+  uint32_t mask;
+  const char* event;
+  Severity severity;
+};
+constexpr uint32_t Bit(int b) { return 1u << b; }
+const AlarmEventDef kAlarmEvents[] = {
+    {Bit(alarm_bit::kSos), "sos", Severity::kCritical},
+    {Bit(alarm_bit::kOverspeed), "overspeed", Severity::kWarning},
+    {Bit(alarm_bit::kFatigue), "fatigue_driving", Severity::kWarning},
+    {Bit(alarm_bit::kGnssFault), "gnss_fault", Severity::kWarning},
+    {Bit(alarm_bit::kGnssAntennaOpen) | Bit(alarm_bit::kGnssAntennaShort), "gnss_antenna_fault", Severity::kWarning},
+    {Bit(alarm_bit::kPowerLow), "power_low", Severity::kWarning},
+    {Bit(alarm_bit::kPowerLost), "power_cut", Severity::kCritical},
+    {Bit(alarm_bit::kFuelAbnormal), "fuel_abnormal", Severity::kWarning},
+    {Bit(alarm_bit::kCollision), "collision", Severity::kCritical},
+    {Bit(alarm_bit::kRollover), "rollover", Severity::kCritical},
+};
+
+const char* ResultName(uint8_t r) {
+  switch (r) {
+    case 0: return "ok";
+    case 1: return "fail";
+    case 2: return "message error";
+    case 3: return "unsupported";
+    case 4: return "alarm confirmed";
+    default: return "unknown result";
+  }
+}
+
+struct Terminal {
+  std::string phone, device, kind = "vehicle", plate, fixed_code;
+  bool configured = false;
+};
+
+struct DeviceStats {
+  bool online = false;
+  uint64_t messages = 0, errors = 0;
+  double last_ack_ms = 0, max_ack_ms = 0;
+};
+
+struct AlarmState {
+  uint32_t alarm = 0;
+  int64_t ts_ms = 0;
+};
+
+class Session;
+
+}  // namespace
+
+struct Jt808Adapter::Impl : std::enable_shared_from_this<Jt808Adapter::Impl> {
+  explicit Impl(Jt808Config c) : cfg(std::move(c)) {
+    for (const auto& t : cfg.terminals) {
+      Terminal term{t.phone, t.device, t.kind, t.plate, t.auth_code, true};
+      phone_by_device[t.device] = t.phone;
+      by_phone.emplace(t.phone, std::move(term));
+    }
+  }
+
+  // Which vehicle a phone number is, under the configured policy; nullopt = refused.
+  std::optional<Terminal> Lookup(const std::string& phone) const {
+    auto it = by_phone.find(phone);
+    if (it != by_phone.end()) return it->second;
+    if (cfg.unknown != UnknownPolicy::kRegister) return std::nullopt;
+    Terminal t;
+    t.phone = phone;
+    t.device = cfg.device_prefix + phone;
+    return t;
+  }
+  std::string CodeFor(const Terminal& t) const {
+    return t.fixed_code.empty() ? codes->CodeFor(t.phone) : t.fixed_code;
+  }
+
+  void Count(const std::string& device, bool error, bool message) {
+    std::lock_guard lk(stats_mu);
+    if (message) messages++;
+    if (error) malformed++;
+    if (!device.empty()) {
+      auto& s = stats[device];
+      if (message) s.messages++;
+      if (error) s.errors++;
+    }
+  }
+  void SetOnline(const std::string& device, bool online) {
+    std::lock_guard lk(stats_mu);
+    stats[device].online = online;
+  }
+  void AckLatency(const std::string& device, double ms) {
+    std::lock_guard lk(stats_mu);
+    auto& s = stats[device];
+    s.last_ack_ms = ms;
+    s.max_ack_ms = std::max(s.max_ack_ms, ms);
+  }
+  void Refused(const std::string& why) {
+    std::lock_guard lk(stats_mu);
+    refused++;
+    last_error = why;
+  }
+
+  void Emit(std::vector<Record> records) {
+    if (sink && !records.empty()) sink->EmitBatch(std::move(records));
+  }
+
+  asio::awaitable<void> AcceptLoop();
+  asio::awaitable<void> SweepLoop();
+  void CloseAll(const std::string& reason);
+
+  Jt808Config cfg;
+  std::optional<AuthCodes> codes;
+  std::unordered_map<std::string, Terminal> by_phone;            // configured terminals
+  std::unordered_map<std::string, std::string> phone_by_device;  // configured terminals
+  asio::io_context io{1};
+  std::optional<tcp::acceptor> acceptor;
+  std::optional<asio::steady_timer> sweep_timer;
+  std::thread thread;
+  RecordSink* sink = nullptr;
+  std::atomic<uint16_t> bound_port{0};
+  std::atomic<bool> running{false};
+
+  // io thread only
+  std::unordered_set<std::shared_ptr<Session>> sessions;
+  std::unordered_map<std::string, std::weak_ptr<Session>> by_device;  // authenticated sessions
+  std::unordered_map<std::string, uint32_t> per_ip;
+  std::unordered_map<std::string, AlarmState> alarms;       // by device, from live reports
+  std::unordered_set<std::string> offline_announced;        // devices with an active `offline`
+  std::unordered_map<std::string, int64_t> refused_logged;  // phone -> last log (ms)
+
+  // any thread
+  mutable std::mutex stats_mu;
+  std::map<std::string, DeviceStats> stats;
+  uint64_t messages = 0, malformed = 0, refused = 0, connections = 0;
+  std::string last_error;
+};
+
+namespace {
+
+// One TCP connection. Lives on the adapter's io thread; owned by Impl::sessions and by its own
+// read coroutine; everything else holds weak pointers.
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  using Impl = Jt808Adapter::Impl;
+  Session(Impl& a, tcp::socket s, std::string ip)
+      : a_(a), sock_(std::move(s)), ip_(std::move(ip)),
+        splitter_(static_cast<size_t>(a.cfg.max_frame_bytes)) {}
+
+  void Start() {
+    created_ = last_activity_ = SteadyClock::now();
+    asio::co_spawn(a_.io, ReadLoop(shared_from_this()), asio::detached);
+  }
+
+  // Closes the connection once; the terminal goes offline if this was its current session.
+  void Close(const std::string& reason) {
+    if (closed_) return;
+    closed_ = true;
+    asio::error_code ec;
+    sock_.shutdown(tcp::socket::shutdown_both, ec);
+    sock_.close(ec);
+    if (auto it = a_.per_ip.find(ip_); it != a_.per_ip.end() && --it->second == 0) a_.per_ip.erase(it);
+    for (auto& [serial, p] : pending_) {
+      p.timer->cancel();
+      p.reply({false, "connection to the terminal closed before it answered (" + reason + ")", {}});
+    }
+    pending_.clear();
+    if (authenticated_) {
+      auto it = a_.by_device.find(term_.device);
+      bool current = it != a_.by_device.end() && it->second.lock().get() == this;
+      if (current) {
+        a_.by_device.erase(it);
+        a_.SetOnline(term_.device, false);
+        GoOffline(reason);
+      }
+      spdlog::info("jt808: {} ({}) disconnected: {}", term_.device, term_.phone, reason);
+    }
+    a_.sessions.erase(shared_from_this());
+  }
+
+  bool closed() const { return closed_; }
+  bool authenticated() const { return authenticated_; }
+  const Terminal& terminal() const { return term_; }
+
+  // Called every second by the adapter's sweeper.
+  void Sweep(SteadyClock::time_point now) {
+    if (!authenticated_ && now - created_ > std::chrono::seconds(a_.cfg.auth_timeout_s))
+      return Close("not authenticated within " + std::to_string(a_.cfg.auth_timeout_s) + " s");
+    if (now - last_activity_ > std::chrono::seconds(a_.cfg.idle_timeout_s))
+      return Close("idle for " + std::to_string(a_.cfg.idle_timeout_s) + " s");
+    for (auto it = parts_.begin(); it != parts_.end();) {
+      if (now - it->second.started > std::chrono::seconds(a_.cfg.subpackage_timeout_s)) {
+        spdlog::warn("jt808: {}: message {:04X} incomplete after {} s ({} of {} packets), dropped",
+                     Name(), it->first, a_.cfg.subpackage_timeout_s, it->second.parts.size(), it->second.total);
+        a_.Count(term_.device, true, false);
+        it = parts_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  // A command from cmd/{name}. Answers through `reply` exactly once.
+  void Command(const CommandRequest& req, ReplyFn reply) {
+    uint16_t id = 0;
+    Bytes body;
+    uint16_t expect = msg::kTerminalResponse;
+    if (req.name == "locate" || req.name == "position_query") {
+      id = msg::kPositionQuery;
+      expect = msg::kPositionReply;
+    } else if (req.name == "set_params" || req.name == "set_report_interval") {
+      std::vector<std::pair<uint32_t, uint32_t>> params;
+      std::vector<std::string> args = req.args;
+      if (req.name == "set_report_interval") {
+        if (args.size() != 1) return reply({false, "usage: set_report_interval SECONDS", {}});
+        args[0] = "report_interval_s=" + args[0];
+      }
+      if (args.empty()) return reply({false, "usage: set_params NAME=VALUE...; names: " + Joined(ParamNames()), {}});
+      for (const auto& arg : args) {
+        auto eq = arg.find('=');
+        auto pid = eq == std::string::npos ? std::nullopt : ParamId(arg.substr(0, eq));
+        if (!pid) return reply({false, "\"" + arg + "\" is not NAME=VALUE with NAME one of " + Joined(ParamNames()), {}});
+        std::string v = arg.substr(eq + 1);
+        char* end = nullptr;
+        unsigned long long n = v.empty() ? 0 : std::strtoull(v.c_str(), &end, 10);
+        if (v.empty() || *end != '\0' || v[0] == '-' || n > 0xFFFFFFFFull)
+          return reply({false, "\"" + v + "\" is not a whole number 0..4294967295", {}});
+        params.emplace_back(*pid, static_cast<uint32_t>(n));
+      }
+      id = msg::kSetParams;
+      body = BuildSetParams(params);
+    } else if (req.name == "text") {
+      std::string text;
+      for (const auto& s : req.args) text += (text.empty() ? "" : " ") + s;
+      if (text.empty()) return reply({false, "usage: text MESSAGE", {}});
+      auto b = BuildTextMessage(text, v2019_);
+      if (!b.ok()) return reply({false, b.status().message(), {}});
+      id = msg::kTextMessage;
+      body = std::move(*b);
+    } else if (req.name == "confirm_alarm") {
+      uint32_t mask = 0;
+      std::string which = req.args.empty() ? "sos" : req.args[0];
+      for (const auto& def : kAlarmEvents)
+        if (which == def.event) mask = def.mask;
+      // 0x8203 can confirm only the alarms the standard clears on confirmation.
+      if (mask != Bit(alarm_bit::kSos))
+        return reply({false, "confirm_alarm takes \"sos\" (the only confirmable alarm the gateway reports)", {}});
+      id = msg::kAlarmConfirm;
+      body = BuildAlarmConfirm(0, mask);
+    } else {
+      return reply({false, "unknown command \"" + req.name + "\" (locate, set_params, set_report_interval, text, confirm_alarm)", {}});
+    }
+    uint16_t serial = Send(id, body);
+    auto timeout = req.timeout.count() > 0 ? req.timeout : std::chrono::milliseconds(a_.cfg.command_timeout_ms);
+    Pending p{id, expect, std::move(reply), std::make_unique<asio::steady_timer>(a_.io, timeout)};
+    p.timer->async_wait([w = weak_from_this(), serial, timeout](asio::error_code ec) {
+      auto self = w.lock();
+      if (ec || !self) return;
+      auto it = self->pending_.find(serial);
+      if (it == self->pending_.end()) return;
+      auto r = std::move(it->second.reply);
+      self->pending_.erase(it);
+      r({false, "no answer from the terminal within " + std::to_string(timeout.count()) + " ms", {}});
+    });
+    pending_.emplace(serial, std::move(p));
+  }
+
+ private:
+  struct Pending {
+    uint16_t sent_id;
+    uint16_t expect_id;
+    ReplyFn reply;
+    std::unique_ptr<asio::steady_timer> timer;
+  };
+  struct Reassembly {
+    uint16_t total = 0;
+    Header first;
+    std::map<uint16_t, Bytes> parts;
+    SteadyClock::time_point started;
+  };
+
+  static std::string Joined(const std::vector<std::string>& v) {
+    std::string s;
+    for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+    return s;
+  }
+  std::string Name() const { return term_.device.empty() ? ip_ + (phone_.empty() ? "" : " phone " + phone_) : term_.device; }
+
+  static asio::awaitable<void> ReadLoop(std::shared_ptr<Session> self) {
+    std::array<uint8_t, 1024> buf;
+    while (!self->closed_) {
+      asio::error_code ec;
+      size_t n = co_await self->sock_.async_read_some(asio::buffer(buf), asio::redirect_error(asio::use_awaitable, ec));
+      if (self->closed_) break;
+      if (ec) {
+        self->Close(ec == asio::error::eof ? "closed by the terminal" : ec.message());
+        break;
+      }
+      self->last_activity_ = SteadyClock::now();
+      self->splitter_.Feed(std::span<const uint8_t>(buf.data(), n));
+      FrameSplitter::Chunk c;
+      while (!self->closed_ && self->splitter_.Next(c)) self->OnChunk(c);
+    }
+  }
+
+  void OnChunk(const FrameSplitter::Chunk& c) {
+    if (c.kind == FrameSplitter::Kind::kOversize) {
+      a_.Count(term_.device, true, false);
+      return Close("more than " + std::to_string(a_.cfg.max_frame_bytes) + " bytes without a frame delimiter");
+    }
+    auto f = DecodeFrame(c.escaped);
+    if (!f.ok()) {
+      a_.Count(term_.device, true, false);
+      LogBad(f.status().message());
+      if (++bad_in_row_ >= a_.cfg.max_bad_frames)
+        Close(std::to_string(bad_in_row_) + " malformed frames in a row");
+      return;
+    }
+    bad_in_row_ = 0;
+    Header& h = f->header;
+    if (!phone_.empty() && h.phone != phone_) {
+      a_.Count(term_.device, true, false);
+      LogBad("frame from phone " + h.phone + " on the connection of " + phone_);
+      return;
+    }
+    if (phone_.empty()) phone_ = h.phone;
+    phone_bcd_ = h.phone_bcd;
+    v2019_ = h.v2019;
+    proto_version_ = h.proto_version;
+    if (h.encryption != 0) {
+      a_.Count(term_.device, true, true);
+      return Respond(h, ResponseResult::kUnsupported);
+    }
+    if (!h.subpackage) return Dispatch(h, f->body);
+    // Subpackages: keep the parts until all arrived, then handle the whole body once.
+    auto& r = parts_[h.msg_id];
+    if (r.parts.empty() || r.total != h.packet_total) {
+      r = Reassembly{h.packet_total, h, {}, SteadyClock::now()};
+    }
+    if (h.packet_index == 1) r.first = h;
+    r.parts[h.packet_index] = std::move(f->body);
+    if (r.parts.size() < r.total) {
+      Respond(h, ResponseResult::kOk);  // each packet is acknowledged on receipt
+      return;
+    }
+    Bytes whole;
+    for (auto& [i, p] : r.parts) whole.insert(whole.end(), p.begin(), p.end());
+    Header first = r.first;
+    first.serial = h.serial;  // the last packet is the one acknowledged after the whole message
+    parts_.erase(h.msg_id);
+    Dispatch(first, whole);
+  }
+
+  void LogBad(const std::string& why) {
+    int64_t now = NowMs();
+    if (now - last_bad_log_ms_ < 60000) return;  // once a minute per connection
+    last_bad_log_ms_ = now;
+    spdlog::warn("jt808: {}: malformed frame skipped: {}", Name(), why);
+  }
+
+  void Dispatch(const Header& h, const Bytes& body) {
+    a_.Count(term_.device, false, true);
+    switch (h.msg_id) {
+      case msg::kRegister: return OnRegister(h, body);
+      case msg::kAuthenticate: return OnAuthenticate(h, body);
+      default: break;
+    }
+    if (!authenticated_) {
+      // Everything else needs an authenticated terminal; "fail" makes it register or re-auth.
+      a_.Refused("message " + std::to_string(h.msg_id) + " before authentication from " + Name());
+      return Respond(h, ResponseResult::kFail);
+    }
+    switch (h.msg_id) {
+      case msg::kHeartbeat: return Respond(h, ResponseResult::kOk);
+      case msg::kLogout:
+        Respond(h, ResponseResult::kOk);
+        return Close("logout");
+      case msg::kLocation: {
+        auto loc = ParseLocation(body);
+        if (!loc.ok()) return BadBody(h, loc.status());
+        return Store(h, {*loc}, false, true);
+      }
+      case msg::kBatchLocation: {
+        auto batch = ParseBatchLocation(body);
+        if (!batch.ok()) return BadBody(h, batch.status());
+        for (const auto& why : batch->bad_points) {
+          a_.Count(term_.device, true, false);
+          LogBad("batch " + why);
+        }
+        return Store(h, std::move(batch->points), batch->backfill, !batch->backfill);
+      }
+      case msg::kPositionReply: {
+        auto pr = ParsePositionReply(body);
+        if (!pr.ok()) return BadBody(h, pr.status());
+        OnAnswer(pr->reply_serial, msg::kPositionReply, 0, &pr->location);
+        return Store(h, {pr->location}, false, true, /*acknowledge=*/false);
+      }
+      case msg::kTerminalResponse: {
+        auto tr = ParseTerminalResponse(body);
+        if (!tr.ok()) return BadBody(h, tr.status());
+        return OnAnswer(tr->reply_serial, msg::kTerminalResponse, tr->result, nullptr, tr->reply_id);
+      }
+      default:
+        return Respond(h, ResponseResult::kUnsupported);
+    }
+  }
+
+  void BadBody(const Header& h, const Status& st) {
+    a_.Count(term_.device, true, false);
+    LogBad("message " + std::to_string(h.msg_id) + ": " + st.message());
+    Respond(h, ResponseResult::kMessageError);
+  }
+
+  void OnRegister(const Header& h, const Bytes& body) {
+    auto reg = ParseRegistration(body, h.v2019);
+    if (!reg.ok()) return BadBody(h, reg.status());
+    auto term = a_.Lookup(h.phone);
+    if (!term) {
+      RefuseUnknown(h.phone, "registration");
+      return Send(msg::kRegisterResponse, BuildRegisterResponse(h.serial, RegisterResult::kTerminalUnknown, {})), void();
+    }
+    registration_ = *reg;
+    spdlog::info("jt808: {} ({}) registered: maker {} model {} terminal {} plate {}", term->device, h.phone,
+                 reg->maker, reg->model, reg->terminal_id, reg->plate);
+    Send(msg::kRegisterResponse, BuildRegisterResponse(h.serial, RegisterResult::kOk, a_.CodeFor(*term)));
+  }
+
+  void RefuseUnknown(const std::string& phone, const char* what) {
+    a_.Refused("unknown terminal " + phone);
+    int64_t now = NowMs();
+    auto& last = a_.refused_logged[phone];
+    if (now - last >= 60000) {
+      last = now;
+      spdlog::warn("jt808: {} from unknown terminal {} ({}) refused (unknown_terminals = \"refuse\")", what, phone, ip_);
+    }
+  }
+
+  void OnAuthenticate(const Header& h, const Bytes& body) {
+    auto auth = ParseAuthentication(body, h.v2019);
+    if (!auth.ok()) return BadBody(h, auth.status());
+    auto term = a_.Lookup(h.phone);
+    if (!term) {
+      RefuseUnknown(h.phone, "authentication");
+      Respond(h, ResponseResult::kFail);
+      return Close("unknown terminal");
+    }
+    if (auth->code != a_.CodeFor(*term)) {
+      a_.Refused("wrong auth code from " + term->device);
+      spdlog::warn("jt808: {} ({}) sent a wrong auth code", term->device, h.phone);
+      Respond(h, ResponseResult::kFail);
+      if (++auth_failures_ >= 3) Close("3 failed authentications");
+      return;
+    }
+    term_ = *term;
+    authenticated_ = true;
+    software_ = auth->software;
+    // A terminal that reconnects replaces its old connection (which is often half-open).
+    if (auto old = a_.by_device[term_.device].lock(); old && old.get() != this) {
+      old->authenticated_ = false;  // do not announce offline for the replaced connection
+      old->Close("replaced by a new connection");
+    }
+    a_.by_device[term_.device] = weak_from_this();
+    a_.SetOnline(term_.device, true);
+    Respond(h, ResponseResult::kOk);
+    spdlog::info("jt808: {} ({}) authenticated from {}", term_.device, term_.phone, ip_);
+    std::vector<Record> out;
+    int64_t now = NowMs();
+    Record st = MakeStatus(term_.device, term_.kind, "jt808", now, true, now);
+    AddSource(st);
+    if (registration_) {
+      st.source_extra.push_back({"model", registration_->model});
+      st.source_extra.push_back({"maker", registration_->maker});
+      st.source_extra.push_back({"terminal_id", registration_->terminal_id});
+    }
+    if (!software_.empty()) st.source_extra.push_back({"firmware", software_});
+    out.push_back(std::move(st));
+    if (a_.offline_announced.erase(term_.device)) {
+      Record ev = MakeEvent(term_.device, term_.kind, "jt808", now, "offline", EventState::kCleared, Severity::kWarning);
+      ev.message = "terminal reconnected";
+      out.push_back(std::move(ev));
+    }
+    a_.Emit(std::move(out));
+  }
+
+  void GoOffline(const std::string& reason) {
+    int64_t now = NowMs();
+    std::vector<Record> out;
+    Record st = MakeStatus(term_.device, term_.kind, "jt808", now, false, last_report_ms_ ? std::optional(last_report_ms_) : std::nullopt, reason);
+    AddSource(st);
+    out.push_back(std::move(st));
+    if (reason != "logout" && a_.offline_announced.insert(term_.device).second) {
+      Record ev = MakeEvent(term_.device, term_.kind, "jt808", now, "offline", EventState::kActive, Severity::kWarning);
+      ev.message = reason;
+      out.push_back(std::move(ev));
+    }
+    a_.Emit(std::move(out));
+  }
+
+  void AddSource(Record& r) const {
+    r.source_extra.push_back({"phone", term_.phone});
+    if (!term_.plate.empty()) r.source_extra.push_back({"plate", term_.plate});
+  }
+
+  Record Reading(const Location& p, bool backfill) const {
+    Record r = MakeReading(term_.device, term_.kind, "jt808", p.ts_ms);
+    r.metrics.push_back({"speed_kmh", p.speed_kmh});
+    r.metrics.push_back({"heading_deg", static_cast<double>(p.heading_deg)});
+    r.metrics.push_back({"altitude_m", static_cast<double>(p.altitude_m)});
+    r.metrics.push_back({"acc_on", p.acc_on()});
+    r.metrics.push_back({"gnss_fix", p.positioned()});
+    if (p.odometer_km) r.metrics.push_back({"odometer_km", *p.odometer_km});
+    if (p.fuel_l) r.metrics.push_back({"fuel_l", *p.fuel_l});
+    if (p.satellites) r.metrics.push_back({"satellites", static_cast<int64_t>(*p.satellites)});
+    if (p.signal_strength) r.metrics.push_back({"signal_strength", static_cast<int64_t>(*p.signal_strength)});
+    if (p.positioned()) r.location = sanigate::Location{p.lat, p.lon};
+    AddSource(r);
+    r.source_extra.push_back({"alarm_flags", static_cast<int64_t>(p.alarm)});
+    r.source_extra.push_back({"status_flags", static_cast<int64_t>(p.status)});
+    if (backfill) r.source_extra.push_back({"backfill", true});
+    return r;
+  }
+
+  // Events for the alarm bits that changed between `before` and the point `p`.
+  void AlarmEvents(uint32_t before, const Location& p, bool backfill, std::vector<Record>& out) const {
+    for (const auto& def : kAlarmEvents) {
+      bool was = before & def.mask, now = p.alarm & def.mask;
+      if (was == now) continue;
+      Record ev = MakeEvent(term_.device, term_.kind, "jt808", p.ts_ms, def.event,
+                            now ? EventState::kActive : EventState::kCleared, def.severity);
+      if (p.positioned()) ev.location = sanigate::Location{p.lat, p.lon};
+      ev.metrics.push_back({"speed_kmh", p.speed_kmh});
+      AddSource(ev);
+      if (backfill) {
+        ev.source_extra.push_back({"backfill", true});
+        ev.message = "reported late: happened while the truck was out of coverage";
+      }
+      out.push_back(std::move(ev));
+    }
+  }
+
+  // Turns points into records, stores them and acknowledges the message once they are durable.
+  void Store(const Header& h, std::vector<Location> points, bool backfill, bool live, bool acknowledge = true) {
+    std::vector<Record> out;
+    out.reserve(points.size() + 2);
+    std::sort(points.begin(), points.end(), [](const auto& x, const auto& y) { return x.ts_ms < y.ts_ms; });
+    uint32_t backfill_state = 0;  // a back-fill batch is its own history, starting alarm-free
+    for (const auto& p : points) {
+      out.push_back(Reading(p, backfill));
+      if (live) {
+        auto [it, fresh] = a_.alarms.try_emplace(term_.device);
+        if (fresh || p.ts_ms >= it->second.ts_ms) {  // an older point never rewinds the alarm state
+          AlarmEvents(fresh ? 0 : it->second.alarm, p, false, out);
+          it->second = {p.alarm, p.ts_ms};
+        }
+      } else {
+        AlarmEvents(backfill_state, p, true, out);
+        backfill_state = p.alarm;
+      }
+      last_report_ms_ = std::max(last_report_ms_, p.ts_ms);
+    }
+    if (!acknowledge) return a_.Emit(std::move(out));
+    auto received = SteadyClock::now();
+    std::weak_ptr<Impl> wa = a_.weak_from_this();
+    std::weak_ptr<Session> ws = weak_from_this();
+    uint16_t serial = h.serial, id = h.msg_id;
+    std::string device = term_.device;
+    a_.sink->EmitDurable(std::move(out), [wa, ws, serial, id, device, received](bool durable) {
+      auto a = wa.lock();
+      if (!a) return;
+      asio::post(a->io, [a, ws, serial, id, device, received, durable] {
+        auto s = ws.lock();
+        if (!s || s->closed_) return;  // the terminal keeps the point and sends it again
+        a->AckLatency(device, std::chrono::duration<double, std::milli>(SteadyClock::now() - received).count());
+        s->RespondTo(serial, id, durable ? ResponseResult::kOk : ResponseResult::kFail);
+      });
+    });
+  }
+
+  void OnAnswer(uint16_t reply_serial, uint16_t answer_id, uint8_t result, const Location* loc, uint16_t reply_id = 0) {
+    auto it = pending_.find(reply_serial);
+    if (it == pending_.end()) return;  // an answer to a platform message we did not track (e.g. 0x8100)
+    if (it->second.expect_id != answer_id) return;
+    if (answer_id == msg::kTerminalResponse && reply_id != it->second.sent_id) return;
+    Pending p = std::move(it->second);
+    pending_.erase(it);
+    p.timer->cancel();
+    if (loc) {
+      nlohmann::json j = {{"ts", loc->ts_ms}, {"lat", loc->lat}, {"lon", loc->lon},
+                          {"speed_kmh", loc->speed_kmh}, {"heading_deg", loc->heading_deg},
+                          {"gnss_fix", loc->positioned()}};
+      return p.reply({true, {}, j.dump()});
+    }
+    if (result == 0) return p.reply({true, {}, nlohmann::json({{"terminal_result", "ok"}}).dump()});
+    p.reply({false, std::string("terminal answered: ") + ResultName(result), {}});
+  }
+
+  void Respond(const Header& h, ResponseResult r) { RespondTo(h.serial, h.msg_id, r); }
+  void RespondTo(uint16_t serial, uint16_t id, ResponseResult r) {
+    Send(msg::kPlatformResponse, BuildPlatformResponse(serial, id, r));
+  }
+
+  // Frames a platform message for this terminal (same edition and phone encoding it uses).
+  uint16_t Send(uint16_t id, const Bytes& body) {
+    Header h;
+    h.msg_id = id;
+    h.v2019 = v2019_;
+    h.proto_version = proto_version_;
+    h.phone_bcd = phone_bcd_;
+    h.phone = phone_;
+    h.serial = next_serial_++;
+    Write(EncodeFrame(h, body));
+    return h.serial;
+  }
+
+  void Write(Bytes frame) {
+    if (closed_) return;
+    out_bytes_ += frame.size();
+    if (out_bytes_ > static_cast<size_t>(a_.cfg.max_send_queue_kb) * 1024)
+      return Close("terminal does not read its replies (" + std::to_string(out_bytes_ / 1024) + " KB queued)");
+    outq_.push_back(std::move(frame));
+    if (!writing_) WriteNext();
+  }
+  void WriteNext() {
+    if (outq_.empty() || closed_) {
+      writing_ = false;
+      return;
+    }
+    writing_ = true;
+    asio::async_write(sock_, asio::buffer(outq_.front()), [self = shared_from_this()](asio::error_code ec, size_t) {
+      if (self->closed_) return;
+      self->out_bytes_ -= self->outq_.front().size();
+      self->outq_.pop_front();
+      if (ec) return self->Close("write failed: " + ec.message());
+      self->WriteNext();
+    });
+  }
+
+  Impl& a_;
+  tcp::socket sock_;
+  std::string ip_;
+  FrameSplitter splitter_;
+  SteadyClock::time_point created_, last_activity_;
+  bool closed_ = false, authenticated_ = false, v2019_ = false, writing_ = false;
+  uint8_t proto_version_ = 1;
+  std::string phone_;
+  Bytes phone_bcd_;
+  Terminal term_;
+  std::optional<Registration> registration_;
+  std::string software_;
+  uint16_t next_serial_ = 0;
+  int bad_in_row_ = 0, auth_failures_ = 0;
+  int64_t last_bad_log_ms_ = -60000, last_report_ms_ = 0;
+  std::map<uint16_t, Reassembly> parts_;
+  std::map<uint16_t, Pending> pending_;
+  std::deque<Bytes> outq_;
+  size_t out_bytes_ = 0;
+};
+
+}  // namespace
+
+asio::awaitable<void> Jt808Adapter::Impl::AcceptLoop() {
+  auto self = shared_from_this();
+  int64_t last_refusal_log = 0;
+  while (running) {
+    asio::error_code ec;
+    tcp::socket s = co_await acceptor->async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    if (!running || ec == asio::error::operation_aborted) break;
+    if (ec) {
+      // Out of file descriptors and the like: wait a little instead of spinning.
+      spdlog::warn("jt808: accept failed: {}", ec.message());
+      asio::steady_timer t(io, std::chrono::milliseconds(100));
+      co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      continue;
+    }
+    auto ep = s.remote_endpoint(ec);
+    std::string ip = ec ? "?" : ep.address().to_string();
+    std::string refusal;
+    if (static_cast<int64_t>(sessions.size()) >= cfg.max_connections)
+      refusal = "max_connections (" + std::to_string(cfg.max_connections) + ") reached";
+    else if (cfg.max_per_ip > 0 && per_ip[ip] >= cfg.max_per_ip)
+      refusal = "max_per_ip (" + std::to_string(cfg.max_per_ip) + ") reached for " + ip;
+    if (!refusal.empty()) {
+      Refused(refusal);
+      if (NowMs() - last_refusal_log > 10000) {
+        last_refusal_log = NowMs();
+        spdlog::warn("jt808: connection from {} refused: {}", ip, refusal);
+      }
+      s.close(ec);
+      continue;
+    }
+    s.set_option(tcp::no_delay(true), ec);
+    per_ip[ip]++;
+    {
+      std::lock_guard lk(stats_mu);
+      connections++;
+    }
+    auto session = std::make_shared<Session>(*this, std::move(s), ip);
+    sessions.insert(session);
+    session->Start();
+  }
+}
+
+asio::awaitable<void> Jt808Adapter::Impl::SweepLoop() {
+  auto self = shared_from_this();
+  while (running) {
+    sweep_timer->expires_after(std::chrono::seconds(1));
+    asio::error_code ec;
+    co_await sweep_timer->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (!running) break;
+    auto now = SteadyClock::now();
+    std::vector<std::shared_ptr<Session>> all(sessions.begin(), sessions.end());
+    for (auto& s : all) s->Sweep(now);
+  }
+}
+
+void Jt808Adapter::Impl::CloseAll(const std::string& reason) {
+  asio::error_code ec;
+  if (acceptor) acceptor->close(ec);
+  if (sweep_timer) sweep_timer->cancel();
+  std::vector<std::shared_ptr<Session>> all(sessions.begin(), sessions.end());
+  for (auto& s : all) s->Close(reason);
+}
+
+Jt808Adapter::Jt808Adapter(Jt808Config config) : impl_(std::make_shared<Impl>(std::move(config))) {}
+
+Jt808Adapter::~Jt808Adapter() { Stop(); }
+
+Status Jt808Adapter::Start(RecordSink& sink) {
+  auto& a = *impl_;
+  auto codes = AuthCodes::Load(a.cfg.secret_file);
+  if (!codes.ok()) return codes.status();
+  a.codes = *codes;
+  a.sink = &sink;
+  asio::error_code ec;
+  auto addr = asio::ip::make_address(a.cfg.host, ec);
+  if (ec) return Invalid("jt808.listen: \"" + a.cfg.host + "\" is not an IP address");
+  tcp::endpoint ep(addr, a.cfg.port);
+  a.acceptor.emplace(a.io);
+  a.acceptor->open(ep.protocol(), ec);
+  if (!ec) a.acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) a.acceptor->bind(ep, ec);
+  if (!ec) a.acceptor->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    a.acceptor.reset();
+    return Unavailable("jt808: cannot listen on " + a.cfg.host + ":" + std::to_string(a.cfg.port) + ": " + ec.message());
+  }
+  a.bound_port = a.acceptor->local_endpoint().port();
+  a.sweep_timer.emplace(a.io);
+  a.running = true;
+  asio::co_spawn(a.io, a.AcceptLoop(), asio::detached);
+  asio::co_spawn(a.io, a.SweepLoop(), asio::detached);
+  a.thread = std::thread([impl = impl_] {
+    try {
+      impl->io.run();
+    } catch (const std::exception& e) {
+      spdlog::critical("jt808: io loop failed: {}", e.what());
+    }
+  });
+  spdlog::info("jt808: listening on {}:{} ({} configured terminals, unknown terminals {})", a.cfg.host,
+               a.bound_port.load(), a.cfg.terminals.size(),
+               a.cfg.unknown == UnknownPolicy::kRegister ? "register" : "refused");
+  return Status::Ok();
+}
+
+void Jt808Adapter::Stop() {
+  auto& a = *impl_;
+  if (!a.thread.joinable()) return;
+  a.running = false;
+  asio::post(a.io, [impl = impl_] { impl->CloseAll("gateway stopping"); });
+  a.thread.join();
+  a.acceptor.reset();
+}
+
+uint16_t Jt808Adapter::port() const { return impl_->bound_port; }
+
+AdapterHealth Jt808Adapter::Health() const {
+  auto& a = *impl_;
+  AdapterHealth h;
+  std::lock_guard lk(a.stats_mu);
+  h.state = a.running ? "running" : (a.thread.joinable() ? "stopping" : "stopped");
+  std::set<std::string> devices;
+  for (const auto& t : a.cfg.terminals) devices.insert(t.device);
+  for (const auto& [d, s] : a.stats) devices.insert(d);
+  h.devices = static_cast<uint32_t>(devices.size());
+  h.polls = a.messages;
+  h.errors = a.malformed + a.refused;
+  h.last_error = a.last_error;
+  for (const auto& d : devices) {
+    DeviceCounters c;
+    c.id = d;
+    if (auto it = a.stats.find(d); it != a.stats.end()) {
+      c.online = it->second.online;
+      c.requests = it->second.messages;
+      c.errors = it->second.errors;
+      c.last_latency_ms = it->second.last_ack_ms;
+      c.max_latency_ms = it->second.max_ack_ms;
+    }
+    h.online += c.online;
+    h.per_device.push_back(std::move(c));
+  }
+  return h;
+}
+
+RulesByDevice Jt808Adapter::Rules() const {
+  RulesByDevice r;
+  for (const auto& t : impl_->cfg.terminals) r[t.device] = DeviceRules{};
+  return r;
+}
+
+bool Jt808Adapter::OwnsDevice(const std::string& device) const {
+  auto& a = *impl_;
+  if (a.phone_by_device.count(device)) return true;
+  if (a.cfg.unknown != UnknownPolicy::kRegister) return false;
+  const auto& p = a.cfg.device_prefix;
+  return device.size() > p.size() && device.compare(0, p.size(), p) == 0;
+}
+
+void Jt808Adapter::Execute(CommandRequest request, ReplyFn reply) {
+  auto& a = *impl_;
+  if (!a.running) return reply({false, "jt808 is not running", {}});
+  asio::post(a.io, [impl = impl_, req = std::move(request), reply = std::move(reply)]() mutable {
+    auto it = impl->by_device.find(req.device);
+    auto s = it == impl->by_device.end() ? nullptr : it->second.lock();
+    if (!s || s->closed()) return reply({false, req.device + " is not connected", {}});
+    s->Command(req, std::move(reply));
+  });
+}
+
+}  // namespace sanigate::dev::jt808
