@@ -1,0 +1,360 @@
+// JT/T 808 end to end: terminals (our blocking client over real TCP on loopback) -> sanigate ->
+// a real Mosquitto -> an MQTT subscriber. Register, authenticate, reports, SOS and its
+// clearing, back-fill batches, subpackages, commands through mosquitto_rr, refusals, garbage,
+// timeouts, and a kill -9 of the gateway with nothing acknowledged lost.
+#include <future>
+#include <thread>
+
+#include "gateway_fixture.h"
+#include "jt808_terminal.h"
+
+namespace sanigate::test {
+namespace {
+
+using namespace dev::jt808;
+
+int64_t NowMsForTest() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+constexpr const char* kPhone1 = "13912345678";
+constexpr const char* kPhone2 = "13912345679";
+
+class Jt808Test : public GatewayTest {
+ protected:
+  uint16_t port = 0;
+
+  std::string Jt808Section(const std::string& extra) const {
+    return "[jt808]\nlisten = \"127.0.0.1:" + std::to_string(port) + "\"\n" + extra +
+           "\n[[jt808.terminals]]\nphone = \"" + kPhone1 + "\"\ndevice = \"truck-01\"\nplate = \"闽D·H1234\"\n" +
+           "\n[[jt808.terminals]]\nphone = \"0" + kPhone2 + "\"\ndevice = \"truck-02\"\n";
+  }
+
+  void StartAll(const std::string& extra = "") {
+    StartBroker();
+    Capture();
+    port = FreeTcpPort();
+    WriteConfig(BaseConfig() + Jt808Section(extra));
+    StartGateway();
+    ASSERT_TRUE(WaitForTcpPort(port, 10s)) << GatewayLog();
+    WaitGatewayOnline();
+  }
+
+  // The gateway subscribes to commands before it publishes its online status.
+  void WaitGatewayOnline() {
+    ASSERT_TRUE(capture->WaitFor([](const std::vector<Captured>& m) {
+      for (const auto& c : m)
+        if (c.topic.find("/gateway/gw-test/status") != std::string::npos && c.payload.find("\"online\":true") != std::string::npos)
+          return true;
+      return false;
+    }, 10s)) << GatewayLog();
+  }
+
+  void Login(Jt808Terminal& t, std::string* code_out = nullptr) {
+    ASSERT_TRUE(t.Connect(port).ok());
+    auto code = t.Register();
+    ASSERT_TRUE(code.ok()) << code.status().ToString();
+    ASSERT_TRUE(t.Authenticate(*code).ok());
+    if (code_out) *code_out = *code;
+  }
+
+  std::vector<Parsed> Of(const std::string& device, const std::string& what) const {
+    return Unique(capture->Messages(), "/devices/" + device + "/" + what);
+  }
+  bool WaitN(const std::string& device, const std::string& what, size_t n, std::chrono::milliseconds t = 10s) {
+    return capture->WaitFor([&](const std::vector<Captured>& m) { return Unique(m, "/devices/" + device + "/" + what).size() >= n; }, t);
+  }
+  // Inside WaitFor predicates pass the messages it gives (the capture is locked there).
+  std::vector<Parsed> EventsNamed(const std::string& device, const std::string& name,
+                                  const std::vector<Captured>* msgs = nullptr) const {
+    std::vector<Parsed> out;
+    for (auto& p : Unique(msgs ? *msgs : capture->Messages(), "/devices/" + device + "/event"))
+      if (p.payload["event"] == name) out.push_back(p);
+    return out;
+  }
+};
+
+TEST_F(Jt808Test, RegisterAuthReportSosAndClearToMqtt) {
+  StartAll();
+  Jt808Terminal t(kPhone1);
+  std::string code;
+  Login(t, &code);
+  EXPECT_EQ(code.size(), 16u);
+  // The device status goes online with what the terminal told about itself.
+  ASSERT_TRUE(WaitN("truck-01", "status", 1));
+  auto st = Of("truck-01", "status").back().payload;
+  EXPECT_TRUE(st["online"].get<bool>());
+
+  int64_t t0 = NowMsForTest() - 60000;
+  ASSERT_EQ(t.Report(SampleLocation(t0, 0)).value_or(99), 0);
+  ASSERT_EQ(t.Report(SampleLocation(t0 + 5000, 1, 1u << alarm_bit::kSos)).value_or(99), 0);
+  ASSERT_EQ(t.Report(SampleLocation(t0 + 10000, 2)).value_or(99), 0);
+  uint16_t hb = t.Send(msg::kHeartbeat, {});
+  EXPECT_EQ(t.WaitAck(hb, 5s).value_or(99), 0);
+
+  ASSERT_TRUE(WaitN("truck-01", "telemetry", 3));
+  auto tel = Of("truck-01", "telemetry");
+  ASSERT_EQ(tel.size(), 3u);
+  auto& r0 = tel[0].payload;
+  EXPECT_EQ(r0["ts"], SampleLocation(t0, 0).ts_ms);  // the terminal's time (GMT+8 on the wire), in UTC
+  EXPECT_EQ(r0["kind"], "vehicle");
+  EXPECT_EQ(r0["source"]["protocol"], "jt808");
+  EXPECT_EQ(r0["source"]["phone"], kPhone1);
+  EXPECT_DOUBLE_EQ(r0["location"]["lat"].get<double>(), 24.479833);
+  EXPECT_DOUBLE_EQ(r0["location"]["lon"].get<double>(), 118.089425);
+  EXPECT_DOUBLE_EQ(r0["metrics"]["speed_kmh"].get<double>(), 18.5);
+  EXPECT_DOUBLE_EQ(r0["metrics"]["heading_deg"].get<double>(), 90);
+  EXPECT_DOUBLE_EQ(r0["metrics"]["odometer_km"].get<double>(), 9791.7);
+  EXPECT_DOUBLE_EQ(r0["metrics"]["fuel_l"].get<double>(), 80.5);
+  EXPECT_TRUE(r0["metrics"]["acc_on"].get<bool>());
+  EXPECT_TRUE(r0["metrics"]["gnss_fix"].get<bool>());
+
+  ASSERT_TRUE(capture->WaitFor([&](const auto& m) { return EventsNamed("truck-01", "sos", &m).size() >= 2; }, 10s));
+  auto sos = EventsNamed("truck-01", "sos");
+  ASSERT_EQ(sos.size(), 2u);
+  EXPECT_EQ(sos[0].payload["state"], "active");
+  EXPECT_EQ(sos[0].payload["severity"], "critical");
+  EXPECT_EQ(sos[0].payload["ts"], SampleLocation(t0 + 5000).ts_ms);
+  EXPECT_TRUE(sos[0].payload.contains("location"));
+  EXPECT_EQ(sos[1].payload["state"], "cleared");
+}
+
+TEST_F(Jt808Test, BackfillBatchKeepsOriginalTimesAndIsMarked) {
+  StartAll();
+  Jt808Terminal t(kPhone1);
+  Login(t);
+  int64_t t0 = NowMsForTest() - 3600000;
+  std::vector<Location> pts;
+  for (int i = 0; i < 40; ++i) pts.push_back(SampleLocation(t0 + i * 10000, i, i == 5 ? 1u : 0u));
+  // 40 points do not fit one packet (1023 bytes): send them as 3 subpackages.
+  Bytes body = BuildBatchLocation(pts, true);
+  ASSERT_GT(body.size(), 1023u);
+  uint16_t last = t.SendSubpackaged(msg::kBatchLocation, body, 3);
+  EXPECT_EQ(t.WaitAck(last, 10s).value_or(99), 0);
+  ASSERT_TRUE(WaitN("truck-01", "telemetry", 40));
+  auto tel = Of("truck-01", "telemetry");
+  ASSERT_EQ(tel.size(), 40u);
+  for (size_t i = 0; i < tel.size(); ++i) {
+    EXPECT_EQ(tel[i].payload["ts"], pts[i].ts_ms) << i;
+    EXPECT_TRUE(tel[i].payload["source"]["backfill"].get<bool>()) << i;
+  }
+  // The SOS pressed out of coverage still reaches dispatch, marked as late, then its clearing.
+  ASSERT_TRUE(capture->WaitFor([&](const auto& m) { return EventsNamed("truck-01", "sos", &m).size() >= 2; }, 10s));
+  auto sos = EventsNamed("truck-01", "sos");
+  EXPECT_EQ(sos[0].payload["state"], "active");
+  EXPECT_EQ(sos[0].payload["ts"], pts[5].ts_ms);
+  EXPECT_TRUE(sos[0].payload["source"]["backfill"].get<bool>());
+  EXPECT_EQ(sos[1].payload["state"], "cleared");
+}
+
+TEST_F(Jt808Test, Edition2019AndNormalBatch) {
+  StartAll();
+  Jt808Terminal t(kPhone2, /*v2019=*/true);
+  Login(t);
+  int64_t t0 = NowMsForTest() - 30000;
+  uint16_t s = t.Send(msg::kBatchLocation, BuildBatchLocation({SampleLocation(t0, 0), SampleLocation(t0 + 1000, 1)}, false));
+  EXPECT_EQ(t.WaitAck(s, 5s).value_or(99), 0);
+  ASSERT_TRUE(WaitN("truck-02", "telemetry", 2));
+  auto tel = Of("truck-02", "telemetry");
+  EXPECT_FALSE(tel[0].payload["source"].contains("backfill"));
+}
+
+TEST_F(Jt808Test, UnknownTerminalsWrongCodesAndUnauthenticatedMessagesAreRefused) {
+  StartAll();
+  Jt808Terminal stranger("13000000001");
+  ASSERT_TRUE(stranger.Connect(port).ok());
+  auto code = stranger.Register();
+  ASSERT_FALSE(code.ok());
+  EXPECT_EQ(code.status().message(), "register result 4");  // terminal unknown
+
+  Jt808Terminal t(kPhone1);
+  ASSERT_TRUE(t.Connect(port).ok());
+  // Reports before authentication are answered "fail" and never published.
+  EXPECT_EQ(t.Report(SampleLocation(NowMsForTest())).value_or(99), 1);
+  EXPECT_FALSE(t.Authenticate("WRONGCODE").ok());
+  EXPECT_EQ(t.Report(SampleLocation(NowMsForTest())).value_or(99), 1);
+  auto good = t.Register();
+  ASSERT_TRUE(good.ok());
+  ASSERT_TRUE(t.Authenticate(*good).ok());
+  ASSERT_EQ(t.Report(SampleLocation(NowMsForTest())).value_or(99), 0);
+  ASSERT_TRUE(WaitN("truck-01", "telemetry", 1));
+  EXPECT_EQ(Of("truck-01", "telemetry").size(), 1u);
+  EXPECT_TRUE(Unique(capture->Messages(), "13000000001/telemetry").empty());
+  EXPECT_NE(GatewayLog().find("unknown terminal 13000000001"), std::string::npos);
+}
+
+TEST_F(Jt808Test, UnknownTerminalsRegisterUnderThePolicy) {
+  StartAll("unknown_terminals = \"register\"\ndevice_prefix = \"truck-\"\n");
+  Jt808Terminal t("13700000042");
+  Login(t);
+  ASSERT_EQ(t.Report(SampleLocation(NowMsForTest())).value_or(99), 0);
+  ASSERT_TRUE(WaitN("truck-13700000042", "telemetry", 1));
+}
+
+TEST_F(Jt808Test, MalformedFramesAreSkippedAndGarbageClosesTheConnection) {
+  StartAll("max_frame_bytes = 512\n");
+  Jt808Terminal t(kPhone1);
+  Login(t);
+  // Garbage between frames, a frame with a bad check code, a bad escape, a short frame.
+  ASSERT_TRUE(t.SendRaw({0x01, 0x02, 0x03}).ok());
+  Header h;
+  h.msg_id = msg::kLocation;
+  h.phone = kPhone1;
+  h.serial = 900;
+  Bytes bad = EncodeFrame(h, BuildLocation(SampleLocation(NowMsForTest())));
+  bad[bad.size() - 2] ^= 0x55;  // check code
+  ASSERT_TRUE(t.SendRaw(bad).ok());
+  ASSERT_TRUE(t.SendRaw({0x7E, 0x00, 0x02, 0x7D, 0x05, 0x7E, 0x7E, 0x01, 0x7E}).ok());
+  // A well-formed frame whose location body is cut short is answered "message error".
+  uint16_t s = t.Send(msg::kLocation, Bytes(20, 0));
+  EXPECT_EQ(t.WaitAck(s, 5s).value_or(99), 2);
+  // The connection still works.
+  EXPECT_EQ(t.Report(SampleLocation(NowMsForTest())).value_or(99), 0);
+  ASSERT_TRUE(WaitN("truck-01", "telemetry", 1));
+  EXPECT_EQ(Of("truck-01", "telemetry").size(), 1u);
+  // Endless bytes without a delimiter are not JT/T 808: the connection is closed.
+  ASSERT_TRUE(t.SendRaw(Bytes(2000, 0x41)).ok());
+  EXPECT_TRUE(t.WaitClosedByPeer(5s));
+  // Others are unaffected, and the terminal may come back.
+  Jt808Terminal t2(kPhone2);
+  Login(t2);
+  Login(t);
+  EXPECT_EQ(t.Report(SampleLocation(NowMsForTest())).value_or(99), 0);
+}
+
+TEST_F(Jt808Test, SilentConnectionsTimeOutAndTheTruckGoesOffline) {
+  StartAll("auth_timeout_s = 1\nidle_timeout_s = 5\n");
+  Jt808Terminal lurker(kPhone2);
+  ASSERT_TRUE(lurker.Connect(port).ok());
+  EXPECT_TRUE(lurker.WaitClosedByPeer(5s));  // never authenticated
+
+  Jt808Terminal t(kPhone1);
+  Login(t);
+  ASSERT_TRUE(WaitN("truck-01", "status", 1));
+  EXPECT_TRUE(t.WaitClosedByPeer(10s));  // idle for 5 s
+  ASSERT_TRUE(WaitN("truck-01", "status", 2));
+  auto st = Of("truck-01", "status");
+  EXPECT_FALSE(st.back().payload["online"].get<bool>());
+  ASSERT_TRUE(capture->WaitFor([&](const auto& m) { return EventsNamed("truck-01", "offline", &m).size() >= 1; }, 5s));
+  // Back online: the offline event clears.
+  Login(t);
+  ASSERT_TRUE(capture->WaitFor([&](const auto& m) { return EventsNamed("truck-01", "offline", &m).size() >= 2; }, 5s));
+  EXPECT_EQ(EventsNamed("truck-01", "offline").back().payload["state"], "cleared");
+}
+
+// The terminal side of a command: waits for the platform message and answers it.
+void AnswerCommand(Jt808Terminal& t, uint16_t expect_id, bool with_location) {
+  auto f = t.WaitFor(expect_id, 10s);
+  ASSERT_TRUE(f.has_value()) << "no " << std::hex << expect_id;
+  if (with_location) {
+    Bytes body = {static_cast<uint8_t>(f->header.serial >> 8), static_cast<uint8_t>(f->header.serial)};
+    Bytes loc = BuildLocation(SampleLocation(NowMsForTest(), 7));
+    body.insert(body.end(), loc.begin(), loc.end());
+    t.Send(msg::kPositionReply, body);
+  } else {
+    t.Send(msg::kTerminalResponse, BuildTerminalResponse({f->header.serial, expect_id, 0}));
+  }
+}
+
+TEST_F(Jt808Test, CommandsReachTheTerminalAndReturnItsAnswer) {
+  StartAll("command_timeout_ms = 1500\n");
+  Jt808Terminal t(kPhone1);
+  Login(t);
+
+  auto locate = std::async(std::launch::async, [&] { return Command("truck-01", "locate", ""); });
+  AnswerCommand(t, msg::kPositionQuery, true);
+  json r = locate.get();
+  EXPECT_TRUE(r["ok"].get<bool>()) << r.dump();
+  EXPECT_DOUBLE_EQ(r["result"]["lat"].get<double>(), 24.479833);
+
+  auto interval = std::async(std::launch::async, [&] { return Command("truck-01", "set_report_interval", "30"); });
+  {
+    auto f = t.WaitFor(msg::kSetParams, 10s);
+    ASSERT_TRUE(f.has_value());
+    EXPECT_EQ(f->body, BuildSetParams({{0x0029, 30}}));
+    t.Send(msg::kTerminalResponse, BuildTerminalResponse({f->header.serial, msg::kSetParams, 0}));
+  }
+  EXPECT_TRUE(interval.get()["ok"].get<bool>());
+
+  auto text = std::async(std::launch::async, [&] { return Command("truck-01", "text", "{\"args\":[\"请到3号垃圾屋\"]}"); });
+  {
+    auto f = t.WaitFor(msg::kTextMessage, 10s);
+    ASSERT_TRUE(f.has_value());
+    auto utf8 = GbkToUtf8(std::span(f->body).subspan(1));
+    ASSERT_TRUE(utf8.ok());
+    EXPECT_EQ(*utf8, "请到3号垃圾屋");
+    t.Send(msg::kTerminalResponse, BuildTerminalResponse({f->header.serial, msg::kTextMessage, 1}));
+  }
+  json tr = text.get();
+  EXPECT_FALSE(tr["ok"].get<bool>());
+  EXPECT_EQ(tr["error"], "terminal answered: fail");
+
+  // No answer: a timeout, not a hang.
+  json silent = Command("truck-01", "confirm_alarm", "sos");
+  EXPECT_FALSE(silent["ok"].get<bool>());
+  EXPECT_EQ(silent["error"], "no answer from the terminal within 1500 ms");
+  // Bad arguments and disconnected trucks get clear errors.
+  json bad = Command("truck-01", "set_params", "speedlimit=abc");
+  EXPECT_NE(bad["error"].get<std::string>().find("is not NAME=VALUE"), std::string::npos) << bad.dump();
+  json away = Command("truck-02", "locate", "");
+  EXPECT_EQ(away["error"], "truck-02 is not connected");
+}
+
+TEST_F(Jt808Test, KillNineLosesNothingAcknowledgedAndCodesSurviveRestart) {
+  StartAll();
+  Jt808Terminal t(kPhone1);
+  std::string code;
+  Login(t, &code);
+  broker->Stop();  // acks must not depend on the broker: the outbox holds the points
+  int64_t t0 = NowMsForTest() - 600000;
+  int acked = 0;
+  for (int i = 0; i < 30; ++i)
+    if (t.Report(SampleLocation(t0 + i * 1000, i)).value_or(99) == 0) acked++;
+  ASSERT_EQ(acked, 30);
+  gateway.Kill();  // SIGKILL right after the last ack
+  (void)gateway.Wait(5s);
+  broker->Start();
+  Capture();
+  StartGateway();
+  ASSERT_TRUE(WaitForTcpPort(port, 10s));
+  // The terminal reconnects and authenticates with the code it already has: no re-register.
+  ASSERT_TRUE(t.Connect(port).ok());
+  ASSERT_TRUE(t.Authenticate(code).ok());
+  EXPECT_EQ(t.Report(SampleLocation(t0 + 30000, 30)).value_or(99), 0);
+  ASSERT_TRUE(WaitN("truck-01", "telemetry", 31, 20s));
+  std::set<int64_t> ts;
+  for (auto& p : Of("truck-01", "telemetry")) ts.insert(p.payload["ts"].get<int64_t>());
+  for (int i = 0; i <= 30; ++i) EXPECT_TRUE(ts.count(SampleLocation(t0 + i * 1000).ts_ms)) << "point " << i << " lost";
+}
+
+TEST_F(Jt808Test, ManyTerminalsAtOnceAndAReconnectStorm) {
+  StartAll("unknown_terminals = \"register\"\n");
+  constexpr int kTerminals = 200;
+  std::vector<std::unique_ptr<Jt808Terminal>> ts;
+  std::vector<std::string> codes(kTerminals);
+  for (int i = 0; i < kTerminals; ++i) {
+    ts.push_back(std::make_unique<Jt808Terminal>("1380000" + std::to_string(1000 + i)));
+    ASSERT_TRUE(ts.back()->Connect(port, "127.0.0." + std::to_string(2 + i % 8)).ok());
+  }
+  // A slow terminal that never reads must not hold the others up.
+  Jt808Terminal slow("13899999999");
+  ASSERT_TRUE(slow.Connect(port).ok());
+  for (int i = 0; i < kTerminals; ++i) {
+    auto c = ts[i]->Register();
+    ASSERT_TRUE(c.ok()) << i;
+    codes[i] = *c;
+    ASSERT_TRUE(ts[i]->Authenticate(codes[i]).ok()) << i;
+  }
+  // Everyone drops and comes back at once.
+  for (auto& t : ts) t->Close();
+  for (int i = 0; i < kTerminals; ++i) ASSERT_TRUE(ts[i]->Connect(port, "127.0.0." + std::to_string(2 + i % 8)).ok());
+  int64_t now = NowMsForTest();
+  for (int i = 0; i < kTerminals; ++i) {
+    ASSERT_TRUE(ts[i]->Authenticate(codes[i]).ok()) << i;
+    ASSERT_EQ(ts[i]->Report(SampleLocation(now, i)).value_or(99), 0) << i;
+  }
+  ASSERT_TRUE(capture->WaitFor([&](const auto& m) { return Unique(m, "/telemetry").size() >= kTerminals; }, 20s));
+}
+
+}  // namespace
+}  // namespace sanigate::test
