@@ -2,6 +2,7 @@
 // Signals: SIGTERM/SIGINT flush and stop; SIGHUP reloads the config (a bad one is refused and
 // the running one stays). Logs go to stderr with levels.
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -36,6 +37,18 @@ int CheckConfig(const std::string& path) {
   return kExitOk;
 }
 
+// Every JT/T 808 truck and NMEA tracker holds a socket: lift the soft descriptor limit (often
+// 1024) to the hard one, and say what it is so an operator knows the ceiling.
+void RaiseFileLimit() {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
+  if (lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    (void)setrlimit(RLIMIT_NOFILE, &lim);
+  }
+  spdlog::debug("open file limit: {}", static_cast<unsigned long long>(lim.rlim_cur));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -65,6 +78,7 @@ int main(int argc, char** argv) {
     return kExitInvalidConfig;
   }
   SetUpLogging(cfg->gateway.log_level);
+  RaiseFileLimit();
 
   // Block the signals in every thread we create; the main thread waits for them below.
   sigset_t signals;

@@ -7,6 +7,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -175,6 +176,19 @@ address = 0
                           {.stdout_path = path("rr.out"), .stderr_path = path("rr.err")});
     EXPECT_TRUE(ExitedWith(rc, 0)) << DescribeWaitStatus(rc) << ReadFile(path("rr.err"));
     return json::parse(ReadFile(path("rr.out")), nullptr, false);
+  }
+
+  // Every payload captured so far against the JSON Schemas, with an independent validator.
+  void ExpectPayloadsMatchSchemas() {
+    std::string dump = path("captured.txt");
+    {
+      std::ofstream out(dump);
+      for (const auto& m : capture->Messages()) out << m.topic << " " << m.payload << "\n";
+    }
+    std::string cmd = "/usr/bin/python3 " + SourceDir() + "/tests/schema/validate_payloads.py " +
+                      SourceDir() + "/config/schema " + dump + " > " + path("schema.out") + " 2>&1";
+    int rc = std::system(cmd.c_str());
+    EXPECT_EQ(rc, 0) << ReadFile(path("schema.out"));
   }
 
   // Counter values of one device arrive without gaps and in order.

@@ -117,6 +117,7 @@ TEST_F(Jt808Test, RegisterAuthReportSosAndClearToMqtt) {
   EXPECT_EQ(sos[0].payload["ts"], SampleLocation(t0 + 5000).ts_ms);
   EXPECT_TRUE(sos[0].payload.contains("location"));
   EXPECT_EQ(sos[1].payload["state"], "cleared");
+  ExpectPayloadsMatchSchemas();
 }
 
 TEST_F(Jt808Test, BackfillBatchKeepsOriginalTimesAndIsMarked) {
@@ -240,6 +241,7 @@ TEST_F(Jt808Test, SilentConnectionsTimeOutAndTheTruckGoesOffline) {
   Login(t);
   ASSERT_TRUE(capture->WaitFor([&](const auto& m) { return EventsNamed("truck-01", "offline", &m).size() >= 2; }, 5s));
   EXPECT_EQ(EventsNamed("truck-01", "offline").back().payload["state"], "cleared");
+  ExpectPayloadsMatchSchemas();
 }
 
 // The terminal side of a command: waits for the platform message and answers it.
