@@ -37,6 +37,9 @@ struct AdapterHealth {
   uint64_t polls = 0;    // requests since start
   std::string last_error;
   std::vector<DeviceCounters> per_device;
+  // Protocol-specific figures as a JSON object, shown under adapters.{name}.details in the
+  // gateway status (e.g. LoRa concentrators: rx/ok counts, last seen). Empty = none.
+  std::string details_json;
 };
 
 // A command from `.../devices/{device}/cmd/{name}` (e.g. uv_lamp on). The adapter answers

@@ -1,5 +1,7 @@
 #include "modbus/modbus_config.h"
 
+#include "api/rules_config.h"
+
 #include <any>
 #include <map>
 #include <filesystem>
@@ -9,17 +11,6 @@
 
 namespace sanigate::dev::modbus {
 namespace {
-
-std::string FormatValue(double v) {
-  std::ostringstream os;
-  os << v;
-  return os.str();
-}
-
-bool IsMetricName(const std::string& s) {
-  static const std::regex re("^[a-z][a-z0-9_]*$");
-  return std::regex_match(s, re);
-}
 
 void ParsePoint(settings::Node& n, PointConfig& p, const DeviceConfig& dev) {
   if (auto m = n.RequiredString("metric")) {
@@ -160,16 +151,7 @@ void ParseBody(settings::Node& n, DeviceConfig& d, std::map<std::string, std::st
     n.Problem("timeout_ms", std::to_string(d.timeout_ms) + " must be below interval_ms (" +
                                 std::to_string(d.interval_ms) + ")");
   d.offline_after = static_cast<int>(n.Int("offline_after", d.offline_after, 1, 100));
-  if (auto ov = n.Table("overflow")) {
-    OverflowRule o;
-    o.metric = ov->String("metric", o.metric);
-    o.active_at = ov->Double("active_at", o.active_at, -1e9, 1e9);
-    o.clear_below = ov->Double("clear_below", o.clear_below, -1e9, 1e9);
-    if (o.clear_below > o.active_at)
-      ov->Problem("clear_below", "must not be above active_at (" + FormatValue(o.active_at) + ")");
-    ov->Finish();
-    d.overflow = o;
-  }
+  if (auto ov = n.Table("overflow")) d.overflow = ParseOverflowRule(*ov);
   auto points = n.TableArray("points");
   if (points.empty() && need_points) n.Problem("points", "a device needs at least one [[...points]] entry (or a profile)");
   for (auto& pn : points) {
@@ -196,25 +178,9 @@ void ParseBody(settings::Node& n, DeviceConfig& d, std::map<std::string, std::st
     d.fill = f;
   }
   for (auto& en : n.TableArray("events")) {
-    EventRule e;
-    if (auto ev = en.RequiredString("event")) {
-      e.event = *ev;
-      if (!IsMetricName(e.event)) en.Problem("event", "\"" + e.event + "\" is not an event name (^[a-z][a-z0-9_]*$)");
-    }
-    if (auto m = en.RequiredString("metric")) {
-      e.metric = *m;
-      if (!seen.count(e.metric)) en.Problem("metric", "\"" + e.metric + "\" is not one of this device's metrics");
-    }
-    e.active_at = en.OptionalDouble("active_at", -1e15, 1e15);
-    e.clear_at = en.OptionalDouble("clear_at", -1e15, 1e15);
-    e.below = en.Bool("below", false);
-    std::string sev = en.OneOf("severity", "warning", {"info", "warning", "critical"});
-    e.severity = sev == "info" ? Severity::kInfo : sev == "critical" ? Severity::kCritical : Severity::kWarning;
-    if (e.clear_at && !e.active_at) en.Problem("clear_at", "needs active_at (a bool metric has no threshold)");
-    if (e.active_at && e.clear_at && (e.below ? *e.clear_at < *e.active_at : *e.clear_at > *e.active_at))
-      en.Problem("clear_at", e.below ? "must not be below active_at when below = true"
-                                     : "must not be above active_at");
-    en.Finish();
+    EventRule e = ParseEventRule(en);
+    if (!e.metric.empty() && !seen.count(e.metric))
+      en.Problem("metric", "\"" + e.metric + "\" is not one of this device's metrics");
     d.events.push_back(std::move(e));
   }
   std::map<std::string, std::string> commands;

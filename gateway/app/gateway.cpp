@@ -159,6 +159,10 @@ std::string Gateway::StatusPayload(bool online) const {
                                                {"online", h.online}, {"errors", h.errors},
                                                {"polls", h.polls},   {"per_device", per_device}};
       if (!h.last_error.empty()) adapters[std::string(a->protocol())]["last_error"] = h.last_error;
+      if (!h.details_json.empty()) {
+        json details = json::parse(h.details_json, nullptr, false);
+        if (!details.is_discarded()) adapters[std::string(a->protocol())]["details"] = std::move(details);
+      }
     }
   }
   j["adapters"] = adapters;

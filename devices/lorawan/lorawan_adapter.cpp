@@ -1,0 +1,749 @@
+#include "lorawan/lorawan_adapter.h"
+
+#include <fcntl.h>
+#include <openssl/rand.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "core/clock.h"
+#include "lorawan/band_plan.h"
+#include "lorawan/lorawan_frame.h"
+#include "lorawan/semtech_udp.h"
+#include "runtime/asio.h"
+
+namespace sanigate::dev::lorawan {
+namespace {
+
+using udp = boost::asio::ip::udp;
+using json = nlohmann::json;
+
+constexpr uint32_t kJoinAcceptDelayUs = 5'000'000;  // JOIN_ACCEPT_DELAY1
+constexpr uint32_t kRxDelayUs = 1'000'000;          // RECEIVE_DELAY1 (RxDelay 1 in the join accept)
+constexpr size_t kDevNoncesKept = 256;              // DevNonces remembered per device
+
+struct Session {
+  bool active = false;  // OTAA: joined; ABP: always
+  uint32_t dev_addr = 0;
+  SessionKeys keys;
+  std::optional<uint32_t> fcnt_up;  // last accepted uplink counter
+  uint32_t fcnt_down = 0;           // next downlink counter
+  std::deque<uint16_t> dev_nonces;  // OTAA: used DevNonces, newest last
+};
+
+struct DeviceState {
+  const LoraDeviceConfig* cfg = nullptr;
+  Session s;
+  int64_t last_seen_ms = 0;
+  bool online = false, offline_announced = false;
+  uint64_t uplinks = 0, errors = 0, lost = 0;
+  std::map<std::string, int64_t> last_warn_ms;  // by kind of problem: logged once a minute each
+};
+
+struct Copy {
+  uint64_t gateway = 0;
+  Rxpk rx;
+};
+
+bool Better(const Rxpk& a, const Rxpk& b) {
+  double sa = a.lsnr.value_or(-100), sb = b.lsnr.value_or(-100);
+  int ra = a.rssi.value_or(-200), rb = b.rssi.value_or(-200);
+  return ra != rb ? ra > rb : sa > sb;
+}
+
+uint16_t TokenKey(const Token& t) { return static_cast<uint16_t>((t[0] << 8) | t[1]); }
+
+}  // namespace
+
+struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl> {
+  struct PendingUplink {
+    DeviceState* dev = nullptr;
+    DataFrame frame;
+    uint32_t fcnt = 0;
+    int64_t received_ms = 0;
+    std::vector<Copy> copies;
+    std::unique_ptr<asio::steady_timer> timer;
+  };
+  struct PendingJoin {
+    DeviceState* dev = nullptr;
+    uint16_t dev_nonce = 0;
+    std::vector<Copy> copies;
+    std::unique_ptr<asio::steady_timer> timer;
+  };
+  struct Downlink {
+    uint64_t gateway = 0;
+    std::string device;
+    Txpk txpk;
+    std::optional<Txpk> rx2;
+  };
+  struct GatewayInfo {
+    udp::endpoint pull_ep;
+    bool has_pull = false;
+    uint8_t version = 2;
+    int64_t last_seen_ms = 0;
+    uint64_t pushes = 0, rx = 0;
+    std::optional<uint32_t> stat_rxnb, stat_rxok;
+  };
+
+  explicit Impl(LorawanConfig c) : cfg(std::move(c)) {
+    auto found = FindBandPlan(cfg.region);
+    plan = found.ok() ? found.value() : &Cn470();
+    for (const auto& d : cfg.devices) {
+      auto st = std::make_unique<DeviceState>();
+      st->cfg = &d;
+      if (!d.otaa) {
+        st->s.active = true;
+        st->s.dev_addr = d.dev_addr;
+        st->s.keys = {d.nwk_s_key, d.app_s_key};
+      }
+      by_eui[d.dev_eui] = st.get();
+      devices.push_back(std::move(st));
+    }
+  }
+
+  // ---- state file ----
+  void LoadState() {
+    std::ifstream in(cfg.state_file);
+    if (!in) return;
+    json j = json::parse(in, nullptr, false);
+    if (j.is_discarded() || !j.contains("devices") || !j["devices"].is_object()) {
+      std::string aside = cfg.state_file + ".corrupt";
+      std::error_code ec;
+      std::filesystem::rename(cfg.state_file, aside, ec);
+      spdlog::error("lorawan: {} is not a session file; moved to {}: OTAA devices must join again", cfg.state_file, aside);
+      return;
+    }
+    size_t restored = 0;
+    for (auto& [eui_hex, v] : j["devices"].items()) {
+      auto eui = ParseEui(eui_hex);
+      if (!eui.ok() || !by_eui.count(*eui) || !v.is_object()) continue;
+      DeviceState& d = *by_eui[*eui];
+      try {
+        uint32_t addr = v.at("dev_addr").get<uint32_t>();
+        if (d.cfg->otaa) {
+          auto nk = ParseKey(v.at("nwk_s_key").get<std::string>()), ak = ParseKey(v.at("app_s_key").get<std::string>());
+          if (!nk.ok() || !ak.ok()) continue;
+          d.s.active = true;
+          d.s.dev_addr = addr;
+          d.s.keys = {*nk, *ak};
+          for (const auto& n : v.value("dev_nonces", json::array())) d.s.dev_nonces.push_back(n.get<uint16_t>());
+        } else if (addr != d.cfg->dev_addr) {
+          continue;  // re-provisioned ABP device: its old counters do not apply
+        }
+        if (v.contains("fcnt_up") && !v["fcnt_up"].is_null()) d.s.fcnt_up = v["fcnt_up"].get<uint32_t>();
+        d.s.fcnt_down = v.value("fcnt_down", 0u);
+        restored++;
+      } catch (const json::exception&) {
+        continue;
+      }
+    }
+    if (restored) spdlog::info("lorawan: restored {} sessions from {}", restored, cfg.state_file);
+  }
+
+  void SaveState() {
+    json j;
+    j["version"] = 1;
+    json& devs = j["devices"] = json::object();
+    for (const auto& d : devices) {
+      if (!d->s.active) continue;
+      json v;
+      v["dev_addr"] = d->s.dev_addr;
+      if (d->cfg->otaa) {
+        v["nwk_s_key"] = ToHex(d->s.keys.nwk_s_key);
+        v["app_s_key"] = ToHex(d->s.keys.app_s_key);
+        v["dev_nonces"] = d->s.dev_nonces;
+      }
+      v["fcnt_up"] = d->s.fcnt_up ? json(*d->s.fcnt_up) : json(nullptr);
+      v["fcnt_down"] = d->s.fcnt_down;
+      devs[EuiToHex(d->cfg->dev_eui)] = std::move(v);
+    }
+    std::string text = j.dump();
+    std::string tmp = cfg.state_file + ".tmp";
+    std::error_code ec;
+    std::filesystem::create_directories(std::filesystem::path(cfg.state_file).parent_path(), ec);
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    bool ok = fd >= 0 && ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+    if (fd >= 0) ::close(fd);
+    if (!ok || ::rename(tmp.c_str(), cfg.state_file.c_str()) != 0) {
+      SetError("cannot write " + cfg.state_file + ": " + std::strerror(errno));
+      return;  // stays dirty: tried again on the next sweep
+    }
+    dirty = false;
+  }
+
+  // ---- counters ----
+  void SetError(const std::string& e) {
+    std::lock_guard lk(mu);
+    last_error = e;
+  }
+  // Counts a problem of a device and logs it at most once a minute per device and kind, so a
+  // device stuck in a bad state cannot flood the journal.
+  void Warn(DeviceState* d, const std::string& what, const std::string& kind = "other") {
+    int64_t now = NowMs();
+    if (d) {
+      d->errors++;
+      auto [it, fresh] = d->last_warn_ms.try_emplace(kind, now);
+      if (!fresh && now - it->second < 60000) return;
+      it->second = now;
+    }
+    spdlog::warn("lorawan: {}{}", d ? d->cfg->id + ": " : std::string(), what);
+    SetError(what);
+  }
+  void Bump(uint64_t& counter) {
+    std::lock_guard lk(mu);
+    counter++;
+  }
+
+  // ---- datagrams ----
+  void Send(const udp::endpoint& to, Bytes bytes) {
+    auto buf = std::make_shared<Bytes>(std::move(bytes));
+    sock->async_send_to(asio::buffer(*buf), to, [buf](asio::error_code, size_t) {});
+  }
+
+  void OnDatagram(std::span<const uint8_t> data, const udp::endpoint& from) {
+    auto d = ParseDatagram(data);
+    if (!d.ok()) {
+      Bump(malformed);
+      int64_t now = NowMs();
+      if (now - last_malformed_log >= 60000) {
+        last_malformed_log = now;
+        spdlog::warn("lorawan: malformed datagram from {}: {}", from.address().to_string(), d.status().message());
+      }
+      return;
+    }
+    switch (d->id) {
+      case GwmpId::kPullData: {
+        auto& g = gateways[*d->gateway_eui];
+        g.pull_ep = from;
+        g.has_pull = true;
+        g.version = d->version;
+        g.last_seen_ms = NowMs();
+        Send(from, BuildPullAck(d->token, d->version));
+        return;
+      }
+      case GwmpId::kPushData: {
+        Send(from, BuildPushAck(d->token, d->version));
+        auto& g = gateways[*d->gateway_eui];
+        g.last_seen_ms = NowMs();
+        {
+          std::lock_guard lk(mu);
+          g.pushes++;
+          g.rx += d->rxpk.size();
+          if (d->stat) {
+            if (d->stat->rxnb) g.stat_rxnb = *d->stat->rxnb;
+            if (d->stat->rxok) g.stat_rxok = *d->stat->rxok;
+          }
+        }
+        for (auto& rx : d->rxpk) OnRxpk(*d->gateway_eui, std::move(rx));
+        return;
+      }
+      case GwmpId::kTxAck: return OnTxAck(*d);
+      default: Bump(malformed);  // a server-to-gateway message sent to the server
+    }
+  }
+
+  void OnRxpk(uint64_t gw, Rxpk rx) {
+    if (rx.stat != 1 || rx.modu != "LORA" || !rx.lora) return;  // CRC bad/absent, or FSK
+    auto mt = PeekMType(rx.data);
+    if (!mt.ok()) return Bump(malformed);
+    if (*mt == MType::kJoinRequest) return OnJoinRequest(gw, std::move(rx));
+    if (*mt == MType::kUnconfirmedUp || *mt == MType::kConfirmedUp) return OnDataUp(gw, std::move(rx));
+    Bump(malformed);  // downlink types heard by our own concentrator, proprietary frames
+  }
+
+  void OnDataUp(uint64_t gw, Rxpk rx) {
+    auto f = ParseDataFrame(rx.data);
+    if (!f.ok()) return Bump(malformed);
+    // Copies of an uplink already being collected.
+    bool any_device = false;
+    for (auto& dev : devices) {
+      Session& s = dev->s;
+      if (!s.active || s.dev_addr != f->dev_addr) continue;
+      any_device = true;
+      auto cand = ReconstructFCnt(f->fcnt16, s.fcnt_up);
+      if (cand.verdict == FCntVerdict::kRepeat) {
+        auto it = pending_up.find({f->dev_addr, cand.fcnt32});
+        if (it != pending_up.end() && it->second.dev == dev.get()) {
+          it->second.copies.push_back({gw, std::move(rx)});
+          Bump(duplicates);
+          return;
+        }
+        auto mic = VerifyDataMic(*f, s.keys.nwk_s_key, cand.fcnt32);
+        if (!mic.ok() || !*mic) continue;
+        Bump(duplicates);  // a retransmission after the window: already stored once
+        if (f->mtype == MType::kConfirmedUp) SendAck(*dev, gw, rx);
+        return;
+      }
+      if (cand.verdict == FCntVerdict::kReplay) {
+        auto mic = VerifyDataMic(*f, s.keys.nwk_s_key, f->fcnt16 | (s.fcnt_up.value_or(0) & 0xFFFF0000u));
+        Bump(replays);
+        Warn(dev.get(), "replayed frame (counter " + std::to_string(f->fcnt16) + " is behind " +
+                            std::to_string(s.fcnt_up.value_or(0)) + (mic.ok() && *mic ? ")" : ", and its MIC is wrong)") + " dropped", "replay");
+        return;
+      }
+      if (cand.verdict != FCntVerdict::kNew) {
+        Warn(dev.get(), std::string("frame counter ") + FCntVerdictName(cand.verdict) + ": dropped");
+        return;
+      }
+      auto mic = VerifyDataMic(*f, s.keys.nwk_s_key, cand.fcnt32);
+      if (!mic.ok() || !*mic) continue;  // maybe another device shares the address
+      if (s.fcnt_up) dev->lost += cand.fcnt32 - *s.fcnt_up - 1;
+      s.fcnt_up = cand.fcnt32;
+      dirty = true;
+      PendingUplink p;
+      p.dev = dev.get();
+      p.frame = std::move(*f);
+      p.fcnt = cand.fcnt32;
+      p.received_ms = NowMs();
+      p.copies.push_back({gw, std::move(rx)});
+      p.timer = std::make_unique<asio::steady_timer>(io, std::chrono::milliseconds(cfg.dedup_window_ms));
+      auto key = std::make_pair(p.frame.dev_addr, p.fcnt);
+      p.timer->async_wait([self = shared_from_this(), key](asio::error_code ec) {
+        if (!ec) self->FinishUplink(key);
+      });
+      pending_up.emplace(key, std::move(p));
+      return;
+    }
+    Bump(bad_mic);
+    if (!any_device) {
+      char buf[80];
+      std::snprintf(buf, sizeof buf, "uplink from unknown DevAddr %08X dropped", f->dev_addr);
+      int64_t now = NowMs();
+      if (now - last_unknown_log >= 60000) {
+        last_unknown_log = now;
+        spdlog::warn("lorawan: {}", buf);
+      }
+      return;
+    }
+    for (auto& dev : devices)
+      if (dev->s.active && dev->s.dev_addr == f->dev_addr) Warn(dev.get(), "uplink with a wrong MIC (forged or wrong keys) dropped", "mic");
+  }
+
+  void FinishUplink(std::pair<uint32_t, uint32_t> key) {
+    auto it = pending_up.find(key);
+    if (it == pending_up.end()) return;
+    PendingUplink p = std::move(it->second);
+    pending_up.erase(it);
+    DeviceState& dev = *p.dev;
+    const Copy* best = &p.copies[0];
+    for (const auto& c : p.copies)
+      if (Better(c.rx, best->rx)) best = &c;
+    dev.uplinks++;
+    {
+      std::lock_guard lk(mu);
+      uplinks++;
+    }
+    std::vector<Record> out;
+    MarkSeen(dev, p.received_ms, out);
+    Record r = MakeReading(dev.cfg->id, dev.cfg->kind, "lorawan", p.received_ms);
+    if (p.frame.fport && *p.frame.fport > 0 && !p.frame.frm_payload.empty()) {
+      auto plain = DecryptFrmPayload(p.frame, dev.s.keys, p.fcnt);
+      auto decoded = plain.ok() ? DecodePayload(*dev.cfg->profile, *p.frame.fport, *plain) : Result<DecodedPayload>(plain.status());
+      if (decoded.ok()) {
+        r.metrics = std::move(decoded->metrics);
+        r.quality = std::move(decoded->quality);
+      } else {
+        Warn(&dev, "payload on port " + std::to_string(*p.frame.fport) + " not decoded: " + decoded.status().message());
+      }
+    }
+    r.location = dev.cfg->location;
+    r.source_extra.push_back({"dev_eui", EuiToHex(dev.cfg->dev_eui)});
+    r.source_extra.push_back({"fcnt", static_cast<int64_t>(p.fcnt)});
+    if (best->rx.rssi) r.source_extra.push_back({"rssi_dbm", static_cast<double>(*best->rx.rssi)});
+    if (best->rx.lsnr) r.source_extra.push_back({"snr_db", *best->rx.lsnr});
+    r.source_extra.push_back({"frequency_hz", static_cast<int64_t>(best->rx.freq_hz)});
+    r.source_extra.push_back({"data_rate", FormatLoraDatr(*best->rx.lora)});
+    r.source_extra.push_back({"concentrator", EuiToHex(best->gateway)});
+    r.source_extra.push_back({"concentrators", static_cast<int64_t>(p.copies.size())});
+    if (p.fcnt > 0 && dev.lost) r.source_extra.push_back({"frames_lost", static_cast<int64_t>(dev.lost)});
+    if (!r.metrics.empty()) out.push_back(std::move(r));
+    bool confirmed = p.frame.mtype == MType::kConfirmedUp;
+    if (!confirmed) return Emit(std::move(out));
+    // The device's ACK is sent only once its reading is stored.
+    std::weak_ptr<Impl> w = weak_from_this();
+    Copy via = *best;
+    std::string id = dev.cfg->id;
+    EmitDurable(std::move(out), [w, via, id](bool durable) {
+      auto self = w.lock();
+      if (!self || !durable) return;
+      asio::post(self->io, [self, via, id] {
+        for (auto& d : self->devices)
+          if (d->cfg->id == id) self->SendAck(*d, via.gateway, via.rx);
+      });
+    });
+  }
+
+  void MarkSeen(DeviceState& dev, int64_t now, std::vector<Record>& out) {
+    dev.last_seen_ms = now;
+    if (dev.online) return;
+    dev.online = true;
+    out.push_back(MakeStatus(dev.cfg->id, dev.cfg->kind, "lorawan", now, true, now));
+    if (dev.offline_announced) {
+      dev.offline_announced = false;
+      Record ev = MakeEvent(dev.cfg->id, dev.cfg->kind, "lorawan", now, "offline", EventState::kCleared, Severity::kWarning);
+      ev.message = "reporting again";
+      out.push_back(std::move(ev));
+    }
+  }
+
+  void SendAck(DeviceState& dev, uint64_t gw, const Rxpk& rx) {
+    DataFrameSpec spec;
+    spec.mtype = MType::kUnconfirmedDown;
+    spec.dev_addr = dev.s.dev_addr;
+    spec.fcnt32 = dev.s.fcnt_down++;
+    spec.fctrl_flags = kFCtrlAck;
+    dirty = true;
+    auto phy = BuildDataFrame(spec, dev.s.keys);
+    if (!phy.ok()) return Warn(&dev, "cannot build the ACK: " + phy.status().message());
+    ScheduleDownlink(dev, gw, rx, *phy, kRxDelayUs);
+  }
+
+  // RX1 (on the uplink's channel plan, `delay_us` after it) with RX2 one second later as the
+  // fallback when the concentrator refuses RX1 (TX_ACK error).
+  void ScheduleDownlink(DeviceState& dev, uint64_t gw, const Rxpk& rx, const Bytes& phy, uint32_t delay_us) {
+    auto g = gateways.find(gw);
+    if (g == gateways.end() || !g->second.has_pull) {
+      return Warn(&dev, "no PULL_DATA from concentrator " + EuiToHex(gw) + " yet: downlink not sent");
+    }
+    auto up_dr = plan->DataRate(*rx.lora);
+    auto rx1_freq = plan->Rx1Frequency(rx.freq_hz);
+    auto rx1_dr = up_dr.ok() ? plan->Rx1DataRate(*up_dr) : Result<int>(up_dr.status());
+    auto rx1_rate = rx1_dr.ok() ? plan->Rate(*rx1_dr) : Result<LoraRate>(rx1_dr.status());
+    auto rx2_rate = plan->Rate(plan->Rx2DataRate());
+    Downlink dl;
+    dl.gateway = gw;
+    dl.device = dev.cfg->id;
+    Txpk t;
+    t.powe = cfg.tx_power_dbm;
+    t.data = phy;
+    if (rx2_rate.ok()) {
+      Txpk t2 = t;
+      t2.tmst = rx.tmst + delay_us + 1'000'000;  // mod 2^32 by unsigned arithmetic
+      t2.freq_hz = plan->Rx2Frequency();
+      t2.rate = *rx2_rate;
+      dl.rx2 = t2;
+    }
+    if (rx1_freq.ok() && rx1_rate.ok()) {
+      t.tmst = rx.tmst + delay_us;
+      t.freq_hz = *rx1_freq;
+      t.rate = *rx1_rate;
+      dl.txpk = t;
+    } else if (dl.rx2) {
+      dl.txpk = *dl.rx2;
+      dl.rx2.reset();
+    } else {
+      return Warn(&dev, "no downlink window for an uplink on " + std::to_string(rx.freq_hz) + " Hz");
+    }
+    SendPullResp(std::move(dl));
+  }
+
+  void SendPullResp(Downlink dl) {
+    auto& g = gateways[dl.gateway];
+    Token token{static_cast<uint8_t>(next_token >> 8), static_cast<uint8_t>(next_token)};
+    next_token++;
+    auto bytes = BuildPullResp(token, dl.txpk, g.version);
+    if (!bytes.ok()) return Warn(nullptr, "cannot build PULL_RESP: " + bytes.status().message());
+    Send(g.pull_ep, std::move(*bytes));
+    {
+      std::lock_guard lk(mu);
+      downlinks++;
+    }
+    if (pending_tx.size() > 4096) pending_tx.erase(pending_tx.begin());  // forwarders without TX_ACK (v1)
+    pending_tx[TokenKey(token)] = std::move(dl);
+  }
+
+  void OnTxAck(const Datagram& d) {
+    auto it = pending_tx.find(TokenKey(d.token));
+    if (it == pending_tx.end()) return;
+    Downlink dl = std::move(it->second);
+    pending_tx.erase(it);
+    if (!d.tx_ack || d.tx_ack->error == TxAckError::kNone) return;
+    Bump(tx_errors);
+    spdlog::warn("lorawan: concentrator {} refused the downlink to {}: {}{}", EuiToHex(dl.gateway), dl.device,
+                 d.tx_ack->text, dl.rx2 ? "; trying RX2" : "");
+    if (!dl.rx2) return;
+    dl.txpk = *dl.rx2;
+    dl.rx2.reset();
+    SendPullResp(std::move(dl));
+  }
+
+  void OnJoinRequest(uint64_t gw, Rxpk rx) {
+    auto jr = ParseJoinRequest(rx.data);
+    if (!jr.ok()) return Bump(malformed);
+    auto key = std::make_pair(jr->dev_eui, jr->dev_nonce);
+    if (auto it = pending_join.find(key); it != pending_join.end()) {
+      it->second.copies.push_back({gw, std::move(rx)});
+      return Bump(duplicates);
+    }
+    auto dit = by_eui.find(jr->dev_eui);
+    if (dit == by_eui.end() || !dit->second->cfg->otaa) {
+      Bump(unknown_devices);
+      int64_t now = NowMs();
+      if (now - last_unknown_log >= 60000) {
+        last_unknown_log = now;
+        spdlog::warn("lorawan: join request from unknown DevEUI {} refused", EuiToHex(jr->dev_eui));
+      }
+      return;
+    }
+    DeviceState& dev = *dit->second;
+    if (dev.cfg->join_eui && *dev.cfg->join_eui != jr->app_eui)
+      return Warn(&dev, "join request with JoinEUI " + EuiToHex(jr->app_eui) + " refused (configured " + EuiToHex(*dev.cfg->join_eui) + ")");
+    auto mic = VerifyJoinRequestMic(rx.data, dev.cfg->app_key);
+    if (!mic.ok() || !*mic) {
+      Bump(bad_mic);
+      return Warn(&dev, "join request with a wrong MIC (forged or wrong AppKey) refused");
+    }
+    for (uint16_t n : dev.s.dev_nonces)
+      if (n == jr->dev_nonce) {
+        Bump(replays);
+        return Warn(&dev, "join request reusing DevNonce " + std::to_string(n) + " refused (replay)");
+      }
+    PendingJoin p;
+    p.dev = &dev;
+    p.dev_nonce = jr->dev_nonce;
+    p.copies.push_back({gw, std::move(rx)});
+    p.timer = std::make_unique<asio::steady_timer>(io, std::chrono::milliseconds(cfg.dedup_window_ms));
+    p.timer->async_wait([self = shared_from_this(), key](asio::error_code ec) {
+      if (!ec) self->FinishJoin(key);
+    });
+    pending_join.emplace(key, std::move(p));
+  }
+
+  uint32_t AllocateDevAddr(const DeviceState& dev) {
+    // NwkID = the 7 low bits of NetID in the top bits; the rest from the DevEUI, made unique.
+    uint32_t base = (cfg.net_id & 0x7F) << 25;
+    uint32_t nwk_addr = static_cast<uint32_t>((dev.cfg->dev_eui * 0x9E3779B97F4A7C15ull) >> 39) & 0x1FFFFFF;
+    for (;;) {
+      uint32_t addr = base | nwk_addr;
+      bool used = false;
+      for (const auto& d : devices)
+        if (d.get() != &dev && d->s.active && d->s.dev_addr == addr) used = true;
+      if (!used) return addr;
+      nwk_addr = (nwk_addr + 1) & 0x1FFFFFF;
+    }
+  }
+
+  void FinishJoin(std::pair<uint64_t, uint16_t> key) {
+    auto it = pending_join.find(key);
+    if (it == pending_join.end()) return;
+    PendingJoin p = std::move(it->second);
+    pending_join.erase(it);
+    DeviceState& dev = *p.dev;
+    const Copy* best = &p.copies[0];
+    for (const auto& c : p.copies)
+      if (Better(c.rx, best->rx)) best = &c;
+    uint8_t rnd[3];
+    RAND_bytes(rnd, 3);
+    JoinAccept ja;
+    ja.app_nonce = (uint32_t{rnd[0]} << 16) | (uint32_t{rnd[1]} << 8) | rnd[2];
+    ja.net_id = cfg.net_id;
+    ja.dev_addr = AllocateDevAddr(dev);
+    ja.dl_settings = static_cast<uint8_t>(plan->Rx2DataRate() & 0x0F);  // RX1DROffset 0
+    ja.rx_delay = 1;
+    auto keys = DeriveSessionKeys(dev.cfg->app_key, ja.app_nonce, ja.net_id, p.dev_nonce);
+    auto phy = keys.ok() ? BuildJoinAccept(ja, dev.cfg->app_key) : Result<Bytes>(keys.status());
+    if (!phy.ok()) return Warn(&dev, "cannot build the join accept: " + phy.status().message());
+    dev.s.active = true;
+    dev.s.dev_addr = ja.dev_addr;
+    dev.s.keys = *keys;
+    dev.s.fcnt_up.reset();
+    dev.s.fcnt_down = 0;
+    dev.s.dev_nonces.push_back(p.dev_nonce);
+    while (dev.s.dev_nonces.size() > kDevNoncesKept) dev.s.dev_nonces.pop_front();
+    SaveState();  // a join must survive a restart, or the device is locked out until it re-joins
+    Bump(joins);
+    spdlog::info("lorawan: {} joined (DevAddr {:08X}, heard by {} concentrators)", dev.cfg->id, ja.dev_addr, p.copies.size());
+    ScheduleDownlink(dev, best->gateway, best->rx, *phy, kJoinAcceptDelayUs);
+    std::vector<Record> out;
+    MarkSeen(dev, NowMs(), out);
+    Emit(std::move(out));
+  }
+
+  void Sweep() {
+    int64_t now = NowMs();
+    std::vector<Record> out;
+    for (auto& d : devices) {
+      int64_t since = d->last_seen_ms ? d->last_seen_ms : started_ms;
+      if (d->offline_announced || now - since < d->cfg->expected_interval_s * 1000 * d->cfg->offline_after_missed) continue;
+      d->online = false;
+      d->offline_announced = true;
+      out.push_back(MakeStatus(d->cfg->id, d->cfg->kind, "lorawan", now, false,
+                               d->last_seen_ms ? std::optional(d->last_seen_ms) : std::nullopt,
+                               "missed " + std::to_string(d->cfg->offline_after_missed) + " reports"));
+      Record ev = MakeEvent(d->cfg->id, d->cfg->kind, "lorawan", now, "offline", EventState::kActive, Severity::kWarning);
+      ev.message = "no report for " + std::to_string((now - since) / 1000) + " s (expected every " +
+                   std::to_string(d->cfg->expected_interval_s) + " s)";
+      out.push_back(std::move(ev));
+      spdlog::warn("lorawan: {} is offline: {}", d->cfg->id, out.back().message);
+    }
+    Emit(std::move(out));
+    if (dirty) SaveState();
+  }
+
+  void Emit(std::vector<Record> records) {
+    if (!records.empty()) sink->EmitBatch(std::move(records));
+  }
+  void EmitDurable(std::vector<Record> records, RecordSink::DurableFn fn) { sink->EmitDurable(std::move(records), std::move(fn)); }
+
+  void ReceiveNext() {
+    sock->async_receive_from(asio::buffer(rx_buf), rx_from, [self = shared_from_this()](asio::error_code ec, size_t n) {
+      if (ec == asio::error::operation_aborted || !self->running) return;
+      if (!ec) self->OnDatagram(std::span<const uint8_t>(self->rx_buf.data(), n), self->rx_from);
+      self->ReceiveNext();
+    });
+  }
+  void SweepNext() {
+    sweep_timer->expires_after(std::chrono::seconds(1));
+    sweep_timer->async_wait([self = shared_from_this()](asio::error_code ec) {
+      if (ec || !self->running) return;
+      self->Sweep();
+      self->SweepNext();
+    });
+  }
+
+  LorawanConfig cfg;
+  const BandPlan* plan = nullptr;
+  std::vector<std::unique_ptr<DeviceState>> devices;
+  std::unordered_map<uint64_t, DeviceState*> by_eui;
+  asio::io_context io{1};
+  std::optional<udp::socket> sock;
+  std::optional<asio::steady_timer> sweep_timer;
+  std::array<uint8_t, 65536> rx_buf{};
+  udp::endpoint rx_from;
+  std::thread thread;
+  RecordSink* sink = nullptr;
+  std::atomic<bool> running{false};
+  std::atomic<uint16_t> bound_port{0};
+  int64_t started_ms = 0;
+  bool dirty = false;
+  uint16_t next_token = 1;
+  int64_t last_malformed_log = -60000, last_unknown_log = -60000;
+  std::map<std::pair<uint32_t, uint32_t>, PendingUplink> pending_up;
+  std::map<std::pair<uint64_t, uint16_t>, PendingJoin> pending_join;
+  std::map<uint16_t, Downlink> pending_tx;
+
+  // guarded by mu (read by Health from any thread); gateways' map itself changes on io only,
+  // so Health copies it under mu as well.
+  mutable std::mutex mu;
+  std::map<uint64_t, GatewayInfo> gateways;
+  uint64_t uplinks = 0, malformed = 0, bad_mic = 0, replays = 0, duplicates = 0, joins = 0,
+           unknown_devices = 0, downlinks = 0, tx_errors = 0;
+  std::string last_error;
+};
+
+LorawanAdapter::LorawanAdapter(LorawanConfig config) : impl_(std::make_shared<Impl>(std::move(config))) {}
+LorawanAdapter::~LorawanAdapter() { Stop(); }
+
+Status LorawanAdapter::Start(RecordSink& sink) {
+  auto& a = *impl_;
+  a.sink = &sink;
+  a.LoadState();
+  asio::error_code ec;
+  auto addr = asio::ip::make_address(a.cfg.host, ec);
+  if (ec) return Invalid("lorawan.listen: \"" + a.cfg.host + "\" is not an IP address");
+  a.sock.emplace(a.io);
+  udp::endpoint ep(addr, a.cfg.port);
+  a.sock->open(ep.protocol(), ec);
+  if (!ec) a.sock->bind(ep, ec);
+  if (ec) {
+    a.sock.reset();
+    return Unavailable("lorawan: cannot listen on udp " + a.cfg.host + ":" + std::to_string(a.cfg.port) + ": " + ec.message());
+  }
+  // Bursts of PUSH_DATA from several concentrators must not overflow the socket buffer.
+  a.sock->set_option(asio::socket_base::receive_buffer_size(4 << 20), ec);
+  a.bound_port = a.sock->local_endpoint().port();
+  a.started_ms = NowMs();
+  a.running = true;
+  a.sweep_timer.emplace(a.io);
+  a.ReceiveNext();
+  a.SweepNext();
+  a.thread = std::thread([impl = impl_] {
+    try {
+      impl->io.run();
+    } catch (const std::exception& e) {
+      spdlog::critical("lorawan: io loop failed: {}", e.what());
+    }
+  });
+  spdlog::info("lorawan: listening on udp {}:{} ({} devices, {})", a.cfg.host, a.bound_port.load(), a.devices.size(),
+               a.plan->name());
+  return Status::Ok();
+}
+
+void LorawanAdapter::Stop() {
+  auto& a = *impl_;
+  if (!a.thread.joinable()) return;
+  a.running = false;
+  asio::post(a.io, [impl = impl_] {
+    asio::error_code ec;
+    impl->sock->close(ec);
+    impl->sweep_timer->cancel();
+    // Uplinks still inside their de-duplication window are published now, not dropped.
+    while (!impl->pending_up.empty()) impl->FinishUplink(impl->pending_up.begin()->first);
+    impl->pending_join.clear();
+    if (impl->dirty) impl->SaveState();
+  });
+  a.thread.join();
+}
+
+uint16_t LorawanAdapter::port() const { return impl_->bound_port; }
+
+AdapterHealth LorawanAdapter::Health() const {
+  auto& a = *impl_;
+  AdapterHealth h;
+  h.state = a.running ? "running" : "stopped";
+  h.devices = static_cast<uint32_t>(a.devices.size());
+  std::lock_guard lk(a.mu);
+  for (const auto& d : a.devices) {
+    DeviceCounters c;
+    c.id = d->cfg->id;
+    c.online = d->online;
+    c.requests = d->uplinks;
+    c.errors = d->errors;
+    h.online += c.online;
+    h.per_device.push_back(std::move(c));
+  }
+  h.polls = a.uplinks;
+  h.errors = a.malformed + a.bad_mic + a.replays + a.unknown_devices + a.tx_errors;
+  h.last_error = a.last_error;
+  json details;
+  json gws = json::object();
+  for (const auto& [eui, g] : a.gateways) {
+    json gj = {{"last_seen", g.last_seen_ms}, {"push_data", g.pushes}, {"rx", g.rx}, {"pull", g.has_pull}};
+    if (g.stat_rxnb) gj["stat_rxnb"] = *g.stat_rxnb;
+    if (g.stat_rxok) gj["stat_rxok"] = *g.stat_rxok;
+    gws[EuiToHex(eui)] = gj;
+  }
+  details["concentrators"] = gws;
+  details["uplinks"] = a.uplinks;
+  details["duplicates"] = a.duplicates;
+  details["bad_mic"] = a.bad_mic;
+  details["replays"] = a.replays;
+  details["malformed"] = a.malformed;
+  details["unknown_devices"] = a.unknown_devices;
+  details["joins"] = a.joins;
+  details["downlinks"] = a.downlinks;
+  details["tx_errors"] = a.tx_errors;
+  h.details_json = details.dump();
+  return h;
+}
+
+RulesByDevice LorawanAdapter::Rules() const {
+  RulesByDevice r;
+  for (const auto& d : impl_->cfg.devices) r[d.id] = d.rules;
+  return r;
+}
+
+}  // namespace sanigate::dev::lorawan

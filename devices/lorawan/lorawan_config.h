@@ -1,0 +1,53 @@
+// Configuration of the LoRaWAN edge network server ([lorawan]): the UDP port the concentrators'
+// packet forwarders send to, the band plan, and the end devices with their activation (ABP or
+// OTAA), keys, payload profile and events. Keys may live in a separate 0600 file and are never
+// logged. Plain values; parsed once at load (not thread-safe while parsing).
+#pragma once
+
+#include <any>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/device_rules.h"
+#include "core/record.h"
+#include "lorawan/lorawan_crypto.h"
+#include "lorawan/payload_codec.h"
+#include "settings/gateway_config.h"
+#include "settings/reader.h"
+
+namespace sanigate::dev::lorawan {
+
+struct LoraDeviceConfig {
+  std::string id;
+  std::string kind;  // default: the profile's kind
+  uint64_t dev_eui = 0;
+  bool otaa = true;
+  Key app_key{};                   // OTAA
+  std::optional<uint64_t> join_eui;  // OTAA: empty = accept any JoinEUI/AppEUI
+  uint32_t dev_addr = 0;           // ABP
+  Key nwk_s_key{}, app_s_key{};    // ABP
+  std::string profile_name;
+  std::shared_ptr<const PayloadProfile> profile;
+  int64_t expected_interval_s = 3600;  // offline after offline_after_missed reports
+  int offline_after_missed = 3;
+  std::optional<Location> location;
+  DeviceRules rules;
+};
+
+struct LorawanConfig {
+  std::string host = "0.0.0.0";
+  uint16_t port = 1700;
+  std::string region = "CN470";
+  uint32_t net_id = 0;
+  int64_t dedup_window_ms = 200;  // copies of one uplink from several concentrators
+  int tx_power_dbm = 14;
+  std::string state_file;         // sessions, counters and used DevNonces (JSON, 0600)
+  std::vector<LoraDeviceConfig> devices;
+};
+
+std::any ParseLorawanSection(settings::Node& node, const settings::GatewaySection& gateway);
+
+}  // namespace sanigate::dev::lorawan
