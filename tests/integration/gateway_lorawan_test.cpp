@@ -183,6 +183,38 @@ TEST_F(LorawanTest, OtaaJoinConfirmedUplinkAckAndSessionSurvivesRestart) {
   EXPECT_NE(GatewayLog().find("restored 2 sessions"), std::string::npos);
 }
 
+TEST_F(LorawanTest, RefusedRx1FallsBackToRx2AndConcentratorsShowInTheStatus) {
+  StartAll();
+  auto dev = LoraDevice::Otaa(kOtaaEui, 0x0102030405060708ull, kAppKey);
+  gw1->set_tx_ack(TxAckError::kTooLate);
+  uint32_t tmst = gw1->Tmst();
+  ASSERT_TRUE(gw1->Push({MakeRxpk(dev.JoinRequest(0x0042), tmst)}).ok());
+  auto rx1 = gw1->WaitDownlink(5s);
+  ASSERT_TRUE(rx1.has_value());
+  EXPECT_EQ(rx1->tmst, tmst + 5'000'000u);
+  gw1->set_tx_ack(TxAckError::kNone);
+  // The concentrator said TOO_LATE: the same join accept again, in RX2 (505.3 MHz, SF12) 1 s later.
+  auto rx2 = gw1->WaitDownlink(5s);
+  ASSERT_TRUE(rx2.has_value()) << GatewayLog();
+  EXPECT_EQ(rx2->tmst, tmst + 6'000'000u);
+  EXPECT_EQ(rx2->freq_hz, 505'300'000u);
+  EXPECT_EQ(rx2->rate.sf, 12);
+  EXPECT_EQ(rx2->data, rx1->data);
+  ASSERT_TRUE(dev.AcceptJoin(rx2->data).ok());
+  // The gateway status lists both concentrators with their counters.
+  ASSERT_TRUE(capture->WaitFor([](const std::vector<Captured>& m) {
+    for (const auto& c : m) {
+      if (c.topic.find("/gateway/gw-test/status") == std::string::npos) continue;
+      json j = json::parse(c.payload, nullptr, false);
+      if (j.is_discarded()) continue;
+      auto d = j["adapters"]["lorawan"]["details"];
+      if (d.is_object() && d["concentrators"].contains("AA555A0000000001") && d["joins"] == 1 && d["tx_errors"] == 1)
+        return true;
+    }
+    return false;
+  }, 15s)) << GatewayLog();
+}
+
 TEST_F(LorawanTest, MalformedDatagramsAreIgnoredWithoutHarm) {
   StartAll();
   std::vector<Bytes> junk = {
