@@ -46,11 +46,25 @@ mapfile -t SIM < "$RUN/sim.ports"
     "$ROOT/config/demo/sanigate-demo.toml"
 } > "$RUN/sanigate.toml"
 for i in 0 1 2; do sed -i "s|@PORT$i@|${SIM[$i]}|" "$RUN/sanigate.toml"; done
+JT808_PORT=$(free_port)
+LORA_PORT=$(free_port)
+sed -i -e "s|@PORT3@|$JT808_PORT|" -e "s|@PORT4@|$LORA_PORT|" -e "s|@PROFILES@|$ROOT/config/profiles|" "$RUN/sanigate.toml"
 
 "$BUILD/gateway/sanigate" --config "$RUN/sanigate.toml" 2> "$RUN/sanigate.log" &
 PIDS+=($!)
+wait_port "$JT808_PORT"
 
-echo "demo: Mosquitto on 127.0.0.1:$PORT, 3 garbage rooms simulated, sanigate running."
+# Five trucks reporting every 5 s (one presses SOS now and then), four bins over two concentrators.
+"$BUILD/tests/sim/jt808_sim" --port "$JT808_PORT" --terminals 5 --interval-ms 5000 --sos-every 12 \
+  --answer-commands --duration-s 86400 > "$RUN/jt808_sim.out" 2> "$RUN/jt808_sim.log" &
+PIDS+=($!)
+"$BUILD/tests/sim/lora_sim" --port "$LORA_PORT" --mode otaa --devices 4 --concentrators 2 \
+  --interval-ms 15000 --duration-s 86400 --quiet > "$RUN/lora_sim.out" 2> "$RUN/lora_sim.log" &
+PIDS+=($!)
+
+echo "demo: Mosquitto on 127.0.0.1:$PORT; simulated: 3 garbage rooms (Modbus TCP), 5 trucks"
+echo "demo: (JT/T 808 on :$JT808_PORT), 4 bins (LoRaWAN OTAA via 2 concentrators on udp :$LORA_PORT)."
+echo "demo: try: mosquitto_rr -p $PORT -t sanigate/v1/houpu/devices/truck-13800000000/cmd/locate -e me/answer -m ''"
 echo "demo: gateway log: $RUN/sanigate.log   (Ctrl-C stops everything)"
 echo "demo: live stream of sanigate/v1/# :"
 # In the foreground: Ctrl-C reaches it, it exits, and the EXIT trap stops the rest.
