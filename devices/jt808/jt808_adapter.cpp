@@ -6,7 +6,7 @@
 
 #include <atomic>
 #include <chrono>
-#include <deque>
+#include <list>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -101,25 +101,29 @@ struct Jt808Adapter::Impl : std::enable_shared_from_this<Jt808Adapter::Impl> {
     return t.fixed_code.empty() ? codes->CodeFor(t.phone) : t.fixed_code;
   }
 
-  void Count(const std::string& device, bool error, bool message) {
+  // The stats entry of a device; map nodes are stable, so sessions keep the pointer and the hot
+  // path does no lookup.
+  DeviceStats* StatsFor(const std::string& device) {
+    std::lock_guard lk(stats_mu);
+    return &stats[device];
+  }
+  void Count(DeviceStats* s, bool error, bool message) {
     std::lock_guard lk(stats_mu);
     if (message) messages++;
     if (error) malformed++;
-    if (!device.empty()) {
-      auto& s = stats[device];
-      if (message) s.messages++;
-      if (error) s.errors++;
+    if (s) {
+      if (message) s->messages++;
+      if (error) s->errors++;
     }
   }
-  void SetOnline(const std::string& device, bool online) {
+  void SetOnline(DeviceStats* s, bool online) {
     std::lock_guard lk(stats_mu);
-    stats[device].online = online;
+    s->online = online;
   }
-  void AckLatency(const std::string& device, double ms) {
+  void AckLatency(DeviceStats* s, double ms) {
     std::lock_guard lk(stats_mu);
-    auto& s = stats[device];
-    s.last_ack_ms = ms;
-    s.max_ack_ms = std::max(s.max_ack_ms, ms);
+    s->last_ack_ms = ms;
+    s->max_ack_ms = std::max(s->max_ack_ms, ms);
   }
   void Refused(const std::string& why) {
     std::lock_guard lk(stats_mu);
@@ -196,7 +200,7 @@ class Session : public std::enable_shared_from_this<Session> {
       bool current = it != a_.by_device.end() && it->second.lock().get() == this;
       if (current) {
         a_.by_device.erase(it);
-        a_.SetOnline(term_.device, false);
+        a_.SetOnline(stats_, false);
         GoOffline(reason);
       }
       spdlog::info("jt808: {} ({}) disconnected: {}", term_.device, term_.phone, reason);
@@ -218,7 +222,7 @@ class Session : public std::enable_shared_from_this<Session> {
       if (now - it->second.started > std::chrono::seconds(a_.cfg.subpackage_timeout_s)) {
         spdlog::warn("jt808: {}: message {:04X} incomplete after {} s ({} of {} packets), dropped",
                      Name(), it->first, a_.cfg.subpackage_timeout_s, it->second.parts.size(), it->second.total);
-        a_.Count(term_.device, true, false);
+        a_.Count(stats_, true, false);
         it = parts_.erase(it);
       } else {
         ++it;
@@ -313,7 +317,9 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string Name() const { return term_.device.empty() ? ip_ + (phone_.empty() ? "" : " phone " + phone_) : term_.device; }
 
   static asio::awaitable<void> ReadLoop(std::shared_ptr<Session> self) {
-    std::array<uint8_t, 1024> buf;
+    // Small on purpose: it lives as long as the connection (100k idle trucks), and a frame may
+    // span several reads anyway.
+    std::array<uint8_t, 512> buf;
     while (!self->closed_) {
       asio::error_code ec;
       size_t n = co_await self->sock_.async_read_some(asio::buffer(buf), asio::redirect_error(asio::use_awaitable, ec));
@@ -331,12 +337,12 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void OnChunk(const FrameSplitter::Chunk& c) {
     if (c.kind == FrameSplitter::Kind::kOversize) {
-      a_.Count(term_.device, true, false);
+      a_.Count(stats_, true, false);
       return Close("more than " + std::to_string(a_.cfg.max_frame_bytes) + " bytes without a frame delimiter");
     }
     auto f = DecodeFrame(c.escaped);
     if (!f.ok()) {
-      a_.Count(term_.device, true, false);
+      a_.Count(stats_, true, false);
       LogBad(f.status().message());
       if (++bad_in_row_ >= a_.cfg.max_bad_frames)
         Close(std::to_string(bad_in_row_) + " malformed frames in a row");
@@ -345,7 +351,7 @@ class Session : public std::enable_shared_from_this<Session> {
     bad_in_row_ = 0;
     Header& h = f->header;
     if (!phone_.empty() && h.phone != phone_) {
-      a_.Count(term_.device, true, false);
+      a_.Count(stats_, true, false);
       LogBad("frame from phone " + h.phone + " on the connection of " + phone_);
       return;
     }
@@ -354,7 +360,7 @@ class Session : public std::enable_shared_from_this<Session> {
     v2019_ = h.v2019;
     proto_version_ = h.proto_version;
     if (h.encryption != 0) {
-      a_.Count(term_.device, true, true);
+      a_.Count(stats_, true, true);
       return Respond(h, ResponseResult::kUnsupported);
     }
     if (!h.subpackage) return Dispatch(h, f->body);
@@ -385,7 +391,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void Dispatch(const Header& h, const Bytes& body) {
-    a_.Count(term_.device, false, true);
+    a_.Count(stats_, false, true);
     switch (h.msg_id) {
       case msg::kRegister: return OnRegister(h, body);
       case msg::kAuthenticate: return OnAuthenticate(h, body);
@@ -410,7 +416,7 @@ class Session : public std::enable_shared_from_this<Session> {
         auto batch = ParseBatchLocation(body);
         if (!batch.ok()) return BadBody(h, batch.status());
         for (const auto& why : batch->bad_points) {
-          a_.Count(term_.device, true, false);
+          a_.Count(stats_, true, false);
           LogBad("batch " + why);
         }
         return Store(h, std::move(batch->points), batch->backfill, !batch->backfill);
@@ -432,7 +438,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void BadBody(const Header& h, const Status& st) {
-    a_.Count(term_.device, true, false);
+    a_.Count(stats_, true, false);
     LogBad("message " + std::to_string(h.msg_id) + ": " + st.message());
     Respond(h, ResponseResult::kMessageError);
   }
@@ -486,7 +492,8 @@ class Session : public std::enable_shared_from_this<Session> {
       old->Close("replaced by a new connection");
     }
     a_.by_device[term_.device] = weak_from_this();
-    a_.SetOnline(term_.device, true);
+    stats_ = a_.StatsFor(term_.device);
+    a_.SetOnline(stats_, true);
     Respond(h, ResponseResult::kOk);
     spdlog::info("jt808: {} ({}) authenticated from {}", term_.device, term_.phone, ip_);
     std::vector<Record> out;
@@ -589,14 +596,14 @@ class Session : public std::enable_shared_from_this<Session> {
     std::weak_ptr<Impl> wa = a_.weak_from_this();
     std::weak_ptr<Session> ws = weak_from_this();
     uint16_t serial = h.serial, id = h.msg_id;
-    std::string device = term_.device;
-    a_.sink->EmitDurable(std::move(out), [wa, ws, serial, id, device, received](bool durable) {
+    DeviceStats* stats = stats_;  // lives as long as the adapter, which the callback holds
+    a_.sink->EmitDurable(std::move(out), [wa, ws, serial, id, stats, received](bool durable) {
       auto a = wa.lock();
       if (!a) return;
-      asio::post(a->io, [a, ws, serial, id, device, received, durable] {
+      asio::post(a->io, [a, ws, serial, id, stats, received, durable] {
         auto s = ws.lock();
         if (!s || s->closed_) return;  // the terminal keeps the point and sends it again
-        a->AckLatency(device, std::chrono::duration<double, std::milli>(SteadyClock::now() - received).count());
+        a->AckLatency(stats, std::chrono::duration<double, std::milli>(SteadyClock::now() - received).count());
         s->RespondTo(serial, id, durable ? ResponseResult::kOk : ResponseResult::kFail);
       });
     });
@@ -678,7 +685,8 @@ class Session : public std::enable_shared_from_this<Session> {
   int64_t last_bad_log_ms_ = -60000, last_report_ms_ = 0;
   std::map<uint16_t, Reassembly> parts_;
   std::map<uint16_t, Pending> pending_;
-  std::deque<Bytes> outq_;
+  std::list<Bytes> outq_;  // not a deque: an empty deque already allocates 512 bytes
+  DeviceStats* stats_ = nullptr;  // set once authenticated
   size_t out_bytes_ = 0;
 };
 

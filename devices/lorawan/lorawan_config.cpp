@@ -165,7 +165,7 @@ std::any ParseLorawanSection(settings::Node& node, const settings::GatewaySectio
     }
     d.kind = dn.String("kind", d.profile ? d.profile->kind : "bin");
     if (!settings::IsValidId(d.kind)) dn.Problem("kind", "\"" + d.kind + "\" is not a kind ([a-z0-9._-]+)");
-    d.expected_interval_s = dn.Int("expected_interval_s", d.expected_interval_s, 10, 7 * 86400);
+    d.expected_interval_s = dn.Int("expected_interval_s", d.expected_interval_s, 1, 7 * 86400);
     d.offline_after_missed = static_cast<int>(dn.Int("offline_after_missed", d.offline_after_missed, 1, 100));
     if (auto loc = dn.Table("location")) {
       Location l;

@@ -45,6 +45,17 @@ dev_eui = "0102030405060708"
 activation = "otaa"
 app_key = "2B7E151628AED2A6ABF7158809CF4F3C"
 profile = "bin-monitor-ultrasonic-v1"
+
+[[lorawan.devices]]
+id = "bin-quiet"
+dev_eui = "010203040506070A"
+activation = "abp"
+dev_addr = "260B9999"
+nwk_s_key = "2B7E151628AED2A6ABF7158809CF4F3C"
+app_s_key = "000102030405060708090A0B0C0D0E0F"
+profile = "bin-monitor-ultrasonic-v1"
+expected_interval_s = 1
+offline_after_missed = 2
 )");
     StartGateway();
     WaitOnline();
@@ -180,7 +191,7 @@ TEST_F(LorawanTest, OtaaJoinConfirmedUplinkAckAndSessionSurvivesRestart) {
   ASSERT_TRUE(pulled) << GatewayLog();
   ASSERT_TRUE(gw1->Push({MakeRxpk(dev.Uplink(kUltrasonicFPort, UltrasonicPayload(310, 71, 21.0, 3.5, false, false)), gw1->Tmst())}).ok());
   ASSERT_TRUE(WaitN("bin-otaa", "telemetry", 2, 10s)) << GatewayLog();
-  EXPECT_NE(GatewayLog().find("restored 2 sessions"), std::string::npos);
+  EXPECT_NE(GatewayLog().find("restored 3 sessions"), std::string::npos);
 }
 
 TEST_F(LorawanTest, RefusedRx1FallsBackToRx2AndConcentratorsShowInTheStatus) {
@@ -213,6 +224,24 @@ TEST_F(LorawanTest, RefusedRx1FallsBackToRx2AndConcentratorsShowInTheStatus) {
     }
     return false;
   }, 15s)) << GatewayLog();
+}
+
+TEST_F(LorawanTest, AMonitorThatMissesItsReportsGoesOfflineAndComesBack) {
+  StartAll();
+  auto dev = LoraDevice::Abp(0x260B9999, kNwkSKey, kAppSKey, 1);
+  ASSERT_TRUE(gw1->Push({MakeRxpk(dev.Uplink(kUltrasonicFPort, UltrasonicPayload(400, 40, 20.0, 3.6, false, false)), gw1->Tmst())}).ok());
+  ASSERT_TRUE(WaitN("bin-quiet", "telemetry", 1));
+  // Two missed 1 s reports: offline (retained status and an event), with the reason.
+  ASSERT_TRUE(WaitN("bin-quiet", "event", 1, 10s));
+  auto ev = Of("bin-quiet", "event")[0].payload;
+  EXPECT_EQ(ev["event"], "offline");
+  EXPECT_EQ(ev["state"], "active");
+  auto st = Of("bin-quiet", "status").back().payload;
+  EXPECT_FALSE(st["online"].get<bool>());
+  ASSERT_TRUE(gw1->Push({MakeRxpk(dev.Uplink(kUltrasonicFPort, UltrasonicPayload(400, 41, 20.0, 3.6, false, false)), gw1->Tmst())}).ok());
+  ASSERT_TRUE(WaitN("bin-quiet", "event", 2, 5s));
+  EXPECT_EQ(Of("bin-quiet", "event")[1].payload["state"], "cleared");
+  EXPECT_TRUE(Of("bin-quiet", "status").back().payload["online"].get<bool>());
 }
 
 TEST_F(LorawanTest, MalformedDatagramsAreIgnoredWithoutHarm) {
