@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <map>
 
+#include "api/host_port.h"
 #include "jt808/frame.h"
 
 namespace sanigate::dev::jt808 {
@@ -20,18 +21,12 @@ bool AllDigits(const std::string& s) {
 std::any ParseJt808Section(settings::Node& node, const settings::GatewaySection& gateway) {
   Jt808Config cfg;
   std::string listen = node.String("listen", "0.0.0.0:6808");
-  auto colon = listen.rfind(':');
-  bool listen_ok = false;
-  if (colon != std::string::npos && colon > 0) {
-    std::string host = listen.substr(0, colon), port = listen.substr(colon + 1);
-    if (!host.empty() && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-    if (AllDigits(port) && port.size() <= 5 && std::stoi(port) >= 1 && std::stoi(port) <= 65535) {
-      cfg.host = host;
-      cfg.port = static_cast<uint16_t>(std::stoi(port));
-      listen_ok = true;
-    }
+  if (auto hp = ParseHostPort(listen)) {
+    cfg.host = hp->host;
+    cfg.port = hp->port;
+  } else {
+    node.Problem("listen", "\"" + listen + "\" is not HOST:PORT (port 1..65535), e.g. \"0.0.0.0:6808\"");
   }
-  if (!listen_ok) node.Problem("listen", "\"" + listen + "\" is not HOST:PORT (port 1..65535), e.g. \"0.0.0.0:6808\"");
 
   std::string policy = node.OneOf("unknown_terminals", "refuse", {"refuse", "register"});
   cfg.unknown = policy == "register" ? UnknownPolicy::kRegister : UnknownPolicy::kRefuse;

@@ -6,6 +6,7 @@
 #include <map>
 #include <set>
 
+#include "api/host_port.h"
 #include "api/rules_config.h"
 #include "lorawan/band_plan.h"
 
@@ -68,16 +69,11 @@ void AddDefaultRules(LoraDeviceConfig& d, bool has_overflow, const std::set<std:
 std::any ParseLorawanSection(settings::Node& node, const settings::GatewaySection& gateway) {
   LorawanConfig cfg;
   std::string listen = node.String("listen", "0.0.0.0:1700");
-  auto colon = listen.rfind(':');
-  int port = 0;
-  if (colon != std::string::npos && colon > 0 && colon + 1 < listen.size() &&
-      listen.find_first_not_of("0123456789", colon + 1) == std::string::npos && listen.size() - colon <= 6)
-    port = std::stoi(listen.substr(colon + 1));
-  if (port < 1 || port > 65535) {
-    node.Problem("listen", "\"" + listen + "\" is not HOST:PORT (port 1..65535), e.g. \"127.0.0.1:1700\"");
+  if (auto hp = ParseHostPort(listen)) {
+    cfg.host = hp->host;
+    cfg.port = hp->port;
   } else {
-    cfg.host = listen.substr(0, colon);
-    cfg.port = static_cast<uint16_t>(port);
+    node.Problem("listen", "\"" + listen + "\" is not HOST:PORT (port 1..65535), e.g. \"127.0.0.1:1700\"");
   }
   cfg.region = node.OneOf("region", "CN470", {"CN470", "EU868"});
   cfg.net_id = static_cast<uint32_t>(node.Int("net_id", 0, 0, 0xFFFFFF));

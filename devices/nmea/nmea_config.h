@@ -12,6 +12,7 @@
 
 #include "settings/gateway_config.h"
 #include "settings/reader.h"
+#include "api/host_port.h"
 
 namespace sanigate::dev::nmea {
 
@@ -35,12 +36,6 @@ struct NmeaConfig {
   std::vector<SourceConfig> sources;
 };
 
-// "127.0.0.1:10110", "0.0.0.0:10110" or "[::1]:10110" -> host (without brackets) and port.
-struct HostPort {
-  std::string host;
-  uint16_t port = 0;
-};
-std::optional<HostPort> ParseHostPort(std::string_view text);
 
 // Parses the [nmea] section; problems go to node.errors(). Returns an NmeaConfig in std::any.
 std::any ParseNmeaSection(settings::Node& node, const settings::GatewaySection& gateway);

@@ -178,6 +178,18 @@ address = 0
     return json::parse(ReadFile(path("rr.out")), nullptr, false);
   }
 
+  // The gateway subscribes to commands before it publishes its retained online status, so this
+  // is also "ready for commands". (After a restart the old retained status is still captured.)
+  void WaitGatewayOnline() {
+    ASSERT_TRUE(capture->WaitFor([](const std::vector<Captured>& m) {
+      for (const auto& c : m)
+        if (c.topic.find("/gateway/gw-test/status") != std::string::npos &&
+            c.payload.find("\"online\":true") != std::string::npos)
+          return true;
+      return false;
+    }, 10s)) << GatewayLog();
+  }
+
   // Every payload captured so far against the JSON Schemas, with an independent validator.
   void ExpectPayloadsMatchSchemas() {
     std::string dump = path("captured.txt");

@@ -40,15 +40,6 @@ class Jt808Test : public GatewayTest {
     WaitGatewayOnline();
   }
 
-  // The gateway subscribes to commands before it publishes its online status.
-  void WaitGatewayOnline() {
-    ASSERT_TRUE(capture->WaitFor([](const std::vector<Captured>& m) {
-      for (const auto& c : m)
-        if (c.topic.find("/gateway/gw-test/status") != std::string::npos && c.payload.find("\"online\":true") != std::string::npos)
-          return true;
-      return false;
-    }, 10s)) << GatewayLog();
-  }
 
   void Login(Jt808Terminal& t, std::string* code_out = nullptr) {
     ASSERT_TRUE(t.Connect(port).ok());
