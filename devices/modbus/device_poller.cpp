@@ -217,6 +217,7 @@ PollOutcome DevicePoller::Poll(modbus_t* ctx, std::vector<Record>& out) {
       else counters_.errors++;
       last_error_ = std::string("read ") + std::to_string(blk.count) + " at " +
                     std::to_string(blk.start) + ": " + modbus_strerror(err);
+      spdlog::debug("modbus: {} poll failed: {}", cfg_.id, last_error_);
       if (replan) Replan();
       Failed(out);
       return PollOutcome::kFailed;

@@ -203,10 +203,27 @@ address = 0
     EXPECT_EQ(rc, 0) << ReadFile(path("schema.out"));
   }
 
-  // Counter values of one device arrive without gaps and in order.
+  // Polls of `device` the gateway logged as failed (debug level) in all its runs so far.
+  int64_t FailedPolls(const std::string& device) const {
+    std::string log = GatewayLog(), needle = "modbus: " + device + " poll failed";
+    int64_t failed = 0;
+    for (size_t pos = log.find(needle); pos != std::string::npos; pos = log.find(needle, pos + 1)) failed++;
+    return failed;
+  }
+
+  // Counter values of one device arrive in order, and every value the device gave out is there,
+  // except those of polls the gateway logged as failed (the simulator counted a read whose
+  // answer came too late: on a loaded machine a short poll timeout can expire). Nothing the
+  // gateway did read may be missing.
   void ExpectContiguousReads(const std::string& device) const {
     auto reads = Reads(device);
-    for (size_t i = 1; i < reads.size(); ++i) EXPECT_EQ(reads[i], reads[i - 1] + 1) << device << " at " << i;
+    int64_t gaps = 0;
+    for (size_t i = 1; i < reads.size(); ++i) {
+      EXPECT_GT(reads[i], reads[i - 1]) << device << " out of order at " << i;
+      gaps += reads[i] - reads[i - 1] - 1;
+    }
+    int64_t failed = FailedPolls(device);
+    EXPECT_LE(gaps, failed) << device << ": " << gaps << " readings missing, only " << failed << " polls failed";
   }
 
   void TearDown() override {
