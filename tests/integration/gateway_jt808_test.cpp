@@ -214,6 +214,29 @@ TEST_F(Jt808Test, MalformedFramesAreSkippedAndGarbageClosesTheConnection) {
   EXPECT_EQ(t.Report(SampleLocation(NowMsForTest())).value_or(99), 0);
 }
 
+TEST_F(Jt808Test, ConnectionLimitsPerAddressAndInTotal) {
+  StartAll("max_per_ip = 2\nmax_connections = 3\n");
+  Jt808Terminal a(kPhone1), b(kPhone2), c("13900000003"), d("13900000004");
+  ASSERT_TRUE(a.Connect(port, "127.0.0.2").ok());
+  ASSERT_TRUE(b.Connect(port, "127.0.0.2").ok());
+  // A third connection from 127.0.0.2 is closed at once; another address is still welcome.
+  ASSERT_TRUE(c.Connect(port, "127.0.0.2").ok());
+  EXPECT_TRUE(c.WaitClosedByPeer(5s));
+  ASSERT_TRUE(d.Connect(port, "127.0.0.3").ok());
+  auto code = d.Register();  // d is unknown (refused), but its connection was accepted and answered
+  EXPECT_FALSE(code.ok());
+  EXPECT_EQ(code.status().message(), "register result 4");
+  // Three open: the total limit closes a fourth from any address.
+  Jt808Terminal e("13900000005");
+  ASSERT_TRUE(e.Connect(port, "127.0.0.4").ok());
+  EXPECT_TRUE(e.WaitClosedByPeer(5s));
+  // The ones inside the limits work.
+  auto code_a = a.Register();
+  ASSERT_TRUE(code_a.ok());
+  ASSERT_TRUE(a.Authenticate(*code_a).ok());
+  EXPECT_NE(GatewayLog().find("max_per_ip (2) reached for 127.0.0.2"), std::string::npos);
+}
+
 TEST_F(Jt808Test, SilentConnectionsTimeOutAndTheTruckGoesOffline) {
   StartAll("auth_timeout_s = 1\nidle_timeout_s = 5\n");
   Jt808Terminal lurker(kPhone2);
