@@ -16,6 +16,7 @@
 #include "core/device_rules.h"
 #include "core/record_sink.h"
 #include "core/status.h"
+#include "api/mqtt_input.h"
 #include "settings/gateway_config.h"
 #include "settings/reader.h"
 
@@ -89,7 +90,8 @@ struct AdapterSpec {
   std::string sample_config;  // path of the sample, relative to the repository's config/
   std::function<std::any(settings::Node&, const settings::GatewaySection&)> parse;
   std::function<std::unique_ptr<Adapter>(const std::any& config,
-                                         const settings::GatewaySection& gateway)>
+                                         const settings::GatewaySection& gateway,
+                                         const AdapterServices& services)>
       create;
 };
 

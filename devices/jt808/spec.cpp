@@ -10,7 +10,7 @@ AdapterSpec Spec() {
   s.name = "jt808";
   s.sample_config = "jt808.toml";
   s.parse = ParseJt808Section;
-  s.create = [](const std::any& cfg, const settings::GatewaySection&) -> std::unique_ptr<Adapter> {
+  s.create = [](const std::any& cfg, const settings::GatewaySection&, const AdapterServices&) -> std::unique_ptr<Adapter> {
     return std::make_unique<Jt808Adapter>(std::any_cast<const Jt808Config&>(cfg));
   };
   return s;

@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -21,6 +22,7 @@
 
 #include "core/clock.h"
 #include "lorawan/band_plan.h"
+#include "lorawan/chirpstack_uplink.h"
 #include "lorawan/lorawan_frame.h"
 #include "lorawan/semtech_udp.h"
 #include "runtime/asio.h"
@@ -51,11 +53,20 @@ struct DeviceState {
   bool online = false, offline_announced = false;
   uint64_t uplinks = 0, errors = 0, lost = 0;
   std::map<std::string, int64_t> last_warn_ms;  // by kind of problem: logged once a minute each
+  std::deque<std::string> recent_ids;           // ChirpStack deduplicationIds seen last
 };
 
 struct Copy {
   uint64_t gateway = 0;
   Rxpk rx;
+};
+
+struct RadioMeta {
+  std::optional<double> rssi_dbm, snr_db;
+  std::optional<int64_t> frequency_hz;
+  std::string data_rate, concentrator;
+  int concentrators = 0;
+  bool via_chirpstack = false;
 };
 
 bool Better(const Rxpk& a, const Rxpk& b) {
@@ -98,13 +109,13 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
     std::optional<uint32_t> stat_rxnb, stat_rxok;
   };
 
-  explicit Impl(LorawanConfig c) : cfg(std::move(c)) {
+  Impl(LorawanConfig c, MqttInputFactory f) : cfg(std::move(c)), input_factory(std::move(f)) {
     auto found = FindBandPlan(cfg.region);
     plan = found.ok() ? found.value() : &Cn470();
     for (const auto& d : cfg.devices) {
       auto st = std::make_unique<DeviceState>();
       st->cfg = &d;
-      if (!d.otaa) {
+      if (!d.otaa && !d.via_chirpstack) {
         st->s.active = true;
         st->s.dev_addr = d.dev_addr;
         st->s.keys = {d.nwk_s_key, d.app_s_key};
@@ -348,27 +359,20 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
     }
     std::vector<Record> out;
     MarkSeen(dev, p.received_ms, out);
-    Record r = MakeReading(dev.cfg->id, dev.cfg->kind, "lorawan", p.received_ms);
+    Bytes plain;
     if (p.frame.fport && *p.frame.fport > 0 && !p.frame.frm_payload.empty()) {
-      auto plain = DecryptFrmPayload(p.frame, dev.s.keys, p.fcnt);
-      auto decoded = plain.ok() ? DecodePayload(*dev.cfg->profile, *p.frame.fport, *plain) : Result<DecodedPayload>(plain.status());
-      if (decoded.ok()) {
-        r.metrics = std::move(decoded->metrics);
-        r.quality = std::move(decoded->quality);
-      } else {
-        Warn(&dev, "payload on port " + std::to_string(*p.frame.fport) + " not decoded: " + decoded.status().message());
-      }
+      auto decrypted = DecryptFrmPayload(p.frame, dev.s.keys, p.fcnt);
+      if (decrypted.ok()) plain = std::move(*decrypted);
+      else Warn(&dev, "payload on port " + std::to_string(*p.frame.fport) + " not decrypted: " + decrypted.status().message());
     }
-    r.location = dev.cfg->location;
-    r.source_extra.push_back({"dev_eui", EuiToHex(dev.cfg->dev_eui)});
-    r.source_extra.push_back({"fcnt", static_cast<int64_t>(p.fcnt)});
-    if (best->rx.rssi) r.source_extra.push_back({"rssi_dbm", static_cast<double>(*best->rx.rssi)});
-    if (best->rx.lsnr) r.source_extra.push_back({"snr_db", *best->rx.lsnr});
-    r.source_extra.push_back({"frequency_hz", static_cast<int64_t>(best->rx.freq_hz)});
-    r.source_extra.push_back({"data_rate", FormatLoraDatr(*best->rx.lora)});
-    r.source_extra.push_back({"concentrator", EuiToHex(best->gateway)});
-    r.source_extra.push_back({"concentrators", static_cast<int64_t>(p.copies.size())});
-    if (p.fcnt > 0 && dev.lost) r.source_extra.push_back({"frames_lost", static_cast<int64_t>(dev.lost)});
+    RadioMeta radio;
+    if (best->rx.rssi) radio.rssi_dbm = static_cast<double>(*best->rx.rssi);
+    radio.snr_db = best->rx.lsnr;
+    radio.frequency_hz = static_cast<int64_t>(best->rx.freq_hz);
+    radio.data_rate = FormatLoraDatr(*best->rx.lora);
+    radio.concentrator = EuiToHex(best->gateway);
+    radio.concentrators = static_cast<int>(p.copies.size());
+    Record r = UplinkReading(dev, p.received_ms, p.fcnt, p.frame.fport.value_or(0), plain, radio);
     if (!r.metrics.empty()) out.push_back(std::move(r));
     bool confirmed = p.frame.mtype == MType::kConfirmedUp;
     if (!confirmed) return Emit(std::move(out));
@@ -384,6 +388,96 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
           if (d->cfg->id == id) self->SendAck(*d, via.gateway, via.rx);
       });
     });
+  }
+
+  // One uplink's reading, decoded by the device's profile, with the radio metadata in its
+  // source; shared by the packet-forwarder path and the ChirpStack input.
+  Record UplinkReading(DeviceState& dev, int64_t ts, uint32_t fcnt, uint8_t fport, const Bytes& plain,
+                       const RadioMeta& radio) {
+    Record r = MakeReading(dev.cfg->id, dev.cfg->kind, "lorawan", ts);
+    if (fport > 0 && !plain.empty()) {
+      auto decoded = DecodePayload(*dev.cfg->profile, fport, plain);
+      if (decoded.ok()) {
+        r.metrics = std::move(decoded->metrics);
+        r.quality = std::move(decoded->quality);
+      } else {
+        Warn(&dev, "payload on port " + std::to_string(fport) + " not decoded: " + decoded.status().message());
+      }
+    }
+    r.location = dev.cfg->location;
+    r.source_extra.push_back({"dev_eui", EuiToHex(dev.cfg->dev_eui)});
+    r.source_extra.push_back({"fcnt", static_cast<int64_t>(fcnt)});
+    if (radio.rssi_dbm) r.source_extra.push_back({"rssi_dbm", *radio.rssi_dbm});
+    if (radio.snr_db) r.source_extra.push_back({"snr_db", *radio.snr_db});
+    if (radio.frequency_hz) r.source_extra.push_back({"frequency_hz", *radio.frequency_hz});
+    if (!radio.data_rate.empty()) r.source_extra.push_back({"data_rate", radio.data_rate});
+    if (!radio.concentrator.empty()) r.source_extra.push_back({"concentrator", radio.concentrator});
+    if (radio.concentrators) r.source_extra.push_back({"concentrators", static_cast<int64_t>(radio.concentrators)});
+    if (radio.via_chirpstack) r.source_extra.push_back({"network_server", std::string("chirpstack")});
+    if (fcnt > 0 && dev.lost) r.source_extra.push_back({"frames_lost", static_cast<int64_t>(dev.lost)});
+    return r;
+  }
+
+  // ---- ChirpStack MQTT integration ----
+  // ChirpStack has checked MICs and counters and merged the copies; what is left here is the
+  // DevEUI mapping, MQTT's at-least-once duplicates, the profile and the events.
+  void OnChirpstackUp(const std::string& topic, const std::string& payload) {
+    std::string_view topic_eui;
+    if (auto pos = topic.find("/device/"); pos != std::string::npos) {
+      topic_eui = std::string_view(topic).substr(pos + 8);
+      topic_eui = topic_eui.substr(0, topic_eui.find('/'));
+    }
+    auto up = ParseChirpstackUplink(payload, topic_eui);
+    if (!up.ok()) {
+      Bump(malformed);
+      int64_t now = NowMs();
+      if (now - last_malformed_log >= 60000) {
+        last_malformed_log = now;
+        spdlog::warn("lorawan: chirpstack message on {} ignored: {}", topic, up.status().message());
+      }
+      SetError(up.status().message());
+      return;
+    }
+    auto it = by_eui.find(up->dev_eui);
+    if (it == by_eui.end() || !it->second->cfg->via_chirpstack) {
+      Bump(unknown_devices);
+      int64_t now = NowMs();
+      if (now - last_unknown_log >= 60000) {
+        last_unknown_log = now;
+        spdlog::warn("lorawan: chirpstack uplink from DevEUI {} ignored: no device with activation = \"chirpstack\" has it",
+                     EuiToHex(up->dev_eui));
+      }
+      return;
+    }
+    DeviceState& dev = *it->second;
+    // A redelivered message (QoS 1 after a reconnect) carries the same deduplicationId.
+    std::string key = up->deduplication_id.empty() ? std::to_string(up->fcnt) + "/" + Base64Encode(up->data)
+                                                   : up->deduplication_id;
+    if (std::find(dev.recent_ids.begin(), dev.recent_ids.end(), key) != dev.recent_ids.end()) {
+      Bump(duplicates);
+      return;
+    }
+    dev.recent_ids.push_back(std::move(key));
+    if (dev.recent_ids.size() > 16) dev.recent_ids.pop_front();
+    if (dev.s.fcnt_up && up->fcnt > *dev.s.fcnt_up + 1) dev.lost += up->fcnt - *dev.s.fcnt_up - 1;
+    dev.s.fcnt_up = up->fcnt;
+    dev.uplinks++;
+    Bump(uplinks);
+    Bump(chirpstack_uplinks);
+    int64_t now = NowMs();
+    std::vector<Record> out;
+    MarkSeen(dev, now, out);
+    RadioMeta radio;
+    radio.rssi_dbm = up->rssi_dbm;
+    radio.snr_db = up->snr_db;
+    radio.frequency_hz = up->frequency_hz;
+    radio.data_rate = up->data_rate;
+    radio.concentrator = up->gateway_id;
+    radio.concentrators = up->concentrators;
+    radio.via_chirpstack = true;
+    Record r = UplinkReading(dev, up->time_ms.value_or(now), up->fcnt, up->fport, up->data, radio);
+    if (!r.metrics.empty()) out.push_back(std::move(r));
+    Emit(std::move(out));
   }
 
   void MarkSeen(DeviceState& dev, int64_t now, std::vector<Record>& out) {
@@ -615,6 +709,8 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
   }
 
   LorawanConfig cfg;
+  MqttInputFactory input_factory;
+  std::unique_ptr<MqttInput> chirpstack;
   const BandPlan* plan = nullptr;
   std::vector<std::unique_ptr<DeviceState>> devices;
   std::unordered_map<uint64_t, DeviceState*> by_eui;
@@ -640,35 +736,40 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
   mutable std::mutex mu;
   std::map<uint64_t, GatewayInfo> gateways;
   uint64_t uplinks = 0, malformed = 0, bad_mic = 0, replays = 0, duplicates = 0, joins = 0,
-           unknown_devices = 0, downlinks = 0, tx_errors = 0;
+           unknown_devices = 0, downlinks = 0, tx_errors = 0, chirpstack_uplinks = 0;
   std::string last_error;
 };
 
-LorawanAdapter::LorawanAdapter(LorawanConfig config) : impl_(std::make_shared<Impl>(std::move(config))) {}
+LorawanAdapter::LorawanAdapter(LorawanConfig config, MqttInputFactory mqtt_input)
+    : impl_(std::make_shared<Impl>(std::move(config), std::move(mqtt_input))) {}
 LorawanAdapter::~LorawanAdapter() { Stop(); }
 
 Status LorawanAdapter::Start(RecordSink& sink) {
   auto& a = *impl_;
   a.sink = &sink;
   a.LoadState();
-  asio::error_code ec;
-  auto addr = asio::ip::make_address(a.cfg.host, ec);
-  if (ec) return Invalid("lorawan.listen: \"" + a.cfg.host + "\" is not an IP address");
-  a.sock.emplace(a.io);
-  udp::endpoint ep(addr, a.cfg.port);
-  a.sock->open(ep.protocol(), ec);
-  if (!ec) a.sock->bind(ep, ec);
-  if (ec) {
-    a.sock.reset();
-    return Unavailable("lorawan: cannot listen on udp " + a.cfg.host + ":" + std::to_string(a.cfg.port) + ": " + ec.message());
+  if (a.cfg.chirpstack && !a.input_factory)
+    return Status(Code::kFailedPrecondition, "lorawan.chirpstack: no MQTT input was given to the adapter");
+  if (a.cfg.udp_enabled) {
+    asio::error_code ec;
+    auto addr = asio::ip::make_address(a.cfg.host, ec);
+    if (ec) return Invalid("lorawan.listen: \"" + a.cfg.host + "\" is not an IP address");
+    a.sock.emplace(a.io);
+    udp::endpoint ep(addr, a.cfg.port);
+    a.sock->open(ep.protocol(), ec);
+    if (!ec) a.sock->bind(ep, ec);
+    if (ec) {
+      a.sock.reset();
+      return Unavailable("lorawan: cannot listen on udp " + a.cfg.host + ":" + std::to_string(a.cfg.port) + ": " + ec.message());
+    }
+    // Bursts of PUSH_DATA from several concentrators must not overflow the socket buffer.
+    a.sock->set_option(asio::socket_base::receive_buffer_size(4 << 20), ec);
+    a.bound_port = a.sock->local_endpoint().port();
   }
-  // Bursts of PUSH_DATA from several concentrators must not overflow the socket buffer.
-  a.sock->set_option(asio::socket_base::receive_buffer_size(4 << 20), ec);
-  a.bound_port = a.sock->local_endpoint().port();
   a.started_ms = NowMs();
   a.running = true;
   a.sweep_timer.emplace(a.io);
-  a.ReceiveNext();
+  if (a.sock) a.ReceiveNext();
   a.SweepNext();
   a.thread = std::thread([impl = impl_] {
     try {
@@ -677,18 +778,40 @@ Status LorawanAdapter::Start(RecordSink& sink) {
       spdlog::critical("lorawan: io loop failed: {}", e.what());
     }
   });
-  spdlog::info("lorawan: listening on udp {}:{} ({} devices, {})", a.cfg.host, a.bound_port.load(), a.devices.size(),
-               a.plan->name());
+  if (a.cfg.chirpstack) {
+    const auto& cs = *a.cfg.chirpstack;
+    MqttInputOptions o;
+    o.url = cs.url;
+    o.client_id = cs.client_id;
+    o.username = cs.username;
+    o.password = cs.password;
+    o.ca_file = cs.ca_file;
+    o.filters = {cs.topic};
+    a.chirpstack = a.input_factory(std::move(o));
+    std::weak_ptr<Impl> w = impl_;
+    a.chirpstack->Start([w](const std::string& topic, const std::string& payload) {
+      if (auto self = w.lock())
+        asio::post(self->io, [self, topic, payload] {
+          if (self->running) self->OnChirpstackUp(topic, payload);
+        });
+    });
+    spdlog::info("lorawan: reading ChirpStack uplinks from {} on {}", cs.url.empty() ? "the gateway's broker" : cs.url,
+                 cs.topic);
+  }
+  if (a.sock)
+    spdlog::info("lorawan: listening on udp {}:{} ({} devices, {})", a.cfg.host, a.bound_port.load(), a.devices.size(),
+                 a.plan->name());
   return Status::Ok();
 }
 
 void LorawanAdapter::Stop() {
   auto& a = *impl_;
   if (!a.thread.joinable()) return;
+  if (a.chirpstack) a.chirpstack->Stop();
   a.running = false;
   asio::post(a.io, [impl = impl_] {
     asio::error_code ec;
-    impl->sock->close(ec);
+    if (impl->sock) impl->sock->close(ec);
     impl->sweep_timer->cancel();
     // Uplinks still inside their de-duplication window are published now, not dropped.
     while (!impl->pending_up.empty()) impl->FinishUplink(impl->pending_up.begin()->first);
@@ -736,6 +859,10 @@ AdapterHealth LorawanAdapter::Health() const {
   details["joins"] = a.joins;
   details["downlinks"] = a.downlinks;
   details["tx_errors"] = a.tx_errors;
+  if (a.chirpstack)
+    details["chirpstack"] = {{"connected", a.chirpstack->connected()},
+                             {"uplinks", a.chirpstack_uplinks},
+                             {"last_error", a.chirpstack->last_error()}};
   h.details_json = details.dump();
   return h;
 }

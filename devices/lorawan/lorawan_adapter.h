@@ -4,6 +4,7 @@
 // by the device's payload profile and emitted as readings with radio metadata. Joins are
 // answered through PULL_RESP (RX1, RX2 on a TX_ACK error); confirmed uplinks get their ACK after
 // the reading is stored. Sessions and counters persist in a 0600 JSON file in the data dir.
+// Sites running ChirpStack feed the same profiles from its MQTT integration instead.
 // Thread-safety: Start/Stop from the owner; Health/Rules from any thread. One io thread inside.
 #pragma once
 
@@ -16,7 +17,8 @@ namespace sanigate::dev::lorawan {
 
 class LorawanAdapter : public Adapter {
  public:
-  explicit LorawanAdapter(LorawanConfig config);
+  // `mqtt_input` serves [lorawan.chirpstack]; without one such a config refuses to start.
+  explicit LorawanAdapter(LorawanConfig config, MqttInputFactory mqtt_input = {});
   ~LorawanAdapter() override;
   std::string_view protocol() const override { return "lorawan"; }
   Status Start(RecordSink& sink) override;

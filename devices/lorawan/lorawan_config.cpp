@@ -69,11 +69,13 @@ void AddDefaultRules(LoraDeviceConfig& d, bool has_overflow, const std::set<std:
 std::any ParseLorawanSection(settings::Node& node, const settings::GatewaySection& gateway) {
   LorawanConfig cfg;
   std::string listen = node.String("listen", "0.0.0.0:1700");
-  if (auto hp = ParseHostPort(listen)) {
+  if (listen == "off") {
+    cfg.udp_enabled = false;
+  } else if (auto hp = ParseHostPort(listen)) {
     cfg.host = hp->host;
     cfg.port = hp->port;
   } else {
-    node.Problem("listen", "\"" + listen + "\" is not HOST:PORT (port 1..65535), e.g. \"127.0.0.1:1700\"");
+    node.Problem("listen", "\"" + listen + "\" is not HOST:PORT (port 1..65535), e.g. \"127.0.0.1:1700\", or \"off\"");
   }
   cfg.region = node.OneOf("region", "CN470", {"CN470", "EU868"});
   cfg.net_id = static_cast<uint32_t>(node.Int("net_id", 0, 0, 0xFFFFFF));
@@ -82,6 +84,28 @@ std::any ParseLorawanSection(settings::Node& node, const settings::GatewaySectio
   std::filesystem::path state = node.String("state_file", "lorawan-sessions.json");
   if (state.is_relative()) state = std::filesystem::path(gateway.data_dir) / state;
   cfg.state_file = state.string();
+
+  if (auto cs = node.Table("chirpstack")) {
+    ChirpstackInput in;
+    in.url = cs->String("broker", "");
+    if (!in.url.empty() && in.url.rfind("tcp://", 0) != 0 && in.url.rfind("mqtt://", 0) != 0 &&
+        in.url.rfind("ssl://", 0) != 0 && in.url.rfind("mqtts://", 0) != 0)
+      cs->Problem("broker", "\"" + in.url + "\" must start with tcp://, mqtt://, ssl:// or mqtts://");
+    in.client_id = cs->String("client_id", "sanigate-" + gateway.id + "-chirpstack");
+    in.topic = cs->String("topic", in.topic);
+    if (in.topic.empty()) cs->Problem("topic", "must not be empty");
+    in.username = cs->String("username", "");
+    if (cs->Has("password") && cs->Has("password_file")) cs->Problem("password_file", "give password or password_file, not both");
+    in.password = cs->String("password", "");
+    if (cs->Has("password_file")) in.password = settings::ReadSecretFile(*cs, "password_file", cs->String("password_file", ""));
+    in.ca_file = cs->String("ca_file", "");
+    if (in.url.empty() && (!in.username.empty() || !in.password.empty()))
+      cs->Problem("username", "credentials need an explicit broker (the gateway's own broker uses [mqtt]'s)");
+    cs->Finish();
+    cfg.chirpstack = std::move(in);
+  }
+  if (!cfg.udp_enabled && !cfg.chirpstack)
+    node.Problem("listen", "\"off\" leaves no input: add [lorawan.chirpstack] or listen on a UDP port");
 
   std::filesystem::path config_dir = std::filesystem::path(node.errors().file()).parent_path();
   std::filesystem::path profiles_dir = node.String("profiles_dir", (config_dir / "profiles").string());
@@ -124,8 +148,13 @@ std::any ParseLorawanSection(settings::Node& node, const settings::GatewaySectio
         if (!fresh) dn.Problem("dev_eui", eui_hex + " is already used by " + it->second);
       }
     }
-    d.otaa = dn.OneOf("activation", "otaa", {"otaa", "abp"}) == "otaa";
-    if (d.otaa) {
+    std::string activation = dn.OneOf("activation", "otaa", {"otaa", "abp", "chirpstack"});
+    d.otaa = activation == "otaa";
+    d.via_chirpstack = activation == "chirpstack";
+    if (d.via_chirpstack) {
+      // ChirpStack holds the keys and the session; this entry only maps the DevEUI to a profile.
+      if (!cfg.chirpstack) dn.Problem("activation", "\"chirpstack\" needs a [lorawan.chirpstack] section");
+    } else if (d.otaa) {
       if (auto k = ReadKey(dn, "app_key", keys, eui_hex)) d.app_key = *k;
       if (dn.Has("join_eui")) {
         auto j = ParseEui(dn.String("join_eui", ""), "join_eui");

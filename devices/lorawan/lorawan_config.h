@@ -25,6 +25,7 @@ struct LoraDeviceConfig {
   std::string kind;  // default: the profile's kind
   uint64_t dev_eui = 0;
   bool otaa = true;
+  bool via_chirpstack = false;     // activation = "chirpstack": uplinks arrive decrypted over MQTT
   Key app_key{};                   // OTAA
   std::optional<uint64_t> join_eui;  // OTAA: empty = accept any JoinEUI/AppEUI
   uint32_t dev_addr = 0;           // ABP
@@ -37,7 +38,15 @@ struct LoraDeviceConfig {
   DeviceRules rules;
 };
 
+// Sites that already run ChirpStack: its MQTT integration feeds the same payload profiles.
+struct ChirpstackInput {
+  std::string url;  // empty: the gateway's own broker
+  std::string client_id, username, password, ca_file;
+  std::string topic = "application/+/device/+/event/up";
+};
+
 struct LorawanConfig {
+  bool udp_enabled = true;  // listen = "off": no packet forwarder talks to us (ChirpStack only)
   std::string host = "0.0.0.0";
   uint16_t port = 1700;
   std::string region = "CN470";
@@ -46,6 +55,7 @@ struct LorawanConfig {
   int tx_power_dbm = 14;
   std::string state_file;         // sessions, counters and used DevNonces (JSON, 0600)
   std::vector<LoraDeviceConfig> devices;
+  std::optional<ChirpstackInput> chirpstack;
 };
 
 std::any ParseLorawanSection(settings::Node& node, const settings::GatewaySection& gateway);

@@ -10,8 +10,8 @@ AdapterSpec Spec() {
   s.name = "lorawan";
   s.sample_config = "lorawan.toml";
   s.parse = ParseLorawanSection;
-  s.create = [](const std::any& cfg, const settings::GatewaySection&) -> std::unique_ptr<Adapter> {
-    return std::make_unique<LorawanAdapter>(std::any_cast<const LorawanConfig&>(cfg));
+  s.create = [](const std::any& cfg, const settings::GatewaySection&, const AdapterServices& services) -> std::unique_ptr<Adapter> {
+    return std::make_unique<LorawanAdapter>(std::any_cast<const LorawanConfig&>(cfg), services.mqtt_input);
   };
   return s;
 }

@@ -10,7 +10,7 @@ AdapterSpec Spec() {
   s.name = "modbus";
   s.sample_config = "modbus.toml";
   s.parse = ParseModbusSection;
-  s.create = [](const std::any& cfg, const settings::GatewaySection&) -> std::unique_ptr<Adapter> {
+  s.create = [](const std::any& cfg, const settings::GatewaySection&, const AdapterServices&) -> std::unique_ptr<Adapter> {
     return std::make_unique<ModbusAdapter>(std::any_cast<const ModbusConfig&>(cfg));
   };
   return s;

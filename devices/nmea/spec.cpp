@@ -10,7 +10,7 @@ AdapterSpec Spec() {
   s.name = "nmea";
   s.sample_config = "nmea.toml";
   s.parse = ParseNmeaSection;
-  s.create = [](const std::any& cfg, const settings::GatewaySection&) -> std::unique_ptr<Adapter> {
+  s.create = [](const std::any& cfg, const settings::GatewaySection&, const AdapterServices&) -> std::unique_ptr<Adapter> {
     return std::make_unique<NmeaAdapter>(std::any_cast<const NmeaConfig&>(cfg));
   };
   return s;

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "app/mqtt_input.h"
 #include "core/clock.h"
 #include "registry/registry.h"
 
@@ -208,7 +209,8 @@ Status Gateway::StartAdapters() {
   for (const auto& section : cfg_.adapters) {
     const dev::AdapterSpec* spec = FindSpec(section.protocol);
     if (!spec) return Internal("no compiled-in protocol " + section.protocol);
-    auto a = spec->create(section.config, cfg_.gateway);
+    dev::AdapterServices services{MakeMqttInputFactory(cfg_.mqtt)};
+    auto a = spec->create(section.config, cfg_.gateway, services);
     for (auto& [dev, r] : a->Rules()) {
       rules[dev] = r;
       owner[dev] = a.get();

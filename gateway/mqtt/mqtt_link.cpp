@@ -183,6 +183,39 @@ Status MqttLink::PublishAndWait(const std::string& topic, const std::string& pay
   }
 }
 
+Status MqttLink::PublishRequest(const std::string& topic, const std::string& payload,
+                                const std::string& response_topic, const std::string& correlation_data,
+                                uint64_t token) {
+  if (!impl_->is_connected) return Unavailable("not connected");
+  try {
+    ::mqtt::properties props;
+    props.add(::mqtt::property(::mqtt::property::RESPONSE_TOPIC, response_topic));
+    if (!correlation_data.empty())
+      props.add(::mqtt::property(::mqtt::property::CORRELATION_DATA, correlation_data));
+    auto msg = ::mqtt::make_message(topic, payload, 1, false);
+    std::const_pointer_cast<::mqtt::message>(msg)->set_properties(props);
+    impl_->client->publish(msg, TokenToContext(token), impl_->publish_listener);
+    return Status::Ok();
+  } catch (const ::mqtt::exception& e) {
+    return Unavailable(std::string("publish request: ") + e.what());
+  }
+}
+
+Status MqttLink::SubscribeAndWait(const std::string& filter, std::chrono::milliseconds timeout) {
+  try {
+    auto tok = impl_->client->subscribe(filter, 1);
+    if (!tok->wait_for(timeout)) return Status(Code::kDeadline, "no SUBACK for " + filter + " in time");
+    // Paho C++ 1.2's get_subscribe_response() returns garbage for a single v5 subscription;
+    // the token's own reason code is reliable.
+    if (int rc = static_cast<int>(tok->get_reason_code()); rc >= 0x80)
+      return Status(Code::kFailedPrecondition, "the broker refused the subscription to " + filter +
+                                                   " (reason code " + std::to_string(rc) + ")");
+    return Status::Ok();
+  } catch (const ::mqtt::exception& e) {
+    return Unavailable(std::string("subscribe: ") + e.what());
+  }
+}
+
 Status MqttLink::Subscribe(const std::string& filter) {
   try {
     impl_->client->subscribe(filter, 1);

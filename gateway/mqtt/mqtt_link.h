@@ -65,7 +65,13 @@ class MqttLink {
   // Publishes (QoS 1) and waits for the PUBACK, for the goodbye status before disconnecting.
   Status PublishAndWait(const std::string& topic, const std::string& payload, bool retain,
                         std::chrono::milliseconds timeout);
+  // A request for an MQTT 5 request/response peer: QoS 1, with response topic and correlation.
+  Status PublishRequest(const std::string& topic, const std::string& payload,
+                        const std::string& response_topic, const std::string& correlation_data,
+                        uint64_t token);
   Status Subscribe(const std::string& filter);
+  // Subscribes and waits for the SUBACK (a reply must not arrive before its subscription).
+  Status SubscribeAndWait(const std::string& filter, std::chrono::milliseconds timeout);
   // Clean disconnect (no will): waits up to `timeout`.
   void Disconnect(std::chrono::milliseconds timeout);
   bool connected() const;

@@ -26,6 +26,8 @@ void ParseGateway(Node& n, GatewaySection& g) {
   n.Finish();
 }
 
+}  // namespace
+
 std::string ReadSecretFile(Node& n, std::string_view key, const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
@@ -42,7 +44,7 @@ std::string ReadSecretFile(Node& n, std::string_view key, const std::string& pat
   return secret;
 }
 
-void ParseTls(Node& n, TlsSection& t) {
+static void ParseTls(Node& n, TlsSection& t) {
   t.enabled = n.Bool("enabled", t.enabled);
   t.ca_file = n.String("ca_file", t.ca_file);
   t.cert_file = n.String("cert_file", t.cert_file);
@@ -59,12 +61,12 @@ void ParseTls(Node& n, TlsSection& t) {
   n.Finish();
 }
 
-void ParseMqtt(Node& n, MqttSection& m, const GatewaySection& g) {
+void ParseMqttSection(Node& n, MqttSection& m, const std::string& default_client_id) {
   m.url = n.String("url", m.url);
   bool tls_scheme = m.url.rfind("ssl://", 0) == 0 || m.url.rfind("mqtts://", 0) == 0;
   if (m.url.rfind("tcp://", 0) != 0 && m.url.rfind("mqtt://", 0) != 0 && !tls_scheme)
     n.Problem("url", "\"" + m.url + "\" must start with tcp://, mqtt://, ssl:// or mqtts://");
-  m.client_id = n.String("client_id", "sanigate-" + g.id);
+  m.client_id = n.String("client_id", default_client_id);
   m.username = n.String("username", m.username);
   bool has_pw = n.Has("password"), has_pw_file = n.Has("password_file");
   m.password = n.String("password", "");
@@ -87,6 +89,8 @@ void ParseMqtt(Node& n, MqttSection& m, const GatewaySection& g) {
   n.Finish();
 }
 
+namespace {
+
 void ParseOutbox(Node& n, OutboxSection& o) {
   o.path = n.String("path", o.path);
   if (o.path.empty()) n.Problem("path", "must not be empty");
@@ -107,7 +111,7 @@ Result<Config> Walk(ParsedFile parsed, ConfigErrors& errors, const std::string& 
     Node root(*parsed.table, "", errors);
     if (auto g = root.Table("gateway")) ParseGateway(*g, cfg.gateway);
     else errors.Add(1, 1, "gateway", "required section is missing");
-    if (auto m = root.Table("mqtt")) ParseMqtt(*m, cfg.mqtt, cfg.gateway);
+    if (auto m = root.Table("mqtt")) ParseMqttSection(*m, cfg.mqtt, "sanigate-" + cfg.gateway.id);
     else cfg.mqtt.client_id = "sanigate-" + cfg.gateway.id;
     if (auto o = root.Table("outbox")) ParseOutbox(*o, cfg.outbox);
     for (const auto& section : sections) {

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/status.h"
@@ -77,6 +78,11 @@ struct SectionParser {
   std::string name;
   std::function<std::any(Node&, const GatewaySection&)> parse;
 };
+
+// An [mqtt] table (url, client_id, credentials, tls, reconnect), shared by every daemon and the CLI.
+void ParseMqttSection(Node& n, MqttSection& m, const std::string& default_client_id);
+// The first line of a secret file, which must not be readable by group or others (0600).
+std::string ReadSecretFile(Node& n, std::string_view key, const std::string& path);
 
 // Loads and checks a config file. On any problem returns kInvalid with every error, one per
 // line, "FILE:LINE:COL: key.path: problem".

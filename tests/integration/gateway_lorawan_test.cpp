@@ -267,5 +267,95 @@ TEST_F(LorawanTest, MalformedDatagramsAreIgnoredWithoutHarm) {
   EXPECT_TRUE(gateway.Running());
 }
 
+// Sites with ChirpStack: its MQTT integration (v4 JSON, `application/+/device/+/event/up`) is
+// read through the same profile and events. The uplinks are published by mosquitto_pub, a real
+// peer; the first one is repeated until the gateway is subscribed (its deduplicationId makes
+// the repeats duplicates, which must be published once).
+class ChirpstackTest : public GatewayTest {
+ protected:
+  void Publish(const std::string& topic, const std::string& payload) {
+    int rc = Process::Run({"mosquitto_pub", "-h", "127.0.0.1", "-p", std::to_string(broker->port()), "-q", "1",
+                           "-t", topic, "-m", payload},
+                          std::chrono::seconds(10), {.stderr_path = path("pub.err")});
+    ASSERT_TRUE(ExitedWith(rc, 0)) << ReadFile(path("pub.err"));
+  }
+  static std::string Uplink(const std::string& dedup, uint32_t fcnt, const Bytes& data, const std::string& eui = "0102030405060720") {
+    json j = {{"deduplicationId", dedup},
+              {"time", "2026-12-03T10:00:00.250+00:00"},
+              {"deviceInfo", {{"tenantName", "city"}, {"applicationName", "bins"}, {"deviceName", "b"}, {"devEui", eui}}},
+              {"devAddr", "01abcdef"},
+              {"dr", 5},
+              {"fCnt", fcnt},
+              {"fPort", kUltrasonicFPort},
+              {"data", Base64Encode(data)},
+              {"rxInfo", json::array({{{"gatewayId", "0016c001f153a14c"}, {"rssi", -101}, {"snr", -3.5}},
+                                      {{"gatewayId", "0016c001f153a14d"}, {"rssi", -87}, {"snr", 6.25}}})},
+              {"txInfo", {{"frequency", 486500000}, {"modulation", {{"lora", {{"bandwidth", 125000}, {"spreadingFactor", 9}, {"codeRate", "CR_4_5"}}}}}}}};
+    return j.dump();
+  }
+  static std::vector<Parsed> Telemetry(const std::vector<Captured>& m) { return Unique(m, "/devices/bin-cs/telemetry"); }
+  std::vector<Parsed> Telemetry() const { return Telemetry(capture->Messages()); }
+};
+
+TEST_F(ChirpstackTest, UplinksFromChirpstackMqttAreDecodedByTheDeviceProfile) {
+  StartBroker();
+  Capture();
+  WriteConfig(BaseConfig() + "[lorawan]\nlisten = \"off\"\nprofiles_dir = \"" + SourceDir() + "/config/profiles\"\n" + R"(
+[lorawan.chirpstack]
+topic = "application/+/device/+/event/up"
+
+[[lorawan.devices]]
+id = "bin-cs"
+dev_eui = "0102030405060720"
+activation = "chirpstack"
+profile = "bin-monitor-ultrasonic-v1"
+overflow = { metric = "fill_level_pct", active_at = 85.0, clear_below = 70.0 }
+)");
+  StartGateway();
+  WaitGatewayOnline();
+  const std::string topic = "application/7f0c/device/0102030405060720/event/up";
+  const std::string first = Uplink("6f5c1c2e-0001", 41, UltrasonicPayload(300, 91, 21.5, 3.55, false, false));
+  for (int i = 0; i < 50 && Telemetry().empty(); ++i) {
+    Publish(topic, first);
+    capture->WaitFor([&](const std::vector<Captured>& m) { return !Telemetry(m).empty(); }, 200ms);
+  }
+  ASSERT_EQ(Telemetry().size(), 1u) << GatewayLog();
+  // Garbage, an unknown DevEUI, a repeat of the first, then the next uplink.
+  Publish(topic, "{not json");
+  Publish(topic, R"({"deduplicationId":"x","fCnt":1,"fPort":2,"data":"!!"})");
+  Publish("application/7f0c/device/0102030405069999/event/up",
+          Uplink("6f5c1c2e-0002", 1, UltrasonicPayload(300, 10, 21.5, 3.55, false, false), "0102030405069999"));
+  Publish(topic, first);
+  Publish(topic, Uplink("6f5c1c2e-0003", 43, UltrasonicPayload(1500, 40, 22.0, 3.54, false, false)));
+  ASSERT_TRUE(capture->WaitFor([&](const std::vector<Captured>& m) { return Telemetry(m).size() >= 2; }, 10s)) << GatewayLog();
+  auto t = Telemetry();
+  ASSERT_EQ(t.size(), 2u);
+  auto r = t[0].payload;
+  EXPECT_EQ(r["ts"], 1796292000250);  // ChirpStack's receive time
+  EXPECT_EQ(r["kind"], "bin");
+  EXPECT_EQ(r["metrics"]["fill_level_pct"], 91);
+  EXPECT_DOUBLE_EQ(r["metrics"]["temperature_c"].get<double>(), 21.5);
+  EXPECT_EQ(r["source"]["protocol"], "lorawan");
+  EXPECT_EQ(r["source"]["network_server"], "chirpstack");
+  EXPECT_EQ(r["source"]["concentrator"], "0016c001f153a14d");
+  EXPECT_DOUBLE_EQ(r["source"]["rssi_dbm"].get<double>(), -87);
+  EXPECT_DOUBLE_EQ(r["source"]["snr_db"].get<double>(), 6.25);
+  EXPECT_EQ(r["source"]["frequency_hz"], 486500000);
+  EXPECT_EQ(r["source"]["data_rate"], "SF9BW125");
+  EXPECT_EQ(r["source"]["concentrators"], 2);
+  EXPECT_EQ(r["source"]["fcnt"], 41);
+  auto second = t[1].payload;
+  EXPECT_EQ(second["metrics"]["fill_level_pct"], 40);
+  EXPECT_EQ(second["source"]["frames_lost"], 1);  // fCnt 42 never arrived
+  // The overflow rule of the device entry applies: active at 91, cleared at 40.
+  ASSERT_TRUE(capture->WaitFor([&](const std::vector<Captured>& m) { return Unique(m, "/devices/bin-cs/event").size() >= 2; }, 10s));
+  auto ev = Unique(capture->Messages(), "/devices/bin-cs/event");
+  EXPECT_EQ(ev[0].payload["event"], "overflow");
+  EXPECT_EQ(ev[0].payload["state"], "active");
+  EXPECT_EQ(ev[1].payload["state"], "cleared");
+  EXPECT_TRUE(gateway.Running());
+  ExpectPayloadsMatchSchemas();
+}
+
 }  // namespace
 }  // namespace sanigate::test

@@ -394,6 +394,30 @@ TEST(ConfigTest, TopicPrefixWithWildcardIsRefused) {
 }
 
 // Each compiled-in protocol names a sample config in config/; it must exist and load cleanly.
+TEST(ConfigTest, ChirpstackDevicesNeedTheChirpstackSectionAndListenOffNeedsAnInput) {
+  auto errors = Errors(std::string(kGateway) +
+                       "[lorawan]\n"                             // 4
+                       "listen = \"off\"\n"                       // 5
+                       "profiles_dir = \"" SANIGATE_SOURCE_DIR "/config/profiles\"\n"
+                       "[[lorawan.devices]]\n"
+                       "id = \"bin-cs\"\n"
+                       "dev_eui = \"0102030405060720\"\n"
+                       "activation = \"chirpstack\"\n"
+                       "profile = \"bin-monitor-ultrasonic-v1\"\n");
+  ASSERT_FALSE(errors.empty());
+  std::string all;
+  for (const auto& e : errors) all += e + "\n";
+  EXPECT_NE(all.find("lorawan.listen: \"off\" leaves no input"), std::string::npos) << all;
+  EXPECT_NE(all.find("activation: \"chirpstack\" needs a [lorawan.chirpstack] section"), std::string::npos) << all;
+  // With the section, the same device needs no keys.
+  auto ok = Errors(std::string(kGateway) +
+                   "[lorawan]\nlisten = \"off\"\nprofiles_dir = \"" SANIGATE_SOURCE_DIR "/config/profiles\"\n"
+                   "[lorawan.chirpstack]\nbroker = \"tcp://127.0.0.1:1883\"\nusername = \"edge\"\n"
+                   "[[lorawan.devices]]\nid = \"bin-cs\"\ndev_eui = \"0102030405060720\"\n"
+                   "activation = \"chirpstack\"\nprofile = \"bin-monitor-ultrasonic-v1\"\n");
+  EXPECT_TRUE(ok.empty()) << ok[0];
+}
+
 TEST(ConfigTest, EveryRegisteredProtocolHasALoadableSampleConfig) {
   ASSERT_FALSE(dev::AllProtocols().empty());
   for (const auto& spec : dev::AllProtocols()) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "lorawan/band_plan.h"
+#include "lorawan/chirpstack_uplink.h"
 #include "lorawan/lorawan_crypto.h"
 #include "lorawan/lorawan_frame.h"
 #include "lorawan/payload_codec.h"
@@ -1113,6 +1114,71 @@ TEST(LorawanRobustnessTest, RandomBytesAndMutatedVectorsNeverCrash) {
     (void)Base64Decode(std::string(b.begin(), b.end()));
   }
   EXPECT_EQ(accepted, 0u);  // no random or mutated frame carries a valid MIC
+}
+
+// ---- ChirpStack v4 MQTT integration uplinks ----
+
+TEST(ChirpstackUplink, FullEventIsReducedToDeviceCounterPayloadAndBestRadio) {
+  auto up = ParseChirpstackUplink(R"({
+    "deduplicationId":"3ac7e3c4-4401-4b8d-9386-a5c902f9202d","time":"2022-07-18T09:34:15.775023242+00:00",
+    "deviceInfo":{"tenantName":"ChirpStack","applicationName":"bins","deviceName":"b1","devEui":"0101010101010101","tags":{}},
+    "devAddr":"00189440","adr":true,"dr":1,"fCnt":4,"fPort":2,"confirmed":true,"data":"qrvM",
+    "rxInfo":[{"gatewayId":"0016c001f153a14c","uplinkId":4217106255,"rssi":-36,"snr":10.5,"channel":2},
+              {"gatewayId":"0016c001f153a14d","rssi":-30,"snr":10.5}],
+    "txInfo":{"frequency":867500000,"modulation":{"lora":{"bandwidth":125000,"spreadingFactor":7,"codeRate":"CR_4_5"}}}})");
+  ASSERT_TRUE(up.ok()) << up.status().message();
+  EXPECT_EQ(up->dev_eui, 0x0101010101010101ull);
+  EXPECT_EQ(up->deduplication_id, "3ac7e3c4-4401-4b8d-9386-a5c902f9202d");
+  EXPECT_EQ(up->time_ms, 1658136855775);
+  EXPECT_EQ(up->fcnt, 4u);
+  EXPECT_EQ(up->fport, 2);
+  EXPECT_TRUE(up->confirmed);
+  EXPECT_EQ(up->data, (Bytes{0xAA, 0xBB, 0xCC}));
+  EXPECT_EQ(up->concentrators, 2);
+  EXPECT_EQ(up->gateway_id, "0016c001f153a14d");  // same SNR, stronger RSSI
+  EXPECT_EQ(up->rssi_dbm, -30);
+  EXPECT_EQ(up->snr_db, 10.5);
+  EXPECT_EQ(up->frequency_hz, 867500000);
+  EXPECT_EQ(up->data_rate, "SF7BW125");
+}
+
+TEST(ChirpstackUplink, ZeroValuesLeftOutByProtobufJsonAndEuiFromTheTopic) {
+  // protobuf-JSON omits fCnt 0 and confirmed false; an empty payload has no data.
+  auto up = ParseChirpstackUplink(R"({"deduplicationId":"d","fPort":1,"dr":3})", "0102030405060708");
+  ASSERT_TRUE(up.ok()) << up.status().message();
+  EXPECT_EQ(up->dev_eui, 0x0102030405060708ull);
+  EXPECT_EQ(up->fcnt, 0u);
+  EXPECT_FALSE(up->confirmed);
+  EXPECT_TRUE(up->data.empty());
+  EXPECT_EQ(up->data_rate, "DR3");
+  EXPECT_FALSE(up->time_ms.has_value());
+  EXPECT_EQ(up->concentrators, 0);
+}
+
+TEST(ChirpstackUplink, BadInputIsRefusedWithTheReason) {
+  auto msg = [](std::string_view json, std::string_view eui = {}) {
+    auto r = ParseChirpstackUplink(json, eui);
+    return r.ok() ? std::string("ok") : r.status().message();
+  };
+  EXPECT_NE(msg("{not json").find("not a JSON object"), std::string::npos);
+  EXPECT_NE(msg("[1,2]").find("not a JSON object"), std::string::npos);
+  EXPECT_NE(msg(R"({"fCnt":1})").find("no deviceInfo.devEui"), std::string::npos);
+  EXPECT_NE(msg(R"({"deviceInfo":{"devEui":"xyz"}})").find("devEui"), std::string::npos);
+  EXPECT_NE(msg(R"({"fPort":300})", "0102030405060708").find("fPort 300 is outside 0..255"), std::string::npos);
+  EXPECT_NE(msg(R"({"fCnt":-1})", "0102030405060708").find("fCnt -1"), std::string::npos);
+  EXPECT_NE(msg(R"({"data":"!!"})", "0102030405060708").find("not base64"), std::string::npos);
+}
+
+TEST(ChirpstackUplink, Rfc3339TimesWithOffsetsAndFractions) {
+  EXPECT_EQ(ParseRfc3339Ms("1970-01-01T00:00:00Z"), 0);
+  EXPECT_EQ(ParseRfc3339Ms("2026-12-03T18:00:00.5+08:00"), ParseRfc3339Ms("2026-12-03T10:00:00.500Z"));
+  EXPECT_EQ(ParseRfc3339Ms("2026-12-03T10:00:00.123456789Z").value() % 1000, 123);
+  EXPECT_EQ(ParseRfc3339Ms("2026-12-03T09:00:00-01:00"), ParseRfc3339Ms("2026-12-03T10:00:00Z"));
+  EXPECT_FALSE(ParseRfc3339Ms("2026-12-03 10:00"));
+  EXPECT_FALSE(ParseRfc3339Ms("2026-13-03T10:00:00Z"));
+  EXPECT_FALSE(ParseRfc3339Ms("2026-12-03T10:00:00"));      // no zone
+  EXPECT_FALSE(ParseRfc3339Ms("2026-12-03T10:00:00.Z"));    // empty fraction
+  EXPECT_FALSE(ParseRfc3339Ms("2026-12-03T10:00:00Zjunk"));
 }
 
 }  // namespace
