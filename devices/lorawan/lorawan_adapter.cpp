@@ -406,6 +406,7 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
     }
     r.location = dev.cfg->location;
     r.source_extra.push_back({"dev_eui", EuiToHex(dev.cfg->dev_eui)});
+    r.source_extra.push_back({"profile", dev.cfg->profile_name});
     r.source_extra.push_back({"fcnt", static_cast<int64_t>(fcnt)});
     if (radio.rssi_dbm) r.source_extra.push_back({"rssi_dbm", *radio.rssi_dbm});
     if (radio.snr_db) r.source_extra.push_back({"snr_db", *radio.snr_db});

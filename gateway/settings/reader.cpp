@@ -119,6 +119,25 @@ std::string Node::String(std::string_view key, std::string def) {
   return def;
 }
 
+std::vector<std::string> Node::StringArray(std::string_view key) {
+  std::vector<std::string> out;
+  const toml::node* n = Find(key);
+  if (!n) return out;
+  const toml::array* arr = n->as_array();
+  if (!arr) {
+    TypeError(key, *n, "an array of strings");
+    return out;
+  }
+  for (const auto& e : *arr) {
+    if (!e.is_string()) {
+      TypeError(key, e, "an array of strings");
+      return {};
+    }
+    out.push_back(*e.value<std::string>());
+  }
+  return out;
+}
+
 std::optional<std::string> Node::RequiredString(std::string_view key) {
   const toml::node* n = Find(key);
   if (!n) {

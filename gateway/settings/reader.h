@@ -66,6 +66,8 @@ class Node {
   double Double(std::string_view key, double def, double min, double max);
   std::optional<double> OptionalDouble(std::string_view key, double min, double max);
   bool Bool(std::string_view key, bool def);
+  // An array of strings; absent = empty.
+  std::vector<std::string> StringArray(std::string_view key);
 
   std::optional<Node> Table(std::string_view key);
   std::vector<Node> TableArray(std::string_view key);  // [[key]] entries, paths key[0], key[1]

@@ -24,11 +24,14 @@ class Stmt {
   Stmt& Bind(int i, int64_t v);
   Stmt& Bind(int i, std::string_view v);  // as TEXT
   Stmt& BindBlob(int i, std::string_view v);
+  Stmt& BindDouble(int i, double v);
+  Stmt& BindNull(int i);
   // SQLITE_ROW -> true, SQLITE_DONE -> false (and resets), error -> Status in *err.
   bool Step(Status* err);
   Status Run();  // step to completion and reset
   void Reset();
   int64_t Int(int col) const { return sqlite3_column_int64(s_, col); }
+  double Double(int col) const { return sqlite3_column_double(s_, col); }
   std::string Text(int col) const;
   bool IsNull(int col) const { return sqlite3_column_type(s_, col) == SQLITE_NULL; }
 

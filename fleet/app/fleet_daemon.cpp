@@ -1,0 +1,590 @@
+#include "app/fleet_daemon.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <set>
+
+#include "core/clock.h"
+#include "mqtt/topics.h"
+
+namespace sanigate::fleet {
+namespace {
+
+using json = nlohmann::json;
+namespace topics = mqtt::topics;
+
+constexpr auto kTick = std::chrono::milliseconds(200);
+
+int Severity(HealthState s) {
+  switch (s) {
+    case HealthState::kOffline: return 4;
+    case HealthState::kCritical: return 3;
+    case HealthState::kDegraded: return 2;
+    case HealthState::kOk: return 1;
+    case HealthState::kUnknown: return 0;
+  }
+  return 0;
+}
+
+json ReasonsJson(const std::vector<HealthReason>& reasons) {
+  json out = json::array();
+  for (const auto& r : reasons) out.push_back({{"code", r.code}, {"level", HealthStateName(r.level)}, {"detail", r.detail}});
+  return out;
+}
+
+std::string Codes(const HealthVerdict& v) {
+  std::string s = HealthStateName(v.state);
+  for (const auto& r : v.reasons) s += "|" + r.code + ":" + HealthStateName(r.level);
+  return s;
+}
+
+std::string Str(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+std::optional<double> Num(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end()) return std::nullopt;
+  if (it->is_number()) return it->get<double>();
+  return std::nullopt;
+}
+
+}  // namespace
+
+struct FleetDaemon::GatewayVerdict {};
+
+FleetDaemon::FleetDaemon(FleetConfig config) : cfg_(std::move(config)), health_(cfg_.health) {}
+
+FleetDaemon::~FleetDaemon() { Stop(); }
+
+Result<std::unique_ptr<FleetDaemon>> FleetDaemon::Create(FleetConfig config) {
+  std::unique_ptr<FleetDaemon> d(new FleetDaemon(std::move(config)));
+  std::error_code ec;
+  std::filesystem::create_directories(d->cfg_.fleet.data_dir, ec);
+  if (ec) return Unavailable("cannot create data_dir " + d->cfg_.fleet.data_dir + ": " + ec.message());
+  auto store = RegistryStore::Open(d->cfg_.RegistryPath());
+  if (!store.ok()) return store.status();
+  d->store_ = std::move(*store);
+  if (Status st = d->store_->Load(d->registry_); !st.ok()) return st;
+  d->started_ms_ = NowMs();
+  // Known devices resume from what was stored: a device that stayed silent across the restart
+  // is judged from its stored last_seen, not from the restart.
+  for (const auto& [key, e] : d->registry_.devices())
+    d->health_.Restore(key, e.kind, e.profile, e.last_seen_ms, e.expected_interval_ms, d->started_ms_);
+  spdlog::info("registry: {} devices and {} gateways loaded from {}", d->registry_.devices().size(),
+               d->registry_.gateways().size(), d->cfg_.RegistryPath());
+
+  const auto& f = d->cfg_.fleet;
+  mqtt::ClientOptions o;
+  auto& l = o.link;
+  l.url = d->cfg_.mqtt.url;
+  l.client_id = d->cfg_.mqtt.client_id;
+  l.username = d->cfg_.mqtt.username;
+  l.password = d->cfg_.mqtt.password;
+  l.keepalive_s = static_cast<int>(d->cfg_.mqtt.keepalive_s);
+  l.connect_timeout_s = static_cast<int>(d->cfg_.mqtt.connect_timeout_s);
+  l.max_inflight = static_cast<int>(d->cfg_.mqtt.inflight_window);
+  const auto& t = d->cfg_.mqtt.tls;
+  l.tls = {t.enabled, t.ca_file, t.cert_file, t.key_file, t.verify_peer};
+  l.will_topic = topics::FleetStatus(f.topic_prefix, f.site);
+  l.will_payload = d->StatusPayload(false, 0);
+  for (const auto& site : f.sites) {
+    for (const char* leaf : {"telemetry", "event", "status"})
+      o.filters.push_back(topics::Device(f.topic_prefix, site, "+", leaf));
+    o.filters.push_back(topics::GatewayStatus(f.topic_prefix, site, "+"));
+  }
+  o.filters.push_back(topics::FleetAdmin(f.topic_prefix, f.site, "+"));
+  o.reconnect_min = std::chrono::milliseconds(d->cfg_.mqtt.reconnect_min_ms);
+  o.reconnect_max = std::chrono::milliseconds(d->cfg_.mqtt.reconnect_max_ms);
+  mqtt::ClientHandlers h;
+  FleetDaemon* self = d.get();
+  h.on_message = [self](mqtt::InboundMessage m) { self->Enqueue(std::move(m)); };
+  h.on_state = [self](bool connected, const std::string& why) {
+    if (connected) {
+      spdlog::info("mqtt: connected to {}", self->cfg_.mqtt.url);
+      std::lock_guard lk(self->mu_);
+      self->reconnected_ = true;
+      self->cv_.notify_all();
+    } else {
+      spdlog::warn("mqtt: connection lost: {}", why);
+    }
+  };
+  d->client_ = std::make_unique<mqtt::MqttClient>(std::move(o), std::move(h));
+  return d;
+}
+
+void FleetDaemon::Start() {
+  worker_ = std::thread([this] { WorkerLoop(); });
+  client_->Start();
+}
+
+void FleetDaemon::Stop() {
+  if (!worker_.joinable()) return;
+  {
+    std::lock_guard lk(mu_);
+    stop_ = true;
+    cv_.notify_all();
+  }
+  worker_.join();
+  if (Status st = store_->Flush(registry_); !st.ok()) spdlog::error("registry: final flush failed: {}", st.ToString());
+  if (client_->connected())
+    (void)client_->PublishAndWait(topics::FleetStatus(cfg_.fleet.topic_prefix, cfg_.fleet.site), StatusPayload(false, NowMs()),
+                                  true, std::chrono::milliseconds(cfg_.fleet.shutdown_drain_ms));
+  client_->Stop(std::chrono::milliseconds(cfg_.fleet.shutdown_drain_ms));
+}
+
+void FleetDaemon::Reload(FleetConfig config) {
+  std::lock_guard lk(mu_);
+  pending_reload_ = std::make_unique<FleetConfig>(std::move(config));
+  cv_.notify_all();
+}
+
+void FleetDaemon::Enqueue(mqtt::InboundMessage m) {
+  std::lock_guard lk(mu_);
+  queue_.push_back(std::move(m));
+  if (queue_.size() == 1) cv_.notify_all();
+}
+
+void FleetDaemon::WorkerLoop() {
+  std::deque<mqtt::InboundMessage> batch;
+  int64_t next_flush = 0, next_status = 0, next_gateways = 0;
+  while (true) {
+    bool republish = false;
+    std::unique_ptr<FleetConfig> reload;
+    {
+      std::unique_lock lk(mu_);
+      cv_.wait_for(lk, kTick, [&] { return stop_ || !queue_.empty() || reconnected_ || pending_reload_; });
+      if (stop_) break;
+      batch.swap(queue_);
+      republish = std::exchange(reconnected_, false);
+      reload = std::move(pending_reload_);
+    }
+    int64_t now = NowMs();
+    if (reload) {
+      cfg_.health = reload->health;
+      cfg_.gateways = reload->gateways;
+      health_.SetConfig(cfg_.health);
+      spdlog::set_level(spdlog::level::from_str(reload->fleet.log_level));
+      if (reload->fleet.id != cfg_.fleet.id || reload->fleet.site != cfg_.fleet.site || reload->fleet.sites != cfg_.fleet.sites ||
+          reload->mqtt.url != cfg_.mqtt.url || reload->fleet.data_dir != cfg_.fleet.data_dir)
+        spdlog::warn("reload: identity, sites, data_dir and broker changes take effect after a restart");
+      spdlog::info("reload: thresholds applied");
+    }
+    for (auto& m : batch) Handle(m, now);
+    batch.clear();
+    if (republish) RepublishAll(now);
+    if (now >= health_.NextDeadline())
+      for (const auto& change : health_.Tick(now)) PublishHealth(change, now);
+    if (now >= next_gateways) {
+      EvaluateGateways(now);
+      next_gateways = now + 1000;
+    }
+    if (now >= next_flush) {
+      if (Status st = store_->Flush(registry_); !st.ok()) spdlog::error("registry: flush failed (kept for the next try): {}", st.ToString());
+      next_flush = now + cfg_.fleet.registry_flush_ms;
+    }
+    if (now >= next_status) {
+      PublishStatus(true, now);
+      next_status = now + cfg_.fleet.status_interval_s * 1000;
+    }
+  }
+}
+
+void FleetDaemon::Handle(const mqtt::InboundMessage& m, int64_t now) {
+  auto t = topics::ParseModelTopic(cfg_.fleet.topic_prefix, m.topic);
+  if (!t) return;
+  if (t->group == "devices") {
+    ++messages_;
+    return HandleDeviceMessage(t->site, t->id, t->leaf, m.payload, now);
+  }
+  if (t->group == "gateway" && t->leaf == "status") {
+    ++messages_;
+    return HandleGatewayStatus(t->site, t->id, m.payload, now);
+  }
+  if (t->group == "fleet" && t->site == cfg_.fleet.site && t->leaf.rfind("admin/", 0) == 0)
+    return HandleAdmin(m, t->leaf.substr(6), now);
+}
+
+void FleetDaemon::HandleDeviceMessage(const std::string& site, const std::string& device, const std::string& leaf,
+                                      const std::string& payload, int64_t now) {
+  json j = json::parse(payload, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    ++malformed_;
+    spdlog::debug("ignored a malformed {} of {}/{}", leaf, site, device);
+    return;
+  }
+  Observation obs;
+  obs.device = RegistryKey(site, device);
+  obs.ts_ms = j.value("ts", int64_t{0});
+  obs.kind = Str(j, "kind");
+  const json empty = json::object();
+  auto src_it = j.find("source");
+  const json& source = src_it != j.end() && src_it->is_object() ? *src_it : empty;
+  obs.profile = Str(source, "profile");
+  bool created = false;
+  DeviceEntry& e = registry_.Device(site, device, now, &created);
+  if (created) spdlog::info("registry: new device {}/{}", site, device);
+  if (!obs.kind.empty()) e.kind = obs.kind;
+  if (!obs.profile.empty()) e.profile = obs.profile;
+  if (auto p = Str(source, "protocol"); !p.empty()) e.protocol = p;
+  if (auto g = Str(source, "gateway"); !g.empty()) e.gateway = g;
+  if (auto fw = Str(source, "firmware"); !fw.empty()) e.firmware = fw;
+  if (auto model = Str(source, "model"); !model.empty()) e.model = model;
+  obs.backfill = source.value("backfill", false);
+
+  if (leaf == "telemetry") {
+    obs.type = Observation::Type::kReading;
+    if (auto mit = j.find("metrics"); mit != j.end() && mit->is_object()) {
+      for (auto it = mit->begin(); it != mit->end(); ++it) {
+        if (it->is_number()) obs.metrics.emplace_back(it.key(), it->get<double>());
+        else if (it->is_boolean()) obs.metrics.emplace_back(it.key(), it->get<bool>() ? 1.0 : 0.0);
+        // The registry keeps the latest value of every metric; a backfilled point is history.
+        if (!obs.backfill || obs.ts_ms >= e.metrics_ts_ms) e.metrics[it.key()] = *it;
+      }
+      if (!obs.backfill || obs.ts_ms >= e.metrics_ts_ms) e.metrics_ts_ms = std::max(e.metrics_ts_ms, obs.ts_ms);
+    }
+    if (auto q = j.find("quality"); q != j.end() && q->is_object())
+      for (auto it = q->begin(); it != q->end(); ++it)
+        if (it->is_string()) obs.quality.emplace_back(it.key(), it->get<std::string>());
+    obs.rssi_dbm = Num(source, "rssi_dbm");
+    obs.snr_db = Num(source, "snr_db");
+    if (auto f = Num(source, "fcnt")) obs.fcnt = static_cast<int64_t>(*f);
+    if (auto f = Num(source, "frames_lost")) obs.frames_lost = static_cast<int64_t>(*f);
+    if (auto loc = j.find("location"); loc != j.end() && loc->is_object() && (!obs.backfill || obs.ts_ms >= e.metrics_ts_ms)) {
+      auto lat = Num(*loc, "lat"), lon = Num(*loc, "lon");
+      if (lat && lon) e.location = std::pair{*lat, *lon};
+    }
+    if (!obs.backfill) e.last_seen_ms = now;
+  } else if (leaf == "event") {
+    obs.type = Observation::Type::kEvent;
+    obs.event = Str(j, "event");
+    obs.event_active = Str(j, "state") == "active";
+    obs.severity = Str(j, "severity");
+    if (!obs.backfill) e.last_seen_ms = now;
+  } else if (leaf == "status") {
+    obs.type = Observation::Type::kStatus;
+    obs.online = j.value("online", false);
+    e.online = obs.online;
+    if (auto ls = j.find("last_seen"); ls != j.end() && ls->is_number_integer() && e.last_seen_ms == 0)
+      e.last_seen_ms = ls->get<int64_t>();
+  } else {
+    return;
+  }
+  registry_.MarkDirty(obs.device);
+  auto change = health_.Observe(obs, now);
+  if (const HealthVerdict* v = health_.Find(obs.device)) e.expected_interval_ms = v->expected_interval_ms;
+  if (change) PublishHealth(*change, now);
+}
+
+void FleetDaemon::HandleGatewayStatus(const std::string& site, const std::string& gateway, const std::string& payload,
+                                      int64_t now) {
+  json j = json::parse(payload, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    ++malformed_;
+    return;
+  }
+  bool created = false;
+  GatewayEntry& g = registry_.Gateway(site, gateway, now, &created);
+  if (created) spdlog::info("registry: new gateway {}/{}", site, gateway);
+  bool online = j.value("online", false);
+  if (online != g.online || created) {
+    g.transitions_ms.push_back(now);
+    if (g.transitions_ms.size() > 64) g.transitions_ms.erase(g.transitions_ms.begin());
+    spdlog::log(online ? spdlog::level::info : spdlog::level::warn, "gateway {}/{} is {}", site, gateway,
+                online ? "online" : "offline");
+  }
+  g.online = online;
+  g.last_status_ms = now;
+  if (auto v = Str(j, "version"); !v.empty()) g.version = v;
+  if (auto s = j.find("started"); s != j.end() && s->is_number_integer()) g.started_ms = s->get<int64_t>();
+  // The will and the goodbye carry no adapters: keep the last full status for the admin API.
+  if (online) g.status = j;
+  else g.status["online"] = false;
+  registry_.MarkGatewayDirty(RegistryKey(site, gateway));
+  // Modbus request counters feed each device's error rate.
+  if (auto ad = j.find("adapters"); ad != j.end() && ad->is_object()) {
+    for (auto it = ad->begin(); it != ad->end(); ++it) {
+      if (it.key() != "modbus" && it.key() != "modbus_rtu") continue;
+      auto pd = it->find("per_device");
+      if (pd == it->end() || !pd->is_object()) continue;
+      for (auto d = pd->begin(); d != pd->end(); ++d) {
+        uint64_t req = d->value("requests", uint64_t{0});
+        uint64_t failed = d->value("timeouts", uint64_t{0}) + d->value("exceptions", uint64_t{0}) + d->value("errors", uint64_t{0});
+        std::string key = RegistryKey(site, d.key());
+        if (!registry_.FindDevice(key)) continue;  // counters alone do not make a device
+        if (auto change = health_.ObserveRequestCounters(key, req, failed, now)) PublishHealth(*change, now);
+      }
+    }
+  }
+  EvaluateGateways(now);
+}
+
+void FleetDaemon::EvaluateGateways(int64_t now) {
+  const auto& t = cfg_.gateways;
+  for (const auto& [key, g] : registry_.gateways()) {
+    HealthVerdict v;
+    v.device = g.gateway;
+    v.kind = "gateway";
+    v.last_seen_ms = g.last_status_ms;
+    auto add = [&v](const char* code, HealthState level, std::string detail) {
+      v.reasons.push_back({code, level, std::move(detail), {}});
+    };
+    if (!g.online) {
+      add("offline", HealthState::kOffline, "the gateway said goodbye or its MQTT will fired");
+    } else if (g.last_status_ms && now - g.last_status_ms > t.status_silence_s * 1000) {
+      add("silent", HealthState::kOffline, "no status for " + std::to_string((now - g.last_status_ms) / 1000) + " s");
+    } else if (g.last_status_ms) {
+      const json& st = g.status;
+      if (auto ob = st.find("outbox"); ob != st.end() && ob->is_object()) {
+        int64_t pending = ob->value("pending", int64_t{0});
+        if (pending > t.outbox_pending_degraded)
+          add("outbox_backlog", HealthState::kDegraded, std::to_string(pending) + " records waiting > " + std::to_string(t.outbox_pending_degraded));
+        if (auto old = ob->find("oldest_ts"); old != ob->end() && old->is_number_integer()) {
+          int64_t age_s = (now - old->get<int64_t>()) / 1000;
+          if (age_s > t.outbox_oldest_critical_s)
+            add("outbox_backlog", HealthState::kCritical, "oldest waiting record is " + std::to_string(age_s) + " s old");
+          else if (age_s > t.outbox_oldest_degraded_s)
+            add("outbox_backlog", HealthState::kDegraded, "oldest waiting record is " + std::to_string(age_s) + " s old");
+        }
+      }
+      if (auto ad = st.find("adapters"); ad != st.end() && ad->is_object())
+        for (auto it = ad->begin(); it != ad->end(); ++it) {
+          std::string state = it->is_object() ? Str(*it, "state") : "";
+          if (state == "failed" || state == "stopped") add("adapter_down", HealthState::kCritical, it.key() + " is " + state);
+        }
+    }
+    int flaps = 0;
+    for (int64_t ts : g.transitions_ms)
+      if (now - ts <= t.flap_window_s * 1000) ++flaps;
+    if (flaps >= t.flaps_degraded)
+      add("link_flapping", HealthState::kDegraded, std::to_string(flaps) + " online/offline changes in " + std::to_string(t.flap_window_s) + " s");
+    std::sort(v.reasons.begin(), v.reasons.end(), [](const HealthReason& a, const HealthReason& b) {
+      return Severity(a.level) != Severity(b.level) ? Severity(a.level) > Severity(b.level) : a.code < b.code;
+    });
+    v.state = HealthState::kOk;
+    for (const auto& r : v.reasons)
+      if (Severity(r.level) > Severity(v.state)) v.state = r.level;
+    auto it = gateway_verdicts_.find(key);
+    HealthState previous = it == gateway_verdicts_.end() ? HealthState::kUnknown : it->second.state;
+    if (it != gateway_verdicts_.end() && Codes(it->second) == Codes(v)) continue;
+    v.since_ms = previous == v.state && it != gateway_verdicts_.end() ? it->second.since_ms : now;
+    json p = {{"gateway", g.gateway}, {"site", g.site},  {"kind", "gateway"}, {"state", HealthStateName(v.state)},
+              {"since", v.since_ms},  {"ts", now},        {"last_seen", g.last_status_ms}, {"reasons", ReasonsJson(v.reasons)}};
+    (void)client_->Publish(topics::GatewayHealth(cfg_.fleet.topic_prefix, g.site, g.gateway), p.dump(), true);
+    if (previous != v.state) {
+      json ev = {{"id", cfg_.fleet.id + ":" + std::to_string(started_ms_) + "-" + std::to_string(++event_seq_)},
+                 {"ts", now},
+                 {"gateway", g.gateway},
+                 {"kind", "gateway"},
+                 {"event", "health_changed"},
+                 {"health", HealthStateName(v.state)},
+                 {"previous", HealthStateName(previous)},
+                 {"reasons", ReasonsJson(v.reasons)}};
+      (void)client_->Publish(topics::FleetEvents(cfg_.fleet.topic_prefix, g.site), ev.dump(), false);
+    }
+    gateway_verdicts_[key] = std::move(v);
+  }
+}
+
+void FleetDaemon::PublishDeviceVerdict(const HealthVerdict& v, int64_t now) {
+  const DeviceEntry* e = registry_.FindDevice(v.device);
+  if (!e) return;
+  json p = {{"device", e->device},
+            {"site", e->site},
+            {"kind", e->kind},
+            {"state", HealthStateName(v.state)},
+            {"since", v.since_ms},
+            {"ts", now},
+            {"last_seen", e->last_seen_ms},
+            {"expected_interval_ms", v.expected_interval_ms},
+            {"reasons", ReasonsJson(v.reasons)}};
+  (void)client_->Publish(topics::DeviceHealth(cfg_.fleet.topic_prefix, e->site, e->device), p.dump(), true);
+}
+
+void FleetDaemon::PublishHealth(const HealthChange& change, int64_t now) {
+  const HealthVerdict& v = change.verdict;
+  PublishDeviceVerdict(v, now);
+  if (!change.state_changed) return;
+  const DeviceEntry* e = registry_.FindDevice(v.device);
+  if (!e) return;
+  spdlog::log(Severity(v.state) >= Severity(HealthState::kCritical) ? spdlog::level::warn : spdlog::level::info,
+              "health: {}/{} {} -> {}{}", e->site, e->device, HealthStateName(change.previous), HealthStateName(v.state),
+              v.reasons.empty() ? std::string() : " (" + v.reasons.front().detail + ")");
+  json ev = {{"id", cfg_.fleet.id + ":" + std::to_string(started_ms_) + "-" + std::to_string(++event_seq_)},
+             {"ts", now},
+             {"device", e->device},
+             {"kind", e->kind},
+             {"event", "health_changed"},
+             {"health", HealthStateName(v.state)},
+             {"previous", HealthStateName(change.previous)},
+             {"reasons", ReasonsJson(v.reasons)}};
+  (void)client_->Publish(topics::FleetEvents(cfg_.fleet.topic_prefix, e->site), ev.dump(), false);
+}
+
+void FleetDaemon::RepublishAll(int64_t now) {
+  // After a (re)connect the retained verdicts must match what this daemon believes now.
+  PublishStatus(true, now);
+  for (const HealthVerdict* v : health_.All())
+    if (v->state != HealthState::kUnknown) PublishDeviceVerdict(*v, now);
+  gateway_verdicts_.clear();
+  EvaluateGateways(now);
+}
+
+std::string FleetDaemon::StatusPayload(bool online, int64_t now) const {
+  json j = {{"online", online}, {"fleet", cfg_.fleet.id}, {"site", cfg_.fleet.site}, {"ts", now}};
+  if (!online) return j.dump();
+  j["version"] = SANIGATE_VERSION;
+  j["started"] = started_ms_;
+  j["devices"] = registry_.devices().size();
+  j["gateways"] = registry_.gateways().size();
+  json by_state = json::object();
+  for (const HealthVerdict* v : health_.All()) {
+    auto& n = by_state[HealthStateName(v->state)];
+    n = n.is_null() ? 1 : n.get<int64_t>() + 1;
+  }
+  j["by_state"] = by_state;
+  j["messages"] = messages_;
+  j["malformed"] = malformed_;
+  return j.dump();
+}
+
+void FleetDaemon::PublishStatus(bool online, int64_t now) {
+  (void)client_->Publish(topics::FleetStatus(cfg_.fleet.topic_prefix, cfg_.fleet.site), StatusPayload(online, now), true);
+}
+
+// ---- admin API ----
+
+namespace {
+
+json Summary(const DeviceEntry& e, const HealthVerdict* v) {
+  return {{"device", e.device},
+          {"site", e.site},
+          {"kind", e.kind},
+          {"protocol", e.protocol},
+          {"gateway", e.gateway},
+          {"profile", e.profile},
+          {"firmware", e.firmware},
+          {"model", e.model},
+          {"first_seen", e.first_seen_ms},
+          {"last_seen", e.last_seen_ms},
+          {"online", e.online ? json(*e.online) : json(nullptr)},
+          {"state", HealthStateName(v ? v->state : HealthState::kUnknown)}};
+}
+
+json VerdictJson(const HealthVerdict& v, const std::string& site, const std::string& id, const std::string& kind) {
+  return {{"device", id},
+          {"site", site},
+          {"kind", kind},
+          {"state", HealthStateName(v.state)},
+          {"since", v.since_ms},
+          {"last_seen", v.last_seen_ms},
+          {"expected_interval_ms", v.expected_interval_ms},
+          {"reasons", ReasonsJson(v.reasons)}};
+}
+
+}  // namespace
+
+void FleetDaemon::HandleAdmin(const mqtt::InboundMessage& m, const std::string& verb, int64_t now) {
+  auto reply = [&](json answer) {
+    if (m.response_topic.empty()) return;
+    (void)client_->PublishResponse(m.response_topic, answer.dump(), m.correlation_data);
+  };
+  auto fail = [&](const std::string& code, const std::string& error) { reply({{"ok", false}, {"error", error}, {"code", code}}); };
+  json args = m.payload.empty() ? json::object() : json::parse(m.payload, nullptr, false);
+  if (!args.is_object()) return fail("invalid", "the request payload must be a JSON object of arguments");
+  auto filter = [&](const char* key) { return args.contains(key) && args[key].is_string() ? args[key].get<std::string>() : std::string(); };
+
+  if (verb == "status") {
+    json r = json::parse(StatusPayload(true, now));
+    r["connected"] = client_->connected();
+    json gws = json::array();
+    for (const auto& [key, g] : registry_.gateways()) {
+      auto vit = gateway_verdicts_.find(key);
+      gws.push_back({{"gateway", g.gateway},
+                     {"site", g.site},
+                     {"online", g.online},
+                     {"version", g.version},
+                     {"last_seen", g.last_status_ms},
+                     {"state", HealthStateName(vit == gateway_verdicts_.end() ? HealthState::kUnknown : vit->second.state)}});
+    }
+    std::sort(gws.begin(), gws.end(), [](const json& a, const json& b) { return a["gateway"] < b["gateway"]; });
+    r["gateways"] = gws;
+    return reply({{"ok", true}, {"result", r}});
+  }
+  if (verb == "devices") {
+    std::string site = filter("site"), kind = filter("kind"), state = filter("state"), gateway = filter("gateway");
+    if (!state.empty() && !ParseHealthState(state)) return fail("invalid", "state \"" + state + "\" is not ok, degraded, critical, offline or unknown");
+    size_t limit = args.contains("limit") && args["limit"].is_number_unsigned() ? args["limit"].get<size_t>() : 1000;
+    std::vector<const DeviceEntry*> hits;
+    for (const auto& [key, e] : registry_.devices()) {
+      const HealthVerdict* v = health_.Find(key);
+      std::string st = HealthStateName(v ? v->state : HealthState::kUnknown);
+      if ((site.empty() || e.site == site) && (kind.empty() || e.kind == kind) && (gateway.empty() || e.gateway == gateway) &&
+          (state.empty() || st == state))
+        hits.push_back(&e);
+    }
+    std::sort(hits.begin(), hits.end(), [](auto* a, auto* b) { return std::tie(a->device, a->site) < std::tie(b->device, b->site); });
+    json list = json::array();
+    for (size_t i = 0; i < hits.size() && i < limit; ++i)
+      list.push_back(Summary(*hits[i], health_.Find(RegistryKey(hits[i]->site, hits[i]->device))));
+    return reply({{"ok", true}, {"result", {{"total", hits.size()}, {"devices", list}}}});
+  }
+  if (verb == "device") {
+    std::string id = filter("device"), site = filter("site");
+    if (id.empty()) return fail("invalid", "argument \"device\" is required");
+    const DeviceEntry* e = nullptr;
+    for (const auto& s : site.empty() ? cfg_.fleet.sites : std::vector<std::string>{site}) {
+      if (s == "+") {
+        for (const auto& [key, d] : registry_.devices())
+          if (d.device == id) e = &d;
+      } else if ((e = registry_.FindDevice(RegistryKey(s, id)))) {
+        break;
+      }
+      if (e) break;
+    }
+    if (!e) return fail("not_found", "unknown device " + id);
+    const HealthVerdict* v = health_.Find(RegistryKey(e->site, e->device));
+    json r = Summary(*e, v);
+    r["metrics"] = e->metrics;
+    r["metrics_ts"] = e->metrics_ts_ms;
+    r["location"] = e->location ? json{{"lat", e->location->first}, {"lon", e->location->second}} : json(nullptr);
+    r["health"] = v ? VerdictJson(*v, e->site, e->device, e->kind) : json(nullptr);
+    return reply({{"ok", true}, {"result", r}});
+  }
+  if (verb == "health") {
+    bool problems = args.value("problems", false);
+    std::string site = filter("site"), kind = filter("kind"), state = filter("state");
+    json devices = json::array();
+    std::vector<std::pair<const HealthVerdict*, const DeviceEntry*>> hits;
+    for (const HealthVerdict* v : health_.All()) {
+      const DeviceEntry* e = registry_.FindDevice(v->device);
+      if (!e) continue;
+      if (problems && (v->state == HealthState::kOk)) continue;
+      if ((!site.empty() && e->site != site) || (!kind.empty() && e->kind != kind) ||
+          (!state.empty() && HealthStateName(v->state) != state))
+        continue;
+      hits.emplace_back(v, e);
+    }
+    std::sort(hits.begin(), hits.end(), [](const auto& a, const auto& b) {
+      int sa = Severity(a.first->state), sb = Severity(b.first->state);
+      return sa != sb ? sa > sb : a.second->device < b.second->device;
+    });
+    for (const auto& [v, e] : hits) devices.push_back(VerdictJson(*v, e->site, e->device, e->kind));
+    json gws = json::array();
+    for (const auto& [key, v] : gateway_verdicts_) {
+      const GatewayEntry* g = registry_.FindGateway(key);
+      if (!g || (problems && v.state == HealthState::kOk) || (!site.empty() && g->site != site)) continue;
+      json gj = VerdictJson(v, g->site, g->gateway, "gateway");
+      gj.erase("device");
+      gj["gateway"] = g->gateway;
+      gws.push_back(std::move(gj));
+    }
+    return reply({{"ok", true}, {"result", {{"devices", devices}, {"gateways", gws}}}});
+  }
+  fail("invalid", "unknown verb \"" + verb + "\" (status, devices, device, health)");
+}
+
+}  // namespace sanigate::fleet

@@ -1,0 +1,67 @@
+// FleetDaemon: sanifleet's wiring. One MQTT client in (the model of the followed sites, the
+// admin requests) and out (health, health events, the fleet status); one worker thread owns
+// the registry, the health evaluator and the SQLite store, so none of them needs a lock.
+// Paho's callbacks only queue messages for that thread.
+// Thread-safety: Start/Stop/Reload from the owner (main) thread.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "app/fleet_config.h"
+#include "health/health.h"
+#include "mqtt/mqtt_client.h"
+#include "registry/registry.h"
+
+namespace sanigate::fleet {
+
+class FleetDaemon {
+ public:
+  static Result<std::unique_ptr<FleetDaemon>> Create(FleetConfig config);
+  ~FleetDaemon();
+  void Start();
+  // Flushes the registry, publishes the offline status and disconnects.
+  void Stop();
+  // Applies a new config's thresholds and log level; identity, sites and broker need a restart.
+  void Reload(FleetConfig config);
+
+ private:
+  explicit FleetDaemon(FleetConfig config);
+  void Enqueue(mqtt::InboundMessage m);
+  void WorkerLoop();
+  void Handle(const mqtt::InboundMessage& m, int64_t now);
+  void HandleDeviceMessage(const std::string& site, const std::string& device, const std::string& leaf,
+                           const std::string& payload, int64_t now);
+  void HandleGatewayStatus(const std::string& site, const std::string& gateway, const std::string& payload, int64_t now);
+  void HandleAdmin(const mqtt::InboundMessage& m, const std::string& verb, int64_t now);
+  void PublishHealth(const HealthChange& change, int64_t now);
+  void PublishDeviceVerdict(const HealthVerdict& v, int64_t now);
+  void EvaluateGateways(int64_t now);
+  void PublishStatus(bool online, int64_t now);
+  void RepublishAll(int64_t now);
+  std::string StatusPayload(bool online, int64_t now) const;
+
+  struct GatewayVerdict;
+  FleetConfig cfg_;
+  std::unique_ptr<mqtt::MqttClient> client_;
+  std::unique_ptr<RegistryStore> store_;
+  Registry registry_;
+  HealthEvaluator health_;
+  std::map<std::string, HealthVerdict> gateway_verdicts_;  // by registry key
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<mqtt::InboundMessage> queue_;
+  bool stop_ = false, reconnected_ = false;
+  std::unique_ptr<FleetConfig> pending_reload_;
+  std::thread worker_;
+
+  int64_t started_ms_ = 0;
+  uint64_t messages_ = 0, malformed_ = 0, event_seq_ = 0;
+};
+
+}  // namespace sanigate::fleet

@@ -1,0 +1,134 @@
+// Per-device health state machine of the fleet manager (sanifleet): turns normalized readings,
+// events, statuses and Modbus request counters into a verdict (state + reasons) per device, with
+// timers for silence and unattended overflow. The evaluator owns all per-device state; callers
+// own parsing, I/O and the clock (time is always passed in as now_ms). Not thread-safe: one owner
+// thread calls everything.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "health/thresholds.h"
+
+namespace sanigate::fleet {
+
+enum class HealthState : uint8_t { kUnknown, kOk, kDegraded, kCritical, kOffline };
+
+// "unknown", "ok", "degraded", "critical", "offline".
+const char* HealthStateName(HealthState state);
+std::optional<HealthState> ParseHealthState(std::string_view name);
+
+// Stable reason codes (snake_case), as published in the fleet/health payload.
+namespace reason {
+inline constexpr std::string_view kSilent = "silent";
+inline constexpr std::string_view kOffline = "offline";
+inline constexpr std::string_view kLowBattery = "low_battery";
+inline constexpr std::string_view kWeakRadio = "weak_radio";
+inline constexpr std::string_view kPacketLoss = "packet_loss";
+inline constexpr std::string_view kModbusErrors = "modbus_errors";
+inline constexpr std::string_view kStuckValue = "stuck_value";
+inline constexpr std::string_view kOutOfRange = "out_of_range";
+inline constexpr std::string_view kOverflow = "overflow";
+inline constexpr std::string_view kOverflowUnattended = "overflow_unattended";
+inline constexpr std::string_view kSos = "sos";
+inline constexpr std::string_view kAlarm = "alarm";
+}  // namespace reason
+
+struct HealthReason {
+  std::string code;                            // one of reason::k*
+  HealthState level = HealthState::kDegraded;  // kDegraded, kCritical or kOffline
+  std::string detail;   // human text with the numbers, e.g. "battery_pct 12 <= 20"
+  std::string subject;  // the metric or event concerned (stuck_value, out_of_range, alarm), or ""
+};
+
+// One message of the normalized model (CONTRACT §3) about one device, parsed by the caller.
+struct Observation {
+  enum class Type { kReading, kEvent, kStatus };
+  Type type = Type::kReading;
+  int64_t ts_ms = 0;                  // measurement time from the payload
+  std::string device, kind, profile;  // kind/profile may be empty: the last non-empty one is kept
+  std::vector<std::pair<std::string, double>> metrics;  // numeric and boolean (0/1) metrics only
+  std::vector<std::pair<std::string, std::string>> quality;  // {"fill_level_pct","out_of_range"}
+  bool backfill = false;  // a late point (JT/T 808 batch): history, never "seen now"
+  std::optional<double> rssi_dbm, snr_db;  // radio metadata from payload "source"
+  std::optional<int64_t> fcnt;             // LoRaWAN frame counter of this uplink
+  std::optional<int64_t> frames_lost;      // cumulative lost-frame count from the gateway
+  // kEvent
+  std::string event;  // overflow, fire, tilt, door_open, low_battery, sos, offline, odour, ...
+  bool event_active = false;  // state "active" (true) vs "cleared"
+  std::string severity;       // info, warning, critical
+  // kStatus (the gateway's retained device status)
+  bool online = false;
+};
+
+struct HealthVerdict {
+  std::string device, kind;
+  HealthState state = HealthState::kUnknown;
+  std::vector<HealthReason> reasons;  // most severe first, then by code, then by subject
+  int64_t since_ms = 0;               // now_ms of the call that last changed the state
+  int64_t last_seen_ms = 0;           // now_ms of the last live reading/event (0 = never)
+  int64_t expected_interval_ms = 0;   // configured or learned; 0 = not known yet
+};
+
+struct HealthChange {
+  HealthVerdict verdict;
+  HealthState previous = HealthState::kUnknown;
+  bool state_changed = false;  // false when only the reasons changed
+};
+
+// Counters for the owner's own status page and for tests.
+struct HealthStats {
+  uint64_t timer_evaluations = 0;  // devices re-evaluated by Tick since construction
+  size_t scheduled = 0;            // devices with a pending timer
+};
+
+class HealthEvaluator {
+ public:
+  explicit HealthEvaluator(HealthConfig config = {});
+  ~HealthEvaluator();
+  HealthEvaluator(HealthEvaluator&&) noexcept;
+  HealthEvaluator& operator=(HealthEvaluator&&) noexcept;
+  HealthEvaluator(const HealthEvaluator&) = delete;
+  HealthEvaluator& operator=(const HealthEvaluator&) = delete;
+
+  // Each returns the change it caused if the state or the set of reasons (code, subject, level)
+  // changed; a detail-only update (new numbers) is not a change. Unknown devices are created.
+  std::optional<HealthChange> Observe(const Observation& obs, int64_t now_ms);
+  // Cumulative Modbus request/error counters of one device (gateway status, every ~30 s). The
+  // error rate is judged on the delta to the previous call; a counter that went down (gateway
+  // restart) starts a new baseline and judges nothing.
+  std::optional<HealthChange> ObserveRequestCounters(const std::string& device, uint64_t requests,
+                                                     uint64_t errors, int64_t now_ms);
+  // Fires the timers due at now_ms (silence degraded/offline, overflow becoming unattended,
+  // restored devices, re-evaluation after SetConfig). Cost: O(k log n) for k due devices.
+  std::vector<HealthChange> Tick(int64_t now_ms);
+  // After a restart: a device known from the registry with its last seen time and its learned
+  // interval (0 = unknown). It stays `unknown` until the next Tick(>= now_ms), which computes its
+  // state from silence (ok, degraded or offline). Merges into an existing device.
+  void Restore(const std::string& device, const std::string& kind, const std::string& profile,
+               int64_t last_seen_ms, int64_t learned_interval_ms, int64_t now_ms);
+  void Forget(const std::string& device);
+
+  // Pointers stay valid until the device is forgotten or the evaluator is destroyed.
+  const HealthVerdict* Find(const std::string& device) const;
+  std::vector<const HealthVerdict*> All() const;  // any order
+  size_t size() const;
+  // ms of the earliest pending timer, or INT64_MAX. 0 right after SetConfig (everything due).
+  int64_t NextDeadline() const;
+  // Replaces the thresholds. Every device is re-judged with the new ones at the next Tick (its
+  // changes are reported there), not here.
+  void SetConfig(HealthConfig config);
+  HealthStats stats() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sanigate::fleet

@@ -1,0 +1,286 @@
+// sanifleet end to end: a real Mosquitto, the real sanigate with simulated Modbus garbage rooms
+// and LoRaWAN bins (our packet-forwarder simulator over UDP), and the real sanifleet. The admin
+// API is driven with mosquitto_rr (a real MQTT 5 peer); health verdicts are read from their
+// retained topics. Covers: the registry's attributes, silence -> degraded -> offline -> ok, low
+// battery and packet loss as degraded with their reason, health change events, malformed input,
+// gateway verdicts, and a restart of sanifleet that keeps the registry.
+#include "gateway_fixture.h"
+#include "lora_forwarder.h"
+
+namespace sanigate::test {
+namespace {
+
+using namespace dev::lorawan;
+
+const Key kNwkSKey = ParseKey("2B7E151628AED2A6ABF7158809CF4F3C").value();
+const Key kAppSKey = ParseKey("000102030405060708090A0B0C0D0E0F").value();
+
+class FleetTest : public GatewayTest {
+ protected:
+  Process fleet;
+  int fleet_starts = 0;
+  uint16_t lora_port = 0;
+  std::unique_ptr<Concentrator> conc;
+  LoraDevice bin_a = LoraDevice::Abp(0x260B0001, kNwkSKey, kAppSKey, 1);
+  LoraDevice bin_quiet = LoraDevice::Abp(0x260B0002, kNwkSKey, kAppSKey, 1);
+
+  static std::string LoraBin(const std::string& id, const std::string& eui, const std::string& addr, const std::string& kind) {
+    return "[[lorawan.devices]]\nid = \"" + id + "\"\ndev_eui = \"" + eui + "\"\nactivation = \"abp\"\ndev_addr = \"" + addr +
+           "\"\nnwk_s_key = \"2B7E151628AED2A6ABF7158809CF4F3C\"\napp_s_key = \"000102030405060708090A0B0C0D0E0F\"\n"
+           "profile = \"bin-monitor-ultrasonic-v1\"\nkind = \"" + kind + "\"\n";
+  }
+
+  void StartAll() {
+    StartBroker();
+    Capture();
+    StartSim(2);
+    lora_port = FreeTcpPort();
+    WriteConfig(BaseConfig() + "[modbus]\n" + RoomConfig("room-1", 0, 200) + RoomConfig("room-2", 1, 200) +
+                "[lorawan]\nlisten = \"127.0.0.1:" + std::to_string(lora_port) + "\"\ndedup_window_ms = 50\nprofiles_dir = \"" +
+                SourceDir() + "/config/profiles\"\n" + LoraBin("bin-a", "0102030405060731", "260B0001", "bin") +
+                LoraBin("bin-quiet", "0102030405060732", "260B0002", "quiet-bin"));
+    StartGateway();
+    WaitGatewayOnline();
+    conc = std::make_unique<Concentrator>(0xAA555A0000000001ull);
+    ASSERT_TRUE(conc->Open(lora_port).ok());
+    ASSERT_TRUE(conc->Pull().ok());
+    WriteFleetConfig();
+    StartFleet();
+  }
+
+  void WriteFleetConfig() {
+    std::ofstream(path("sanifleet.toml")) << "[fleet]\nid = \"fleet-test\"\nsite = \"houpu\"\ndata_dir = \"" + path("fleet") +
+                                                 "\"\nregistry_flush_ms = 100\nlog_level = \"debug\"\n\n[mqtt]\nurl = \"" +
+                                                 broker->url() + "\"\nreconnect_min_ms = 100\nreconnect_max_ms = 1000\n" + R"(
+[health]
+low_battery_v = 3.3
+
+[[health.overrides]]
+kind = "bin"
+expected_interval_s = 3600
+
+[[health.overrides]]
+kind = "quiet-bin"
+expected_interval_s = 1
+)";
+  }
+
+  void StartFleet() {
+    fleet_starts++;
+    size_t before = capture->Messages().size();
+    fleet = Process::Start({SANIFLEET_BIN, "--config", path("sanifleet.toml")},
+                           {.stderr_path = path("fleet." + std::to_string(fleet_starts) + ".log")});
+    // Ready when its retained status says online (published after it subscribed).
+    ASSERT_TRUE(capture->WaitFor([&](const std::vector<Captured>& m) {
+      for (size_t i = before; i < m.size(); ++i)
+        if (m[i].topic == "sanigate/v1/houpu/fleet/status" && json::parse(m[i].payload, nullptr, false).value("online", false))
+          return true;
+      return false;
+    }, 15s)) << FleetLog();
+  }
+
+  std::string FleetLog() const {
+    std::string all;
+    for (int i = 1; i <= fleet_starts; ++i) all += ReadFile(path("fleet." + std::to_string(i) + ".log"));
+    return all;
+  }
+
+  void Uplink(LoraDevice& dev, double battery_v, int fill = 40) {
+    ASSERT_TRUE(conc->Push({MakeRxpk(dev.Uplink(kUltrasonicFPort, UltrasonicPayload(800, fill, 21.0, battery_v, false, false)),
+                                     conc->Tmst())})
+                    .ok());
+  }
+
+  // An admin request through mosquitto_rr; returns the parsed answer.
+  json Admin(const std::string& verb, const json& args = json::object()) {
+    int rc = Process::Run({"mosquitto_rr", "-h", "127.0.0.1", "-p", std::to_string(broker->port()), "-t",
+                           "sanigate/v1/houpu/fleet/admin/" + verb, "-e", "sanigate/v1/houpu/admin/reply/test", "-m", args.dump(),
+                           "-W", "10"},
+                          15s, {.stdout_path = path("rr.out"), .stderr_path = path("rr.err")});
+    EXPECT_TRUE(ExitedWith(rc, 0)) << DescribeWaitStatus(rc) << ReadFile(path("rr.err"));
+    return json::parse(ReadFile(path("rr.out")), nullptr, false);
+  }
+
+  // The latest retained health verdict of `device` (null when none yet).
+  json Health(const std::vector<Captured>& m, const std::string& device) const {
+    json last;
+    for (const auto& c : m)
+      if (c.topic == "sanigate/v1/houpu/fleet/health/" + device) last = json::parse(c.payload, nullptr, false);
+    return last;
+  }
+  bool WaitHealth(const std::string& device, const std::string& state, std::chrono::milliseconds t = 10s) {
+    return capture->WaitFor([&](const std::vector<Captured>& m) {
+      json h = Health(m, device);
+      return h.is_object() && h["state"] == state;
+    }, t);
+  }
+  bool WaitReason(const std::string& device, const std::string& code, bool present = true) {
+    return capture->WaitFor([&](const std::vector<Captured>& m) {
+      json h = Health(m, device);
+      return h.is_object() && HasReason(h, code) == present;
+    }, 10s);
+  }
+  static bool HasReason(const json& verdict, const std::string& code) {
+    for (const auto& r : verdict["reasons"])
+      if (r["code"] == code) return true;
+    return false;
+  }
+
+  void TearDown() override {
+    if (fleet.Running()) fleet.Stop(5s);
+    if (::testing::Test::HasFailure()) std::cerr << "---- fleet log ----\n" << FleetLog();
+    GatewayTest::TearDown();
+  }
+};
+
+TEST_F(FleetTest, RegistryHasTheDevicesWithTheirAttributes) {
+  StartAll();
+  Uplink(bin_a, 3.6);
+  json list;
+  for (int i = 0; i < 50; ++i) {
+    list = Admin("devices");
+    if (list["ok"] == true && list["result"]["total"].get<int>() >= 3) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_EQ(list["ok"], true) << list.dump();
+  std::map<std::string, json> by_id;
+  for (const auto& d : list["result"]["devices"]) by_id[d["device"].get<std::string>()] = d;
+  ASSERT_TRUE(by_id.count("room-1") && by_id.count("room-2") && by_id.count("bin-a")) << list.dump();
+  EXPECT_EQ(by_id["room-1"]["kind"], "garbage_room");
+  EXPECT_EQ(by_id["room-1"]["protocol"], "modbus");
+  EXPECT_EQ(by_id["room-1"]["gateway"], "gw-test");
+  EXPECT_EQ(by_id["room-1"]["site"], "houpu");
+  EXPECT_EQ(by_id["bin-a"]["kind"], "bin");
+  EXPECT_EQ(by_id["bin-a"]["protocol"], "lorawan");
+  EXPECT_EQ(by_id["bin-a"]["profile"], "bin-monitor-ultrasonic-v1");
+  EXPECT_GT(by_id["bin-a"]["first_seen"].get<int64_t>(), 0);
+
+  // Filters, and one device in full.
+  json bins = Admin("devices", {{"kind", "bin"}});
+  ASSERT_EQ(bins["result"]["total"], 1) << bins.dump();
+  json one = Admin("device", {{"device", "bin-a"}});
+  ASSERT_EQ(one["ok"], true) << one.dump();
+  EXPECT_EQ(one["result"]["metrics"]["fill_level_pct"], 40);
+  EXPECT_DOUBLE_EQ(one["result"]["metrics"]["battery_v"].get<double>(), 3.6);
+  json missing = Admin("device", {{"device", "no-such-bin"}});
+  EXPECT_EQ(missing["ok"], false);
+  EXPECT_EQ(missing["code"], "not_found");
+  json bad = Admin("devices", {{"state", "sleepy"}});
+  EXPECT_EQ(bad["code"], "invalid");
+  json unknown = Admin("frobnicate");
+  EXPECT_EQ(unknown["code"], "invalid");
+  // The gateway is in the registry too, with a verdict.
+  json status = Admin("status");
+  ASSERT_EQ(status["ok"], true);
+  ASSERT_EQ(status["result"]["gateways"].size(), 1u) << status.dump();
+  EXPECT_EQ(status["result"]["gateways"][0]["gateway"], "gw-test");
+  EXPECT_EQ(status["result"]["gateways"][0]["online"], true);
+}
+
+TEST_F(FleetTest, LowBatteryAndPacketLossAreDegradedWithTheirReason) {
+  StartAll();
+  Uplink(bin_a, 3.6);
+  ASSERT_TRUE(WaitHealth("bin-a", "ok")) << FleetLog();
+  Uplink(bin_a, 3.1);
+  // The gateway's low_battery event (an alarm) and the reading itself both count.
+  ASSERT_TRUE(WaitReason("bin-a", "low_battery")) << FleetLog();
+  json h = Health(capture->Messages(), "bin-a");
+  EXPECT_EQ(h["state"], "degraded") << h.dump();
+  EXPECT_EQ(h["kind"], "bin");
+  EXPECT_EQ(h["site"], "houpu");
+  Uplink(bin_a, 3.6);
+  ASSERT_TRUE(WaitHealth("bin-a", "ok")) << FleetLog();
+  // 30 frames never arrive: frame counter 4 jumps to 34.
+  bin_a.set_fcnt_up(34);
+  Uplink(bin_a, 3.6);
+  ASSERT_TRUE(WaitReason("bin-a", "packet_loss")) << FleetLog();
+  h = Health(capture->Messages(), "bin-a");
+  EXPECT_EQ(h["state"], "degraded") << h.dump();
+  EXPECT_FALSE(HasReason(h, "low_battery")) << h.dump();
+  // Each state change is also an event.
+  // unknown->ok, ok->degraded, degraded->ok, ok->degraded
+  std::vector<std::string> changes;
+  EXPECT_TRUE(capture->WaitFor([&](const std::vector<Captured>& m) {
+    changes.clear();
+    for (const auto& c : m)
+      if (c.topic == "sanigate/v1/houpu/fleet/events") {
+        json e = json::parse(c.payload);
+        if (e["device"] == "bin-a" && e["event"] == "health_changed")
+          changes.push_back(e["previous"].get<std::string>() + ">" + e["health"].get<std::string>());
+      }
+    return changes.size() >= 4;
+  }, 10s));
+  EXPECT_EQ(changes, (std::vector<std::string>{"unknown>ok", "ok>degraded", "degraded>ok", "ok>degraded"}));
+  json problems = Admin("health", {{"problems", true}});
+  bool listed = false;
+  for (const auto& d : problems["result"]["devices"]) listed |= d["device"] == "bin-a";
+  EXPECT_TRUE(listed) << problems.dump();
+}
+
+TEST_F(FleetTest, SilentDeviceGoesOfflineOnTimeAndBackToOk) {
+  StartAll();
+  Uplink(bin_quiet, 3.6);
+  ASSERT_TRUE(WaitHealth("bin-quiet", "ok")) << FleetLog();
+  auto last_uplink = std::chrono::steady_clock::now();
+  // Expected every 1 s: degraded after 2 missed reports, offline after 3.
+  ASSERT_TRUE(WaitHealth("bin-quiet", "degraded", 5s)) << FleetLog();
+  ASSERT_TRUE(WaitHealth("bin-quiet", "offline", 5s)) << FleetLog();
+  auto took = std::chrono::steady_clock::now() - last_uplink;
+  EXPECT_GE(took, 2900ms);  // not before the third missed report
+  json h = Health(capture->Messages(), "bin-quiet");
+  EXPECT_TRUE(HasReason(h, "silent")) << h.dump();
+  EXPECT_EQ(h["expected_interval_ms"], 1000);
+  Uplink(bin_quiet, 3.6);
+  ASSERT_TRUE(WaitHealth("bin-quiet", "ok")) << FleetLog();
+}
+
+TEST_F(FleetTest, RestartKeepsTheRegistryAndMalformedInputIsIgnored) {
+  StartAll();
+  Uplink(bin_a, 3.6, 77);
+  json before;
+  for (int i = 0; i < 50; ++i) {
+    before = Admin("device", {{"device", "bin-a"}});
+    if (before["ok"] == true) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_EQ(before["ok"], true) << before.dump();
+  // Garbage on model topics is counted and dropped.
+  for (const char* junk : {"{not json", "[]", "\"text\""})
+    ASSERT_TRUE(ExitedWith(Process::Run({"mosquitto_pub", "-h", "127.0.0.1", "-p", std::to_string(broker->port()), "-t",
+                                         "sanigate/v1/houpu/devices/bin-a/telemetry", "-m", junk},
+                                        10s),
+                           0));
+  std::this_thread::sleep_for(300ms);  // registry_flush_ms is 100
+  fleet.Stop(10s);
+  ASSERT_TRUE(fleet.status().has_value());
+  EXPECT_TRUE(ExitedWith(*fleet.status(), 0)) << FleetLog();
+  // Nothing new arrives for bin-a while sanifleet is down or after: what it answers is stored.
+  StartFleet();
+  json after = Admin("device", {{"device", "bin-a"}});
+  ASSERT_EQ(after["ok"], true) << after.dump() << FleetLog();
+  EXPECT_EQ(after["result"]["first_seen"], before["result"]["first_seen"]);
+  EXPECT_EQ(after["result"]["metrics"]["fill_level_pct"], 77);
+  EXPECT_EQ(after["result"]["profile"], "bin-monitor-ultrasonic-v1");
+  std::string log = ReadFile(path("fleet.2.log"));
+  EXPECT_NE(log.find("devices and 1 gateways loaded"), std::string::npos) << log;
+  EXPECT_EQ(log.find("registry: 0 devices"), std::string::npos) << log;
+}
+
+TEST_F(FleetTest, GatewayThatStopsIsOffline) {
+  StartAll();
+  ASSERT_TRUE(capture->WaitFor([&](const std::vector<Captured>& m) {
+    json h = Health(m, "gateway/gw-test");
+    return h.is_object() && h["state"] == "ok";
+  }, 10s)) << FleetLog();
+  gateway.Stop(10s);
+  ASSERT_TRUE(capture->WaitFor([&](const std::vector<Captured>& m) {
+    json h = Health(m, "gateway/gw-test");
+    return h.is_object() && h["state"] == "offline";
+  }, 10s)) << FleetLog();
+  json h = Health(capture->Messages(), "gateway/gw-test");
+  EXPECT_EQ(h["gateway"], "gw-test");
+  EXPECT_TRUE(HasReason(h, "offline")) << h.dump();
+}
+
+}  // namespace
+}  // namespace sanigate::test

@@ -1,0 +1,68 @@
+// sanifleet's config: the shipped sample loads, defaults apply, overrides start from [health]'s
+// values, and every problem is reported as FILE:LINE:COL: key.path: problem.
+#include <gtest/gtest.h>
+
+#include "app/fleet_config.h"
+
+namespace sanigate::fleet {
+namespace {
+
+TEST(FleetConfigTest, ShippedSampleLoads) {
+  auto cfg = LoadFleetConfig(SANIGATE_SOURCE_DIR "/config/sanifleet.toml");
+  ASSERT_TRUE(cfg.ok()) << cfg.status().message();
+  EXPECT_EQ(cfg->fleet.id, "fleet-houpu");
+  EXPECT_EQ(cfg->fleet.sites, std::vector<std::string>{"houpu"});
+  EXPECT_EQ(cfg->mqtt.client_id, "sanifleet-fleet-houpu");
+  ASSERT_TRUE(cfg->health.by_kind.count("vehicle"));
+  EXPECT_EQ(cfg->health.by_kind.at("vehicle").missed_reports_offline, 0);
+  ASSERT_TRUE(cfg->health.by_profile.count("bin-monitor-ultrasonic-v1"));
+  EXPECT_EQ(cfg->health.by_profile.at("bin-monitor-ultrasonic-v1").expected_interval_ms, 1'800'000);
+}
+
+TEST(FleetConfigTest, OverridesStartFromTheHealthDefaults) {
+  auto cfg = LoadFleetConfigString(R"([fleet]
+id = "f"
+site = "s"
+sites = ["+"]
+[health]
+low_battery_pct = 30
+[[health.overrides]]
+kind = "bin"
+weak_rssi_dbm = -110
+)", "t.toml");
+  ASSERT_TRUE(cfg.ok()) << cfg.status().message();
+  EXPECT_EQ(cfg->fleet.sites, std::vector<std::string>{"+"});
+  const auto& bin = cfg->health.by_kind.at("bin");
+  EXPECT_EQ(bin.low_battery_pct, 30);
+  EXPECT_EQ(bin.weak_rssi_dbm, -110);
+  EXPECT_EQ(cfg->health.defaults.weak_rssi_dbm, -120);
+}
+
+TEST(FleetConfigTest, EveryProblemIsReportedWithItsPlace) {
+  auto cfg = LoadFleetConfigString(R"([fleet]
+id = "Bad Id"
+site = "s"
+sites = ["ok", "Not/Ok"]
+colour = "blue"
+[health]
+missed_reports_degraded = 3
+missed_reports_offline = 3
+critical_battery_pct = 50
+[[health.overrides]]
+kind = "bin"
+profile = "p"
+)", "t.toml");
+  ASSERT_FALSE(cfg.ok());
+  const std::string m = cfg.status().message();
+  for (const char* want : {"t.toml:2:", "fleet.id", "fleet.sites: \"Not/Ok\" is not a site id", "fleet.colour",
+                           "health.missed_reports_degraded: must be below missed_reports_offline",
+                           "health.critical_battery_pct: is above low_battery_pct",
+                           "give exactly one of kind or profile"})
+    EXPECT_NE(m.find(want), std::string::npos) << want << "\n" << m;
+  auto missing = LoadFleetConfigString("[mqtt]\nurl = \"tcp://127.0.0.1:1\"\n", "t.toml");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("fleet: required section is missing"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace sanigate::fleet
