@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "app/mqtt_input.h"
+#include "mqtt/topics.h"
 #include "core/clock.h"
 #include "registry/registry.h"
 
@@ -119,6 +120,22 @@ void Gateway::OnCommand(mqtt::InboundMessage msg) {
   respond({false, "unknown device " + req.device, {}});
 }
 
+// The gateway's half of the admin API (fleet/README.md): answers from Paho's thread, so only
+// cheap snapshots (the status payload takes the adapters' Health(), which never blocks).
+void Gateway::OnAdmin(mqtt::InboundMessage msg, std::string verb) {
+  using json = nlohmann::json;
+  if (msg.response_topic.empty() || !forwarder_) return;
+  json answer;
+  if (verb == "status") {
+    answer = {{"ok", true}, {"result", json::parse(StatusPayload(true))}};
+  } else if (verb == "ping") {
+    answer = {{"ok", true}, {"result", {{"gateway", cfg_.gateway.id}, {"version", SANIGATE_VERSION}, {"ts", NowMs()}}}};
+  } else {
+    answer = {{"ok", false}, {"error", "unknown verb \"" + verb + "\" (status, ping)"}, {"code", "invalid"}};
+  }
+  (void)forwarder_->PublishResponse(msg.response_topic, answer.dump(), msg.correlation_data);
+}
+
 void Gateway::OnShed(const store::ShedReport& r) {
   bool alarms = r.priority == Priority::kAlarm;
   spdlog::log(alarms ? spdlog::level::err : spdlog::level::warn,
@@ -196,8 +213,17 @@ void Gateway::StartForwarder() {
   f.status_interval = std::chrono::seconds(cfg_.gateway.status_interval_s);
   f.status_topic = StatusTopic(cfg_);
   f.status_payload = [this](bool online) { return StatusPayload(online); };
-  f.command_filter = cfg_.gateway.topic_prefix + "/" + cfg_.gateway.site + "/devices/+/cmd/+";
-  f.on_message = [this](mqtt::InboundMessage m) { OnCommand(std::move(m)); };
+  const auto& g = cfg_.gateway;
+  f.subscriptions = {mqtt::topics::Device(g.topic_prefix, g.site, "+", "cmd/+"),
+                     mqtt::topics::GatewayAdmin(g.topic_prefix, g.site, g.id, "+")};
+  f.on_message = [this](mqtt::InboundMessage m) {
+    std::string admin = mqtt::topics::GatewayAdmin(cfg_.gateway.topic_prefix, cfg_.gateway.site, cfg_.gateway.id, "");
+    if (m.topic.rfind(admin, 0) == 0) {
+      std::string verb = m.topic.substr(admin.size());
+      return OnAdmin(std::move(m), std::move(verb));
+    }
+    OnCommand(std::move(m));
+  };
   forwarder_ = std::make_unique<pipeline::Forwarder>(*outbox_, std::move(l), std::move(f));
   forwarder_->Start();
 }

@@ -35,6 +35,7 @@ class Gateway {
   void OnShed(const store::ShedReport& r);
   // From Paho's thread: parses, routes to the owning adapter (which only queues) and returns.
   void OnCommand(mqtt::InboundMessage msg);
+  void OnAdmin(mqtt::InboundMessage msg, std::string verb);
 
   settings::Config cfg_;
   int64_t started_ms_ = 0;

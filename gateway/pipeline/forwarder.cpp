@@ -95,10 +95,9 @@ void Forwarder::Handle(Event& e) {
       outbox_.ReleaseAll();
       inflight_.clear();
       spdlog::info("mqtt: connected to {}", link_->url());
-      if (!opt_.command_filter.empty()) {
-        if (Status st = link_->Subscribe(opt_.command_filter); !st.ok())
-          spdlog::error("mqtt: cannot subscribe to commands: {}", st.message());
-      }
+      for (const auto& filter : opt_.subscriptions)
+        if (Status st = link_->Subscribe(filter); !st.ok())
+          spdlog::error("mqtt: cannot subscribe to {}: {}", filter, st.message());
       std::lock_guard lk(mu_);
       stats_.connected = true;
       stats_.last_error.clear();

@@ -16,6 +16,7 @@
 #include <string>
 #include <thread>
 #include <unordered_set>
+#include <vector>
 
 #include "mqtt/mqtt_link.h"
 #include "store/outbox.h"
@@ -30,7 +31,8 @@ struct ForwarderOptions {
   std::string status_topic;
   // Builds the gateway status payload; online=false for the will and the goodbye.
   std::function<std::string(bool online)> status_payload;
-  std::string command_filter;  // subscribed on every connect, e.g. sanigate/v1/site/devices/+/cmd/+
+  // Subscribed on every connect: commands (…/devices/+/cmd/+) and the admin API.
+  std::vector<std::string> subscriptions;
   std::function<void(mqtt::InboundMessage)> on_message;  // runs on Paho's thread: must not block
 };
 

@@ -173,6 +173,7 @@ void MosquittoBroker::WriteConfig() {
   c += "per_listener_settings false\n";
   c += std::string("allow_anonymous ") + (options_.require_password ? "false" : "true") + "\n";
   if (options_.require_password) c += "password_file " + dir_.File("passwd") + "\n";
+  if (!options_.acl_file.empty()) c += "acl_file " + options_.acl_file + "\n";
   // As root, mosquitto would otherwise drop to the 'mosquitto' user and lose access to our dir.
   if (::geteuid() == 0) c += "user root\n";
   c += "max_queued_messages 100000\n";
@@ -208,6 +209,11 @@ void MosquittoBroker::WritePasswordFile() {
   if (!ExitedWith(status, 0)) {
     throw std::runtime_error("MosquittoBroker: mosquitto_passwd " + DescribeWaitStatus(status) +
                              ": " + ReadFile(popts.stdout_path));
+  }
+  for (const auto& [user, password] : options_.more_users) {
+    const int more = Process::Run({"mosquitto_passwd", "-b", dir_.File("passwd"), user, password}, 30s, popts);
+    if (!ExitedWith(more, 0))
+      throw std::runtime_error("MosquittoBroker: mosquitto_passwd " + user + ": " + DescribeWaitStatus(more));
   }
 }
 

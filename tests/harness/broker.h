@@ -20,6 +20,8 @@ struct MosquittoBrokerOptions {
   std::string username{};
   std::string password{};
   bool require_client_certificate = false;  // TLS listener demands a cert signed by ca_file()
+  std::vector<std::pair<std::string, std::string>> more_users{};  // further user/password pairs
+  std::string acl_file{};  // e.g. packaging/sanigate.acl; empty = no ACL
 };
 
 class MosquittoBroker {

@@ -48,10 +48,10 @@ class FleetTest : public GatewayTest {
     StartFleet();
   }
 
-  void WriteFleetConfig() {
+  void WriteFleetConfig(const std::string& mqtt_extra = "") {
     std::ofstream(path("sanifleet.toml")) << "[fleet]\nid = \"fleet-test\"\nsite = \"houpu\"\ndata_dir = \"" + path("fleet") +
                                                  "\"\nregistry_flush_ms = 100\nlog_level = \"debug\"\n\n[mqtt]\nurl = \"" +
-                                                 broker->url() + "\"\nreconnect_min_ms = 100\nreconnect_max_ms = 1000\n" + R"(
+                                                 broker->url() + "\"\nreconnect_min_ms = 100\nreconnect_max_ms = 1000\n" + mqtt_extra + R"(
 [health]
 low_battery_v = 3.3
 
@@ -280,6 +280,52 @@ TEST_F(FleetTest, GatewayThatStopsIsOffline) {
   json h = Health(capture->Messages(), "gateway/gw-test");
   EXPECT_EQ(h["gateway"], "gw-test");
   EXPECT_TRUE(HasReason(h, "offline")) << h.dump();
+}
+
+// The shipped ACL (packaging/sanigate.acl) on a real Mosquitto: the daemons work under their
+// own users, the admin user reaches the admin API, an upstream platform reads health but can
+// neither call the admin API nor send commands.
+TEST_F(FleetTest, ShippedAclLetsOnlyTheAdminUserUseTheAdminApi) {
+  MosquittoBroker::Options o;
+  o.require_password = true;
+  o.username = "gateway";
+  o.password = "gw-secret";
+  o.more_users = {{"fleet", "fleet-secret"}, {"admin", "admin-secret"}, {"upstream", "up-secret"}};
+  o.acl_file = SourceDir() + "/packaging/sanigate.acl";
+  StartBroker(o);
+  StartSim(1);
+  WriteConfig(BaseConfig("username = \"gateway\"\npassword = \"gw-secret\"\n") + "[modbus]\n" + RoomConfig("room-1", 0, 200));
+  StartGateway();
+  WriteFleetConfig("username = \"fleet\"\npassword = \"fleet-secret\"\n");
+  fleet_starts++;
+  fleet = Process::Start({SANIFLEET_BIN, "--config", path("sanifleet.toml")}, {.stderr_path = path("fleet.1.log")});
+  auto rr = [&](const std::string& user, const std::string& pw, const std::string& topic, int wait_s) {
+    return Process::Run({"mosquitto_rr", "-h", "127.0.0.1", "-p", std::to_string(broker->port()), "-u", user, "-P", pw, "-t",
+                         topic, "-e", "sanigate/v1/houpu/admin/reply/" + user, "-m", "{}", "-W", std::to_string(wait_s)},
+                        std::chrono::seconds(wait_s + 5), {.stdout_path = path("rr.out"), .stderr_path = path("rr.err")});
+  };
+  // The admin user gets an answer once sanifleet is up and knows room-1.
+  json answer;
+  for (int i = 0; i < 40; ++i) {
+    if (ExitedWith(rr("admin", "admin-secret", "sanigate/v1/houpu/fleet/admin/devices", 2), 0)) {
+      answer = json::parse(ReadFile(path("rr.out")), nullptr, false);
+      if (answer.is_object() && answer["result"]["total"] == 1) break;
+    }
+    std::this_thread::sleep_for(200ms);
+  }
+  ASSERT_TRUE(answer.is_object() && answer["result"]["total"] == 1) << answer.dump() << FleetLog();
+  EXPECT_TRUE(ExitedWith(rr("admin", "admin-secret", "sanigate/v1/houpu/gateway/gw-test/admin/ping", 5), 0)) << GatewayLog();
+  // Upstream: no answer from either daemon, and a command is not delivered.
+  EXPECT_FALSE(ExitedWith(rr("upstream", "up-secret", "sanigate/v1/houpu/fleet/admin/devices", 2), 0));
+  EXPECT_FALSE(ExitedWith(rr("upstream", "up-secret", "sanigate/v1/houpu/gateway/gw-test/admin/ping", 2), 0));
+  EXPECT_FALSE(ExitedWith(rr("upstream", "up-secret", "sanigate/v1/houpu/devices/room-1/cmd/uv_lamp", 2), 0));
+  // ... but it reads the health sanifleet published under its own user.
+  int rc = Process::Run({"mosquitto_sub", "-h", "127.0.0.1", "-p", std::to_string(broker->port()), "-u", "upstream", "-P",
+                         "up-secret", "-t", "sanigate/v1/houpu/fleet/health/room-1", "-C", "1", "-W", "5"},
+                        10s, {.stdout_path = path("sub.out"), .stderr_path = path("sub.err")});
+  ASSERT_TRUE(ExitedWith(rc, 0)) << ReadFile(path("sub.err"));
+  json health = json::parse(ReadFile(path("sub.out")), nullptr, false);
+  EXPECT_EQ(health["device"], "room-1") << ReadFile(path("sub.out"));
 }
 
 }  // namespace

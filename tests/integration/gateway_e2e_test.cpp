@@ -421,6 +421,35 @@ verify = true
   ExpectContiguousReads("room-07");
 }
 
+// The gateway's admin API (fleet/README.md), with mosquitto_rr as the MQTT 5 peer.
+TEST_F(GatewayTest, AdminApiAnswersStatusAndPingOnItsOwnTopic) {
+  StartBroker();
+  Capture();
+  StartSim(1);
+  WriteConfig(BaseConfig() + "[modbus]\n" + RoomConfig("room-01", 0, 200));
+  StartGateway();
+  WaitGatewayOnline();
+  ASSERT_TRUE(WaitReads("room-01", 1, 10s));
+  auto admin = [&](const std::string& verb) {
+    int rc = Process::Run({"mosquitto_rr", "-h", "127.0.0.1", "-p", std::to_string(broker->port()), "-t",
+                           "sanigate/v1/houpu/gateway/gw-test/admin/" + verb, "-e", "sanigate/v1/houpu/admin/reply/t", "-m", "{}",
+                           "-W", "10"},
+                          15s, {.stdout_path = path("rr.out"), .stderr_path = path("rr.err")});
+    EXPECT_TRUE(ExitedWith(rc, 0)) << DescribeWaitStatus(rc) << ReadFile(path("rr.err"));
+    return json::parse(ReadFile(path("rr.out")), nullptr, false);
+  };
+  json status = admin("status");
+  ASSERT_EQ(status["ok"], true) << status.dump();
+  EXPECT_EQ(status["result"]["gateway"], "gw-test");
+  EXPECT_EQ(status["result"]["online"], true);
+  EXPECT_GE(status["result"]["adapters"]["modbus"]["per_device"]["room-01"]["requests"].get<int64_t>(), 1);
+  json ping = admin("ping");
+  EXPECT_EQ(ping["result"]["gateway"], "gw-test");
+  json bad = admin("reboot-everything");
+  EXPECT_EQ(bad["ok"], false);
+  EXPECT_EQ(bad["code"], "invalid");
+}
+
 TEST_F(GatewayTest, CheckConfigExitsTwoOnAnInvalidFileAndZeroOnAValidOne) {
   std::ofstream(path("bad.toml")) << "[gateway]\nid = \"gw\"\nsite = \"s\"\ncolour = 3\n";
   int rc = Process::Run({SANIGATE_BIN, "--check-config", path("bad.toml")}, 10s,
