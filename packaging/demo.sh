@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The demo site: a local Mosquitto (packaging/mosquitto-demo.conf on a free loopback port), three
-# simulated garbage rooms (tests/sim/modbus_sim --dynamic) and sanigate, with the live normalized
+# simulated garbage rooms (tests/sim/modbus_sim --dynamic), trucks and bins, sanigate and sanifleet, with the live normalized
 # stream shown by mosquitto_sub. Ctrl-C stops everything this script started, by PID.
 set -euo pipefail
 BUILD=${1:?usage: demo.sh BUILD_DIR}
@@ -54,6 +54,12 @@ sed -i -e "s|@PORT3@|$JT808_PORT|" -e "s|@PORT4@|$LORA_PORT|" -e "s|@PROFILES@|$
 PIDS+=($!)
 wait_port "$JT808_PORT"
 
+# The fleet manager: registry and health of everything above, from the MQTT model only.
+sed -e "s|^data_dir = .*|data_dir = \"$RUN/fleet\"|" -e "s|^url = .*|url = \"tcp://127.0.0.1:$PORT\"|" \
+  "$ROOT/config/sanifleet.toml" > "$RUN/sanifleet.toml"
+"$BUILD/fleet/sanifleet" --config "$RUN/sanifleet.toml" 2> "$RUN/sanifleet.log" &
+PIDS+=($!)
+
 # Five trucks reporting every 5 s (one presses SOS now and then), four bins over two concentrators.
 "$BUILD/tests/sim/jt808_sim" --port "$JT808_PORT" --terminals 5 --interval-ms 5000 --sos-every 12 \
   --answer-commands --duration-s 86400 > "$RUN/jt808_sim.out" 2> "$RUN/jt808_sim.log" &
@@ -65,7 +71,9 @@ PIDS+=($!)
 echo "demo: Mosquitto on 127.0.0.1:$PORT; simulated: 3 garbage rooms (Modbus TCP), 5 trucks"
 echo "demo: (JT/T 808 on :$JT808_PORT), 4 bins (LoRaWAN OTAA via 2 concentrators on udp :$LORA_PORT)."
 echo "demo: try: mosquitto_rr -p $PORT -t sanigate/v1/houpu/devices/truck-13800000000/cmd/locate -e me/answer -m ''"
-echo "demo: gateway log: $RUN/sanigate.log   (Ctrl-C stops everything)"
+echo "demo: fleet health: mosquitto_rr -p $PORT -t sanigate/v1/houpu/fleet/admin/health -e me/answer -m '{\"problems\":true}'"
+[ -x "$BUILD/fleet/ctl/sanictl" ] && echo "demo: or: $BUILD/fleet/ctl/sanictl --broker tcp://127.0.0.1:$PORT --site houpu health"
+echo "demo: logs: $RUN/sanigate.log, $RUN/sanifleet.log   (Ctrl-C stops everything)"
 echo "demo: live stream of sanigate/v1/# :"
 # In the foreground: Ctrl-C reaches it, it exits, and the EXIT trap stops the rest.
 mosquitto_sub -h 127.0.0.1 -p "$PORT" -q 1 -t 'sanigate/v1/#' -v || true
