@@ -458,7 +458,8 @@ TEST(ConfigTest, EverySampleConfigLoadsWithoutErrors) {
     ASSERT_TRUE(fs::is_directory(dir)) << dir;
     std::vector<fs::path> files;
     for (const auto& entry : fs::directory_iterator(dir))
-      if (entry.is_regular_file() && entry.path().extension() == ".toml")
+      // sanifleet's sample has its own test (fleet_config_test).
+      if (entry.is_regular_file() && entry.path().extension() == ".toml" && entry.path().filename() != "sanifleet.toml")
         files.push_back(entry.path());
     std::sort(files.begin(), files.end());
     for (const fs::path& file : files) {

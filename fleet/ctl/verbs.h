@@ -1,0 +1,43 @@
+// The sanictl verbs. Each takes the resolved Context and its own arguments, writes its output
+// (a table, or one JSON document with --json) to stdout and problems to stderr, and returns
+// the exit code (context.h). Called from main's thread, one verb per run.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ctl/context.h"
+
+namespace sanigate::ctl {
+
+// verbs_fleet.cpp: what the gateways' retained statuses and sanifleet's admin API say.
+int RunStatus(const Context& ctx);
+
+struct DevicesListArgs {
+  std::string kind, state, gateway;
+  std::optional<int64_t> limit;
+};
+int RunDevicesList(const Context& ctx, const DevicesListArgs& args);
+int RunDevicesShow(const Context& ctx, const std::string& device);
+
+struct HealthArgs {
+  bool problems = false;
+  std::string kind, state;
+};
+int RunHealth(const Context& ctx, const HealthArgs& args);
+
+// verbs_live.cpp: the live stream and device commands.
+struct TailArgs {
+  std::string filter;              // device id or glob with '*'; empty = everything
+  std::optional<int64_t> count;    // stop after this many messages
+  std::optional<double> seconds;   // stop after this long
+};
+int RunTail(const Context& ctx, const TailArgs& args);
+int RunCmd(const Context& ctx, const std::string& device, const std::string& name,
+           const std::vector<std::string>& args);
+
+// verbs_config.cpp: offline validation of a sanigate or sanifleet config file.
+int RunConfigCheck(const std::string& file, bool json);
+
+}  // namespace sanigate::ctl
