@@ -16,6 +16,7 @@ using json = nlohmann::json;
 namespace topics = mqtt::topics;
 
 constexpr auto kTick = std::chrono::milliseconds(200);
+using Clock = std::chrono::steady_clock;
 
 int Severity(HealthState s) {
   switch (s) {
@@ -129,6 +130,12 @@ void FleetDaemon::Stop() {
     cv_.notify_all();
   }
   worker_.join();
+  // What is still waiting goes out within the drain time (the worker has stopped: no races).
+  auto deadline = Clock::now() + std::chrono::milliseconds(cfg_.fleet.shutdown_drain_ms);
+  while ((!outgoing_.empty() || !health_due_.empty()) && client_->connected() && Clock::now() < deadline) {
+    Drain(NowMs());
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   if (Status st = store_->Flush(registry_); !st.ok()) spdlog::error("registry: final flush failed: {}", st.ToString());
   if (client_->connected())
     (void)client_->PublishAndWait(topics::FleetStatus(cfg_.fleet.topic_prefix, cfg_.fleet.site), StatusPayload(false, NowMs()),
@@ -156,7 +163,9 @@ void FleetDaemon::WorkerLoop() {
     std::unique_ptr<FleetConfig> reload;
     {
       std::unique_lock lk(mu_);
-      cv_.wait_for(lk, kTick, [&] { return stop_ || !queue_.empty() || reconnected_ || pending_reload_; });
+      // While verdicts wait for Paho to settle earlier ones, come back soon to send more.
+      auto wait = outgoing_.empty() && health_due_.empty() ? kTick : std::chrono::milliseconds(5);
+      cv_.wait_for(lk, wait, [&] { return stop_ || !queue_.empty() || reconnected_ || pending_reload_; });
       if (stop_) break;
       batch.swap(queue_);
       republish = std::exchange(reconnected_, false);
@@ -190,6 +199,7 @@ void FleetDaemon::WorkerLoop() {
       PublishStatus(true, now);
       next_status = now + cfg_.fleet.status_interval_s * 1000;
     }
+    Drain(now);
   }
 }
 
@@ -373,7 +383,7 @@ void FleetDaemon::EvaluateGateways(int64_t now) {
     v.since_ms = previous == v.state && it != gateway_verdicts_.end() ? it->second.since_ms : now;
     json p = {{"gateway", g.gateway}, {"site", g.site},  {"kind", "gateway"}, {"state", HealthStateName(v.state)},
               {"since", v.since_ms},  {"ts", now},        {"last_seen", g.last_status_ms}, {"reasons", ReasonsJson(v.reasons)}};
-    (void)client_->Publish(topics::GatewayHealth(cfg_.fleet.topic_prefix, g.site, g.gateway), p.dump(), true);
+    Send(topics::GatewayHealth(cfg_.fleet.topic_prefix, g.site, g.gateway), p.dump(), true);
     if (previous != v.state) {
       json ev = {{"id", cfg_.fleet.id + ":" + std::to_string(started_ms_) + "-" + std::to_string(++event_seq_)},
                  {"ts", now},
@@ -383,15 +393,15 @@ void FleetDaemon::EvaluateGateways(int64_t now) {
                  {"health", HealthStateName(v.state)},
                  {"previous", HealthStateName(previous)},
                  {"reasons", ReasonsJson(v.reasons)}};
-      (void)client_->Publish(topics::FleetEvents(cfg_.fleet.topic_prefix, g.site), ev.dump(), false);
+      Send(topics::FleetEvents(cfg_.fleet.topic_prefix, g.site), ev.dump(), false);
     }
     gateway_verdicts_[key] = std::move(v);
   }
 }
 
-void FleetDaemon::PublishDeviceVerdict(const HealthVerdict& v, int64_t now) {
+bool FleetDaemon::PublishDeviceVerdict(const HealthVerdict& v, int64_t now) {
   const DeviceEntry* e = registry_.FindDevice(v.device);
-  if (!e) return;
+  if (!e) return true;
   json p = {{"device", e->device},
             {"site", e->site},
             {"kind", e->kind},
@@ -401,12 +411,12 @@ void FleetDaemon::PublishDeviceVerdict(const HealthVerdict& v, int64_t now) {
             {"last_seen", e->last_seen_ms},
             {"expected_interval_ms", v.expected_interval_ms},
             {"reasons", ReasonsJson(v.reasons)}};
-  (void)client_->Publish(topics::DeviceHealth(cfg_.fleet.topic_prefix, e->site, e->device), p.dump(), true);
+  return client_->Publish(topics::DeviceHealth(cfg_.fleet.topic_prefix, e->site, e->device), p.dump(), true).ok();
 }
 
 void FleetDaemon::PublishHealth(const HealthChange& change, int64_t now) {
   const HealthVerdict& v = change.verdict;
-  PublishDeviceVerdict(v, now);
+  if (health_due_set_.insert(v.device).second) health_due_.push_back(v.device);
   if (!change.state_changed) return;
   const DeviceEntry* e = registry_.FindDevice(v.device);
   if (!e) return;
@@ -421,14 +431,14 @@ void FleetDaemon::PublishHealth(const HealthChange& change, int64_t now) {
              {"health", HealthStateName(v.state)},
              {"previous", HealthStateName(change.previous)},
              {"reasons", ReasonsJson(v.reasons)}};
-  (void)client_->Publish(topics::FleetEvents(cfg_.fleet.topic_prefix, e->site), ev.dump(), false);
+  Send(topics::FleetEvents(cfg_.fleet.topic_prefix, e->site), ev.dump(), false);
 }
 
 void FleetDaemon::RepublishAll(int64_t now) {
   // After a (re)connect the retained verdicts must match what this daemon believes now.
   PublishStatus(true, now);
   for (const HealthVerdict* v : health_.All())
-    if (v->state != HealthState::kUnknown) PublishDeviceVerdict(*v, now);
+    if (v->state != HealthState::kUnknown && health_due_set_.insert(v->device).second) health_due_.push_back(v->device);
   gateway_verdicts_.clear();
   EvaluateGateways(now);
 }
@@ -452,7 +462,32 @@ std::string FleetDaemon::StatusPayload(bool online, int64_t now) const {
 }
 
 void FleetDaemon::PublishStatus(bool online, int64_t now) {
-  (void)client_->Publish(topics::FleetStatus(cfg_.fleet.topic_prefix, cfg_.fleet.site), StatusPayload(online, now), true);
+  Send(topics::FleetStatus(cfg_.fleet.topic_prefix, cfg_.fleet.site), StatusPayload(online, now), true);
+}
+
+void FleetDaemon::Send(std::string topic, std::string payload, bool retain) {
+  // Bounded while the broker is away: the oldest events go first (verdicts are kept apart).
+  constexpr size_t kMaxOutgoing = 100'000;
+  if (outgoing_.size() >= kMaxOutgoing) outgoing_.pop_front();
+  outgoing_.push_back({std::move(topic), std::move(payload), retain});
+}
+
+void FleetDaemon::Drain(int64_t now) {
+  constexpr size_t kMaxUnsettled = 200;
+  while (client_->unsettled() < kMaxUnsettled && (!outgoing_.empty() || !health_due_.empty())) {
+    if (!outgoing_.empty()) {
+      const auto& o = outgoing_.front();
+      if (!client_->Publish(o.topic, o.payload, o.retain).ok()) return;  // link down: kept
+      outgoing_.pop_front();
+      continue;
+    }
+    const std::string key = health_due_.front();
+    if (const HealthVerdict* v = health_.Find(key)) {
+      if (!PublishDeviceVerdict(*v, now)) return;
+    }
+    health_due_.pop_front();
+    health_due_set_.erase(key);
+  }
 }
 
 // ---- admin API ----

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_set>
 
 #include "app/fleet_config.h"
 #include "health/health.h"
@@ -39,11 +40,15 @@ class FleetDaemon {
   void HandleGatewayStatus(const std::string& site, const std::string& gateway, const std::string& payload, int64_t now);
   void HandleAdmin(const mqtt::InboundMessage& m, const std::string& verb, int64_t now);
   void PublishHealth(const HealthChange& change, int64_t now);
-  void PublishDeviceVerdict(const HealthVerdict& v, int64_t now);
+  bool PublishDeviceVerdict(const HealthVerdict& v, int64_t now);  // false: link down
   void EvaluateGateways(int64_t now);
   void PublishStatus(bool online, int64_t now);
   void RepublishAll(int64_t now);
   std::string StatusPayload(bool online, int64_t now) const;
+  // Outgoing messages wait here, not inside Paho (whose queue gets slow when long); a device's
+  // verdict is published once per drain however often it changed (the latest wins).
+  void Send(std::string topic, std::string payload, bool retain);
+  void Drain(int64_t now);
 
   struct GatewayVerdict;
   FleetConfig cfg_;
@@ -52,6 +57,13 @@ class FleetDaemon {
   Registry registry_;
   HealthEvaluator health_;
   std::map<std::string, HealthVerdict> gateway_verdicts_;  // by registry key
+  struct Outgoing {
+    std::string topic, payload;
+    bool retain = false;
+  };
+  std::deque<Outgoing> outgoing_;
+  std::deque<std::string> health_due_;  // registry keys whose verdict is to be published
+  std::unordered_set<std::string> health_due_set_;
 
   std::mutex mu_;
   std::condition_variable cv_;

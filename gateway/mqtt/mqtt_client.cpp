@@ -26,6 +26,9 @@ MqttClient::MqttClient(ClientOptions options, ClientHandlers handlers)
     last_error_ = why;
     cv_.notify_all();
   };
+  h.on_published = [this](uint64_t, bool, bool, const std::string&) {
+    if (unsettled_ > 0) --unsettled_;
+  };
   h.on_message = [this](InboundMessage m) {
     if (handlers_.on_message) handlers_.on_message(std::move(m));
   };
@@ -68,6 +71,7 @@ void MqttClient::Loop() {
     if (stop_) break;
     if (link_->connected()) {
       backoff = opt_.reconnect_min;
+      unsettled_ = 0;  // whatever the old connection left unsettled is gone with it
       auto filters = opt_.filters;
       lk.unlock();
       for (const auto& f : filters) (void)link_->Subscribe(f);
@@ -108,7 +112,9 @@ std::string MqttClient::last_error() const {
 }
 
 Status MqttClient::Publish(const std::string& topic, const std::string& payload, bool retain) {
-  return link_->Publish(topic, payload, retain, 0);
+  Status st = link_->Publish(topic, payload, retain, 0);
+  if (st.ok()) ++unsettled_;
+  return st;
 }
 
 Status MqttClient::PublishAndWait(const std::string& topic, const std::string& payload, bool retain,
@@ -118,12 +124,16 @@ Status MqttClient::PublishAndWait(const std::string& topic, const std::string& p
 
 Status MqttClient::PublishResponse(const std::string& topic, const std::string& payload,
                                    const std::string& correlation_data) {
-  return link_->PublishResponse(topic, payload, correlation_data, 0);
+  Status st = link_->PublishResponse(topic, payload, correlation_data, 0);
+  if (st.ok()) ++unsettled_;
+  return st;
 }
 
 Status MqttClient::PublishRequest(const std::string& topic, const std::string& payload,
                                   const std::string& response_topic, const std::string& correlation_data) {
-  return link_->PublishRequest(topic, payload, response_topic, correlation_data, 0);
+  Status st = link_->PublishRequest(topic, payload, response_topic, correlation_data, 0);
+  if (st.ok()) ++unsettled_;
+  return st;
 }
 
 Status MqttClient::SubscribeAndWait(const std::string& filter, std::chrono::milliseconds timeout) {

@@ -6,6 +6,7 @@
 // must not block.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
@@ -46,6 +47,9 @@ class MqttClient {
   bool WaitConnected(std::chrono::milliseconds timeout);
   bool connected() const;
   std::string last_error() const;
+  // Publishes handed to Paho and not yet settled (PUBACK or failure): callers that publish in
+  // bursts keep this small, because Paho's own queue gets slow when it grows long.
+  size_t unsettled() const { return unsettled_; }
 
   // QoS 1; fails at once when the link is down (the caller decides whether to keep the message).
   Status Publish(const std::string& topic, const std::string& payload, bool retain);
@@ -69,6 +73,7 @@ class MqttClient {
   bool stop_ = false, attempt_done_ = true, lost_ = false;
   std::string last_error_;
   std::thread thread_;
+  std::atomic<size_t> unsettled_{0};
 };
 
 }  // namespace sanigate::mqtt

@@ -7,6 +7,10 @@
 namespace sanigate::mqtt {
 namespace {
 
+// Paho refuses a publish once this many are queued inside it (default 100): a burst of retained
+// health verdicts from sanifleet must not be refused. The forwarder stays far below it (window).
+constexpr int kMaxQueuedCommands = 200000;
+
 void* TokenToContext(uint64_t token) { return reinterpret_cast<void*>(static_cast<uintptr_t>(token)); }
 uint64_t ContextToToken(void* ctx) { return static_cast<uint64_t>(reinterpret_cast<uintptr_t>(ctx)); }
 
@@ -81,7 +85,7 @@ MqttLink::MqttLink(LinkOptions options, LinkHandlers handlers) : impl_(std::make
   d.connect_listener.owner = &d;
   // No Paho persistence: the outbox is the durable store, in-flight messages are re-leased.
   d.client = std::make_unique<::mqtt::async_client>(PahoUrl(d.opts.url), d.opts.client_id,
-                                                    ::mqtt::create_options(MQTTVERSION_5), nullptr);
+                                                    ::mqtt::create_options(MQTTVERSION_5, kMaxQueuedCommands), nullptr);
   d.client->set_connection_lost_handler([&d](const std::string& cause) {
     d.is_connected = false;
     if (d.handlers.on_connection_lost) d.handlers.on_connection_lost(cause.empty() ? "connection lost" : cause);
