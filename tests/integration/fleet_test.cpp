@@ -211,6 +211,7 @@ TEST_F(FleetTest, LowBatteryAndPacketLossAreDegradedWithTheirReason) {
     return changes.size() >= 4;
   }, 10s));
   EXPECT_EQ(changes, (std::vector<std::string>{"unknown>ok", "ok>degraded", "degraded>ok", "ok>degraded"}));
+  ExpectPayloadsMatchSchemas();  // fleet/health/* against config/schema/fleet-health.schema.json
   json problems = Admin("health", {{"problems", true}});
   bool listed = false;
   for (const auto& d : problems["result"]["devices"]) listed |= d["device"] == "bin-a";

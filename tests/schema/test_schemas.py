@@ -31,6 +31,7 @@ EXPECTED_FILES = [
     "common.schema.json",
     "device-status.schema.json",
     "event.schema.json",
+    "fleet-health.schema.json",
     "gateway-status.schema.json",
     "telemetry.schema.json",
 ]

@@ -53,7 +53,8 @@ TELEMETRY = "telemetry.schema.json"
 EVENT = "event.schema.json"
 DEVICE_STATUS = "device-status.schema.json"
 GATEWAY_STATUS = "gateway-status.schema.json"
-TOPIC_SCHEMAS = (TELEMETRY, EVENT, DEVICE_STATUS, GATEWAY_STATUS)
+FLEET_HEALTH = "fleet-health.schema.json"
+TOPIC_SCHEMAS = (TELEMETRY, EVENT, DEVICE_STATUS, GATEWAY_STATUS, FLEET_HEALTH)
 
 # How mosquitto_sub -v prints a zero-length payload.
 EMPTY_PAYLOAD = "(null)"
@@ -113,6 +114,10 @@ def make_validators(schemas):
 def classify(topic):
     """Return (schema file name, ids from the topic) or (None, None)."""
     seg = topic.split("/")
+    if len(seg) >= 4 and seg[-3:-1] == ["fleet", "health"]:
+        return FLEET_HEALTH, {"device": seg[-1]}
+    if len(seg) >= 5 and seg[-4:-1] == ["fleet", "health", "gateway"]:
+        return FLEET_HEALTH, {"gateway": seg[-1]}
     if len(seg) < 3 or not seg[-2]:
         return None, None
     if seg[-3] == "devices":
