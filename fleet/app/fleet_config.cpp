@@ -19,10 +19,7 @@ void ParseFleet(Node& n, FleetSection& f) {
   }
   f.data_dir = n.String("data_dir", f.data_dir);
   if (f.data_dir.empty()) n.Problem("data_dir", "must not be empty");
-  f.topic_prefix = n.String("topic_prefix", f.topic_prefix);
-  if (f.topic_prefix.empty() || f.topic_prefix.find_first_of("+#") != std::string::npos ||
-      f.topic_prefix.front() == '/' || f.topic_prefix.back() == '/')
-    n.Problem("topic_prefix", "\"" + f.topic_prefix + "\" is not a valid topic prefix (no wildcards, no leading or trailing /)");
+  f.topic_prefix = settings::ReadTopicPrefix(n, f.topic_prefix);
   f.log_level = n.OneOf("log_level", f.log_level, {"trace", "debug", "info", "warn", "error"});
   f.registry_flush_ms = n.Int("registry_flush_ms", f.registry_flush_ms, 10, 60000);
   f.status_interval_s = n.Int("status_interval_s", f.status_interval_s, 1, 3600);

@@ -159,11 +159,14 @@ Status MqttLink::Publish(const std::string& topic, const std::string& payload, b
   }
 }
 
-Status MqttLink::PublishResponse(const std::string& topic, const std::string& payload,
-                                 const std::string& correlation_data, uint64_t token) {
+// Responses and requests: QoS 1, not retained, with MQTT 5 request/response properties.
+Status MqttLink::PublishWithProperties(const std::string& topic, const std::string& payload,
+                                       const std::string& response_topic, const std::string& correlation_data,
+                                       uint64_t token) {
   if (!impl_->is_connected) return Unavailable("not connected");
   try {
     ::mqtt::properties props;
+    if (!response_topic.empty()) props.add(::mqtt::property(::mqtt::property::RESPONSE_TOPIC, response_topic));
     if (!correlation_data.empty())
       props.add(::mqtt::property(::mqtt::property::CORRELATION_DATA, correlation_data));
     auto msg = ::mqtt::make_message(topic, payload, 1, false);
@@ -171,8 +174,13 @@ Status MqttLink::PublishResponse(const std::string& topic, const std::string& pa
     impl_->client->publish(msg, TokenToContext(token), impl_->publish_listener);
     return Status::Ok();
   } catch (const ::mqtt::exception& e) {
-    return Unavailable(std::string("publish response: ") + e.what());
+    return Unavailable(std::string("publish to ") + topic + ": " + e.what());
   }
+}
+
+Status MqttLink::PublishResponse(const std::string& topic, const std::string& payload,
+                                 const std::string& correlation_data, uint64_t token) {
+  return PublishWithProperties(topic, payload, {}, correlation_data, token);
 }
 
 Status MqttLink::PublishAndWait(const std::string& topic, const std::string& payload, bool retain,
@@ -190,19 +198,7 @@ Status MqttLink::PublishAndWait(const std::string& topic, const std::string& pay
 Status MqttLink::PublishRequest(const std::string& topic, const std::string& payload,
                                 const std::string& response_topic, const std::string& correlation_data,
                                 uint64_t token) {
-  if (!impl_->is_connected) return Unavailable("not connected");
-  try {
-    ::mqtt::properties props;
-    props.add(::mqtt::property(::mqtt::property::RESPONSE_TOPIC, response_topic));
-    if (!correlation_data.empty())
-      props.add(::mqtt::property(::mqtt::property::CORRELATION_DATA, correlation_data));
-    auto msg = ::mqtt::make_message(topic, payload, 1, false);
-    std::const_pointer_cast<::mqtt::message>(msg)->set_properties(props);
-    impl_->client->publish(msg, TokenToContext(token), impl_->publish_listener);
-    return Status::Ok();
-  } catch (const ::mqtt::exception& e) {
-    return Unavailable(std::string("publish request: ") + e.what());
-  }
+  return PublishWithProperties(topic, payload, response_topic, correlation_data, token);
 }
 
 Status MqttLink::SubscribeAndWait(const std::string& filter, std::chrono::milliseconds timeout) {

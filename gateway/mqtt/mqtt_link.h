@@ -80,6 +80,9 @@ class MqttLink {
   const std::string& url() const;
 
  private:
+  Status PublishWithProperties(const std::string& topic, const std::string& payload,
+                               const std::string& response_topic, const std::string& correlation_data,
+                               uint64_t token);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

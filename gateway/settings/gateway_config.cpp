@@ -14,12 +14,7 @@ void ParseGateway(Node& n, GatewaySection& g) {
   if (auto site = n.RequiredId("site")) g.site = *site;
   g.data_dir = n.String("data_dir", g.data_dir);
   if (g.data_dir.empty()) n.Problem("data_dir", "must not be empty");
-  g.topic_prefix = n.String("topic_prefix", g.topic_prefix);
-  if (g.topic_prefix.empty() || g.topic_prefix.find_first_of("+#") != std::string::npos ||
-      g.topic_prefix.front() == '/' || g.topic_prefix.back() == '/')
-    n.Problem("topic_prefix", "\"" + g.topic_prefix +
-                                  "\" is not a valid topic prefix (no wildcards, no leading or "
-                                  "trailing /)");
+  g.topic_prefix = ReadTopicPrefix(n, g.topic_prefix);
   g.log_level = n.OneOf("log_level", g.log_level, {"trace", "debug", "info", "warn", "error"});
   g.status_interval_s = n.Int("status_interval_s", g.status_interval_s, 1, 3600);
   g.shutdown_drain_ms = n.Int("shutdown_drain_ms", g.shutdown_drain_ms, 0, 60000);
@@ -27,6 +22,13 @@ void ParseGateway(Node& n, GatewaySection& g) {
 }
 
 }  // namespace
+
+std::string ReadTopicPrefix(Node& n, const std::string& def) {
+  std::string p = n.String("topic_prefix", def);
+  if (p.empty() || p.find_first_of("+#") != std::string::npos || p.front() == '/' || p.back() == '/')
+    n.Problem("topic_prefix", "\"" + p + "\" is not a valid topic prefix (no wildcards, no leading or trailing /)");
+  return p;
+}
 
 std::string ReadSecretFile(Node& n, std::string_view key, const std::string& path) {
   struct stat st {};

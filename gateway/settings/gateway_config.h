@@ -81,6 +81,8 @@ struct SectionParser {
 
 // An [mqtt] table (url, client_id, credentials, tls, reconnect), shared by every daemon and the CLI.
 void ParseMqttSection(Node& n, MqttSection& m, const std::string& default_client_id);
+// `topic_prefix`: no wildcards, no leading or trailing slash.
+std::string ReadTopicPrefix(Node& n, const std::string& def);
 // The first line of a secret file, which must not be readable by group or others (0600).
 std::string ReadSecretFile(Node& n, std::string_view key, const std::string& path);
 

@@ -375,7 +375,9 @@ class TestTopicMapping(unittest.TestCase):
             "sanigate/v1/houpu/gateway/gw-1/status": ("gateway-status.schema.json",
                                                       {"gateway": "gw-1", "site": "houpu"}),
             "sanigate/v1/houpu/devices/bin-1/cmd/open": (None, None),
-            "sanigate/v1/houpu/fleet/health/bin-1": (None, None),
+            "sanigate/v1/houpu/fleet/health/bin-1": ("fleet-health.schema.json", {"device": "bin-1"}),
+            "sanigate/v1/houpu/fleet/health/gateway/gw-1": ("fleet-health.schema.json", {"gateway": "gw-1"}),
+            "sanigate/v1/houpu/fleet/events": (None, None),
             "telemetry": (None, None),
         }
         for topic, expected in cases.items():
@@ -466,7 +468,7 @@ class TestValidatorScript(unittest.TestCase):
     def test_nothing_validated(self):
         path = self.write("empty.txt", [
             "sanigate/v1/houpu/devices/room-07/status",
-            "sanigate/v1/houpu/fleet/health/room-07 {\"ok\":true}",
+            "sanigate/v1/houpu/fleet/rollouts/r-1 {\"ok\":true}",
         ])
         rc, out, err = self.run_script(SCHEMA_DIR, path)
         self.assertEqual(out, ["schema: 0 valid, 0 invalid, 2 skipped"])
