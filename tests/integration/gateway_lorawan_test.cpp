@@ -196,13 +196,12 @@ TEST_F(LorawanTest, OtaaJoinConfirmedUplinkAckAndSessionSurvivesRestart) {
 TEST_F(LorawanTest, RefusedRx1FallsBackToRx2AndConcentratorsShowInTheStatus) {
   StartAll();
   auto dev = LoraDevice::Otaa(kOtaaEui, 0x0102030405060708ull, kAppKey);
-  gw1->set_tx_ack(TxAckError::kTooLate);
+  gw1->refuse_next(TxAckError::kTooLate);
   uint32_t tmst = gw1->Tmst();
   ASSERT_TRUE(gw1->Push({MakeRxpk(dev.JoinRequest(0x0042), tmst)}).ok());
   auto rx1 = gw1->WaitDownlink(5s);
   ASSERT_TRUE(rx1.has_value());
   EXPECT_EQ(rx1->tmst, tmst + 5'000'000u);
-  gw1->set_tx_ack(TxAckError::kNone);
   // The concentrator said TOO_LATE: the same join accept again, in RX2 (505.3 MHz, SF12) 1 s later.
   auto rx2 = gw1->WaitDownlink(5s);
   ASSERT_TRUE(rx2.has_value()) << GatewayLog();

@@ -297,7 +297,9 @@ void Concentrator::Sort(const uint8_t* data, size_t size, Clock::time_point at) 
       ++stats_.downlinks;
       // Answer at once, whoever waits: the reference forwarder sends TX_ACK as soon as it has
       // queued (or refused) the packet, long before the transmission.
-      if (version_ >= 2 && d->version >= 2 && tx_ack_) {
+      if (version_ >= 2 && d->version >= 2 && refuse_next_.exchange(false)) {
+        if (Send(BuildTxAck(d->token, eui_, next_error_)).ok()) ++stats_.tx_acks_sent;
+      } else if (version_ >= 2 && d->version >= 2 && tx_ack_) {
         if (Send(BuildTxAck(d->token, eui_, *tx_ack_)).ok()) ++stats_.tx_acks_sent;
       }
       if (!d->txpk) {

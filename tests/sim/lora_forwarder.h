@@ -11,6 +11,7 @@
 #pragma once
 
 #include <chrono>
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <optional>
@@ -96,6 +97,12 @@ class Concentrator {
   // The answer to every following PULL_RESP: TX_ACK with this error (kNone: the reference
   // forwarder's JSON-less success), or nullopt to send no TX_ACK at all.
   void set_tx_ack(std::optional<TxAckError> error) { tx_ack_ = error; }
+  // Only the next PULL_RESP gets `error`; later ones get the set_tx_ack answer again (a test
+  // that resets the answer itself races the gateway's immediate retry).
+  void refuse_next(TxAckError error) {
+    next_error_ = error;
+    refuse_next_ = true;
+  }
 
   // This concentrator's free-running 32-bit µs counter (tmst) now. Each concentrator starts at a
   // random offset, as real ones do, so a server cannot assume that counters agree.
@@ -146,6 +153,8 @@ class Concentrator {
   uint32_t server_ip_ = 0;  // network byte order
   uint16_t server_port_ = 0;
   std::optional<TxAckError> tx_ack_ = TxAckError::kNone;
+  TxAckError next_error_ = TxAckError::kNone;
+  std::atomic<bool> refuse_next_{false};
   uint16_t next_token_ = 0;
   uint32_t tmst_offset_ = 0;
   std::unordered_map<uint16_t, Clock::time_point> pending_push_;  // token -> sent at
