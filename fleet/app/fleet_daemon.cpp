@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <set>
 
 #include "core/clock.h"
 #include "mqtt/topics.h"
@@ -54,8 +53,6 @@ std::optional<double> Num(const json& j, const char* key) {
 }
 
 }  // namespace
-
-struct FleetDaemon::GatewayVerdict {};
 
 FleetDaemon::FleetDaemon(FleetConfig config) : cfg_(std::move(config)), health_(cfg_.health) {}
 

@@ -50,7 +50,6 @@ class FleetDaemon {
   void Send(std::string topic, std::string payload, bool retain);
   void Drain(int64_t now);
 
-  struct GatewayVerdict;
   FleetConfig cfg_;
   std::unique_ptr<mqtt::MqttClient> client_;
   std::unique_ptr<RegistryStore> store_;

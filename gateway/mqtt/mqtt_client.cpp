@@ -1,7 +1,6 @@
 #include "mqtt/mqtt_client.h"
 
 #include <algorithm>
-#include <atomic>
 #include <random>
 
 namespace sanigate::mqtt {
