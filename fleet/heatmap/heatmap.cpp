@@ -1,0 +1,419 @@
+#include "heatmap/heatmap.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "heatmap/gcj02.h"
+#include "heatmap/geohash.h"
+
+namespace sanigate::heatmap {
+namespace {
+
+constexpr int kLayers = kLayerCount;
+int Index(Layer l) { return static_cast<int>(l); }
+
+// Stored extras (at precision 8, all added on roll-up). Vehicles keep a pass counter per
+// precision, because entering a 150 m cell is not the same as entering one of its 40 m cells.
+constexpr int kPasses6 = 0, kDwell = 3;
+constexpr int kCleared = 0;
+const char* const kAlarmNames[] = {"sos", "fire", "odour"};
+constexpr int kAlarmTypes = 3;
+
+int AlarmType(std::string_view event) {
+  for (int i = 0; i < kAlarmTypes; ++i)
+    if (event == kAlarmNames[i]) return i;
+  return -1;
+}
+
+struct Track {
+  int64_t ts = 0;
+  uint64_t cell = 0;
+  bool valid = false;
+};
+
+struct ActiveAlarm {
+  int type;
+  int64_t since;
+  uint64_t cell;
+};
+
+struct DeviceState {
+  Track live, backfill;  // backfilled points are a stream of their own (older, in order)
+  bool has_position = false, worker = false;
+  int64_t position_ts = 0;
+  uint64_t position_cell = 0;
+  double speed = 0;
+  bool has_fill = false;
+  int64_t fill_ts = 0;
+  uint64_t fill_cell = 0;
+  double fill = 0;
+  bool overflow = false;
+  int64_t overflow_since = 0;
+  uint64_t overflow_cell = 0;
+  std::vector<ActiveAlarm> alarms;
+};
+
+struct WindowData {
+  std::unordered_map<uint64_t, CellAgg> cells;
+  bool dirty = false;  // got points since it was last taken as closed
+  bool taken = false;
+};
+
+struct Series {
+  int64_t size_ms;
+  std::map<int64_t, WindowData> windows;  // by start
+  int64_t cached_start = 0;
+  WindowData* cached = nullptr;
+};
+
+CellAgg Export(Layer layer, const CellAgg& stored, int precision) {
+  if (layer != Layer::kVehicleCoverage && layer != Layer::kWorkers) return stored;
+  CellAgg out;
+  out.agg = stored.agg;
+  out.extra[0] = stored.extra[kPasses6 + (precision - kCoarsestPrecision)];
+  out.extra[1] = stored.extra[kDwell];
+  return out;
+}
+
+void AddExtras(CellAgg& into, const CellAgg& from, const std::vector<ExtraField>* ops) {
+  for (int i = 0; i < kExtras; ++i) {
+    if (ops && i < static_cast<int>(ops->size()) && (*ops)[static_cast<size_t>(i)].merge == MergeOp::kMax)
+      into.extra[static_cast<size_t>(i)] = std::max(into.extra[static_cast<size_t>(i)], from.extra[static_cast<size_t>(i)]);
+    else
+      into.extra[static_cast<size_t>(i)] += from.extra[static_cast<size_t>(i)];
+  }
+}
+
+std::vector<CellOut> Sorted(std::unordered_map<uint64_t, CellAgg>&& cells) {
+  std::vector<CellOut> out;
+  out.reserve(cells.size());
+  for (auto& [cell, v] : cells) out.push_back({cell, v});
+  std::sort(out.begin(), out.end(), [](const CellOut& a, const CellOut& b) { return a.cell < b.cell; });
+  return out;
+}
+
+}  // namespace
+
+const char* LayerName(Layer layer) {
+  switch (layer) {
+    case Layer::kVehicleCoverage: return "vehicle_coverage";
+    case Layer::kBinFill: return "bin_fill";
+    case Layer::kOverflow: return "overflow";
+    case Layer::kAlarms: return "alarms";
+    case Layer::kWorkers: return "workers";
+    case Layer::kUnattended: return "unattended";
+  }
+  return "?";
+}
+
+std::optional<Layer> ParseLayer(std::string_view name) {
+  for (int i = 0; i < kLayers; ++i)
+    if (name == LayerName(static_cast<Layer>(i))) return static_cast<Layer>(i);
+  return std::nullopt;
+}
+
+std::vector<ExtraField> ExtraFields(Layer layer) {
+  switch (layer) {
+    case Layer::kVehicleCoverage:
+    case Layer::kWorkers: return {{"passes", MergeOp::kAdd}, {"dwell_s", MergeOp::kAdd}};
+    case Layer::kBinFill: return {};
+    case Layer::kOverflow: return {{"cleared", MergeOp::kAdd}};
+    case Layer::kAlarms: return {{"sos", MergeOp::kAdd}, {"fire", MergeOp::kAdd}, {"odour", MergeOp::kAdd}};
+    case Layer::kUnattended: return {{"last_pass", MergeOp::kMax}};
+  }
+  return {};
+}
+
+const char* CrsName(Crs crs) { return crs == Crs::kGcj02 ? "gcj02" : "wgs84"; }
+
+bool HeatmapConfig::Has(Layer layer) const { return std::find(layers.begin(), layers.end(), layer) != layers.end(); }
+
+struct HeatmapEngine::Impl {
+  std::unordered_map<std::string, DeviceId> ids;
+  std::vector<DeviceState> devices;
+  std::array<std::vector<Series>, kLayers> series;
+  std::array<bool, kLayers> changed{};
+  std::unordered_map<uint64_t, int64_t> last_vehicle;  // unattended-precision cell → last vehicle point
+  HeatmapStats stats;
+};
+
+HeatmapEngine::HeatmapEngine(HeatmapConfig config) : cfg_(std::move(config)), impl_(std::make_unique<Impl>()) {
+  for (int l = 0; l < kLayers; ++l) {
+    if (static_cast<Layer>(l) == Layer::kUnattended || !cfg_.Has(static_cast<Layer>(l))) continue;
+    for (int64_t s : cfg_.windows_s) impl_->series[static_cast<size_t>(l)].push_back(Series{s * 1000, {}, 0, nullptr});
+  }
+}
+
+HeatmapEngine::~HeatmapEngine() = default;
+
+HeatmapEngine::DeviceId HeatmapEngine::Device(std::string_view key) {
+  auto [it, inserted] = impl_->ids.try_emplace(std::string(key), static_cast<DeviceId>(impl_->devices.size()));
+  if (inserted) impl_->devices.emplace_back();
+  return it->second;
+}
+
+int64_t HeatmapEngine::WindowStart(int64_t ts_ms, int64_t size_s) const {
+  int64_t size = size_s * 1000, local = ts_ms + cfg_.utc_offset_s * 1000;
+  int64_t q = local / size;
+  if (local % size < 0) --q;  // floor for times before the epoch
+  return q * size - cfg_.utc_offset_s * 1000;
+}
+
+namespace {
+
+// The stored cell of `layer` for a sample at ts in every window series, created on first use.
+template <typename Fn>
+void ForEachWindowCell(std::vector<Series>& all, const HeatmapEngine& e, int64_t ts, uint64_t cell, Fn&& fn) {
+  for (Series& s : all) {
+    int64_t start = e.WindowStart(ts, s.size_ms / 1000);
+    if (!s.cached || s.cached_start != start) {
+      s.cached = &s.windows[start];
+      s.cached_start = start;
+    }
+    s.cached->dirty = true;
+    fn(s.cached->cells[cell]);
+  }
+}
+
+}  // namespace
+
+void HeatmapEngine::Position(DeviceId d, bool worker, int64_t ts, double lat, double lon,
+                             std::optional<double> speed_kmh, bool backfill, int64_t now) {
+  Impl& m = *impl_;
+  if (ts < now - cfg_.retention_s * 1000) return void(++m.stats.late_dropped);
+  if (ts > now + cfg_.max_future_s * 1000) return void(++m.stats.future_dropped);
+  ++m.stats.points;
+  if (cfg_.crs == Crs::kGcj02) {
+    LatLon g = WgsToGcj(lat, lon);
+    lat = g.lat;
+    lon = g.lon;
+  }
+  uint64_t cell = Encode(lat, lon, kStoragePrecision);
+  DeviceState& dev = m.devices[d];
+  double speed = speed_kmh.value_or(0.0);
+  if (!worker) {
+    uint64_t near = Parent(cell, kStoragePrecision, cfg_.unattended_precision);
+    int64_t& last = m.last_vehicle[near];
+    last = std::max(last, ts);
+  }
+  if (!dev.has_position || ts >= dev.position_ts) {
+    dev.has_position = true;
+    dev.worker = worker;
+    dev.position_ts = ts;
+    dev.position_cell = cell;
+    dev.speed = speed;
+  }
+  Layer layer = worker ? Layer::kWorkers : Layer::kVehicleCoverage;
+  if (!cfg_.Has(layer)) return;
+  auto& series = m.series[static_cast<size_t>(Index(layer))];
+  m.changed[static_cast<size_t>(Index(layer))] = true;
+
+  Track& t = backfill ? dev.backfill : dev.live;
+  std::array<double, 3> passes{};
+  if (t.valid && ts < t.ts) {
+    // Out of order within its stream: counted, but neither a pass nor dwell.
+  } else {
+    int64_t dt = t.valid ? ts - t.ts : 0;
+    bool fresh = !t.valid || dt > cfg_.pass_gap_s * 1000;
+    for (int p = kCoarsestPrecision; p <= kStoragePrecision; ++p)
+      passes[static_cast<size_t>(p - kCoarsestPrecision)] =
+          fresh || Parent(cell, kStoragePrecision, p) != Parent(t.cell, kStoragePrecision, p) ? 1.0 : 0.0;
+    if (t.valid && dt > 0 && dt <= cfg_.max_gap_s * 1000 && t.ts >= now - cfg_.retention_s * 1000) {
+      double dwell = static_cast<double>(dt) / 1000.0;
+      ForEachWindowCell(series, *this, t.ts, t.cell, [&](CellAgg& c) { c.extra[kDwell] += dwell; });
+    }
+    t = {ts, cell, true};
+  }
+  ForEachWindowCell(series, *this, ts, cell, [&](CellAgg& c) {
+    c.agg.Add(speed, ts);
+    for (size_t i = 0; i < passes.size(); ++i) c.extra[i] += passes[i];
+  });
+}
+
+void HeatmapEngine::Fill(DeviceId d, int64_t ts, double lat, double lon, double fill_pct, int64_t now) {
+  Impl& m = *impl_;
+  if (ts < now - cfg_.retention_s * 1000) return void(++m.stats.late_dropped);
+  if (ts > now + cfg_.max_future_s * 1000) return void(++m.stats.future_dropped);
+  ++m.stats.readings;
+  if (cfg_.crs == Crs::kGcj02) {
+    LatLon g = WgsToGcj(lat, lon);
+    lat = g.lat;
+    lon = g.lon;
+  }
+  uint64_t cell = Encode(lat, lon, kStoragePrecision);
+  DeviceState& dev = m.devices[d];
+  if (!dev.has_fill || ts >= dev.fill_ts) {
+    dev.has_fill = true;
+    dev.fill_ts = ts;
+    dev.fill_cell = cell;
+    dev.fill = fill_pct;
+  }
+  if (!cfg_.Has(Layer::kBinFill)) return;
+  m.changed[static_cast<size_t>(Index(Layer::kBinFill))] = true;
+  ForEachWindowCell(m.series[static_cast<size_t>(Index(Layer::kBinFill))], *this, ts, cell,
+                    [&](CellAgg& c) { c.agg.Add(fill_pct, ts); });
+}
+
+void HeatmapEngine::Event(DeviceId d, int64_t ts, double lat, double lon, std::string_view event, bool active, int64_t now) {
+  Impl& m = *impl_;
+  int alarm = AlarmType(event);
+  bool overflow = event == "overflow";
+  if (!overflow && alarm < 0) return;
+  if (ts < now - cfg_.retention_s * 1000) return void(++m.stats.late_dropped);
+  if (ts > now + cfg_.max_future_s * 1000) return void(++m.stats.future_dropped);
+  ++m.stats.events;
+  if (cfg_.crs == Crs::kGcj02) {
+    LatLon g = WgsToGcj(lat, lon);
+    lat = g.lat;
+    lon = g.lon;
+  }
+  uint64_t cell = Encode(lat, lon, kStoragePrecision);
+  DeviceState& dev = m.devices[d];
+  Layer layer = overflow ? Layer::kOverflow : Layer::kAlarms;
+  if (overflow) {
+    if (active && !dev.overflow) dev.overflow_since = ts;
+    if (active) dev.overflow_cell = cell;
+    dev.overflow = active;
+    m.changed[static_cast<size_t>(Index(Layer::kUnattended))] = true;
+  } else {
+    auto it = std::find_if(dev.alarms.begin(), dev.alarms.end(), [&](const ActiveAlarm& a) { return a.type == alarm; });
+    if (active && it == dev.alarms.end()) dev.alarms.push_back({alarm, ts, cell});
+    else if (active) it->cell = cell;
+    else if (it != dev.alarms.end()) dev.alarms.erase(it);
+  }
+  if (!cfg_.Has(layer)) return;
+  m.changed[static_cast<size_t>(Index(layer))] = true;
+  ForEachWindowCell(m.series[static_cast<size_t>(Index(layer))], *this, ts, cell, [&](CellAgg& c) {
+    if (overflow) {
+      if (active) c.agg.Add(1.0, ts);
+      else c.extra[kCleared] += 1;
+    } else if (active) {
+      c.agg.Add(1.0, ts);
+      c.extra[static_cast<size_t>(alarm)] += 1;
+    }
+  });
+}
+
+std::vector<CellOut> HeatmapEngine::State(Layer layer, int precision, int64_t now) const {
+  const Impl& m = *impl_;
+  std::unordered_map<uint64_t, CellAgg> out;
+  auto at = [&](uint64_t cell8) -> CellAgg& { return out[Parent(cell8, kStoragePrecision, precision)]; };
+  for (const DeviceState& dev : m.devices) {
+    switch (layer) {
+      case Layer::kVehicleCoverage:
+      case Layer::kWorkers:
+        if (dev.has_position && dev.worker == (layer == Layer::kWorkers) && now - dev.position_ts <= cfg_.state_max_age_s * 1000)
+          at(dev.position_cell).agg.Add(dev.speed, dev.position_ts);
+        break;
+      case Layer::kBinFill:
+        if (dev.has_fill) at(dev.fill_cell).agg.Add(dev.fill, dev.fill_ts);
+        break;
+      case Layer::kOverflow:
+        if (dev.overflow) at(dev.overflow_cell).agg.Add(1.0, dev.overflow_since);
+        break;
+      case Layer::kAlarms:
+        for (const ActiveAlarm& a : dev.alarms) {
+          CellAgg& c = at(a.cell);
+          c.agg.Add(1.0, a.since);
+          c.extra[static_cast<size_t>(a.type)] += 1;
+        }
+        break;
+      case Layer::kUnattended: {
+        if (!dev.overflow) break;
+        uint64_t near = Parent(dev.overflow_cell, kStoragePrecision, cfg_.unattended_precision);
+        int64_t last_pass = 0;
+        for (int dlat = -1; dlat <= 1; ++dlat)
+          for (int dlon = -1; dlon <= 1; ++dlon)
+            if (auto n = Neighbour(near, cfg_.unattended_precision, dlat, dlon))
+              if (auto it = m.last_vehicle.find(*n); it != m.last_vehicle.end()) last_pass = std::max(last_pass, it->second);
+        int64_t since = std::max(dev.overflow_since, last_pass);
+        if (now - since < cfg_.unattended_after_s * 1000) break;
+        CellAgg& c = at(dev.overflow_cell);
+        c.agg.Add(static_cast<double>(now - since) / 1000.0, dev.overflow_since);
+        c.extra[0] = std::max(c.extra[0], static_cast<double>(last_pass));
+        break;
+      }
+    }
+  }
+  return Sorted(std::move(out));
+}
+
+WindowOut HeatmapEngine::Window(Layer layer, int64_t size_s, int64_t at_ms, int precision) const {
+  WindowOut w;
+  w.size_s = size_s;
+  w.start_ms = WindowStart(at_ms, size_s);
+  w.end_ms = w.start_ms + size_s * 1000;
+  for (const Series& s : impl_->series[static_cast<size_t>(Index(layer))]) {
+    if (s.size_ms != size_s * 1000) continue;
+    auto it = s.windows.find(w.start_ms);
+    if (it == s.windows.end()) break;
+    std::unordered_map<uint64_t, CellAgg> rolled;
+    for (const auto& [cell, v] : it->second.cells) {
+      CellAgg& c = rolled[Parent(cell, kStoragePrecision, precision)];
+      c.agg.Merge(v.agg);
+      AddExtras(c, v, nullptr);
+    }
+    w.cells = Sorted(std::move(rolled));
+    for (auto& c : w.cells) c.value = Export(layer, c.value, precision);
+  }
+  return w;
+}
+
+std::vector<HeatmapEngine::ClosedWindow> HeatmapEngine::TakeClosed(int64_t now) {
+  std::vector<ClosedWindow> out;
+  for (int l = 0; l < kLayers; ++l) {
+    for (Series& s : impl_->series[static_cast<size_t>(l)]) {
+      for (auto it = s.windows.begin(); it != s.windows.end();) {
+        int64_t end = it->first + s.size_ms;
+        if (end > now) break;  // ordered by start: the rest are open
+        if (it->second.dirty) {
+          out.push_back({static_cast<Layer>(l), s.size_ms / 1000, it->first, it->second.taken});
+          it->second.dirty = false;
+          it->second.taken = true;
+        }
+        if (end <= now - cfg_.retention_s * 1000) {
+          if (s.cached == &it->second) s.cached = nullptr;
+          it = s.windows.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+  }
+  return out;
+}
+
+bool HeatmapEngine::TakeChanged(Layer layer) { return std::exchange(impl_->changed[static_cast<size_t>(Index(layer))], false); }
+
+HeatmapStats HeatmapEngine::stats() const {
+  HeatmapStats s = impl_->stats;
+  for (const auto& layer : impl_->series)
+    for (const Series& series : layer)
+      for (const auto& [start, w] : series.windows) {
+        ++s.windows;
+        s.cells += w.cells.size();
+      }
+  return s;
+}
+
+std::vector<CellOut> MergeCells(const std::vector<CellOut>& a, const std::vector<CellOut>& b, Layer layer) {
+  auto ops = ExtraFields(layer);
+  std::vector<CellOut> out;
+  out.reserve(a.size() + b.size());
+  size_t i = 0, j = 0;
+  while (i < a.size() || j < b.size()) {
+    if (j == b.size() || (i < a.size() && a[i].cell < b[j].cell)) {
+      out.push_back(a[i++]);
+    } else if (i == a.size() || b[j].cell < a[i].cell) {
+      out.push_back(b[j++]);
+    } else {
+      CellOut c = a[i++];
+      c.value.agg.Merge(b[j].value.agg);
+      AddExtras(c.value, b[j++].value, &ops);
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+}  // namespace sanigate::heatmap

@@ -1,0 +1,135 @@
+// The heat-map engine of sanifleet: bins positions, fill readings and alarm events from the
+// normalized model into geohash cells (stored at precision 8, rolled up to 7 or 6 on demand)
+// and tumbling windows, and keeps the current state (where each truck, bin and alarm is now).
+// Pure logic, no I/O; one engine per site; not thread-safe (sanifleet's worker owns it).
+//
+// Layers and the meaning of a cell's aggregate (n, sum, min, max, first, last) and extras:
+//   vehicle_coverage, workers  one sample per position, value speed_kmh (0 when absent);
+//                              extras passes (entries into the cell at the output precision;
+//                              a return after pass_gap_s is a new pass) and dwell_s (time
+//                              between consecutive points, credited to the earlier point's cell,
+//                              gaps over max_gap_s ignored). State: vehicles seen there within
+//                              state_max_age_s.
+//   bin_fill                   one sample per reading, value fill_level_pct. State: each bin's
+//                              latest fill.
+//   overflow                   one sample (value 1) per activation; extra cleared. State: the
+//                              overflows active now.
+//   alarms                     one sample (value 1) per activation of sos, fire or odour;
+//                              extras sos, fire, odour. State: the alarms active now.
+//   unattended                 state only: overflowing bins with no vehicle in their cell or
+//                              the 8 around it (at unattended_precision) since the overflow began
+//                              or the last pass, for unattended_after_s. Value = seconds waiting;
+//                              first/last = overflow start times; extra last_pass (max).
+// Times are the measurement's own, so backfilled points land in the window of their timestamp.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "heatmap/aggregate.h"
+
+namespace sanigate::heatmap {
+
+enum class Layer { kVehicleCoverage, kBinFill, kOverflow, kAlarms, kWorkers, kUnattended };
+constexpr int kLayerCount = 6;
+const char* LayerName(Layer layer);
+std::optional<Layer> ParseLayer(std::string_view name);
+// The extras' names and merge operations of a layer, in the order they are exported.
+struct ExtraField {
+  const char* name;
+  MergeOp merge;
+};
+std::vector<ExtraField> ExtraFields(Layer layer);
+
+constexpr int kStoragePrecision = 8;
+constexpr int kCoarsestPrecision = 6;
+
+enum class Crs { kWgs84, kGcj02 };
+const char* CrsName(Crs crs);
+
+struct HeatmapConfig {
+  bool enabled = true;
+  std::vector<Layer> layers = {Layer::kVehicleCoverage, Layer::kBinFill, Layer::kOverflow,
+                               Layer::kAlarms,          Layer::kWorkers, Layer::kUnattended};
+  int feed_precision = 7;                              // 6, 7 or 8
+  std::vector<int64_t> windows_s = {900, 3600, 86400};  // tumbling window sizes
+  int64_t retention_s = 86400;     // windows ending longer ago are dropped; older points are "late"
+  int64_t utc_offset_s = 8 * 3600; // windows align to local midnight (China: UTC+8)
+  Crs crs = Crs::kWgs84;           // of the cells: GCJ-02 bins the converted coordinates
+  int64_t feed_interval_ms = 10'000;
+  int64_t unattended_after_s = 7200;
+  int unattended_precision = 7;
+  int64_t state_max_age_s = 300;
+  int64_t max_gap_s = 300;
+  int64_t pass_gap_s = 600;
+  int64_t max_future_s = 300;      // points further ahead of the clock are refused
+  bool Has(Layer layer) const;
+};
+
+struct CellOut {
+  uint64_t cell = 0;  // geohash at the requested precision
+  CellAgg value;      // extras already mapped to ExtraFields(layer)
+  bool operator==(const CellOut&) const = default;
+};
+
+struct WindowOut {
+  int64_t size_s = 0, start_ms = 0, end_ms = 0;
+  std::vector<CellOut> cells;  // sorted by cell
+};
+
+struct HeatmapStats {
+  uint64_t points = 0, readings = 0, events = 0;
+  uint64_t late_dropped = 0, future_dropped = 0;
+  uint64_t cells = 0, windows = 0;  // stored (precision 8) cells over all windows and layers
+};
+
+class HeatmapEngine {
+ public:
+  using DeviceId = uint32_t;
+  explicit HeatmapEngine(HeatmapConfig config);
+  ~HeatmapEngine();
+  const HeatmapConfig& config() const { return cfg_; }
+
+  DeviceId Device(std::string_view key);
+
+  // Inputs, in WGS-84. `now` is the wall clock, for lateness and future checks.
+  void Position(DeviceId d, bool worker, int64_t ts, double lat, double lon, std::optional<double> speed_kmh,
+                bool backfill, int64_t now);
+  void Fill(DeviceId d, int64_t ts, double lat, double lon, double fill_pct, int64_t now);
+  // Events the heat map does not use (tilt, door_open…) are ignored.
+  void Event(DeviceId d, int64_t ts, double lat, double lon, std::string_view event, bool active, int64_t now);
+
+  std::vector<CellOut> State(Layer layer, int precision, int64_t now) const;
+  // The window of `size_s` containing `at_ms` (empty cells when nothing landed in it).
+  WindowOut Window(Layer layer, int64_t size_s, int64_t at_ms, int precision) const;
+  int64_t WindowStart(int64_t ts_ms, int64_t size_s) const;
+
+  // Closed windows (end <= now) that received points since they were last taken: for the
+  // feed's closed-window messages. Also drops windows beyond retention.
+  struct ClosedWindow {
+    Layer layer;
+    int64_t size_s, start_ms;
+    bool amended;  // it had been taken before and late points changed it
+  };
+  std::vector<ClosedWindow> TakeClosed(int64_t now);
+  // Whether the layer got input since the last call (the feed is rebuilt when it did).
+  bool TakeChanged(Layer layer);
+
+  HeatmapStats stats() const;
+
+ private:
+  struct Impl;
+  HeatmapConfig cfg_;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Adds b's cells into a (both sorted by cell, same layer and precision): how feeds merge.
+std::vector<CellOut> MergeCells(const std::vector<CellOut>& a, const std::vector<CellOut>& b, Layer layer);
+
+}  // namespace sanigate::heatmap

@@ -1,0 +1,335 @@
+// The heat-map engine: binning into cells and windows, passes and dwell, late and backfilled
+// points, the unattended layer, GCJ-02 cells, merging partials, and the JSON feed.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "heatmap/feed.h"
+#include "heatmap/gcj02.h"
+#include "heatmap/geohash.h"
+#include "heatmap/heatmap.h"
+
+namespace sanigate::heatmap {
+namespace {
+
+constexpr int64_t kNow = 1763712000000;        // 2025-11-21 08:00:00 UTC = 16:00 in Xiamen
+constexpr int64_t kLocalMidnight = 1763654400000;  // 2025-11-21 00:00 UTC+8
+constexpr int64_t kMin = 60'000;
+
+// The centre of a geohash cell: a point that is certainly inside it.
+LatLon Centre(const char* geohash) {
+  auto cell = Parse(geohash);
+  EXPECT_TRUE(cell.has_value()) << geohash;
+  CellBounds b = Bounds(*cell, static_cast<int>(std::string_view(geohash).size()));
+  return {b.lat_center(), b.lon_center()};
+}
+
+// Partials equal up to the order floating-point sums were added in.
+void ExpectSameCells(const std::vector<CellOut>& got, const std::vector<CellOut>& want, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const Agg &g = got[i].value.agg, &w = want[i].value.agg;
+    ASSERT_EQ(got[i].cell, want[i].cell) << what;
+    EXPECT_EQ(g.n, w.n) << what;
+    EXPECT_NEAR(g.sum, w.sum, 1e-9 * std::max(1.0, std::abs(w.sum))) << what;
+    EXPECT_EQ(g.min, w.min) << what;
+    EXPECT_EQ(g.max, w.max) << what;
+    EXPECT_EQ(g.first, w.first) << what;
+    EXPECT_EQ(g.last, w.last) << what;
+    EXPECT_EQ(got[i].value.extra, want[i].value.extra) << what;
+  }
+}
+
+const CellOut* Find(const std::vector<CellOut>& cells, const char* geohash) {
+  auto cell = Parse(geohash);
+  for (const auto& c : cells)
+    if (c.cell == *cell) return &c;
+  return nullptr;
+}
+
+TEST(HeatmapEngine, BinsFillReadingsIntoCellsAndRollsUp) {
+  HeatmapEngine e({});
+  // 24.48N 118.10E is geohash ws7gr2my (textbook bisection, checked in python); 24.4805N
+  // 118.1004E is ws7gr2w1: the same precision-6 cell, different 7 and 8 cells.
+  auto a = e.Device("bin-a"), b = e.Device("bin-b"), c = e.Device("bin-c");
+  e.Fill(a, kNow - 5 * kMin, 24.48, 118.10, 40.0, kNow);
+  e.Fill(a, kNow - 1 * kMin, 24.48, 118.10, 60.0, kNow);  // latest of bin a
+  e.Fill(b, kNow - 2 * kMin, 24.48, 118.10, 90.0, kNow);
+  e.Fill(c, kNow - 3 * kMin, 24.4805, 118.1004, 10.0, kNow);
+
+  auto state8 = e.State(Layer::kBinFill, 8, kNow);
+  ASSERT_EQ(state8.size(), 2u);
+  const CellOut* my = Find(state8, "ws7gr2my");
+  ASSERT_NE(my, nullptr);
+  EXPECT_EQ(my->value.agg.n, 2u);  // bins a and b, each with its latest fill
+  EXPECT_DOUBLE_EQ(my->value.agg.sum, 150.0);
+  EXPECT_DOUBLE_EQ(my->value.agg.min, 60.0);
+  EXPECT_DOUBLE_EQ(my->value.agg.max, 90.0);
+  EXPECT_EQ(my->value.agg.first, kNow - 2 * kMin);
+  EXPECT_EQ(my->value.agg.last, kNow - 1 * kMin);
+
+  auto state6 = e.State(Layer::kBinFill, 6, kNow);
+  ASSERT_EQ(state6.size(), 1u);
+  EXPECT_EQ(ToString(state6[0].cell, 6), "ws7gr2");
+  EXPECT_EQ(state6[0].value.agg.n, 3u);
+  EXPECT_DOUBLE_EQ(state6[0].value.agg.sum, 160.0);
+
+  // The window holds every reading, not only the latest.
+  WindowOut w = e.Window(Layer::kBinFill, 3600, kNow - 1, 7);
+  EXPECT_EQ(w.start_ms, kNow - 3600'000);
+  ASSERT_EQ(w.cells.size(), 2u);
+  const CellOut* m7 = Find(w.cells, "ws7gr2m");
+  ASSERT_NE(m7, nullptr);
+  EXPECT_EQ(m7->value.agg.n, 3u);
+  EXPECT_DOUBLE_EQ(m7->value.agg.sum, 190.0);
+  EXPECT_DOUBLE_EQ(m7->value.agg.min, 40.0);
+}
+
+TEST(HeatmapEngine, WindowsAlignToLocalMidnight) {
+  HeatmapEngine e({});
+  EXPECT_EQ(e.WindowStart(kNow, 86400), kLocalMidnight);
+  EXPECT_EQ(e.WindowStart(kLocalMidnight, 86400), kLocalMidnight);
+  EXPECT_EQ(e.WindowStart(kLocalMidnight - 1, 86400), kLocalMidnight - 86400'000);
+  EXPECT_EQ(e.WindowStart(kNow + 14 * kMin, 900), kNow);
+  EXPECT_EQ(e.WindowStart(kNow + 15 * kMin, 900), kNow + 15 * kMin);
+  HeatmapConfig utc;
+  utc.utc_offset_s = 0;
+  HeatmapEngine u(utc);
+  EXPECT_EQ(u.WindowStart(kNow, 86400), kLocalMidnight + 8 * 3600'000);
+}
+
+TEST(HeatmapEngine, BackfilledPointsLandInTheWindowOfTheirTimestamp) {
+  HeatmapEngine e({});
+  auto truck = e.Device("truck-1");
+  LatLon p = Centre("ws7gr2my");
+  e.Position(truck, false, kNow - 1000, p.lat, p.lon, 30.0, false, kNow);
+  // A JT/T 808 batch from three hours ago arrives now.
+  for (int i = 0; i < 4; ++i) e.Position(truck, false, kNow - 3 * 3600'000 + i * 10'000, p.lat, p.lon, 10.0, true, kNow);
+  // Too old for retention (24 h), and from the future.
+  e.Position(truck, false, kNow - 25 * 3600'000, p.lat, p.lon, 10.0, true, kNow);
+  e.Position(truck, false, kNow + 3600'000, p.lat, p.lon, 10.0, false, kNow);
+
+  WindowOut now15 = e.Window(Layer::kVehicleCoverage, 900, kNow - 1000, 8);
+  ASSERT_EQ(now15.cells.size(), 1u);
+  EXPECT_EQ(now15.cells[0].value.agg.n, 1u);
+  WindowOut past15 = e.Window(Layer::kVehicleCoverage, 900, kNow - 3 * 3600'000, 8);
+  EXPECT_EQ(past15.start_ms, kNow - 3 * 3600'000);
+  ASSERT_EQ(past15.cells.size(), 1u);
+  EXPECT_EQ(past15.cells[0].value.agg.n, 4u);
+  EXPECT_EQ(past15.cells[0].value.agg.first, kNow - 3 * 3600'000);
+  WindowOut day = e.Window(Layer::kVehicleCoverage, 86400, kNow, 8);
+  EXPECT_EQ(day.cells[0].value.agg.n, 5u);
+  // The live position stays the state; the backfill does not move it back.
+  auto state = e.State(Layer::kVehicleCoverage, 8, kNow);
+  ASSERT_EQ(state.size(), 1u);
+  EXPECT_DOUBLE_EQ(state[0].value.agg.sum, 30.0);
+  auto s = e.stats();
+  EXPECT_EQ(s.late_dropped, 1u);
+  EXPECT_EQ(s.future_dropped, 1u);
+  EXPECT_EQ(s.points, 5u);
+}
+
+TEST(HeatmapEngine, PassesAndDwellFollowTheTrack) {
+  HeatmapConfig cfg;
+  cfg.max_gap_s = 300;
+  cfg.pass_gap_s = 600;
+  HeatmapEngine e(cfg);
+  auto truck = e.Device("truck-1");
+  // ws7gr2my → ws7gr2mz (same 7-cell) → ws7gr2q* (next 7-cell), 10 s apart, then back to my
+  // after 20 minutes (a new pass even though it left from my... it left from q).
+  LatLon my = Centre("ws7gr2my"), mz = Centre("ws7gr2mz"), qb = Centre("ws7gr2qb");
+  int64_t t0 = kNow - 30 * kMin;
+  e.Position(truck, false, t0, my.lat, my.lon, 20.0, false, kNow);
+  e.Position(truck, false, t0 + 10'000, my.lat, my.lon, 20.0, false, kNow);   // dwell 10 s in my, no pass
+  e.Position(truck, false, t0 + 20'000, mz.lat, mz.lon, 20.0, false, kNow);   // dwell 10 s in my; pass mz (8 only)
+  e.Position(truck, false, t0 + 30'000, qb.lat, qb.lon, 20.0, false, kNow);   // dwell 10 s in mz; pass q (8 and 7)
+  e.Position(truck, false, t0 + 30'000 + 20 * kMin, my.lat, my.lon, 20.0, false, kNow);  // gap: no dwell, new pass
+  WindowOut w8 = e.Window(Layer::kVehicleCoverage, 86400, kNow, 8);
+  auto fields = ExtraFields(Layer::kVehicleCoverage);
+  ASSERT_EQ(std::string(fields[0].name), "passes");
+  ASSERT_EQ(std::string(fields[1].name), "dwell_s");
+  const CellOut* c_my = Find(w8.cells, "ws7gr2my");
+  const CellOut* c_mz = Find(w8.cells, "ws7gr2mz");
+  const CellOut* c_qb = Find(w8.cells, "ws7gr2qb");
+  ASSERT_TRUE(c_my && c_mz && c_qb);
+  EXPECT_EQ(c_my->value.agg.n, 3u);
+  EXPECT_DOUBLE_EQ(c_my->value.extra[0], 2.0);   // first point, and the return after the gap
+  EXPECT_DOUBLE_EQ(c_my->value.extra[1], 20.0);
+  EXPECT_DOUBLE_EQ(c_mz->value.extra[0], 1.0);
+  EXPECT_DOUBLE_EQ(c_mz->value.extra[1], 10.0);
+  EXPECT_DOUBLE_EQ(c_qb->value.extra[0], 1.0);
+  EXPECT_DOUBLE_EQ(c_qb->value.extra[1], 0.0);
+  WindowOut w7 = e.Window(Layer::kVehicleCoverage, 86400, kNow, 7);
+  const CellOut* c_m = Find(w7.cells, "ws7gr2m");
+  ASSERT_NE(c_m, nullptr);
+  EXPECT_EQ(c_m->value.agg.n, 4u);
+  EXPECT_DOUBLE_EQ(c_m->value.extra[0], 2.0);  // entered m twice; moving from my to mz is no pass at 7
+  EXPECT_DOUBLE_EQ(c_m->value.extra[1], 30.0);
+  // The state forgets a vehicle after state_max_age_s.
+  EXPECT_EQ(e.State(Layer::kVehicleCoverage, 7, t0 + 30'000 + 20 * kMin).size(), 1u);
+  EXPECT_TRUE(e.State(Layer::kVehicleCoverage, 7, t0 + 30'000 + 20 * kMin + 301'000).empty());
+}
+
+TEST(HeatmapEngine, UnattendedOverflowUntilATruckPasses) {
+  HeatmapConfig cfg;
+  cfg.unattended_after_s = 3600;
+  HeatmapEngine e(cfg);
+  auto bin = e.Device("bin-0412"), truck = e.Device("truck-1");
+  LatLon at = Centre("ws7gr2my");
+  int64_t t0 = kNow;
+  e.Event(bin, t0, at.lat, at.lon, "overflow", true, t0);
+  EXPECT_EQ(e.State(Layer::kOverflow, 7, t0).size(), 1u);
+  EXPECT_TRUE(e.State(Layer::kUnattended, 7, t0 + 3600'000 - 1).empty());
+  auto un = e.State(Layer::kUnattended, 7, t0 + 3600'000);
+  ASSERT_EQ(un.size(), 1u);
+  EXPECT_EQ(ToString(un[0].cell, 7), "ws7gr2m");
+  EXPECT_DOUBLE_EQ(un[0].value.agg.sum, 3600.0);
+  EXPECT_EQ(un[0].value.agg.first, t0);
+  // A truck far away does not count; a truck in a neighbouring 150 m cell does.
+  LatLon far = Centre("ws7gr8");
+  e.Position(truck, false, t0 + 3700'000, far.lat, far.lon, 20.0, false, t0 + 3700'000);
+  EXPECT_EQ(e.State(Layer::kUnattended, 7, t0 + 3800'000).size(), 1u);
+  auto next = Neighbour(*Parse("ws7gr2m"), 7, 0, 1);
+  CellBounds nb = Bounds(*next, 7);
+  e.Position(truck, false, t0 + 3900'000, nb.lat_center(), nb.lon_center(), 20.0, false, t0 + 3900'000);
+  EXPECT_TRUE(e.State(Layer::kUnattended, 7, t0 + 3900'000).empty());
+  // Still overflowing an hour after that pass: unattended again, with the pass time.
+  auto again = e.State(Layer::kUnattended, 7, t0 + 3900'000 + 3600'000);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_DOUBLE_EQ(again[0].value.extra[0], static_cast<double>(t0 + 3900'000));
+  e.Event(bin, t0 + 7600'000, at.lat, at.lon, "overflow", false, t0 + 7600'000);
+  EXPECT_TRUE(e.State(Layer::kUnattended, 7, t0 + 9000'000).empty());
+  EXPECT_TRUE(e.State(Layer::kOverflow, 7, t0 + 9000'000).empty());
+  WindowOut w = e.Window(Layer::kOverflow, 86400, t0, 7);
+  ASSERT_EQ(w.cells.size(), 1u);
+  EXPECT_EQ(w.cells[0].value.agg.n, 1u);          // one activation
+  EXPECT_DOUBLE_EQ(w.cells[0].value.extra[0], 1.0);  // one clearing
+}
+
+TEST(HeatmapEngine, AlarmsCountByTypeAndKeepActiveOnesInTheState) {
+  HeatmapEngine e({});
+  auto truck = e.Device("truck-1"), room = e.Device("room-07");
+  LatLon p = Centre("ws7gr2my");
+  e.Event(truck, kNow - 1000, p.lat, p.lon, "sos", true, kNow);
+  e.Event(room, kNow - 900, p.lat, p.lon, "fire", true, kNow);
+  e.Event(room, kNow - 800, p.lat, p.lon, "tilt", true, kNow);  // not an alarm of this map
+  e.Event(truck, kNow - 500, p.lat, p.lon, "sos", false, kNow);
+  auto state = e.State(Layer::kAlarms, 8, kNow);
+  ASSERT_EQ(state.size(), 1u);
+  EXPECT_EQ(state[0].value.agg.n, 1u);
+  EXPECT_DOUBLE_EQ(state[0].value.extra[1], 1.0);  // fire
+  WindowOut w = e.Window(Layer::kAlarms, 900, kNow - 1000, 8);
+  ASSERT_EQ(w.cells.size(), 1u);
+  EXPECT_EQ(w.cells[0].value.agg.n, 2u);
+  EXPECT_DOUBLE_EQ(w.cells[0].value.extra[0], 1.0);  // sos
+  EXPECT_DOUBLE_EQ(w.cells[0].value.extra[2], 0.0);  // odour
+}
+
+TEST(HeatmapEngine, Gcj02CellsAreGeohashesOfTheConvertedPoint) {
+  HeatmapConfig cfg;
+  cfg.crs = Crs::kGcj02;
+  HeatmapEngine e(cfg);
+  auto bin = e.Device("bin");
+  e.Fill(bin, kNow, 24.48, 118.10, 50.0, kNow);
+  auto state = e.State(Layer::kBinFill, 8, kNow);
+  ASSERT_EQ(state.size(), 1u);
+  // protocols.md §6: WGS-84 (24.48, 118.10) → GCJ-02 (24.477354826, 118.104973866), 583 m away.
+  EXPECT_EQ(state[0].cell, Encode(24.477354826, 118.104973866, 8));
+  EXPECT_NE(state[0].cell, Encode(24.48, 118.10, 8));
+  EXPECT_EQ(std::string(FeedJson(e, "houpu", Layer::kBinFill, kNow)["crs"]), "gcj02");
+}
+
+// Merging two sites' partials equals aggregating their union, at every precision and window.
+TEST(HeatmapEngine, MergingTwoSitesEqualsTheUnion) {
+  HeatmapEngine a({}), b({}), u({});
+  std::mt19937 rng(42);
+  std::uniform_real_distribution<double> lat(24.45, 24.52), lon(118.05, 118.15), fill(0, 100);
+  std::uniform_int_distribution<int64_t> age(0, 20 * 3600'000);
+  for (int i = 0; i < 4000; ++i) {
+    bool site_a = i % 2 == 0;
+    HeatmapEngine& s = site_a ? a : b;
+    std::string id = (site_a ? "a/" : "b/") + std::to_string(i % 50);
+    int64_t ts = kNow - age(rng);
+    double la = lat(rng), lo = lon(rng);
+    if (i % 3 == 0) {
+      double f = fill(rng);
+      s.Fill(s.Device(id), ts, la, lo, f, kNow);
+      u.Fill(u.Device(id), ts, la, lo, f, kNow);
+    } else if (i % 3 == 1) {
+      s.Position(s.Device(id), false, ts, la, lo, 25.0, true, kNow);
+      u.Position(u.Device(id), false, ts, la, lo, 25.0, true, kNow);
+    } else {
+      bool on = i % 4 != 0;
+      s.Event(s.Device(id), ts, la, lo, "overflow", on, kNow);
+      u.Event(u.Device(id), ts, la, lo, "overflow", on, kNow);
+    }
+  }
+  for (int p = 6; p <= 8; ++p) {
+    for (Layer l : {Layer::kBinFill, Layer::kVehicleCoverage, Layer::kOverflow}) {
+      ExpectSameCells(MergeCells(a.State(l, p, kNow), b.State(l, p, kNow), l), u.State(l, p, kNow),
+                      std::string(LayerName(l)) + " state p" + std::to_string(p));
+      for (int64_t size : {900, 3600, 86400})
+        for (int64_t at = kNow - 20 * 3600'000; at <= kNow; at += 3600'000) {
+          auto wa = a.Window(l, size, at, p), wb = b.Window(l, size, at, p), wu = u.Window(l, size, at, p);
+          ExpectSameCells(MergeCells(wa.cells, wb.cells, l), wu.cells,
+                          std::string(LayerName(l)) + " p" + std::to_string(p) + " " + std::to_string(size));
+        }
+    }
+  }
+}
+
+TEST(HeatmapEngine, ClosedWindowsAreTakenOnceAndAgainWhenAmended) {
+  HeatmapConfig cfg;
+  cfg.windows_s = {900};
+  HeatmapEngine e(cfg);
+  auto bin = e.Device("bin");
+  LatLon p = Centre("ws7gr2my");
+  e.Fill(bin, kNow + 60'000, p.lat, p.lon, 50.0, kNow + 60'000);
+  EXPECT_TRUE(e.TakeClosed(kNow + 60'000).empty());  // still open
+  auto closed = e.TakeClosed(kNow + 900'000);
+  ASSERT_EQ(closed.size(), 1u);
+  EXPECT_EQ(closed[0].layer, Layer::kBinFill);
+  EXPECT_EQ(closed[0].start_ms, kNow);
+  EXPECT_FALSE(closed[0].amended);
+  EXPECT_TRUE(e.TakeClosed(kNow + 901'000).empty());
+  e.Fill(bin, kNow + 120'000, p.lat, p.lon, 70.0, kNow + 910'000);  // late
+  closed = e.TakeClosed(kNow + 920'000);
+  ASSERT_EQ(closed.size(), 1u);
+  EXPECT_TRUE(closed[0].amended);
+  // Past retention the window is dropped.
+  e.TakeClosed(kNow + 900'000 + 86400'000);
+  EXPECT_EQ(e.stats().windows, 0u);
+}
+
+TEST(HeatmapFeed, FeedJsonRoundTripsThroughParseCells) {
+  HeatmapEngine e({});
+  auto truck = e.Device("truck");
+  LatLon p = Centre("ws7gr2my");
+  e.Position(truck, false, kNow - 20'000, p.lat, p.lon, 12.5, false, kNow);
+  e.Position(truck, false, kNow - 10'000, p.lat, p.lon, 13.0, false, kNow);
+  auto doc = FeedJson(e, "houpu", Layer::kVehicleCoverage, kNow - 1);  // the 15-minute window ending at kNow
+  EXPECT_EQ(doc["v"], 1);
+  EXPECT_EQ(doc["layer"], "vehicle_coverage");
+  EXPECT_EQ(doc["precision"], 7);
+  EXPECT_EQ(doc["fields"], nlohmann::json({"n", "sum", "min", "max", "first", "last", "passes", "dwell_s"}));
+  EXPECT_EQ(doc["merge"], nlohmann::json({"add", "add", "min", "max", "min", "max", "add", "add"}));
+  ASSERT_EQ(doc["windows"].size(), 3u);
+  const auto& w15 = doc["windows"][0];
+  EXPECT_EQ(w15["size_s"], 900);
+  EXPECT_EQ(w15["cells"]["ws7gr2m"], nlohmann::json({2, 25.5, 12.5, 13, kNow - 20'000, kNow - 10'000, 1, 10}));
+  auto parsed = ParseCells(doc["fields"], w15["cells"], Layer::kVehicleCoverage);
+  ASSERT_TRUE(parsed.has_value());
+  EXPECT_EQ(*parsed, e.Window(Layer::kVehicleCoverage, 900, kNow - 1, 7).cells);
+  nlohmann::json bad = w15;
+  bad["cells"]["ws7gr2m"] = {1, 2};
+  EXPECT_FALSE(ParseCells(doc["fields"], bad["cells"], Layer::kVehicleCoverage).has_value());
+  bad["cells"] = {{"ws7gr2a", {1, 1, 1, 1, 1, 1, 0, 0}}};  // 'a' is not geohash
+  EXPECT_FALSE(ParseCells(doc["fields"], bad["cells"], Layer::kVehicleCoverage).has_value());
+  auto unattended = FeedJson(e, "houpu", Layer::kUnattended, kNow);
+  EXPECT_TRUE(unattended["windows"].empty());
+  EXPECT_TRUE(unattended["state"]["cells"].empty());
+}
+
+}  // namespace
+}  // namespace sanigate::heatmap
