@@ -1,5 +1,7 @@
 #include "app/fleet_config.h"
 
+#include <algorithm>
+#include <cstdio>
 #include <filesystem>
 
 namespace sanigate::fleet {
@@ -79,6 +81,50 @@ void ParseHealth(Node& n, FleetConfig& cfg) {
   n.Finish();
 }
 
+// [heatmap]: the "one map" feed (fleet/README.md "The heat map").
+void ParseHeatmap(Node& n, heatmap::HeatmapConfig& h) {
+  h.enabled = n.Bool("enabled", h.enabled);
+  if (n.Has("layers")) {
+    h.layers.clear();
+    for (const auto& name : n.StringArray("layers")) {
+      auto layer = heatmap::ParseLayer(name);
+      if (!layer) n.Problem("layers", "\"" + name + "\" is not a layer (vehicle_coverage, bin_fill, overflow, alarms, workers, unattended)");
+      else if (!h.Has(*layer)) h.layers.push_back(*layer);
+    }
+  }
+  h.feed_precision = static_cast<int>(n.Int("feed_precision", h.feed_precision, heatmap::kCoarsestPrecision, heatmap::kStoragePrecision));
+  if (n.Has("windows")) {
+    h.windows_s.clear();
+    for (const auto& w : n.StringArray("windows")) {
+      auto s = ParseDurationS(w);
+      if (!s) n.Problem("windows", "\"" + w + "\" is not a duration like \"15m\", \"1h\" or \"24h\"");
+      else if (86400 % *s != 0) n.Problem("windows", "\"" + w + "\" does not divide a day, so its windows would not line up day after day");
+      else if (std::find(h.windows_s.begin(), h.windows_s.end(), *s) == h.windows_s.end()) h.windows_s.push_back(*s);
+    }
+    std::sort(h.windows_s.begin(), h.windows_s.end());
+  }
+  h.retention_s = n.Int("retention_s", h.retention_s, 60, 30 * 86400);
+  if (n.Has("utc_offset")) {
+    std::string o = n.String("utc_offset", "");
+    int hh = 0, mm = 0;
+    char sign = 0;
+    if (o.size() == 6 && (o[0] == '+' || o[0] == '-') && o[3] == ':' && std::sscanf(o.c_str(), "%c%2d:%2d", &sign, &hh, &mm) == 3 &&
+        hh <= 14 && mm < 60)
+      h.utc_offset_s = (sign == '-' ? -1 : 1) * (hh * 3600 + mm * 60);
+    else
+      n.Problem("utc_offset", "\"" + o + "\" is not an offset like \"+08:00\"");
+  }
+  h.crs = n.OneOf("crs", "wgs84", {"wgs84", "gcj02"}) == "gcj02" ? heatmap::Crs::kGcj02 : heatmap::Crs::kWgs84;
+  h.feed_interval_ms = n.Int("feed_interval_ms", h.feed_interval_ms, 100, 3600'000);
+  h.unattended_after_s = n.Int("unattended_after_s", h.unattended_after_s, 60, 7 * 86400);
+  h.unattended_precision = static_cast<int>(n.Int("unattended_precision", h.unattended_precision, heatmap::kCoarsestPrecision, heatmap::kStoragePrecision));
+  h.state_max_age_s = n.Int("state_max_age_s", h.state_max_age_s, 1, 86400);
+  h.max_gap_s = n.Int("max_gap_s", h.max_gap_s, 1, 86400);
+  h.pass_gap_s = n.Int("pass_gap_s", h.pass_gap_s, 1, 86400);
+  h.max_future_s = n.Int("max_future_s", h.max_future_s, 0, 86400);
+  n.Finish();
+}
+
 Result<FleetConfig> Walk(settings::ParsedFile parsed, settings::ConfigErrors& errors, const std::string& name) {
   FleetConfig cfg;
   cfg.file = name;
@@ -90,6 +136,7 @@ Result<FleetConfig> Walk(settings::ParsedFile parsed, settings::ConfigErrors& er
     if (auto m = root.Table("mqtt")) settings::ParseMqttSection(*m, cfg.mqtt, client_id);
     else cfg.mqtt.client_id = client_id;
     if (auto h = root.Table("health")) ParseHealth(*h, cfg);
+    if (auto h = root.Table("heatmap")) ParseHeatmap(*h, cfg.heatmap);
     root.Finish();
   }
   if (!errors.empty()) return Invalid(errors.Joined());
@@ -99,6 +146,25 @@ Result<FleetConfig> Walk(settings::ParsedFile parsed, settings::ConfigErrors& er
 }  // namespace
 
 std::string FleetConfig::RegistryPath() const { return (std::filesystem::path(fleet.data_dir) / "registry.db").string(); }
+
+std::optional<int64_t> ParseDurationS(std::string_view text) {
+  if (text.size() < 2) return std::nullopt;
+  int64_t unit = 0;
+  switch (text.back()) {
+    case 's': unit = 1; break;
+    case 'm': unit = 60; break;
+    case 'h': unit = 3600; break;
+    case 'd': unit = 86400; break;
+    default: return std::nullopt;
+  }
+  int64_t v = 0;
+  for (char c : text.substr(0, text.size() - 1)) {
+    if (c < '0' || c > '9' || v > 1'000'000) return std::nullopt;
+    v = v * 10 + (c - '0');
+  }
+  if (v <= 0) return std::nullopt;
+  return v * unit;
+}
 
 Result<FleetConfig> LoadFleetConfig(const std::string& path) {
   settings::ConfigErrors errors(path);

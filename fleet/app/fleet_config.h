@@ -4,11 +4,13 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "core/status.h"
 #include "health/thresholds.h"
+#include "heatmap/heatmap.h"
 #include "settings/gateway_config.h"
 
 namespace sanigate::fleet {
@@ -41,11 +43,14 @@ struct FleetConfig {
   settings::MqttSection mqtt;
   HealthConfig health;
   GatewayThresholds gateways;
+  heatmap::HeatmapConfig heatmap;
   std::string RegistryPath() const;  // data_dir/registry.db
 };
 
 // Every problem at once, one per line, "FILE:LINE:COL: key.path: problem" (as sanigate's).
 Result<FleetConfig> LoadFleetConfig(const std::string& path);
+// "90s", "15m", "1h", "1d" → seconds; nullopt when malformed or not positive.
+std::optional<int64_t> ParseDurationS(std::string_view text);
 Result<FleetConfig> LoadFleetConfigString(std::string_view text, const std::string& name);
 
 }  // namespace sanigate::fleet

@@ -3,9 +3,11 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 
 #include "core/clock.h"
+#include "heatmap/feed.h"
 #include "mqtt/topics.h"
 
 namespace sanigate::fleet {
@@ -177,6 +179,10 @@ void FleetDaemon::WorkerLoop() {
       if (reload->fleet.id != cfg_.fleet.id || reload->fleet.site != cfg_.fleet.site || reload->fleet.sites != cfg_.fleet.sites ||
           reload->mqtt.url != cfg_.mqtt.url || reload->fleet.data_dir != cfg_.fleet.data_dir)
         spdlog::warn("reload: identity, sites, data_dir and broker changes take effect after a restart");
+      if (reload->heatmap.crs != cfg_.heatmap.crs || reload->heatmap.windows_s != cfg_.heatmap.windows_s ||
+          reload->heatmap.layers != cfg_.heatmap.layers || reload->heatmap.enabled != cfg_.heatmap.enabled ||
+          reload->heatmap.utc_offset_s != cfg_.heatmap.utc_offset_s || reload->heatmap.feed_precision != cfg_.heatmap.feed_precision)
+        spdlog::warn("reload: [heatmap] changes take effect after a restart (the cells binned so far follow the old settings)");
       spdlog::info("reload: thresholds applied");
     }
     for (auto& m : batch) Handle(m, now);
@@ -191,6 +197,10 @@ void FleetDaemon::WorkerLoop() {
     if (now >= next_flush) {
       if (Status st = store_->Flush(registry_); !st.ok()) spdlog::error("registry: flush failed (kept for the next try): {}", st.ToString());
       next_flush = now + cfg_.fleet.registry_flush_ms;
+    }
+    if (now >= next_heatmap_) {
+      PublishHeatmaps(now, republish);
+      next_heatmap_ = now + cfg_.heatmap.feed_interval_ms;
     }
     if (now >= next_status) {
       PublishStatus(true, now);
@@ -281,6 +291,7 @@ void FleetDaemon::HandleDeviceMessage(const std::string& site, const std::string
     return;
   }
   registry_.MarkDirty(obs.device);
+  FeedHeatmap(site, device, leaf, j, e, obs.backfill, now);
   auto change = health_.Observe(obs, now);
   if (const HealthVerdict* v = health_.Find(obs.device)) e.expected_interval_ms = v->expected_interval_ms;
   if (change) PublishHealth(*change, now);
@@ -455,6 +466,24 @@ std::string FleetDaemon::StatusPayload(bool online, int64_t now) const {
   j["by_state"] = by_state;
   j["messages"] = messages_;
   j["malformed"] = malformed_;
+  if (cfg_.heatmap.enabled) {
+    heatmap::HeatmapStats total;
+    for (const auto& [site, engine] : heatmaps_) {
+      auto s = engine->stats();
+      total.points += s.points;
+      total.readings += s.readings;
+      total.events += s.events;
+      total.late_dropped += s.late_dropped;
+      total.future_dropped += s.future_dropped;
+      total.cells += s.cells;
+      total.windows += s.windows;
+    }
+    j["heatmap"] = {{"sites", heatmaps_.size()},          {"points", total.points},
+                    {"readings", total.readings},         {"events", total.events},
+                    {"late_dropped", total.late_dropped}, {"future_dropped", total.future_dropped},
+                    {"unlocated", unlocated_},            {"cells", total.cells},
+                    {"windows", total.windows}};
+  }
   return j.dump();
 }
 
@@ -616,7 +645,125 @@ void FleetDaemon::HandleAdmin(const mqtt::InboundMessage& m, const std::string& 
     }
     return reply({{"ok", true}, {"result", {{"devices", devices}, {"gateways", gws}}}});
   }
-  fail("invalid", "unknown verb \"" + verb + "\" (status, devices, device, health)");
+  if (verb == "heatmap") {
+    std::string code, error;
+    json r = HeatmapQuery(args, now, &code, &error);
+    if (!code.empty()) return fail(code, error);
+    return reply({{"ok", true}, {"result", r}});
+  }
+  fail("invalid", "unknown verb \"" + verb + "\" (status, devices, device, health, heatmap)");
+}
+
+// ---- heat map ----
+
+heatmap::HeatmapEngine* FleetDaemon::HeatmapOf(const std::string& site) {
+  if (!cfg_.heatmap.enabled) return nullptr;
+  auto& engine = heatmaps_[site];
+  if (!engine) engine = std::make_unique<heatmap::HeatmapEngine>(cfg_.heatmap);
+  return engine.get();
+}
+
+void FleetDaemon::FeedHeatmap(const std::string& site, const std::string& device, const std::string& leaf, const json& j,
+                              const DeviceEntry& e, bool backfill, int64_t now) {
+  if (leaf == "status") return;
+  heatmap::HeatmapEngine* engine = HeatmapOf(site);
+  if (!engine) return;
+  int64_t ts = j.value("ts", int64_t{0});
+  if (ts <= 0) return;
+  // The record's own location, else where the device was last seen (fixed bins and rooms).
+  std::optional<std::pair<double, double>> at = e.location;
+  if (auto loc = j.find("location"); loc != j.end() && loc->is_object()) {
+    auto lat = Num(*loc, "lat"), lon = Num(*loc, "lon");
+    if (lat && lon && std::abs(*lat) <= 90 && std::abs(*lon) <= 180) at = std::pair{*lat, *lon};
+  }
+  const json empty = json::object();
+  auto mit = j.find("metrics");
+  const json& metrics = mit != j.end() && mit->is_object() ? *mit : empty;
+  auto id = engine->Device(device);
+  if (leaf == "event") {
+    std::string event = Str(j, "event");
+    if (event != "overflow" && event != "sos" && event != "fire" && event != "odour") return;
+    if (!at) return void(++unlocated_);
+    engine->Event(id, ts, at->first, at->second, event, Str(j, "state") == "active", now);
+    return;
+  }
+  if (e.kind == "vehicle" || e.kind == "worker") {
+    if (!j.contains("location")) return;  // a reading without a fix says nothing about where
+    if (!at) return void(++unlocated_);
+    engine->Position(id, e.kind == "worker", ts, at->first, at->second, Num(metrics, "speed_kmh"), backfill, now);
+    return;
+  }
+  // Fill: the bin's own value, or the fullest compartment of a sorted-waste room.
+  std::optional<double> fill = Num(metrics, "fill_level_pct");
+  if (!fill)
+    for (auto it = metrics.begin(); it != metrics.end(); ++it)
+      if (it->is_number() && it.key().size() > 15 && it.key().ends_with("_fill_level_pct"))
+        fill = std::max(fill.value_or(it->get<double>()), it->get<double>());
+  if (!fill) return;
+  if (!at) return void(++unlocated_);
+  engine->Fill(id, ts, at->first, at->second, *fill, now);
+}
+
+void FleetDaemon::PublishHeatmaps(int64_t now, bool force) {
+  if (force) heatmap_published_.clear();
+  for (auto& [site, engine] : heatmaps_) {
+    for (heatmap::Layer layer : cfg_.heatmap.layers) {
+      json doc = heatmap::FeedJson(*engine, site, layer, now);
+      doc.erase("ts");
+      std::string body = doc.dump();
+      std::string topic = topics::Heatmap(cfg_.fleet.topic_prefix, site, heatmap::LayerName(layer));
+      auto& last = heatmap_published_[topic];
+      if (last == body) continue;  // unchanged: the retained copy is still right
+      last = std::move(body);
+      doc["ts"] = now;
+      Send(topic, doc.dump(), true);
+    }
+    for (const auto& closed : engine->TakeClosed(now)) {
+      if (!cfg_.heatmap.Has(closed.layer)) continue;
+      Send(topics::Heatmap(cfg_.fleet.topic_prefix, site, heatmap::LayerName(closed.layer)) + "/closed",
+           heatmap::ClosedWindowJson(*engine, site, closed, now).dump(), false);
+    }
+  }
+}
+
+json FleetDaemon::HeatmapQuery(const json& args, int64_t now, std::string* code, std::string* error) {
+  auto bad = [&](const char* c, std::string why) {
+    *code = c;
+    *error = std::move(why);
+    return json();
+  };
+  if (!cfg_.heatmap.enabled) return bad("invalid", "the heat map is disabled in this sanifleet's config");
+  std::string layer_name = args.contains("layer") && args["layer"].is_string() ? args["layer"].get<std::string>() : "";
+  auto layer = heatmap::ParseLayer(layer_name);
+  if (!layer) return bad("invalid", "argument \"layer\" must be one of vehicle_coverage, bin_fill, overflow, alarms, workers, unattended");
+  if (!cfg_.heatmap.Has(*layer)) return bad("invalid", "layer " + layer_name + " is not enabled");
+  std::string site = args.contains("site") && args["site"].is_string() ? args["site"].get<std::string>() : cfg_.fleet.site;
+  bool followed = std::find(cfg_.fleet.sites.begin(), cfg_.fleet.sites.end(), site) != cfg_.fleet.sites.end() ||
+                  std::find(cfg_.fleet.sites.begin(), cfg_.fleet.sites.end(), "+") != cfg_.fleet.sites.end();
+  if (!followed) return bad("not_found", "site " + site + " is not followed by this sanifleet");
+  int precision = cfg_.heatmap.feed_precision;
+  if (args.contains("precision")) {
+    if (!args["precision"].is_number_integer() || args["precision"].get<int>() < heatmap::kCoarsestPrecision ||
+        args["precision"].get<int>() > heatmap::kStoragePrecision)
+      return bad("invalid", "precision must be 6, 7 or 8");
+    precision = args["precision"].get<int>();
+  }
+  int64_t window_s = 0;
+  if (args.contains("window") && !(args["window"].is_string() && args["window"] == "state")) {
+    if (!args["window"].is_number_integer() ||
+        std::find(cfg_.heatmap.windows_s.begin(), cfg_.heatmap.windows_s.end(), args["window"].get<int64_t>()) == cfg_.heatmap.windows_s.end()) {
+      std::string sizes;
+      for (int64_t w : cfg_.heatmap.windows_s) sizes += (sizes.empty() ? "" : ", ") + std::to_string(w);
+      return bad("invalid", "window must be \"state\" or one of the window sizes in seconds: " + sizes);
+    }
+    window_s = args["window"].get<int64_t>();
+    if (*layer == heatmap::Layer::kUnattended) return bad("invalid", "the unattended layer has a state only");
+  }
+  int64_t at = args.contains("at") && args["at"].is_number_integer() ? args["at"].get<int64_t>() : now;
+  if (auto it = heatmaps_.find(site); it != heatmaps_.end())
+    return heatmap::QueryJson(*it->second, site, *layer, window_s, at, precision, now);
+  heatmap::HeatmapEngine empty(cfg_.heatmap);  // a followed site with nothing yet: empty cells
+  return heatmap::QueryJson(empty, site, *layer, window_s, at, precision, now);
 }
 
 }  // namespace sanigate::fleet

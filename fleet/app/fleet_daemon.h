@@ -15,6 +15,7 @@
 
 #include "app/fleet_config.h"
 #include "health/health.h"
+#include "heatmap/heatmap.h"
 #include "mqtt/mqtt_client.h"
 #include "registry/registry.h"
 
@@ -39,6 +40,12 @@ class FleetDaemon {
                            const std::string& payload, int64_t now);
   void HandleGatewayStatus(const std::string& site, const std::string& gateway, const std::string& payload, int64_t now);
   void HandleAdmin(const mqtt::InboundMessage& m, const std::string& verb, int64_t now);
+  // The heat map: one engine per followed site, fed from the model, published every feed interval.
+  heatmap::HeatmapEngine* HeatmapOf(const std::string& site);
+  void FeedHeatmap(const std::string& site, const std::string& device, const std::string& leaf, const nlohmann::json& j,
+                   const DeviceEntry& e, bool backfill, int64_t now);
+  void PublishHeatmaps(int64_t now, bool force);
+  nlohmann::json HeatmapQuery(const nlohmann::json& args, int64_t now, std::string* code, std::string* error);
   void PublishHealth(const HealthChange& change, int64_t now);
   bool PublishDeviceVerdict(const HealthVerdict& v, int64_t now);  // false: link down
   void EvaluateGateways(int64_t now);
@@ -56,6 +63,10 @@ class FleetDaemon {
   Registry registry_;
   HealthEvaluator health_;
   std::map<std::string, HealthVerdict> gateway_verdicts_;  // by registry key
+  std::map<std::string, std::unique_ptr<heatmap::HeatmapEngine>> heatmaps_;  // by site
+  std::map<std::string, std::string> heatmap_published_;  // topic → last payload without "ts"
+  int64_t next_heatmap_ = 0;
+  uint64_t unlocated_ = 0;
   struct Outgoing {
     std::string topic, payload;
     bool retain = false;

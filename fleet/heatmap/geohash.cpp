@@ -36,10 +36,15 @@ constexpr int kHalfBits = 30;
 constexpr double kSteps = 1073741824.0;  // 2^30
 
 uint64_t Quantize(double v, double lo, double span) {
-  // Scale by 2^30 first (exact), then divide once: a point exactly on a border lands on it.
   double q = std::floor((v - lo) * kSteps / span);
   if (!(q >= 0)) return 0;  // also NaN
-  return q >= kSteps ? static_cast<uint64_t>(kSteps) - 1 : static_cast<uint64_t>(q);
+  if (q >= kSteps) return static_cast<uint64_t>(kSteps) - 1;
+  // v - lo may round across a border; the borders themselves (lo + q·span/2^30) are exact in a
+  // double, so compare against them to agree with the reference bisection to the last bit.
+  double step = span / kSteps;
+  if (lo + q * step > v) q -= 1;
+  else if (q + 1 < kSteps && lo + (q + 1) * step <= v) q += 1;
+  return static_cast<uint64_t>(q);
 }
 
 // Splits a cell into its latitude and longitude indices and their bit counts.

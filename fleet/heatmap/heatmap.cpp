@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <utility>
 
+#include <absl/container/flat_hash_map.h>
+
 #include "heatmap/gcj02.h"
 #include "heatmap/geohash.h"
 
@@ -53,25 +55,98 @@ struct DeviceState {
   std::vector<ActiveAlarm> alarms;
 };
 
-struct WindowData {
-  std::unordered_map<uint64_t, CellAgg> cells;
-  bool dirty = false;  // got points since it was last taken as closed
-  bool taken = false;
+// What a window keeps per precision-8 cell: 56 bytes in a flat table (a city day holds tens of
+// millions). Times are offsets from the window start; counters are whole numbers (dwell in
+// tenths of a second), so partials stay exact however they are added up.
+struct StoredCell {
+  double sum = 0, min = 0, max = 0;
+  uint32_t n = 0, first = 0, last = 0;
+  std::array<uint32_t, kExtras> extra{};
+
+  void Add(double v, int64_t offset_ms) {
+    auto off = static_cast<uint32_t>(offset_ms);
+    if (n == 0) {
+      min = max = v;
+      first = last = off;
+    } else {
+      min = std::min(min, v);
+      max = std::max(max, v);
+      first = std::min(first, off);
+      last = std::max(last, off);
+    }
+    ++n;
+    sum += v;
+  }
+  // Adds a partial of a window starting `shift_ms` later (a 15-minute window into its hour).
+  void Merge(const StoredCell& o, int64_t shift_ms) {
+    if (o.n > 0) {
+      auto shift = static_cast<uint32_t>(shift_ms);
+      if (n == 0) {
+        min = o.min;
+        max = o.max;
+        first = o.first + shift;
+        last = o.last + shift;
+      } else {
+        min = std::min(min, o.min);
+        max = std::max(max, o.max);
+        first = std::min(first, o.first + shift);
+        last = std::max(last, o.last + shift);
+      }
+      n += o.n;
+      sum += o.sum;
+    }
+    for (size_t i = 0; i < kExtras; ++i) extra[i] += o.extra[i];
+  }
 };
 
+struct WindowData {
+  absl::flat_hash_map<uint64_t, StoredCell> cells;
+  bool dirty = false;  // got points since it was last taken as closed
+  bool taken = false;
+  bool folded = false;  // (smallest size) merged into the larger windows; later points go to both
+};
+
+// The windows of one size. Points land in the smallest size only; when one of its windows
+// closes it is folded into the larger ones (a few hundred thousand cells once per 15 minutes
+// instead of two more table updates per point). The larger windows' open part is added on read.
 struct Series {
   int64_t size_ms;
   std::map<int64_t, WindowData> windows;  // by start
   int64_t cached_start = 0;
   WindowData* cached = nullptr;
+
+  WindowData& At(int64_t start) {
+    if (!cached || cached_start != start) {
+      auto [it, created] = windows.try_emplace(start);
+      // A new window will likely hold about as many cells as the latest one: size it once
+      // instead of growing it through a dozen rehashes.
+      if (created && it != windows.begin()) it->second.cells.reserve(std::prev(it)->second.cells.size());
+      cached = &it->second;
+      cached_start = start;
+    }
+    return *cached;
+  }
 };
 
-CellAgg Export(Layer layer, const CellAgg& stored, int precision) {
-  if (layer != Layer::kVehicleCoverage && layer != Layer::kWorkers) return stored;
+constexpr double kDwellUnit = 0.1;  // s
+
+// A stored cell as the public aggregate of `layer` at `precision`, times back to epoch ms.
+CellAgg Export(Layer layer, const StoredCell& c, int64_t window_start, int precision) {
   CellAgg out;
-  out.agg = stored.agg;
-  out.extra[0] = stored.extra[kPasses6 + (precision - kCoarsestPrecision)];
-  out.extra[1] = stored.extra[kDwell];
+  if (c.n > 0) {
+    out.agg.n = c.n;
+    out.agg.sum = c.sum;
+    out.agg.min = c.min;
+    out.agg.max = c.max;
+    out.agg.first = window_start + c.first;
+    out.agg.last = window_start + c.last;
+  }
+  if (layer == Layer::kVehicleCoverage || layer == Layer::kWorkers) {
+    out.extra[0] = c.extra[static_cast<size_t>(kPasses6 + (precision - kCoarsestPrecision))];
+    out.extra[1] = c.extra[kDwell] * kDwellUnit;
+  } else {
+    for (size_t i = 0; i < kExtras; ++i) out.extra[i] = c.extra[i];
+  }
   return out;
 }
 
@@ -129,11 +204,10 @@ const char* CrsName(Crs crs) { return crs == Crs::kGcj02 ? "gcj02" : "wgs84"; }
 bool HeatmapConfig::Has(Layer layer) const { return std::find(layers.begin(), layers.end(), layer) != layers.end(); }
 
 struct HeatmapEngine::Impl {
-  std::unordered_map<std::string, DeviceId> ids;
+  absl::flat_hash_map<std::string, DeviceId> ids;
   std::vector<DeviceState> devices;
   std::array<std::vector<Series>, kLayers> series;
-  std::array<bool, kLayers> changed{};
-  std::unordered_map<uint64_t, int64_t> last_vehicle;  // unattended-precision cell → last vehicle point
+  absl::flat_hash_map<uint64_t, int64_t> last_vehicle;  // unattended-precision cell → last vehicle point
   HeatmapStats stats;
 };
 
@@ -161,17 +235,21 @@ int64_t HeatmapEngine::WindowStart(int64_t ts_ms, int64_t size_s) const {
 
 namespace {
 
-// The stored cell of `layer` for a sample at ts in every window series, created on first use.
+// Applies `fn` to the stored cell of a sample at ts: in the smallest window, and also in the
+// larger ones when that window was already folded into them (a late point).
 template <typename Fn>
 void ForEachWindowCell(std::vector<Series>& all, const HeatmapEngine& e, int64_t ts, uint64_t cell, Fn&& fn) {
-  for (Series& s : all) {
-    int64_t start = e.WindowStart(ts, s.size_ms / 1000);
-    if (!s.cached || s.cached_start != start) {
-      s.cached = &s.windows[start];
-      s.cached_start = start;
-    }
-    s.cached->dirty = true;
-    fn(s.cached->cells[cell]);
+  if (all.empty()) return;
+  int64_t start = e.WindowStart(ts, all[0].size_ms / 1000);
+  WindowData& base = all[0].At(start);
+  base.dirty = true;
+  fn(base.cells[cell], ts - start);
+  if (!base.folded) return;
+  for (size_t i = 1; i < all.size(); ++i) {
+    int64_t larger = e.WindowStart(ts, all[i].size_ms / 1000);
+    WindowData& w = all[i].At(larger);
+    w.dirty = true;
+    fn(w.cells[cell], ts - larger);
   }
 }
 
@@ -206,10 +284,10 @@ void HeatmapEngine::Position(DeviceId d, bool worker, int64_t ts, double lat, do
   Layer layer = worker ? Layer::kWorkers : Layer::kVehicleCoverage;
   if (!cfg_.Has(layer)) return;
   auto& series = m.series[static_cast<size_t>(Index(layer))];
-  m.changed[static_cast<size_t>(Index(layer))] = true;
 
   Track& t = backfill ? dev.backfill : dev.live;
-  std::array<double, 3> passes{};
+  std::array<uint32_t, 3> passes{};
+  uint32_t dwell = 0;  // tenths of a second since the previous point, credited to this point's cell
   if (t.valid && ts < t.ts) {
     // Out of order within its stream: counted, but neither a pass nor dwell.
   } else {
@@ -217,16 +295,14 @@ void HeatmapEngine::Position(DeviceId d, bool worker, int64_t ts, double lat, do
     bool fresh = !t.valid || dt > cfg_.pass_gap_s * 1000;
     for (int p = kCoarsestPrecision; p <= kStoragePrecision; ++p)
       passes[static_cast<size_t>(p - kCoarsestPrecision)] =
-          fresh || Parent(cell, kStoragePrecision, p) != Parent(t.cell, kStoragePrecision, p) ? 1.0 : 0.0;
-    if (t.valid && dt > 0 && dt <= cfg_.max_gap_s * 1000 && t.ts >= now - cfg_.retention_s * 1000) {
-      double dwell = static_cast<double>(dt) / 1000.0;
-      ForEachWindowCell(series, *this, t.ts, t.cell, [&](CellAgg& c) { c.extra[kDwell] += dwell; });
-    }
+          fresh || Parent(cell, kStoragePrecision, p) != Parent(t.cell, kStoragePrecision, p) ? 1 : 0;
+    if (t.valid && dt > 0 && dt <= cfg_.max_gap_s * 1000) dwell = static_cast<uint32_t>((dt + 50) / 100);
     t = {ts, cell, true};
   }
-  ForEachWindowCell(series, *this, ts, cell, [&](CellAgg& c) {
-    c.agg.Add(speed, ts);
+  ForEachWindowCell(series, *this, ts, cell, [&](StoredCell& c, int64_t offset) {
+    c.Add(speed, offset);
     for (size_t i = 0; i < passes.size(); ++i) c.extra[i] += passes[i];
+    c.extra[kDwell] += dwell;
   });
 }
 
@@ -249,9 +325,8 @@ void HeatmapEngine::Fill(DeviceId d, int64_t ts, double lat, double lon, double 
     dev.fill = fill_pct;
   }
   if (!cfg_.Has(Layer::kBinFill)) return;
-  m.changed[static_cast<size_t>(Index(Layer::kBinFill))] = true;
   ForEachWindowCell(m.series[static_cast<size_t>(Index(Layer::kBinFill))], *this, ts, cell,
-                    [&](CellAgg& c) { c.agg.Add(fill_pct, ts); });
+                    [&](StoredCell& c, int64_t offset) { c.Add(fill_pct, offset); });
 }
 
 void HeatmapEngine::Event(DeviceId d, int64_t ts, double lat, double lon, std::string_view event, bool active, int64_t now) {
@@ -274,7 +349,6 @@ void HeatmapEngine::Event(DeviceId d, int64_t ts, double lat, double lon, std::s
     if (active && !dev.overflow) dev.overflow_since = ts;
     if (active) dev.overflow_cell = cell;
     dev.overflow = active;
-    m.changed[static_cast<size_t>(Index(Layer::kUnattended))] = true;
   } else {
     auto it = std::find_if(dev.alarms.begin(), dev.alarms.end(), [&](const ActiveAlarm& a) { return a.type == alarm; });
     if (active && it == dev.alarms.end()) dev.alarms.push_back({alarm, ts, cell});
@@ -282,13 +356,12 @@ void HeatmapEngine::Event(DeviceId d, int64_t ts, double lat, double lon, std::s
     else if (it != dev.alarms.end()) dev.alarms.erase(it);
   }
   if (!cfg_.Has(layer)) return;
-  m.changed[static_cast<size_t>(Index(layer))] = true;
-  ForEachWindowCell(m.series[static_cast<size_t>(Index(layer))], *this, ts, cell, [&](CellAgg& c) {
+  ForEachWindowCell(m.series[static_cast<size_t>(Index(layer))], *this, ts, cell, [&](StoredCell& c, int64_t offset) {
     if (overflow) {
-      if (active) c.agg.Add(1.0, ts);
+      if (active) c.Add(1.0, offset);
       else c.extra[kCleared] += 1;
     } else if (active) {
-      c.agg.Add(1.0, ts);
+      c.Add(1.0, offset);
       c.extra[static_cast<size_t>(alarm)] += 1;
     }
   });
@@ -345,16 +418,20 @@ WindowOut HeatmapEngine::Window(Layer layer, int64_t size_s, int64_t at_ms, int 
   w.end_ms = w.start_ms + size_s * 1000;
   for (const Series& s : impl_->series[static_cast<size_t>(Index(layer))]) {
     if (s.size_ms != size_s * 1000) continue;
-    auto it = s.windows.find(w.start_ms);
-    if (it == s.windows.end()) break;
-    std::unordered_map<uint64_t, CellAgg> rolled;
-    for (const auto& [cell, v] : it->second.cells) {
-      CellAgg& c = rolled[Parent(cell, kStoragePrecision, precision)];
-      c.agg.Merge(v.agg);
-      AddExtras(c, v, nullptr);
-    }
-    w.cells = Sorted(std::move(rolled));
-    for (auto& c : w.cells) c.value = Export(layer, c.value, precision);
+    // Rolled up as stored (whole-number counters), converted once: exact however it is split.
+    absl::flat_hash_map<uint64_t, StoredCell> rolled;
+    auto add = [&](const WindowData& data, int64_t data_start) {
+      for (const auto& [cell, v] : data.cells) rolled[Parent(cell, kStoragePrecision, precision)].Merge(v, data_start - w.start_ms);
+    };
+    if (auto it = s.windows.find(w.start_ms); it != s.windows.end()) add(it->second, w.start_ms);
+    // A larger window's part not folded yet: the smallest windows inside it.
+    const Series& base = impl_->series[static_cast<size_t>(Index(layer))].front();
+    if (&s != &base)
+      for (auto it = base.windows.lower_bound(w.start_ms); it != base.windows.end() && it->first < w.end_ms; ++it)
+        if (!it->second.folded) add(it->second, it->first);
+    w.cells.reserve(rolled.size());
+    for (const auto& [cell, v] : rolled) w.cells.push_back({cell, Export(layer, v, w.start_ms, precision)});
+    std::sort(w.cells.begin(), w.cells.end(), [](const CellOut& a, const CellOut& b) { return a.cell < b.cell; });
   }
   return w;
 }
@@ -362,7 +439,23 @@ WindowOut HeatmapEngine::Window(Layer layer, int64_t size_s, int64_t at_ms, int 
 std::vector<HeatmapEngine::ClosedWindow> HeatmapEngine::TakeClosed(int64_t now) {
   std::vector<ClosedWindow> out;
   for (int l = 0; l < kLayers; ++l) {
-    for (Series& s : impl_->series[static_cast<size_t>(l)]) {
+    auto& all = impl_->series[static_cast<size_t>(l)];
+    if (all.empty()) continue;
+    // Fold the closed smallest windows into the larger ones first, so those are complete
+    // when they close themselves.
+    for (auto& [start, base] : all[0].windows) {
+      if (start + all[0].size_ms > now) break;
+      if (base.folded) continue;
+      for (size_t i = 1; i < all.size(); ++i) {
+        int64_t larger = WindowStart(start, all[i].size_ms / 1000);
+        WindowData& w = all[i].At(larger);
+        w.cells.reserve(w.cells.size() + base.cells.size() / 2);
+        for (const auto& [cell, c] : base.cells) w.cells[cell].Merge(c, start - larger);
+        if (!base.cells.empty()) w.dirty = true;
+      }
+      base.folded = true;
+    }
+    for (Series& s : all) {
       for (auto it = s.windows.begin(); it != s.windows.end();) {
         int64_t end = it->first + s.size_ms;
         if (end > now) break;  // ordered by start: the rest are open
@@ -382,8 +475,6 @@ std::vector<HeatmapEngine::ClosedWindow> HeatmapEngine::TakeClosed(int64_t now) 
   }
   return out;
 }
-
-bool HeatmapEngine::TakeChanged(Layer layer) { return std::exchange(impl_->changed[static_cast<size_t>(Index(layer))], false); }
 
 HeatmapStats HeatmapEngine::stats() const {
   HeatmapStats s = impl_->stats;

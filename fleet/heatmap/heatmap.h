@@ -7,8 +7,8 @@
 //   vehicle_coverage, workers  one sample per position, value speed_kmh (0 when absent);
 //                              extras passes (entries into the cell at the output precision;
 //                              a return after pass_gap_s is a new pass) and dwell_s (time
-//                              between consecutive points, credited to the earlier point's cell,
-//                              gaps over max_gap_s ignored). State: vehicles seen there within
+//                              since the vehicle's previous point, credited to the cell it
+//                              arrived in, to 0.1 s; gaps over max_gap_s ignored). State: vehicles seen there within
 //                              state_max_age_s.
 //   bin_fill                   one sample per reading, value fill_level_pct. State: each bin's
 //                              latest fill.
@@ -118,8 +118,6 @@ class HeatmapEngine {
     bool amended;  // it had been taken before and late points changed it
   };
   std::vector<ClosedWindow> TakeClosed(int64_t now);
-  // Whether the layer got input since the last call (the feed is rebuilt when it did).
-  bool TakeChanged(Layer layer);
 
   HeatmapStats stats() const;
 

@@ -37,6 +37,9 @@ std::string GatewayHealth(std::string_view prefix, std::string_view site, std::s
 }
 std::string FleetEvents(std::string_view prefix, std::string_view site) { return Join({prefix, site, "fleet", "events"}); }
 std::string FleetStatus(std::string_view prefix, std::string_view site) { return Join({prefix, site, "fleet", "status"}); }
+std::string Heatmap(std::string_view prefix, std::string_view site, std::string_view layer) {
+  return Join({prefix, site, "heatmap", layer});
+}
 
 std::optional<ModelTopic> ParseModelTopic(std::string_view prefix, std::string_view topic) {
   if (topic.size() <= prefix.size() + 1 || topic.substr(0, prefix.size()) != prefix || topic[prefix.size()] != '/')

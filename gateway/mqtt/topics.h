@@ -23,6 +23,8 @@ std::string DeviceHealth(std::string_view prefix, std::string_view site, std::st
 std::string GatewayHealth(std::string_view prefix, std::string_view site, std::string_view gateway);
 std::string FleetEvents(std::string_view prefix, std::string_view site);
 std::string FleetStatus(std::string_view prefix, std::string_view site);
+// The heat-map feed of a layer (retained) and its closed windows ("…/closed").
+std::string Heatmap(std::string_view prefix, std::string_view site, std::string_view layer);
 
 // A model topic taken apart: {prefix}/{site}/{group}/{id}/{leaf...}, group = devices | gateway.
 // ("fleet" topics have no id: group = fleet, id = empty, leaf = the rest.)

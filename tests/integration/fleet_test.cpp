@@ -4,7 +4,7 @@
 // retained topics. Covers: the registry's attributes, silence -> degraded -> offline -> ok, low
 // battery and packet loss as degraded with their reason, health change events, malformed input,
 // gateway verdicts, and a restart of sanifleet that keeps the registry.
-#include "gateway_fixture.h"
+#include "fleet_fixture.h"
 #include "lora_forwarder.h"
 
 namespace sanigate::test {
@@ -15,10 +15,8 @@ using namespace dev::lorawan;
 const Key kNwkSKey = ParseKey("2B7E151628AED2A6ABF7158809CF4F3C").value();
 const Key kAppSKey = ParseKey("000102030405060708090A0B0C0D0E0F").value();
 
-class FleetTest : public GatewayTest {
+class FleetTest : public FleetFixture {
  protected:
-  Process fleet;
-  int fleet_starts = 0;
   uint16_t lora_port = 0;
   std::unique_ptr<Concentrator> conc;
   LoraDevice bin_a = LoraDevice::Abp(0x260B0001, kNwkSKey, kAppSKey, 1);
@@ -49,9 +47,7 @@ class FleetTest : public GatewayTest {
   }
 
   void WriteFleetConfig(const std::string& mqtt_extra = "") {
-    std::ofstream(path("sanifleet.toml")) << "[fleet]\nid = \"fleet-test\"\nsite = \"houpu\"\ndata_dir = \"" + path("fleet") +
-                                                 "\"\nregistry_flush_ms = 100\nlog_level = \"debug\"\n\n[mqtt]\nurl = \"" +
-                                                 broker->url() + "\"\nreconnect_min_ms = 100\nreconnect_max_ms = 1000\n" + mqtt_extra + R"(
+    WriteFleetConfigText(FleetBaseConfig(mqtt_extra) + R"(
 [health]
 low_battery_v = 3.3
 
@@ -62,43 +58,13 @@ expected_interval_s = 3600
 [[health.overrides]]
 kind = "quiet-bin"
 expected_interval_s = 1
-)";
-  }
-
-  void StartFleet() {
-    fleet_starts++;
-    size_t before = capture->Messages().size();
-    fleet = Process::Start({SANIFLEET_BIN, "--config", path("sanifleet.toml")},
-                           {.stderr_path = path("fleet." + std::to_string(fleet_starts) + ".log")});
-    // Ready when its retained status says online (published after it subscribed).
-    ASSERT_TRUE(capture->WaitFor([&](const std::vector<Captured>& m) {
-      for (size_t i = before; i < m.size(); ++i)
-        if (m[i].topic == "sanigate/v1/houpu/fleet/status" && json::parse(m[i].payload, nullptr, false).value("online", false))
-          return true;
-      return false;
-    }, 15s)) << FleetLog();
-  }
-
-  std::string FleetLog() const {
-    std::string all;
-    for (int i = 1; i <= fleet_starts; ++i) all += ReadFile(path("fleet." + std::to_string(i) + ".log"));
-    return all;
+)");
   }
 
   void Uplink(LoraDevice& dev, double battery_v, int fill = 40) {
     ASSERT_TRUE(conc->Push({MakeRxpk(dev.Uplink(kUltrasonicFPort, UltrasonicPayload(800, fill, 21.0, battery_v, false, false)),
                                      conc->Tmst())})
                     .ok());
-  }
-
-  // An admin request through mosquitto_rr; returns the parsed answer.
-  json Admin(const std::string& verb, const json& args = json::object()) {
-    int rc = Process::Run({"mosquitto_rr", "-h", "127.0.0.1", "-p", std::to_string(broker->port()), "-t",
-                           "sanigate/v1/houpu/fleet/admin/" + verb, "-e", "sanigate/v1/houpu/admin/reply/test", "-m", args.dump(),
-                           "-W", "10"},
-                          15s, {.stdout_path = path("rr.out"), .stderr_path = path("rr.err")});
-    EXPECT_TRUE(ExitedWith(rc, 0)) << DescribeWaitStatus(rc) << ReadFile(path("rr.err"));
-    return json::parse(ReadFile(path("rr.out")), nullptr, false);
   }
 
   // The latest retained health verdict of `device` (null when none yet).
@@ -126,11 +92,6 @@ expected_interval_s = 1
     return false;
   }
 
-  void TearDown() override {
-    if (fleet.Running()) fleet.Stop(5s);
-    if (::testing::Test::HasFailure()) std::cerr << "---- fleet log ----\n" << FleetLog();
-    GatewayTest::TearDown();
-  }
 };
 
 TEST_F(FleetTest, RegistryHasTheDevicesWithTheirAttributes) {

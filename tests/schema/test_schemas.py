@@ -33,6 +33,7 @@ EXPECTED_FILES = [
     "event.schema.json",
     "fleet-health.schema.json",
     "gateway-status.schema.json",
+    "heatmap.schema.json",
     "telemetry.schema.json",
 ]
 
@@ -63,6 +64,43 @@ GATEWAY_ONLINE = {
 
 DEVICE_STATUS = {"online": True, "last_seen": 1763712000000, "ts": 1763712000500}
 
+# The heat map (fleet/README.md "The heat map"): the feed of sanigate/v1/{site}/heatmap/{layer},
+# a closed window of .../heatmap/{layer}/closed and the admin verb heatmap's result. 2025-11-21
+# 16:05:05 in UTC+8, so the current windows start at 16:00, 16:00 and local midnight.
+HM_FIELDS = ["n", "sum", "min", "max", "first", "last"]
+HM_MERGE = ["add", "add", "min", "max", "min", "max"]
+HEATMAP_FEED = {
+    "v": 1, "site": "houpu", "layer": "bin_fill", "ts": 1763712305000, "grid": "geohash",
+    "precision": 7, "crs": "wgs84", "fields": HM_FIELDS, "merge": HM_MERGE,
+    "state": {"cells": {"wsk52gh": [3, 212.5, 41.0, 96.5, 1763711000000, 1763712000000],
+                        "ws7gr2m": [1, 81.5, 81.5, 81.5, 1763712000123, 1763712000123]}},
+    "windows": [
+        {"size_s": 900, "start": 1763712000000, "end": 1763712900000,
+         "cells": {"ws7gr2m": [1, 81.5, 81.5, 81.5, 1763712000123, 1763712000123]}},
+        {"size_s": 3600, "start": 1763712000000, "end": 1763715600000,
+         "cells": {"ws7gr2m": [1, 81.5, 81.5, 81.5, 1763712000123, 1763712000123]}},
+        {"size_s": 86400, "start": 1763654400000, "end": 1763740800000,
+         "cells": {"ws7gr2m": [4, 290.0, 60.0, 81.5, 1763690000000, 1763712000123],
+                   "wsk52gh": [3, 212.5, 41.0, 96.5, 1763711000000, 1763712000000]}},
+    ],
+}
+HEATMAP_CLOSED = {
+    "v": 1, "site": "houpu", "layer": "alarms", "ts": 1763712905000, "grid": "geohash",
+    "precision": 8, "crs": "gcj02", "fields": HM_FIELDS + ["sos", "fire", "odour"],
+    "merge": HM_MERGE + ["add", "add", "add"],
+    "window": {"size_s": 900, "start": 1763712000000, "end": 1763712900000},
+    "closed": True, "amended": False,
+    "cells": {"ws7gpxcq": [2, 2, 1, 1, 1763712300000, 1763712600000, 1, 0, 1]},
+}
+HEATMAP_ADMIN_STATE = {
+    "v": 1, "site": "houpu", "layer": "vehicle_coverage", "ts": 1763712305000,
+    "grid": "geohash", "precision": 6, "crs": "wgs84",
+    "fields": HM_FIELDS + ["passes", "dwell_s"], "merge": HM_MERGE + ["add", "add"],
+    "window": None,
+    "cells": {"ws7gr2": [1, 32.5, 32.5, 32.5, 1763712300000, 1763712300000, 1, 0],
+              "ws7gr8": [0, 0, None, None, None, None, 0, 0]},
+}
+
 # Metric names of DOMAIN.md "Words for the model".
 DOMAIN_METRICS = """
 fill_level_pct distance_mm temperature_c humidity_pct nh3_ppm h2s_ppm smoke
@@ -87,6 +125,21 @@ def changed(doc, *edits):
         else:
             parent[path[-1]] = edit[1]
     return doc
+
+
+# A vehicle feed (extras passes, dwell_s) and the unattended layer's (state only).
+HEATMAP_VEHICLES = changed(
+    HEATMAP_FEED, (("layer",), "vehicle_coverage"),
+    (("fields",), HM_FIELDS + ["passes", "dwell_s"]), (("merge",), HM_MERGE + ["add", "add"]),
+    (("state",), {"cells": {"ws7gr2m": [1, 32.5, 32.5, 32.5, 1763712300000, 1763712300000, 1, 0]}}),
+    (("windows",), [{"size_s": 900, "start": 1763712000000, "end": 1763712900000,
+                     "cells": {"ws7gr2m": [3, 60.0, 0, 32.5, 1763712060000, 1763712300000, 1, 240],
+                               "ws7gr2q": [1, 18.0, 18.0, 18.0, 1763712030000, 1763712030000, 1, 30]}}]))
+HEATMAP_UNATTENDED = changed(
+    HEATMAP_FEED, (("layer",), "unattended"),
+    (("fields",), HM_FIELDS + ["last_pass"]), (("merge",), HM_MERGE + ["max"]),
+    (("state",), {"cells": {"ws7gr2m": [1, 9000, 9000, 9000, 1763703305000, 1763703305000, None]}}),
+    (("windows",), []))
 
 
 class SchemaTestBase(unittest.TestCase):
@@ -230,6 +283,32 @@ class TestValidPayloads(SchemaTestBase):
                  "source": {"protocol": "modbus", "gateway": "gw-houpu-01", "unit_id": 7}}
         self.assertValid("device-status.schema.json", never)
 
+    def test_heatmap_feeds(self):
+        for doc in (HEATMAP_FEED, HEATMAP_VEHICLES, HEATMAP_UNATTENDED):
+            with self.subTest(layer=doc["layer"]):
+                self.assertValid(H, doc)
+        # Nothing binned yet; precision 6 and 8; GCJ-02 cells.
+        self.assertValid(H, changed(HEATMAP_FEED, (("state", "cells"), {}), (("windows",), [])))
+        self.assertValid(H, changed(HEATMAP_FEED, (("precision",), 6), (("crs",), "gcj02"),
+                                    (("state", "cells"), {"ws7gr2": [1, 1, 1, 1, 0, 0]}),
+                                    (("windows",), [])))
+        self.assertValid(H, changed(HEATMAP_FEED, (("precision",), 8),
+                                    (("state", "cells"), {"ws7gr2my": [1, 1, 1, 1, 0, 0]}),
+                                    (("windows",), [])))
+        for layer in ("workers", "overflow"):
+            self.assertValid(H, changed(HEATMAP_FEED, (("layer",), layer)))
+
+    def test_heatmap_closed_window(self):
+        self.assertValid(H, HEATMAP_CLOSED)
+        self.assertValid(H, changed(HEATMAP_CLOSED, (("amended",), True), (("cells",), {})))
+
+    def test_heatmap_admin_result(self):
+        self.assertValid(H, HEATMAP_ADMIN_STATE)
+        self.assertValid(H, changed(HEATMAP_ADMIN_STATE, (("window",), {
+            "size_s": 3600, "start": 1763712000000, "end": 1763715600000})))
+        # As it travels: inside the admin API's response.
+        self.assertValid("cmd-response.schema.json", {"ok": True, "result": HEATMAP_ADMIN_STATE})
+
     def test_cmd_response(self):
         self.assertValid("cmd-response.schema.json", {"ok": True})
         self.assertValid("cmd-response.schema.json",
@@ -366,6 +445,112 @@ class TestInvalidPayloads(SchemaTestBase):
                             [], "required", "'ok'")
 
 
+H = "heatmap.schema.json"
+
+
+class TestInvalidHeatmap(SchemaTestBase):
+    def test_header_values(self):
+        F = HEATMAP_FEED
+        self.assertRejected(H, changed(F, (("v",), 2)), ["v"], "const")
+        self.assertRejected(H, changed(F, (("layer",), "bins")), ["layer"], "enum")
+        self.assertRejected(H, changed(F, (("grid",), "s2")), ["grid"], "const")
+        self.assertRejected(H, changed(F, (("crs",), "bd09")), ["crs"], "enum")
+        self.assertRejected(H, changed(F, (("precision",), 9)), ["precision"], "maximum")
+        self.assertRejected(H, changed(F, (("precision",), 5)), ["precision"], "minimum")
+        self.assertRejected(H, changed(F, (("precision",), 7.5)), ["precision"], "type")
+        self.assertRejected(H, changed(F, (("ts",), -1)), ["ts"], "minimum")
+        self.assertRejected(H, changed(F, (("site",), "Houpu")), ["site"], "pattern")
+        self.assertRejected(H, changed(F, (("colour",), "red")), [], "additionalProperties")
+
+    def test_header_required(self):
+        for field in ("v", "site", "layer", "ts", "grid", "precision", "crs", "fields", "merge"):
+            with self.subTest(missing=field):
+                self.assertRejected(H, changed(HEATMAP_FEED, ((field,),)),
+                                    [], "required", "'%s'" % field)
+
+    def test_fields_and_merge(self):
+        F = HEATMAP_VEHICLES
+        self.assertRejected(H, changed(F, (("fields", 0), "count")), ["fields", 0], "const")
+        self.assertRejected(H, changed(F, (("fields",), ["n", "sum", "min", "max", "first"])),
+                            ["fields"], "minItems")
+        self.assertRejected(H, changed(F, (("fields", 6), "Passes")), ["fields", 6], "pattern")
+        self.assertRejected(H, changed(F, (("fields", 7), "passes")), ["fields"], "uniqueItems")
+        self.assertRejected(H, changed(F, (("merge", 2), "max")), ["merge", 2], "const")
+        self.assertRejected(H, changed(F, (("merge", 6), "sum")), ["merge", 6], "enum")
+
+    def test_cell_keys(self):
+        F = HEATMAP_FEED
+        for key in ("wsk52ga", "wsk52gi", "wsk52gl", "wsk52go", "WSK52GH", "wsk52g", "wsk52ghxy"):
+            with self.subTest(key=key):
+                errs = self.errors(H, changed(F, (("state", "cells", key), [1, 1, 1, 1, 0, 0])))
+                self.assertTrue(errs)
+                for e in errs:
+                    self.assertEqual(list(e.absolute_path), ["state", "cells"])
+                    self.assertIn("propertyNames", list(e.absolute_schema_path))
+        # Valid geohash, wrong length for the precision: only the length is wrong.
+        self.assertRejected(H, changed(F, (("state", "cells", "ws7gr2my"), [1, 1, 1, 1, 0, 0])),
+                            ["state", "cells"], "maxLength", via="propertyNames")
+        self.assertRejected(H, changed(F, (("windows", 0, "cells", "ws7gr2"), [1, 1, 1, 1, 0, 0])),
+                            ["windows", 0, "cells"], "minLength", via="propertyNames")
+        self.assertRejected(H, changed(HEATMAP_CLOSED, (("cells", "ws7gpxc"), [1, 1, 1, 1, 0, 0])),
+                            ["cells"], "minLength", via="propertyNames")
+        self.assertRejected(H, changed(HEATMAP_ADMIN_STATE, (("cells", "ws7gr2m"), [1, 1, 1, 1, 0, 0])),
+                            ["cells"], "maxLength", via="propertyNames")
+
+    def test_cell_values(self):
+        F = HEATMAP_FEED
+        cell = ["state", "cells", "wsk52gh"]
+        def with_cell(values):
+            return changed(F, (tuple(cell), values))
+        self.assertRejected(H, with_cell({"n": 1}), cell, "type")
+        self.assertRejected(H, with_cell([3, 212.5, 41.0, 96.5, 1763711000000]), cell, "minItems")
+        self.assertRejected(H, with_cell([3, 212.5, "41", 96.5, 1, 2]), cell + [2], "type")
+        self.assertRejected(H, with_cell([-1, 212.5, 41.0, 96.5, 1, 2]), cell + [0], "minimum")
+        self.assertRejected(H, with_cell([2.5, 212.5, 41.0, 96.5, 1, 2]), cell + [0], "type")
+        self.assertRejected(H, with_cell([None, 212.5, 41.0, 96.5, 1, 2]), cell + [0], "type")
+        self.assertRejected(H, with_cell([3, None, 41.0, 96.5, 1, 2]), cell + [1], "type")
+        self.assertRejected(H, with_cell([3, 212.5, 41.0, 96.5, 1.5, 2]), cell + [4], "type")
+        self.assertRejected(H, with_cell([3, 212.5, 41.0, 96.5, 1, -2]), cell + [5], "minimum")
+        self.assertRejected(H, with_cell([3, 212.5, 41.0, 96.5, 1, 2, True]), cell + [6], "type")
+
+    def test_feed_shape(self):
+        F = HEATMAP_FEED
+        self.assertRejected(H, changed(F, (("state",),)), [], "required", "'state'")
+        self.assertRejected(H, changed(F, (("windows",),)), [], "required", "'windows'")
+        self.assertRejected(H, changed(F, (("state", "cells"),)), ["state"], "required", "'cells'")
+        self.assertRejected(H, changed(F, (("state", "ts"), 1)), ["state"], "additionalProperties")
+        self.assertRejected(H, changed(F, (("windows", 0, "end"),)), ["windows", 0], "required", "'end'")
+        self.assertRejected(H, changed(F, (("windows", 0, "size_s"), 0)), ["windows", 0, "size_s"], "minimum")
+        self.assertRejected(H, changed(F, (("windows", 0, "closed"), True)), ["windows", 0],
+                            "additionalProperties")
+        # The closed-window and admin-result fields are not a feed's.
+        self.assertRejected(H, changed(F, (("cells",), {})), ["cells"], "not")
+        self.assertRejected(H, changed(F, (("amended",), False)), ["amended"], "not")
+        # The unattended layer has no windows.
+        self.assertRejected(H, changed(HEATMAP_UNATTENDED, (("windows",), HEATMAP_FEED["windows"][:1])),
+                            ["windows"], "maxItems")
+
+    def test_closed_window_shape(self):
+        C = HEATMAP_CLOSED
+        self.assertRejected(H, changed(C, (("closed",), False)), ["closed"], "const")
+        for field in ("window", "amended", "cells"):
+            with self.subTest(missing=field):
+                self.assertRejected(H, changed(C, ((field,),)), [], "required", "'%s'" % field)
+        self.assertRejected(H, changed(C, (("window",), None)), ["window"], "type")
+        self.assertRejected(H, changed(C, (("window", "start"),)), ["window"], "required", "'start'")
+        self.assertRejected(H, changed(C, (("amended",), "no")), ["amended"], "type")
+        self.assertRejected(H, changed(C, (("state",), {"cells": {}})), ["state"], "not")
+        self.assertRejected(H, changed(C, (("windows",), [])), ["windows"], "not")
+
+    def test_admin_result_shape(self):
+        A = HEATMAP_ADMIN_STATE
+        self.assertRejected(H, changed(A, (("cells",),)), [], "required", "'cells'")
+        self.assertRejected(H, changed(A, (("window",), "state")), ["window"], "type")
+        self.assertRejected(H, changed(A, (("window",), {"size_s": 900})), ["window"], "required")
+        self.assertRejected(H, changed(A, (("windows",), [])), ["windows"], "not")
+        self.assertRejected(H, changed(A, (("amended",), True)), ["amended"], "not")
+
+
 class TestTopicMapping(unittest.TestCase):
     def test_classify(self):
         cases = {
@@ -378,6 +563,22 @@ class TestTopicMapping(unittest.TestCase):
             "sanigate/v1/houpu/fleet/health/bin-1": ("fleet-health.schema.json", {"device": "bin-1"}),
             "sanigate/v1/houpu/fleet/health/gateway/gw-1": ("fleet-health.schema.json", {"gateway": "gw-1"}),
             "sanigate/v1/houpu/fleet/events": (None, None),
+            "sanigate/v1/houpu/heatmap/bin_fill": ("heatmap.schema.json",
+                                                   {"site": "houpu", "layer": "bin_fill", "closed": False}),
+            "sanigate/v1/houpu/heatmap/alarms/closed": ("heatmap.schema.json",
+                                                        {"site": "houpu", "layer": "alarms", "closed": True}),
+            "x/heatmap/bins": ("heatmap.schema.json", {"site": "x", "layer": "bins", "closed": False}),
+            "sanigate/v1/houpu/heatmap/": (None, None),
+            "sanigate/v1/houpu/heatmap//closed": (None, None),
+            "sanigate/v1/houpu/fleet/admin/heatmap": (None, None),
+            "sanigate/v1/houpu/admin/reply/sanictl-1": (None, None),
+            # A device or gateway that happens to be called "heatmap".
+            "sanigate/v1/houpu/devices/heatmap/telemetry": ("telemetry.schema.json", {"device": "heatmap"}),
+            "sanigate/v1/houpu/devices/heatmap/cmd/closed": (None, None),
+            "sanigate/v1/houpu/devices/heatmap/foo": (None, None),
+            "sanigate/v1/houpu/gateway/heatmap/status": ("gateway-status.schema.json",
+                                                         {"gateway": "heatmap", "site": "houpu"}),
+            "sanigate/v1/houpu/fleet/health/heatmap": ("fleet-health.schema.json", {"device": "heatmap"}),
             "telemetry": (None, None),
         }
         for topic, expected in cases.items():
@@ -418,7 +619,7 @@ class TestValidatorScript(unittest.TestCase):
             self.TOPIC_G + " " + json.dumps({"online": False, "gateway": "gw-houpu-01", "ts": 1}),
             "sanigate/v1/houpu/devices/room-07/status ",      # retained clear
             "sanigate/v1/houpu/devices/bin-0412/status (null)",  # as mosquitto_sub prints it
-            "sanigate/v1/houpu/heatmap/bins {\"anything\":1}",  # unknown topic
+            "sanigate/v1/houpu/dashboards/bins {\"anything\":1}",  # unknown topic
             "",
         ])
         rc, out, err = self.run_script(SCHEMA_DIR, path)
@@ -442,6 +643,38 @@ class TestValidatorScript(unittest.TestCase):
         self.assertIn("bin-0412", out[1])
         self.assertTrue(out[2].startswith("%s:4: %s: $: " % (path, self.TOPIC_E)), out[2])
         self.assertEqual(out[3], "schema: 1 valid, 3 invalid, 0 skipped")
+
+    def test_heatmap_topics(self):
+        feed_t = "sanigate/v1/houpu/heatmap/"
+        wrong_window = changed(HEATMAP_FEED, (("windows", 0, "end"), 1763712600000))
+        path = self.write("hm.txt", [
+            feed_t + "bin_fill " + json.dumps(HEATMAP_FEED),                    # 1 valid
+            feed_t + "alarms/closed " + json.dumps(HEATMAP_CLOSED),             # 2 valid
+            feed_t + "vehicle_coverage " + json.dumps(HEATMAP_VEHICLES),        # 3 valid
+            feed_t + "unattended\t" + json.dumps(HEATMAP_UNATTENDED),           # 4 valid
+            feed_t + "overflow " + json.dumps(HEATMAP_FEED),                    # 5 layer
+            feed_t + "alarms " + json.dumps(HEATMAP_CLOSED),                    # 6 closed on feed
+            feed_t + "bin_fill/closed " + json.dumps(HEATMAP_FEED),             # 7 feed on closed
+            "sanigate/v1/xinglin/heatmap/bin_fill " + json.dumps(HEATMAP_FEED),  # 8 site
+            feed_t + "bin_fill " + json.dumps(wrong_window),                    # 9 window length
+            feed_t + "bins {\"v\":1}",                                          # 10 schema
+            feed_t + "workers (null)",                                          # cleared: skipped
+            "sanigate/v1/houpu/fleet/admin/heatmap {\"layer\":\"bin_fill\"}",    # request: skipped
+        ])
+        rc, out, err = self.run_script(SCHEMA_DIR, path)
+        self.assertEqual(rc, 1, err)
+        self.assertEqual(out[-1], "schema: 4 valid, 6 invalid, 2 skipped", out)
+        expect = [(5, "$.layer: 'bin_fill' does not match"),
+                  (6, "$.closed: closed is true but the topic says false"),
+                  (7, "$.closed: closed is false but the topic says true"),
+                  (8, "$.site: 'houpu' does not match"),
+                  (9, "$.windows[0].end: end - start is 600000 ms, size_s is 900 s"),
+                  (10, "$: ")]
+        self.assertEqual(len(out), len(expect) + 1, out)
+        for line, (lineno, text) in zip(out, expect):
+            topic_and_rest = line[len(path) + 1:]
+            self.assertTrue(topic_and_rest.startswith("%d: " % lineno), line)
+            self.assertIn(": " + text, line)
 
     def test_gateway_id_must_match_topic(self):
         path = self.write("gw.txt", [
@@ -473,6 +706,51 @@ class TestValidatorScript(unittest.TestCase):
         rc, out, err = self.run_script(SCHEMA_DIR, path)
         self.assertEqual(out, ["schema: 0 valid, 0 invalid, 2 skipped"])
         self.assertEqual(rc, 2)
+
+
+class TestHeatmapConsistency(unittest.TestCase):
+    """validate_payloads.heatmap_problems: what the schema cannot express."""
+
+    def problems(self, doc):
+        return vp.heatmap_problems(doc)
+
+    def test_examples_are_consistent(self):
+        for doc in (HEATMAP_FEED, HEATMAP_VEHICLES, HEATMAP_UNATTENDED, HEATMAP_CLOSED,
+                    HEATMAP_ADMIN_STATE):
+            with self.subTest(layer=doc["layer"]):
+                self.assertEqual(self.problems(doc), [])
+
+    def test_merge_rules_for_every_field(self):
+        doc = changed(HEATMAP_VEHICLES, (("merge",), HM_MERGE + ["add"]))
+        self.assertEqual(self.problems(doc), [("$.merge", "7 merge rules for 8 fields")])
+
+    def test_a_value_for_every_field(self):
+        doc = changed(HEATMAP_VEHICLES, (("windows", 0, "cells", "ws7gr2q"), [1, 18.0, 18.0, 18.0, 1, 1, 1]))
+        self.assertEqual(self.problems(doc), [("$.windows[0].cells.ws7gr2q", "7 values for 8 fields")])
+        doc = changed(HEATMAP_FEED, (("state", "cells", "wsk52gh"), [3, 212.5, 41.0, 96.5, 1, 2, 0]))
+        self.assertEqual(self.problems(doc), [("$.state.cells.wsk52gh", "7 values for 6 fields")])
+        doc = changed(HEATMAP_CLOSED, (("cells", "ws7gpxcq"), [2, 2, 1, 1, 1, 1]))
+        self.assertEqual(self.problems(doc), [("$.cells.ws7gpxcq", "6 values for 9 fields")])
+
+    def test_window_spans(self):
+        doc = changed(HEATMAP_FEED, (("windows", 2, "start"), 1763654400001))
+        self.assertEqual(self.problems(doc),
+                         [("$.windows[2].end", "end - start is 86399999 ms, size_s is 86400 s")])
+        doc = changed(HEATMAP_FEED, (("windows", 1, "size_s"), 900), (("windows", 1, "end"), 1763712900000))
+        self.assertEqual(self.problems(doc), [("$.windows[1].size_s", "two windows of 900 s")])
+        doc = changed(HEATMAP_ADMIN_STATE, (("window",), {"size_s": 900, "start": 0, "end": 1000}))
+        self.assertEqual(self.problems(doc), [("$.window.end", "end - start is 1000 ms, size_s is 900 s")])
+
+    def test_closed_window_has_ended(self):
+        doc = changed(HEATMAP_CLOSED, (("ts",), 1763712899999))
+        self.assertEqual(self.problems(doc), [("$.window.end", "a closed window ending after ts")])
+        self.assertEqual(self.problems(changed(HEATMAP_CLOSED, (("ts",), 1763712900000))), [])
+
+    def test_wrong_types_are_left_to_the_schema(self):
+        for doc in ({}, {"fields": "n"}, {"fields": HM_FIELDS, "state": [], "windows": {}},
+                    {"fields": HM_FIELDS, "windows": [None, {"size_s": "900"}], "window": None,
+                     "cells": {"ws7gr2m": "x"}}):
+            self.assertEqual(self.problems(doc), [])
 
 
 def main():

@@ -12,13 +12,22 @@ The schema is chosen from the end of the topic, so any prefix works:
   .../devices/{device}/event      -> event.schema.json
   .../devices/{device}/status     -> device-status.schema.json
   .../gateway/{gateway}/status    -> gateway-status.schema.json
+  .../fleet/health/{device}, .../fleet/health/gateway/{gateway}
+                                  -> fleet-health.schema.json
+  .../{site}/heatmap/{layer}, .../{site}/heatmap/{layer}/closed
+                                  -> heatmap.schema.json
 Other topics, and messages with an empty payload (a retained message being
 cleared; `mosquitto_sub -v` prints it as `(null)`), are counted as skipped.
 Blank lines are ignored.
 
 Besides the schema, the payload must agree with its topic: `device` equals the
 {device} segment; in a gateway status, `gateway` and `site` (when present) equal
-the {gateway} and {site} segments.
+the {gateway} and {site} segments; in a heat map, `site` and `layer` equal the
+{site} and {layer} segments, and a message is a closed window (`"closed":true`)
+exactly when its topic ends in /closed. A heat map must also be consistent in
+itself: as many `merge` rules as `fields`, as many values in each cell as
+`fields`, each window `size_s` seconds long (end - start), window sizes of a
+feed distinct, and a closed window not ending after the message's `ts`.
 
 Output: one line per invalid message,
   FILE:LINE: TOPIC: JSON_PATH: MESSAGE
@@ -54,7 +63,9 @@ EVENT = "event.schema.json"
 DEVICE_STATUS = "device-status.schema.json"
 GATEWAY_STATUS = "gateway-status.schema.json"
 FLEET_HEALTH = "fleet-health.schema.json"
-TOPIC_SCHEMAS = (TELEMETRY, EVENT, DEVICE_STATUS, GATEWAY_STATUS, FLEET_HEALTH)
+HEATMAP = "heatmap.schema.json"
+TOPIC_SCHEMAS = (TELEMETRY, EVENT, DEVICE_STATUS, GATEWAY_STATUS, FLEET_HEALTH,
+                 HEATMAP)
 
 # How mosquitto_sub -v prints a zero-length payload.
 EMPTY_PAYLOAD = "(null)"
@@ -118,6 +129,14 @@ def classify(topic):
         return FLEET_HEALTH, {"device": seg[-1]}
     if len(seg) >= 5 and seg[-4:-1] == ["fleet", "health", "gateway"]:
         return FLEET_HEALTH, {"gateway": seg[-1]}
+    # {site}/heatmap/{layer}[/closed]; not a device or gateway named "heatmap"
+    # (.../devices/heatmap/{x}, .../devices/heatmap/cmd/closed).
+    if (len(seg) >= 3 and seg[-2] == "heatmap" and seg[-1] and seg[-3]
+            and seg[-3] not in ("devices", "gateway")):
+        return HEATMAP, {"site": seg[-3], "layer": seg[-1], "closed": False}
+    if (len(seg) >= 4 and seg[-3] == "heatmap" and seg[-1] == "closed"
+            and seg[-2] and seg[-4] and seg[-4] not in ("devices", "gateway")):
+        return HEATMAP, {"site": seg[-4], "layer": seg[-2], "closed": True}
     if len(seg) < 3 or not seg[-2]:
         return None, None
     if seg[-3] == "devices":
@@ -186,9 +205,73 @@ def check_payload(validators, schema_name, ids, payload):
     if isinstance(payload, dict):
         for field, expected in sorted(ids.items()):
             value = payload.get(field)
-            if isinstance(value, str) and value != expected:
+            if isinstance(expected, bool):
+                # A flag the topic implies (absent = false).
+                if value is None:
+                    value = False
+                if value is not expected:
+                    problems.append(("$." + field, "%s is %s but the topic says "
+                                     "%s" % (field, json.dumps(value),
+                                             json.dumps(expected))))
+            elif isinstance(value, str) and value != expected:
                 problems.append(("$." + field, "%r does not match the topic's "
                                  "{%s} %r" % (value, field, expected)))
+        if schema_name == HEATMAP:
+            problems.extend(heatmap_problems(payload))
+    return problems
+
+
+def heatmap_problems(doc):
+    """What heatmap.schema.json cannot say: list lengths that must agree, window
+    lengths, distinct window sizes, a closed window that has ended. Returns
+    (json path, message) pairs; parts with the wrong type are left to the schema."""
+    problems = []
+    fields = doc.get("fields")
+    nfields = len(fields) if isinstance(fields, list) else None
+    merge = doc.get("merge")
+    if nfields is not None and isinstance(merge, list) and len(merge) != nfields:
+        problems.append(("$.merge", "%d merge rules for %d fields"
+                         % (len(merge), nfields)))
+
+    def check_cells(cells, path):
+        if nfields is None or not isinstance(cells, dict):
+            return
+        for key, values in sorted(cells.items()):
+            if isinstance(values, list) and len(values) != nfields:
+                problems.append(("%s.%s" % (path, key), "%d values for %d fields"
+                                 % (len(values), nfields)))
+
+    def check_span(window, path):
+        if not isinstance(window, dict):
+            return
+        size, start, end = (window.get(k) for k in ("size_s", "start", "end"))
+        if all(isinstance(x, int) and not isinstance(x, bool)
+               for x in (size, start, end)) and end - start != size * 1000:
+            problems.append((path + ".end", "end - start is %d ms, size_s is %d s"
+                             % (end - start, size)))
+
+    state = doc.get("state")
+    if isinstance(state, dict):
+        check_cells(state.get("cells"), "$.state.cells")
+    windows = doc.get("windows")
+    if isinstance(windows, list):
+        sizes = set()
+        for i, window in enumerate(windows):
+            path = "$.windows[%d]" % i
+            check_span(window, path)
+            if isinstance(window, dict):
+                check_cells(window.get("cells"), path + ".cells")
+                size = window.get("size_s")
+                if isinstance(size, int) and size in sizes:
+                    problems.append((path + ".size_s", "two windows of %d s" % size))
+                sizes.add(size)
+    window = doc.get("window")
+    check_span(window, "$.window")
+    if (doc.get("closed") is True and isinstance(window, dict)
+            and isinstance(window.get("end"), int) and isinstance(doc.get("ts"), int)
+            and window["end"] > doc["ts"]):
+        problems.append(("$.window.end", "a closed window ending after ts"))
+    check_cells(doc.get("cells"), "$.cells")
     return problems
 
 

@@ -64,5 +64,48 @@ profile = "p"
   EXPECT_NE(missing.status().message().find("fleet: required section is missing"), std::string::npos);
 }
 
+TEST(FleetConfigTest, HeatmapSettingsAndTheirProblems) {
+  auto cfg = LoadFleetConfigString(R"([fleet]
+id = "f"
+site = "s"
+[heatmap]
+layers = ["bin_fill", "unattended"]
+feed_precision = 8
+windows = ["1h", "5m", "1d"]
+utc_offset = "-03:30"
+crs = "gcj02"
+unattended_after_s = 1800
+)", "t.toml");
+  ASSERT_TRUE(cfg.ok()) << cfg.status().message();
+  const auto& h = cfg->heatmap;
+  EXPECT_EQ(h.layers, (std::vector<heatmap::Layer>{heatmap::Layer::kBinFill, heatmap::Layer::kUnattended}));
+  EXPECT_EQ(h.feed_precision, 8);
+  EXPECT_EQ(h.windows_s, (std::vector<int64_t>{300, 3600, 86400}));
+  EXPECT_EQ(h.utc_offset_s, -(3 * 3600 + 30 * 60));
+  EXPECT_EQ(h.crs, heatmap::Crs::kGcj02);
+  EXPECT_EQ(h.unattended_after_s, 1800);
+
+  auto bad = LoadFleetConfigString(R"([fleet]
+id = "f"
+site = "s"
+[heatmap]
+layers = ["bins"]
+feed_precision = 9
+windows = ["7m", "15x"]
+utc_offset = "UTC+8"
+crs = "bd09"
+)", "t.toml");
+  ASSERT_FALSE(bad.ok());
+  const std::string m = bad.status().message();
+  for (const char* want : {"heatmap.layers: \"bins\" is not a layer", "t.toml:6:", "heatmap.feed_precision",
+                           "heatmap.windows: \"7m\" does not divide a day", "heatmap.windows: \"15x\" is not a duration",
+                           "heatmap.utc_offset: \"UTC+8\" is not an offset", "heatmap.crs"})
+    EXPECT_NE(m.find(want), std::string::npos) << want << "\n" << m;
+  EXPECT_EQ(ParseDurationS("15m"), 900);
+  EXPECT_EQ(ParseDurationS("24h"), 86400);
+  EXPECT_FALSE(ParseDurationS("0s").has_value());
+  EXPECT_FALSE(ParseDurationS("m").has_value());
+}
+
 }  // namespace
 }  // namespace sanigate::fleet

@@ -142,8 +142,8 @@ TEST(HeatmapEngine, PassesAndDwellFollowTheTrack) {
   int64_t t0 = kNow - 30 * kMin;
   e.Position(truck, false, t0, my.lat, my.lon, 20.0, false, kNow);
   e.Position(truck, false, t0 + 10'000, my.lat, my.lon, 20.0, false, kNow);   // dwell 10 s in my, no pass
-  e.Position(truck, false, t0 + 20'000, mz.lat, mz.lon, 20.0, false, kNow);   // dwell 10 s in my; pass mz (8 only)
-  e.Position(truck, false, t0 + 30'000, qb.lat, qb.lon, 20.0, false, kNow);   // dwell 10 s in mz; pass q (8 and 7)
+  e.Position(truck, false, t0 + 20'000, mz.lat, mz.lon, 20.0, false, kNow);   // dwell 10 s in mz; pass mz (8 only)
+  e.Position(truck, false, t0 + 30'000, qb.lat, qb.lon, 20.0, false, kNow);   // dwell 10 s in qb; pass q (8 and 7)
   e.Position(truck, false, t0 + 30'000 + 20 * kMin, my.lat, my.lon, 20.0, false, kNow);  // gap: no dwell, new pass
   WindowOut w8 = e.Window(Layer::kVehicleCoverage, 86400, kNow, 8);
   auto fields = ExtraFields(Layer::kVehicleCoverage);
@@ -155,17 +155,17 @@ TEST(HeatmapEngine, PassesAndDwellFollowTheTrack) {
   ASSERT_TRUE(c_my && c_mz && c_qb);
   EXPECT_EQ(c_my->value.agg.n, 3u);
   EXPECT_DOUBLE_EQ(c_my->value.extra[0], 2.0);   // first point, and the return after the gap
-  EXPECT_DOUBLE_EQ(c_my->value.extra[1], 20.0);
+  EXPECT_DOUBLE_EQ(c_my->value.extra[1], 10.0);
   EXPECT_DOUBLE_EQ(c_mz->value.extra[0], 1.0);
   EXPECT_DOUBLE_EQ(c_mz->value.extra[1], 10.0);
   EXPECT_DOUBLE_EQ(c_qb->value.extra[0], 1.0);
-  EXPECT_DOUBLE_EQ(c_qb->value.extra[1], 0.0);
+  EXPECT_DOUBLE_EQ(c_qb->value.extra[1], 10.0);
   WindowOut w7 = e.Window(Layer::kVehicleCoverage, 86400, kNow, 7);
   const CellOut* c_m = Find(w7.cells, "ws7gr2m");
   ASSERT_NE(c_m, nullptr);
   EXPECT_EQ(c_m->value.agg.n, 4u);
   EXPECT_DOUBLE_EQ(c_m->value.extra[0], 2.0);  // entered m twice; moving from my to mz is no pass at 7
-  EXPECT_DOUBLE_EQ(c_m->value.extra[1], 30.0);
+  EXPECT_DOUBLE_EQ(c_m->value.extra[1], 20.0);
   // The state forgets a vehicle after state_max_age_s.
   EXPECT_EQ(e.State(Layer::kVehicleCoverage, 7, t0 + 30'000 + 20 * kMin).size(), 1u);
   EXPECT_TRUE(e.State(Layer::kVehicleCoverage, 7, t0 + 30'000 + 20 * kMin + 301'000).empty());
@@ -277,6 +277,39 @@ TEST(HeatmapEngine, MergingTwoSitesEqualsTheUnion) {
         }
     }
   }
+}
+
+// Points land in the 15-minute windows, which are folded into the hour and the day when they
+// close; late points after that go to all of them. Whether or when folding happens must not
+// change any window.
+TEST(HeatmapEngine, FoldingIntoLargerWindowsChangesNothing) {
+  HeatmapEngine folded({}), plain({});
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<double> lat(24.47, 24.49), lon(118.09, 118.11);
+  std::uniform_int_distribution<int> late(0, 9);
+  int64_t start = kLocalMidnight + 3600'000;
+  for (int i = 0; i < 3000; ++i) {
+    int64_t now = start + i * 5'000;
+    // Every tenth point is back-fill from up to three hours earlier.
+    int64_t ts = late(rng) == 0 ? now - std::uniform_int_distribution<int64_t>(0, 3 * 3600'000)(rng) : now;
+    std::string id = "truck-" + std::to_string(i % 7);
+    double la = lat(rng), lo = lon(rng);
+    folded.Position(folded.Device(id), false, ts, la, lo, 20.0 + i % 5, ts != now, now);
+    plain.Position(plain.Device(id), false, ts, la, lo, 20.0 + i % 5, ts != now, now);
+    if (i % 3 == 0) {
+      folded.Fill(folded.Device("bin-" + id), ts, la, lo, i % 100, now);
+      plain.Fill(plain.Device("bin-" + id), ts, la, lo, i % 100, now);
+    }
+    if (i % 50 == 0) folded.TakeClosed(now);
+  }
+  int64_t end = start + 3000 * 5'000;
+  for (Layer l : {Layer::kVehicleCoverage, Layer::kBinFill})
+    for (int64_t size : {900, 3600, 86400})
+      for (int64_t at = start - 3 * 3600'000; at <= end; at += 900'000)
+        for (int p : {6, 8})
+          ExpectSameCells(folded.Window(l, size, at, p).cells, plain.Window(l, size, at, p).cells,
+                          std::string(LayerName(l)) + " " + std::to_string(size) + " at " + std::to_string(at));
+  EXPECT_GT(folded.stats().cells, 0u);
 }
 
 TEST(HeatmapEngine, ClosedWindowsAreTakenOnceAndAgainWhenAmended) {
