@@ -102,6 +102,11 @@ void ParseHeatmap(Node& n, heatmap::HeatmapConfig& h) {
       else if (std::find(h.windows_s.begin(), h.windows_s.end(), *s) == h.windows_s.end()) h.windows_s.push_back(*s);
     }
     std::sort(h.windows_s.begin(), h.windows_s.end());
+    // Points land in the smallest windows, which are folded into the larger ones: each must nest.
+    for (int64_t w : h.windows_s)
+      if (w % h.windows_s.front() != 0)
+        n.Problem("windows", std::to_string(w) + " s is not a multiple of the smallest window (" + std::to_string(h.windows_s.front()) + " s)");
+    if (n.Has("windows") && h.windows_s.empty()) n.Problem("windows", "name at least one window");
   }
   h.retention_s = n.Int("retention_s", h.retention_s, 60, 30 * 86400);
   if (n.Has("utc_offset")) {

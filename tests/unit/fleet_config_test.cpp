@@ -101,6 +101,10 @@ crs = "bd09"
                            "heatmap.windows: \"7m\" does not divide a day", "heatmap.windows: \"15x\" is not a duration",
                            "heatmap.utc_offset: \"UTC+8\" is not an offset", "heatmap.crs"})
     EXPECT_NE(m.find(want), std::string::npos) << want << "\n" << m;
+  auto nested = LoadFleetConfigString("[fleet]\nid = \"f\"\nsite = \"s\"\n[heatmap]\nwindows = [\"10m\", \"15m\"]\n", "t.toml");
+  ASSERT_FALSE(nested.ok());
+  EXPECT_NE(nested.status().message().find("heatmap.windows: 900 s is not a multiple of the smallest window (600 s)"), std::string::npos)
+      << nested.status().message();
   EXPECT_EQ(ParseDurationS("15m"), 900);
   EXPECT_EQ(ParseDurationS("24h"), 86400);
   EXPECT_FALSE(ParseDurationS("0s").has_value());
