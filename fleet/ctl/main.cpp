@@ -14,7 +14,7 @@ using namespace sanigate::ctl;
 int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);  // `sanictl tail | head` ends with a write error, not a signal
 
-  CLI::App cli{"sanictl: admin CLI of Sanigate: gateways, devices, health, live stream, commands.\n"
+  CLI::App cli{"sanictl: admin CLI of Sanigate: gateways, devices, health, live stream, commands, heat map.\n"
                "Talks to sanigate and sanifleet through the MQTT broker."};
   cli.set_version_flag("--version", std::string("sanictl ") + SANIGATE_VERSION);
   cli.require_subcommand(1);
@@ -69,6 +69,32 @@ int main(int argc, char** argv) {
   cmd->add_option("NAME", cmd_name, "command name (as configured for the device)")->required();
   cmd->add_option("ARGS", cmd_args, "command arguments");
 
+  HeatmapArgs hm;
+  int precision = 0;
+  CLI::App* heatmap = cli.add_subcommand("heatmap", "sanifleet's heat map: hottest cells, GeoJSON/CSV export, PNG picture");
+  heatmap->require_subcommand(1);
+  std::vector<CLI::Option*> precision_opts;
+  auto heatmap_verb = [&](const char* name, const char* what) {
+    CLI::App* v = heatmap->add_subcommand(name, what);
+    v->add_option("--layer", hm.layer,
+                  "vehicle_coverage, bin_fill, overflow, alarms, workers or unattended")->required();
+    v->add_option("--window", hm.window, "state (now, the default), 15m, 1h, 24h or a window size in seconds");
+    v->add_option("--at", hm.at, "a time inside the wanted past window: epoch ms or ISO-8601 (2025-11-21T15:30, +08:00, Z)");
+    precision_opts.push_back(v->add_option("--precision", precision, "geohash precision: 6 (~1.2 km), 7 (~150 m), 8 (~40 m)"));
+    v->add_option("--site", hm.site, "the heat map of this site (default: sanifleet's own)");
+    v->add_option("--by", hm.by, "intensity: n, mean or a field name (default per layer: bin_fill mean, unattended sum, else n)");
+    return v;
+  };
+  CLI::App* hm_show = heatmap_verb("show", "the hottest cells and a character map of the layer");
+  hm_show->add_option("--top", hm.top, "rows in the table (default 10; 0: the map only)")->check(CLI::NonNegativeNumber);
+  hm_show->add_flag("--ascii", hm.ascii, "ASCII shades even on a UTF-8 terminal");
+  CLI::App* hm_export = heatmap_verb("export", "the layer's cells as GeoJSON (RFC 7946) or CSV");
+  hm_export->add_option("--format", hm.format, "geojson (default) or csv");
+  hm_export->add_option("--output,-o", hm.output, "write to FILE instead of stdout");
+  CLI::App* hm_render = heatmap_verb("render", "a PNG picture of the layer over its grid");
+  hm_render->add_option("--png", hm.png, "the PNG file to write (- for stdout)")->required();
+  hm_render->add_option("--width", hm.width, "picture width in pixels (default 800)");
+
   std::string check_file;
   CLI::App* config = cli.add_subcommand("config", "configuration files");
   config->require_subcommand(1);
@@ -118,6 +144,13 @@ int main(int argc, char** argv) {
     return RunTail(*ctx, tail_args);
   }
   if (*cmd) return RunCmd(*ctx, cmd_device, cmd_name, cmd_args);
+  if (*heatmap) {
+    for (CLI::Option* o : precision_opts)
+      if (o->count() > 0) hm.precision = precision;
+    if (*hm_show) return RunHeatmapShow(*ctx, hm);
+    if (*hm_export) return RunHeatmapExport(*ctx, hm);
+    if (*hm_render) return RunHeatmapRender(*ctx, hm);
+  }
   std::cerr << cli.help();
   return kExitUsage;
 }

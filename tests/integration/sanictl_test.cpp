@@ -4,6 +4,7 @@
 // (0 ok, 1 failed, 2 bad usage or input, 3 cannot reach the broker or daemon, 4 not found).
 #include <regex>
 #include <sstream>
+#include <thread>
 
 #include "gateway_fixture.h"
 
@@ -352,6 +353,53 @@ TEST_F(SanictlTest, BadUsageExitsTwo) {
   r = Ctl({"--help"});
   EXPECT_TRUE(ExitedWith(r.status, 0)) << Describe(r);
   EXPECT_NE(r.out.find("tail"), std::string::npos);
+}
+
+// The heat map through sanictl against the real sanifleet: the room's fill level shows in its
+// 150 m cell, exports as valid GeoJSON and CSV, and renders as a PNG.
+TEST_F(SanictlTest, HeatmapShowExportAndRenderTheFleetsCells) {
+  StartGatewayWithOneRoom();
+  StartFleet();
+  ASSERT_TRUE(capture->WaitFor([](const std::vector<Captured>& m) {
+    for (const auto& c : m)
+      if (c.topic == "sanigate/v1/houpu/fleet/health/room-07") return true;
+    return false;
+  }, 15s)) << ReadFile(path("fleet.log"));
+  const std::string cell = "wsk52nq";  // geohash 7 of the room at 24.5123N 118.1342E (textbook bisection)
+  ASSERT_TRUE(WaitReads("room-07", 2, 10s));
+  Result r;
+  for (int i = 0; i < 40; ++i) {  // sanifleet may not have read the room's first reading yet
+    r = Ctl({"heatmap", "show", "--layer", "bin_fill"});
+    if (r.out.find(cell) != std::string::npos) break;
+    std::this_thread::sleep_for(250ms);
+  }
+  EXPECT_TRUE(ExitedWith(r.status, 0)) << Describe(r);
+  EXPECT_NE(r.out.find(cell), std::string::npos) << r.out;
+
+  r = Ctl({"heatmap", "export", "--layer", "bin_fill", "--format", "geojson", "--output", path("room.geojson")});
+  ASSERT_TRUE(ExitedWith(r.status, 0)) << Describe(r);
+  json geo = json::parse(ReadFile(path("room.geojson")), nullptr, false);
+  ASSERT_EQ(geo["type"], "FeatureCollection") << ReadFile(path("room.geojson"));
+  ASSERT_EQ(geo["features"].size(), 1u);
+  EXPECT_EQ(geo["features"][0]["geometry"]["type"], "Polygon");
+  int rc = Process::Run({"/usr/bin/python3", SourceDir() + "/tests/schema/validate_geojson.py", path("room.geojson")}, 30s,
+                        {.stdout_path = path("geo.out"), .stderr_path = path("geo.err")});
+  EXPECT_TRUE(ExitedWith(rc, 0)) << ReadFile(path("geo.out")) << ReadFile(path("geo.err"));
+
+  r = Ctl({"heatmap", "export", "--layer", "bin_fill", "--format", "csv", "--precision", "8"});
+  ASSERT_TRUE(ExitedWith(r.status, 0)) << Describe(r);
+  auto lines = Lines(r.out);
+  ASSERT_EQ(lines.size(), 2u) << r.out;
+  EXPECT_EQ(lines[1].rfind(cell, 0), 0u) << r.out;  // the precision-8 cell starts with the 7 one
+
+  r = Ctl({"heatmap", "render", "--layer", "bin_fill", "--png", path("room.png")});
+  ASSERT_TRUE(ExitedWith(r.status, 0)) << Describe(r);
+  EXPECT_EQ(ReadFile(path("room.png")).substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
+
+  r = Ctl({"heatmap", "show", "--layer", "potholes"});
+  EXPECT_TRUE(ExitedWith(r.status, 2)) << Describe(r);
+  r = Ctl({"heatmap", "show", "--layer", "bin_fill", "--site", "elsewhere"});
+  EXPECT_TRUE(ExitedWith(r.status, 4)) << Describe(r);
 }
 
 }  // namespace
