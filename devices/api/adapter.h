@@ -60,6 +60,27 @@ struct CommandReply {
 
 using ReplyFn = std::function<void(CommandReply)>;
 
+// A firmware image for one of the adapter's devices (issue 7). The gateway has already checked
+// the image's signature, size and SHA-256 against its signed manifest; the adapter transfers it
+// over its own protocol, has the device install it, and reads back the version it runs.
+struct FirmwareJob {
+  std::string device;
+  std::string image_path;  // the verified image, a regular file the adapter may read
+  std::string model, version, sha256;
+  uint64_t size = 0;
+  std::chrono::milliseconds timeout{30 * 60 * 1000};  // for the whole job
+};
+
+struct FirmwareResult {
+  bool ok = false;
+  std::string error;    // why it failed, for the operator: "device refused the checksum",
+                        // "rebooted into 2.0.3, not 2.1.0", "no answer for 60 s"…
+  std::string version;  // the version the device reports afterwards (when it answered)
+};
+
+using FirmwareProgressFn = std::function<void(uint64_t bytes_done, uint64_t bytes_total)>;
+using FirmwareDoneFn = std::function<void(FirmwareResult)>;
+
 class Adapter {
  public:
   virtual ~Adapter() = default;
@@ -82,6 +103,14 @@ class Adapter {
   virtual void Execute(CommandRequest request, ReplyFn reply) {
     (void)request;
     reply({false, "this protocol takes no commands", {}});
+  }
+  // Starts installing a firmware image on one of this adapter's devices. Progress may be
+  // reported from any thread; `done` is called exactly once (also when the adapter stops:
+  // "gateway stopping"). Never blocks the caller.
+  virtual void InstallFirmware(FirmwareJob job, FirmwareProgressFn progress, FirmwareDoneFn done) {
+    (void)job;
+    (void)progress;
+    done({false, std::string(protocol()) + " devices have no firmware installer", {}});
   }
 };
 
