@@ -142,6 +142,13 @@ Result<FleetConfig> Walk(settings::ParsedFile parsed, settings::ConfigErrors& er
     else cfg.mqtt.client_id = client_id;
     if (auto h = root.Table("health")) ParseHealth(*h, cfg);
     if (auto h = root.Table("heatmap")) ParseHeatmap(*h, cfg.heatmap);
+    if (auto f = root.Table("firmware")) {
+      if (f->Has("trusted_keys")) cfg.firmware.trusted_keys = f->StringArray("trusted_keys");
+      for (const auto& k : cfg.firmware.trusted_keys)
+        if (!std::filesystem::exists(k)) f->Problem("trusted_keys", "no such file " + k);
+      cfg.firmware.max_chunk_kib = f->Int("max_chunk_kib", cfg.firmware.max_chunk_kib, 1, 1024);
+      f->Finish();
+    }
     root.Finish();
   }
   if (!errors.empty()) return Invalid(errors.Joined());

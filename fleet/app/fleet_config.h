@@ -37,6 +37,12 @@ struct GatewayThresholds {
   int64_t flap_window_s = 600;
 };
 
+// [firmware]: the operators' public keys images must be signed with, and the chunk size served.
+struct FirmwareSection {
+  std::vector<std::string> trusted_keys;  // PEM files
+  int64_t max_chunk_kib = 256;
+};
+
 struct FleetConfig {
   std::string file;
   FleetSection fleet;
@@ -44,6 +50,7 @@ struct FleetConfig {
   HealthConfig health;
   GatewayThresholds gateways;
   heatmap::HeatmapConfig heatmap;
+  FirmwareSection firmware;
   std::string RegistryPath() const;  // data_dir/registry.db
 };
 

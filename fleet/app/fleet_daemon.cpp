@@ -97,6 +97,11 @@ Result<std::unique_ptr<FleetDaemon>> FleetDaemon::Create(FleetConfig config) {
     o.filters.push_back(topics::GatewayStatus(f.topic_prefix, site, "+"));
   }
   o.filters.push_back(topics::FleetAdmin(f.topic_prefix, f.site, "+"));
+  // Rollouts: the gateways' chunk requests and job reports, and the answers to install requests.
+  d->reply_topic_ = f.topic_prefix + "/" + f.site + "/admin/reply/" + d->cfg_.mqtt.client_id;
+  o.filters.push_back(f.topic_prefix + "/" + f.site + "/fleet/firmware/get");
+  o.filters.push_back(d->reply_topic_);
+  for (const auto& site : f.sites) o.filters.push_back(f.topic_prefix + "/" + site + "/gateway/+/firmware/+");
   o.reconnect_min = std::chrono::milliseconds(d->cfg_.mqtt.reconnect_min_ms);
   o.reconnect_max = std::chrono::milliseconds(d->cfg_.mqtt.reconnect_max_ms);
   mqtt::ClientHandlers h;
@@ -113,6 +118,20 @@ Result<std::unique_ptr<FleetDaemon>> FleetDaemon::Create(FleetConfig config) {
     }
   };
   d->client_ = std::make_unique<mqtt::MqttClient>(std::move(o), std::move(h));
+  RolloutSettings rs;
+  rs.data_dir = f.data_dir;
+  rs.topic_prefix = f.topic_prefix;
+  rs.site = f.site;
+  rs.trusted_key_files = d->cfg_.firmware.trusted_keys;
+  rs.max_chunk_bytes = d->cfg_.firmware.max_chunk_kib * 1024;
+  auto rollouts = RolloutService::Create(
+      std::move(rs), [self](const std::string& t, const std::string& p, bool retain) { self->Send(t, p, retain); },
+      [self](const std::string& t, const std::string& p, const std::string& correlation) {
+        if (Status st = self->client_->PublishRequest(t, p, self->reply_topic_, correlation); !st.ok())
+          spdlog::warn("rollout: install request to {} not sent: {} (the attempt times out and is retried)", t, st.ToString());
+      });
+  if (!rollouts.ok()) return rollouts.status();
+  d->rollouts_ = std::move(*rollouts);
   return d;
 }
 
@@ -156,7 +175,7 @@ void FleetDaemon::Enqueue(mqtt::InboundMessage m) {
 
 void FleetDaemon::WorkerLoop() {
   std::deque<mqtt::InboundMessage> batch;
-  int64_t next_flush = 0, next_status = 0, next_gateways = 0;
+  int64_t next_flush = 0, next_status = 0, next_gateways = 0, next_rollout_tick = 0;
   while (true) {
     bool republish = false;
     std::unique_ptr<FleetConfig> reload;
@@ -198,6 +217,10 @@ void FleetDaemon::WorkerLoop() {
       if (Status st = store_->Flush(registry_); !st.ok()) spdlog::error("registry: flush failed (kept for the next try): {}", st.ToString());
       next_flush = now + cfg_.fleet.registry_flush_ms;
     }
+    if (now >= next_rollout_tick) {
+      rollouts_->Tick(registry_, now);
+      next_rollout_tick = now + 1000;
+    }
     if (now >= next_heatmap_) {
       PublishHeatmaps(now, republish);
       next_heatmap_ = now + cfg_.heatmap.feed_interval_ms;
@@ -211,8 +234,15 @@ void FleetDaemon::WorkerLoop() {
 }
 
 void FleetDaemon::Handle(const mqtt::InboundMessage& m, int64_t now) {
+  if (m.topic == reply_topic_) return rollouts_->OnInstallAnswer(m.correlation_data, m.payload, now);
   auto t = topics::ParseModelTopic(cfg_.fleet.topic_prefix, m.topic);
   if (!t) return;
+  if (t->group == "gateway" && t->leaf.rfind("firmware/", 0) == 0)
+    return rollouts_->OnJobStatus(t->site, t->leaf.substr(9), m.payload, now);
+  if (t->group == "fleet" && t->site == cfg_.fleet.site && t->leaf == "firmware/get") {
+    if (!m.response_topic.empty()) (void)client_->PublishResponse(m.response_topic, rollouts_->ServeChunk(m.payload), m.correlation_data);
+    return;
+  }
   if (t->group == "devices") {
     ++messages_;
     return HandleDeviceMessage(t->site, t->id, t->leaf, m.payload, now);
@@ -293,7 +323,9 @@ void FleetDaemon::HandleDeviceMessage(const std::string& site, const std::string
   registry_.MarkDirty(obs.device);
   FeedHeatmap(site, device, leaf, j, e, obs.backfill, now);
   auto change = health_.Observe(obs, now);
-  if (const HealthVerdict* v = health_.Find(obs.device)) e.expected_interval_ms = v->expected_interval_ms;
+  const HealthVerdict* verdict = health_.Find(obs.device);
+  if (verdict) e.expected_interval_ms = verdict->expected_interval_ms;
+  rollouts_->OnDevice(obs.device, e, !verdict || (verdict->state != HealthState::kCritical && verdict->state != HealthState::kOffline), now);
   if (change) PublishHealth(*change, now);
 }
 
@@ -449,6 +481,7 @@ void FleetDaemon::RepublishAll(int64_t now) {
     if (v->state != HealthState::kUnknown && health_due_set_.insert(v->device).second) health_due_.push_back(v->device);
   gateway_verdicts_.clear();
   EvaluateGateways(now);
+  rollouts_->RepublishAll(now);
 }
 
 std::string FleetDaemon::StatusPayload(bool online, int64_t now) const {
@@ -645,13 +678,18 @@ void FleetDaemon::HandleAdmin(const mqtt::InboundMessage& m, const std::string& 
     }
     return reply({{"ok", true}, {"result", {{"devices", devices}, {"gateways", gws}}}});
   }
+  if (rollouts_->HandlesVerb(verb)) {
+    AdminAnswer a = rollouts_->Admin(verb, args, registry_, now);
+    if (!a.code.empty()) return fail(a.code, a.error);
+    return reply({{"ok", true}, {"result", a.result}});
+  }
   if (verb == "heatmap") {
     std::string code, error;
     json r = HeatmapQuery(args, now, &code, &error);
     if (!code.empty()) return fail(code, error);
     return reply({{"ok", true}, {"result", r}});
   }
-  fail("invalid", "unknown verb \"" + verb + "\" (status, devices, device, health, heatmap)");
+  fail("invalid", "unknown verb \"" + verb + "\" (status, devices, device, health, heatmap, firmware_put, firmware_list, rollout_create, rollout_start, rollout_pause, rollout_resume, rollout_abort, rollout_status, rollout_list)");
 }
 
 // ---- heat map ----

@@ -14,6 +14,7 @@
 #include <unordered_set>
 
 #include "app/fleet_config.h"
+#include "app/rollout_service.h"
 #include "health/health.h"
 #include "heatmap/heatmap.h"
 #include "mqtt/mqtt_client.h"
@@ -64,6 +65,8 @@ class FleetDaemon {
   HealthEvaluator health_;
   std::map<std::string, HealthVerdict> gateway_verdicts_;  // by registry key
   std::map<std::string, std::unique_ptr<heatmap::HeatmapEngine>> heatmaps_;  // by site
+  std::unique_ptr<RolloutService> rollouts_;
+  std::string reply_topic_;  // answers to this daemon's own requests (install jobs)
   std::map<std::string, std::string> heatmap_published_;  // topic → last payload without "ts"
   int64_t next_heatmap_ = 0;
   uint64_t unlocated_ = 0;

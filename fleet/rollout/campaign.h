@@ -117,6 +117,7 @@ class Campaign {
   CampaignState state() const { return state_; }
   const std::string& reason() const { return reason_; }
   int current_group() const { return group_; }
+  int64_t updated_ms() const { return updated_ms_; }
   const std::map<std::string, DeviceProgress>& devices() const { return devices_; }
   // Where a device sits, for the per-gateway and per-bus caps (from the registry and profile).
   void SetPlacement(const std::string& key, const std::string& gateway, const std::string& bus);
