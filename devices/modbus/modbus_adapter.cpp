@@ -53,6 +53,27 @@ void ModbusAdapter::Execute(CommandRequest request, ReplyFn reply) {
   reply({false, "unknown device " + request.device, {}});
 }
 
+void ModbusAdapter::InstallFirmware(FirmwareJob job, FirmwareProgressFn progress, FirmwareDoneFn done) {
+  const DeviceConfig* device = nullptr;
+  for (const auto& d : config_.devices)
+    if (d.id == job.device) device = &d;
+  for (const auto& b : config_.buses)
+    for (const auto& d : b.devices)
+      if (d.id == job.device) device = &d;
+  if (!device) return done({false, "unknown device " + job.device, {}});
+  if (!device->firmware) {
+    std::string why = device->profile.empty()
+                          ? "device " + device->id + " has no firmware window (no [firmware] table in its config)"
+                          : "profile " + device->profile + " has no firmware window (no [firmware] table)";
+    return done({false, why, {}});
+  }
+  if (tcp_ && tcp_->Owns(job.device))
+    return tcp_->InstallFirmware(std::move(job), std::move(progress), std::move(done));
+  for (auto& b : buses_)
+    if (b->Owns(job.device)) return b->InstallFirmware(std::move(job), std::move(progress), std::move(done));
+  done({false, "unknown device " + job.device, {}});
+}
+
 RulesByDevice ModbusAdapter::Rules() const {
   RulesByDevice rules;
   auto add = [&](const DeviceConfig& d) {

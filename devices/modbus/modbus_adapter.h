@@ -24,6 +24,8 @@ class ModbusAdapter : public Adapter {
   AdapterHealth Health() const override;
   RulesByDevice Rules() const override;
   void Execute(CommandRequest request, ReplyFn reply) override;
+  // Through the device's bootloader window ([firmware] in its profile); see README.md.
+  void InstallFirmware(FirmwareJob job, FirmwareProgressFn progress, FirmwareDoneFn done) override;
 
  private:
   ModbusConfig config_;

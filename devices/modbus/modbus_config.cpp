@@ -3,6 +3,8 @@
 #include "api/rules_config.h"
 
 #include <any>
+#include <cstdlib>
+#include <iterator>
 #include <map>
 #include <filesystem>
 #include <memory>
@@ -96,6 +98,95 @@ void ParseCommand(settings::Node& n, CommandConfig& c) {
   }
   c.verify = n.Bool("verify", c.verify);
   c.timeout_ms = n.Int("timeout_ms", c.timeout_ms, 10, 60000);
+  n.Finish();
+}
+
+// [firmware]: the bootloader's register window. Every register range must fit below 65536
+// and no two may overlap (a write to one would clobber another).
+void ParseFirmware(settings::Node& n, FirmwareConfig& f) {
+  struct Field {
+    const char* key;
+    uint16_t* at;
+    int registers;
+  };
+  auto address = [&](const char* key) -> std::optional<uint16_t> {
+    if (auto a = n.RequiredInt(key, 0, 65535)) return static_cast<uint16_t>(*a);
+    return std::nullopt;
+  };
+  std::map<std::string, bool> present;
+  auto take = [&](const char* key, uint16_t& into) {
+    auto a = address(key);
+    if (a) into = *a;
+    present[key] = a.has_value();
+  };
+  take("control", f.control);
+  take("status", f.status);
+  if (n.Has("error")) {
+    uint16_t e = 0;
+    take("error", e);
+    if (present["error"]) f.error = e;
+  }
+  take("size", f.size);
+  take("offset", f.offset);
+  take("chunk_length", f.chunk_length);
+  take("data", f.data);
+  f.max_chunk = static_cast<uint16_t>(n.Int("max_chunk", f.max_chunk, 1, 120));
+  take("checksum", f.checksum);
+  take("version", f.version);
+  f.version_length = static_cast<uint16_t>(n.Int("version_length", f.version_length, 1, 32));
+  f.word_order = n.OneOf("word_order", "high_first", {"high_first", "low_first"}) == "high_first"
+                     ? WordOrder::kHighFirst
+                     : WordOrder::kLowFirst;
+  f.byte_order = n.OneOf("byte_order", "big", {"big", "little"}) == "big" ? ByteOrder::kBig : ByteOrder::kLittle;
+  f.model = n.String("model", "");
+  f.reboot_time_ms = n.Int("reboot_time_s", f.reboot_time_ms / 1000, 0, 3600) * 1000;
+  f.verify_timeout_ms = n.Int("verify_timeout_s", f.verify_timeout_ms / 1000, 1, 3600) * 1000;
+  f.chunk_retries = static_cast<int>(n.Int("chunk_retries", f.chunk_retries, 0, 20));
+  if (auto errors = n.Table("errors")) {
+    // Device-specific texts for its error codes, e.g. errors = { 7 = "battery too low" }.
+    std::vector<std::string> keys;
+    for (const auto& [k, v] : *errors->raw()) keys.emplace_back(k.str());
+    for (const auto& k : keys) {
+      char* end = nullptr;
+      long code = std::strtol(k.c_str(), &end, 10);
+      std::string text = errors->String(k, "");
+      if (k.empty() || *end != '\0' || code < 1 || code > 65535)
+        errors->Problem(k, "\"" + k + "\" is not an error code (1..65535)");
+      else if (text.empty())
+        errors->Problem(k, "needs a text");
+      else
+        f.errors.emplace_back(static_cast<int>(code), text);
+    }
+    errors->Finish();
+  }
+  const Field fields[] = {{"control", &f.control, 1},
+                          {"status", &f.status, 1},
+                          {"error", f.error ? &*f.error : nullptr, 1},
+                          {"size", &f.size, 2},
+                          {"offset", &f.offset, 2},
+                          {"chunk_length", &f.chunk_length, 1},
+                          {"data", &f.data, f.max_chunk},
+                          {"checksum", &f.checksum, 2},
+                          {"version", &f.version, f.version_length}};
+  auto range = [](const Field& x) {
+    return std::to_string(*x.at) + (x.registers > 1 ? ".." + std::to_string(*x.at + x.registers - 1) : "");
+  };
+  for (size_t i = 0; i < std::size(fields); ++i) {
+    const Field& a = fields[i];
+    if (!a.at || !present[a.key]) continue;
+    if (*a.at + a.registers - 1 > 65535) {
+      n.Problem(a.key, range(a) + " runs past 65535");
+      continue;
+    }
+    for (size_t j = 0; j < i; ++j) {
+      const Field& b = fields[j];
+      if (!b.at || !present[b.key]) continue;
+      if (*a.at < *b.at + b.registers && *b.at < *a.at + a.registers) {
+        n.Problem(a.key, "registers " + range(a) + " overlap " + b.key + " (" + range(b) + ")");
+        break;
+      }
+    }
+  }
   n.Finish();
 }
 
@@ -193,6 +284,12 @@ void ParseBody(settings::Node& n, DeviceConfig& d, std::map<std::string, std::st
     }
     d.commands.push_back(std::move(c));
   }
+  if (auto fw = n.Table("firmware")) {
+    // A device's own [firmware] replaces its profile's as a whole.
+    FirmwareConfig f;
+    ParseFirmware(*fw, f);
+    d.firmware = std::move(f);
+  }
   if (d.overflow && !seen.count(d.overflow->metric))
     n.Problem("overflow", "metric \"" + d.overflow->metric + "\" is not one of this device's points");
   n.Finish();
@@ -282,6 +379,7 @@ std::vector<DeviceConfig> ParseDevices(settings::Node& n, bool serial, Profiles&
       merged.port = d.port;
       merged.unit_id = d.unit_id;
       merged.location = d.location;
+      merged.profile = name;
       d = std::move(merged);
       for (const auto& [metric, where] : *profiles.Metrics(name)) seen.emplace(metric, "profile " + name + " " + where);
     }

@@ -53,8 +53,33 @@ struct CommandConfig {
   Encoding encoding() const { return Encoding{type, word_order, byte_order, 1, 0}; }
 };
 
+// The holding-register window of a device's bootloader, through which the gateway installs
+// firmware ([firmware] in a profile or a device entry; devices/modbus/README.md describes the
+// protocol). Addresses are holding registers; u32 values span two registers.
+struct FirmwareConfig {
+  uint16_t control = 0;       // u16 command: 1 begin (size first), 2 commit, 3 reboot, 4 abort
+  uint16_t status = 0;        // u16: 0 idle, 1 receiving, 2 verifying, 3 ready, 4 error
+  std::optional<uint16_t> error;  // u16 error code while status is 4
+  uint16_t size = 0;          // u32: bytes of the whole image, written before "begin"
+  uint16_t offset = 0;        // u32: byte offset of the chunk being written
+  uint16_t chunk_length = 0;  // u16: bytes in the chunk being written
+  uint16_t data = 0;          // first register of the data window
+  uint16_t max_chunk = 120;   // registers of the data window (2 bytes each), at most 120
+  uint16_t checksum = 0;      // u32: CRC-32 (IEEE) of the whole image, written before "commit"
+  uint16_t version = 0;       // string: the version the device runs, read back after reboot
+  uint16_t version_length = 8;  // registers of the version string
+  WordOrder word_order = WordOrder::kHighFirst;  // of the u32 values
+  ByteOrder byte_order = ByteOrder::kBig;        // of the image bytes and version characters
+  std::string model;          // if set, images for another model are refused
+  int64_t reboot_time_ms = 10'000;    // how long the device is silent after "reboot"
+  int64_t verify_timeout_ms = 30'000; // from "commit" until the status is ready or error
+  int chunk_retries = 3;      // extra tries of a chunk the device did not answer
+  std::vector<std::pair<int, std::string>> errors;  // error code -> text (besides the defaults)
+};
+
 struct DeviceConfig {
   std::string id;
+  std::string profile;  // the profile it was declared from, if any
   std::string kind = "garbage_room";
   std::string host;
   uint16_t port = 502;
@@ -68,6 +93,7 @@ struct DeviceConfig {
   std::vector<EventRule> events;
   std::vector<PointConfig> points;
   std::vector<CommandConfig> commands;
+  std::optional<FirmwareConfig> firmware;
 };
 
 // One RS-485 line: a serial port and the RTU devices on it, polled by one worker with exactly

@@ -24,6 +24,11 @@ struct ModbusRtuBus::Device {
   Device(const DeviceConfig& cfg, const PlanLimits& limits) : poller(cfg, limits) {}
   DevicePoller poller;
   Clock::time_point due{};
+  // Worker thread only: the firmware job in progress and when its next step is due.
+  std::unique_ptr<FirmwareInstaller> job;
+  Clock::time_point job_due{};
+  // Time of the next visit: a job step replaces the device's polls.
+  Clock::time_point next() const { return job ? job_due : due; }
 };
 
 ModbusRtuBus::ModbusRtuBus(BusConfig config, PlanLimits limits) : cfg_(std::move(config)) {
@@ -55,6 +60,22 @@ void ModbusRtuBus::Stop() {
     left.swap(commands_);
   }
   for (auto& c : left) c.reply({false, "gateway stopping", {}});  // every request gets an answer
+  CancelJobs("gateway stopping");
+}
+
+void ModbusRtuBus::CancelJobs(const std::string& why) {
+  // Only once the worker is gone (or never started): the jobs are the worker's otherwise.
+  std::deque<std::unique_ptr<FirmwareInstaller>> queued;
+  {
+    std::lock_guard lk(mu_);
+    queued.swap(new_jobs_);
+  }
+  for (auto& j : queued) j->Cancel(why);
+  for (auto& d : devices_)
+    if (d->job) {
+      d->job->Cancel(why);
+      d->job.reset();
+    }
 }
 
 bool ModbusRtuBus::OpenPort() {
@@ -112,11 +133,14 @@ void ModbusRtuBus::Run() {
       std::vector<Record> out;
       auto now = Clock::now();
       for (auto& d : devices_) {
-        if (d->due > now) continue;
+        if (d->job || d->due > now) continue;
         d->poller.Unreachable("serial port " + cfg_.port + " unavailable", out);
         d->due = now + milliseconds(std::max<int64_t>(d->poller.config().interval_ms, 1000));
       }
       if (!out.empty()) sink_->EmitBatch(std::move(out));
+      AdoptJobs();
+      for (auto& d : devices_)
+        if (d->job && d->job_due <= now) RunJobStep(*d);  // no port: a try without an answer
       RunCommands();  // answers "unavailable" rather than letting them time out silently
       lk.lock();
       cv_.wait_for(lk, milliseconds(1000), [&] { return stop_; });
@@ -125,13 +149,16 @@ void ModbusRtuBus::Run() {
     if (logged_open_failure) spdlog::info("modbus: bus {}: {} is open again", cfg_.name, cfg_.port);
     logged_open_failure = false;
 
-    // The device most overdue goes next: fair across the line, nobody starves.
+    AdoptJobs();
+    // The device most overdue goes next: fair across the line, nobody starves. A firmware job
+    // takes its device's turns, one step (a chunk) at a time, so other devices' polls that fall
+    // due meanwhile go between its chunks.
     auto next = std::min_element(devices_.begin(), devices_.end(),
-                                 [](const auto& a, const auto& b) { return a->due < b->due; });
+                                 [](const auto& a, const auto& b) { return a->next() < b->next(); });
     Device& d = **next;
     lk.lock();
     // Writes go ahead of polls: a command arriving while we wait is served first.
-    if (cv_.wait_until(lk, d.due, [&] { return stop_ || !commands_.empty(); })) {
+    if (cv_.wait_until(lk, d.next(), [&] { return stop_ || !commands_.empty() || !new_jobs_.empty(); })) {
       if (stop_) break;
       lk.unlock();
       RunCommands();
@@ -139,6 +166,11 @@ void ModbusRtuBus::Run() {
       continue;
     }
     lk.unlock();
+    if (d.job) {
+      RunJobStep(d);
+      lk.lock();
+      continue;
+    }
 
     const auto& dc = d.poller.config();
     auto to = milliseconds(dc.timeout_ms);
@@ -191,6 +223,79 @@ void ModbusRtuBus::Run() {
   }
 }
 
+void ModbusRtuBus::InstallFirmware(FirmwareJob job, FirmwareProgressFn progress, FirmwareDoneFn done) {
+  for (const auto& d : devices_) {
+    if (d->poller.config().id != job.device) continue;
+    auto installer = std::make_unique<FirmwareInstaller>(d->poller.config(), std::move(job),
+                                                         std::move(progress), std::move(done));
+    {
+      std::unique_lock lk(mu_);
+      if (stop_) {
+        lk.unlock();
+        installer->Cancel("gateway stopping");
+        return;
+      }
+      new_jobs_.push_back(std::move(installer));
+    }
+    cv_.notify_all();
+    return;
+  }
+  done({false, "unknown device " + job.device, {}});
+}
+
+void ModbusRtuBus::AdoptJobs() {
+  std::deque<std::unique_ptr<FirmwareInstaller>> jobs;
+  {
+    std::lock_guard lk(mu_);
+    jobs.swap(new_jobs_);
+  }
+  for (auto& j : jobs) {
+    for (auto& d : devices_) {
+      if (d->poller.config().id != j->device()) continue;
+      if (d->job) {
+        j->Cancel("a firmware installation is already running on " + j->device());
+        break;
+      }
+      d->job = std::move(j);
+      d->job_due = Clock::now();
+      const auto gap = cfg_.FrameGap();
+      d->job->before_request = [this, gap] {
+        auto earliest = line_quiet_since_ + gap;
+        if (Clock::now() < earliest) std::this_thread::sleep_until(earliest);
+      };
+      d->job->after_request = [this] { line_quiet_since_ = Clock::now(); };
+      break;
+    }
+  }
+}
+
+void ModbusRtuBus::RunJobStep(Device& d) {
+  FirmwareInstaller::Step step;
+  if (!ctx_) {
+    step = d.job->Run(nullptr, "serial port " + cfg_.port + " unavailable");
+  } else {
+    auto to = milliseconds(d.poller.config().timeout_ms);
+    modbus_set_response_timeout(ctx_, static_cast<uint32_t>(to.count() / 1000),
+                                static_cast<uint32_t>((to.count() % 1000) * 1000));
+    step = d.job->Run(ctx_);
+    if (step.link_failed) {
+      modbus_flush(ctx_);
+      if (PortLost(step.error)) {
+        spdlog::warn("modbus: bus {}: {} lost ({}); reopening", cfg_.name, cfg_.port, modbus_strerror(step.error));
+        ClosePort();
+        std::lock_guard g(mu_);
+        health_.reopens++;
+      }
+    }
+  }
+  if (step.finished) {
+    d.job.reset();
+    d.due = Clock::now();  // polls resume at once: the new firmware's first reading
+  } else {
+    d.job_due = step.next;
+  }
+}
+
 bool ModbusRtuBus::Owns(const std::string& device) const {
   for (const auto& d : devices_)
     if (d->poller.config().id == device) return true;
@@ -229,6 +334,10 @@ void ModbusRtuBus::RunCommands() {
     }
     for (auto& d : devices_) {
       if (d->poller.config().id != cmd.request.device) continue;
+      if (d->job) {
+        cmd.reply({false, cmd.request.device + " is installing firmware; try again when it is done", {}});
+        continue;
+      }
       auto to = milliseconds(d->poller.config().timeout_ms);
       modbus_set_response_timeout(ctx_, static_cast<uint32_t>(to.count() / 1000),
                                   static_cast<uint32_t>((to.count() % 1000) * 1000));

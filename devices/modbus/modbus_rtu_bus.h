@@ -17,6 +17,7 @@
 
 #include "api/adapter.h"
 #include "modbus/device_poller.h"
+#include "modbus/firmware_installer.h"
 #include "modbus/modbus_config.h"
 
 namespace sanigate::dev::modbus {
@@ -40,6 +41,9 @@ class ModbusRtuBus {
   // Queues a write; it goes out before the next poll on this line.
   void Execute(CommandRequest request, ReplyFn reply);
   bool Owns(const std::string& device) const;
+  // Queues a firmware job for a device on this line. Its steps take turns with the polls of the
+  // other devices (the device itself is not polled meanwhile); the device must have a window.
+  void InstallFirmware(FirmwareJob job, FirmwareProgressFn progress, FirmwareDoneFn done);
   const BusConfig& config() const { return cfg_; }
 
  private:
@@ -51,6 +55,11 @@ class ModbusRtuBus {
   };
   void Run();
   void RunCommands();
+  // Moves jobs queued by InstallFirmware to their devices (worker thread).
+  void AdoptJobs();
+  // One step of d's firmware job on the line.
+  void RunJobStep(Device& d);
+  void CancelJobs(const std::string& why);
   bool OpenPort();
   void ClosePort();
 
@@ -64,6 +73,7 @@ class ModbusRtuBus {
   std::condition_variable cv_;
   bool stop_ = false;
   std::deque<PendingCommand> commands_;
+  std::deque<std::unique_ptr<FirmwareInstaller>> new_jobs_;
   BusHealth health_;
   std::thread worker_;
 };

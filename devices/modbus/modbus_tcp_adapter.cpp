@@ -36,6 +36,8 @@ struct ModbusTcpAdapter::Device {
   // Guarded by the adapter's mutex: writes waiting, and whether a worker holds the device.
   std::deque<PendingCommand> commands;
   bool busy = false;
+  // A firmware job in progress: set under the mutex; its steps run by the worker holding `busy`.
+  std::unique_ptr<FirmwareInstaller> job;
 };
 
 ModbusTcpAdapter::ModbusTcpAdapter(ModbusConfig config) : config_(std::move(config)) {
@@ -48,6 +50,7 @@ ModbusTcpAdapter::~ModbusTcpAdapter() { Stop(); }
 
 Status ModbusTcpAdapter::Start(RecordSink& sink) {
   sink_ = &sink;
+  std::unique_lock start_lock(mu_);
   stop_ = false;
   // Stagger the first polls across one interval instead of bunching them at start.
   auto now = Clock::now();
@@ -57,6 +60,7 @@ Status ModbusTcpAdapter::Start(RecordSink& sink) {
     d.due = now + milliseconds(d.poller.config().interval_ms * static_cast<int64_t>(i) / static_cast<int64_t>(std::max<size_t>(n, 1)));
     ready_.push({d.due, i});
   }
+  start_lock.unlock();
   int workers = std::min<int>(config_.workers, static_cast<int>(std::max<size_t>(n, 1)));
   for (int i = 0; i < workers; ++i) workers_.emplace_back([this] { WorkerLoop(); });
   std::lock_guard lk(mu_);
@@ -75,13 +79,18 @@ void ModbusTcpAdapter::Stop() {
   for (auto& t : workers_)
     if (t.joinable()) t.join();
   workers_.clear();
-  std::lock_guard lk(mu_);
-  health_.state = "stopped";
-  for (auto& d : devices_) {  // every request gets an answer, even at shutdown
-    for (auto& c : d->commands) c.reply({false, "gateway stopping", {}});
-    d->commands.clear();
+  std::vector<std::unique_ptr<FirmwareInstaller>> jobs;
+  {
+    std::lock_guard lk(mu_);
+    health_.state = "stopped";
+    for (auto& d : devices_) {  // every request gets an answer, even at shutdown
+      for (auto& c : d->commands) c.reply({false, "gateway stopping", {}});
+      d->commands.clear();
+      if (d->job) jobs.push_back(std::move(d->job));
+    }
+    urgent_.clear();
   }
-  urgent_.clear();
+  for (auto& j : jobs) j->Cancel("gateway stopping");  // outside the lock: `done` may call back
 }
 
 void ModbusTcpAdapter::WorkerLoop() {
@@ -97,8 +106,14 @@ void ModbusTcpAdapter::WorkerLoop() {
       d.busy = true;
       auto commands = std::move(d.commands);
       d.commands.clear();
+      bool installing = d.job != nullptr;
       lk.unlock();
-      Visit(d, std::move(commands), /*poll=*/false);
+      if (installing) {
+        for (auto& c : commands)
+          c.reply({false, d.poller.config().id + " is installing firmware; try again when it is done", {}});
+      } else {
+        Visit(d, std::move(commands), /*poll=*/false);
+      }
       lk.lock();
       d.busy = false;
       if (!d.commands.empty()) urgent_.push_back(index);
@@ -115,34 +130,55 @@ void ModbusTcpAdapter::WorkerLoop() {
     }
     ready_.pop();
     Device& d = *devices_[index];
+    if (due != d.due) continue;  // rescheduled since (a firmware job started): a stale slot
     if (d.busy) {
       // A write is running on this device right now: poll right after it.
-      ready_.push({Clock::now() + milliseconds(5), index});
+      d.due = Clock::now() + milliseconds(5);
+      ready_.push({d.due, index});
       continue;
     }
     d.busy = true;
     auto commands = std::move(d.commands);
     d.commands.clear();
+    FirmwareInstaller* job = d.job.get();
     lk.unlock();
-    Visit(d, std::move(commands), /*poll=*/true);
-    // Keep the phase: next poll one interval after the previous due time. A device that fell
-    // behind (e.g. waited on a timeout) skips the missed slots instead of bursting.
-    const auto& cfg = d.poller.config();
-    auto interval = milliseconds(cfg.interval_ms);
-    if (d.poller.failing()) {
-      // Offline: retry less often (up to 10 s) so a dead device costs the others little.
-      int extra = std::min(d.poller.failures() - cfg.offline_after, 4);
-      interval = std::max(interval, std::min(interval * (1 << extra), milliseconds(10000)));
+    Clock::time_point next;
+    bool job_finished = false;
+    if (job) {
+      // A firmware step instead of a poll: the device's own polls pause during the job; the
+      // next step is queued by time like any poll, so overdue polls of others go first.
+      FirmwareInstaller::Step step = VisitJob(d, *job, std::move(commands));
+      job_finished = step.finished;
+      next = step.finished ? Clock::now() : step.next;
+    } else {
+      Visit(d, std::move(commands), /*poll=*/true);
+      // Keep the phase: next poll one interval after the previous due time. A device that fell
+      // behind (e.g. waited on a timeout) skips the missed slots instead of bursting.
+      const auto& cfg = d.poller.config();
+      auto interval = milliseconds(cfg.interval_ms);
+      if (d.poller.failing()) {
+        // Offline: retry less often (up to 10 s) so a dead device costs the others little.
+        int extra = std::min(d.poller.failures() - cfg.offline_after, 4);
+        interval = std::max(interval, std::min(interval * (1 << extra), milliseconds(10000)));
+      }
+      next = due + interval;
+      auto now = Clock::now();
+      if (next <= now) next = now + interval - (now - due) % interval;
     }
-    auto next = d.due + interval;
-    auto now = Clock::now();
-    if (next <= now) next = now + interval - (now - d.due) % interval;
-    d.due = next;
     lk.lock();
     d.busy = false;
+    std::unique_ptr<FirmwareInstaller> finished;
+    if (job_finished) finished = std::move(d.job);  // its `done` has run: polls resume now
+    else if (!job && d.job) next = Clock::now();    // a job arrived during the poll: start it
+    d.due = next;
     if (!d.commands.empty()) urgent_.push_back(index);
     ready_.push({d.due, index});
     cv_.notify_one();
+    if (finished) {
+      lk.unlock();
+      finished.reset();
+      lk.lock();
+    }
   }
 }
 
@@ -169,9 +205,35 @@ void ModbusTcpAdapter::Execute(CommandRequest request, ReplyFn reply) {
   reply({false, "unknown device " + request.device, {}});
 }
 
-void ModbusTcpAdapter::Visit(Device& d, std::deque<PendingCommand> commands, bool poll) {
+void ModbusTcpAdapter::InstallFirmware(FirmwareJob job, FirmwareProgressFn progress, FirmwareDoneFn done) {
+  for (size_t i = 0; i < devices_.size(); ++i) {
+    Device& d = *devices_[i];
+    if (d.poller.config().id != job.device) continue;
+    std::unique_lock lk(mu_);
+    if (stop_) {
+      lk.unlock();
+      return done({false, "gateway stopping", {}});
+    }
+    if (d.job) {
+      lk.unlock();
+      return done({false, "a firmware installation is already running on " + job.device, {}});
+    }
+    d.job = std::make_unique<FirmwareInstaller>(d.poller.config(), std::move(job), std::move(progress),
+                                                std::move(done));
+    if (!d.busy) {
+      // Take the device's next slot now; the slot it had becomes stale.
+      d.due = Clock::now();
+      ready_.push({d.due, i});
+    }
+    lk.unlock();
+    cv_.notify_one();
+    return;
+  }
+  done({false, "unknown device " + job.device, {}});
+}
+
+std::string ModbusTcpAdapter::Connect(Device& d) {
   const DeviceConfig& cfg = d.poller.config();
-  std::vector<Record> out;
   if (!d.ctx) {
     d.ctx = modbus_new_tcp(cfg.host.c_str(), cfg.port);
     if (d.ctx) {
@@ -180,14 +242,32 @@ void ModbusTcpAdapter::Visit(Device& d, std::deque<PendingCommand> commands, boo
                                   static_cast<uint32_t>((to.count() % 1000) * 1000));
     }
   }
-  std::string unreachable;
-  if (!d.ctx) {
-    unreachable = std::string("cannot create a context: ") + modbus_strerror(errno);
-  } else if (!d.connected && modbus_connect(d.ctx) != 0) {
-    unreachable = "connect to " + cfg.host + ":" + std::to_string(cfg.port) + ": " + modbus_strerror(errno);
-  } else {
-    d.connected = true;
+  if (!d.ctx) return std::string("cannot create a context: ") + modbus_strerror(errno);
+  if (!d.connected && modbus_connect(d.ctx) != 0)
+    return "connect to " + cfg.host + ":" + std::to_string(cfg.port) + ": " + modbus_strerror(errno);
+  d.connected = true;
+  return {};
+}
+
+FirmwareInstaller::Step ModbusTcpAdapter::VisitJob(Device& d, FirmwareInstaller& job,
+                                                   std::deque<PendingCommand> commands) {
+  for (auto& c : commands)
+    c.reply({false, d.poller.config().id + " is installing firmware; try again when it is done", {}});
+  std::string unreachable = Connect(d);
+  FirmwareInstaller::Step step = job.Run(unreachable.empty() ? d.ctx : nullptr, unreachable);
+  if (d.ctx && d.connected && (step.link_failed || step.finished)) {
+    // A late answer must not be taken for the next request; after the job the device has
+    // usually rebooted, so polls start on a fresh connection too.
+    modbus_close(d.ctx);
+    d.connected = false;
   }
+  return step;
+}
+
+void ModbusTcpAdapter::Visit(Device& d, std::deque<PendingCommand> commands, bool poll) {
+  const DeviceConfig& cfg = d.poller.config();
+  std::vector<Record> out;
+  std::string unreachable = Connect(d);
   for (auto& cmd : commands) {
     if (Clock::now() > cmd.deadline) cmd.reply({false, "timeout: not executed in time", {}});
     else if (!unreachable.empty()) cmd.reply({false, "device unreachable: " + unreachable, {}});

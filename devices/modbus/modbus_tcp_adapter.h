@@ -16,6 +16,7 @@
 
 #include "api/adapter.h"
 #include "modbus/device_poller.h"
+#include "modbus/firmware_installer.h"
 #include "modbus/modbus_config.h"
 
 namespace sanigate::dev::modbus {
@@ -31,6 +32,9 @@ class ModbusTcpAdapter {
   // Queues a write for one of its devices; writes go ahead of that device's next poll.
   void Execute(CommandRequest request, ReplyFn reply);
   bool Owns(const std::string& device) const;
+  // Queues a firmware job; its steps take the device's poll slots (the device is not polled
+  // meanwhile), interleaved with the other devices' polls. The device must have a window.
+  void InstallFirmware(FirmwareJob job, FirmwareProgressFn progress, FirmwareDoneFn done);
 
  private:
   struct Device;
@@ -45,6 +49,10 @@ class ModbusTcpAdapter {
   void WorkerLoop();
   // Connects if needed, runs the queued writes, then (if `poll`) one poll cycle.
   void Visit(Device& d, std::deque<PendingCommand> commands, bool poll);
+  // Connects if needed and runs one step of the device's firmware job (commands are refused).
+  FirmwareInstaller::Step VisitJob(Device& d, FirmwareInstaller& job, std::deque<PendingCommand> commands);
+  // Connects d.ctx if needed; returns why it cannot, or "".
+  std::string Connect(Device& d);
 
   ModbusConfig config_;
   std::vector<std::unique_ptr<Device>> devices_;

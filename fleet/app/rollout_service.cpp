@@ -1,6 +1,5 @@
 #include "app/rollout_service.h"
 
-#include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
@@ -8,6 +7,7 @@
 
 #include "core/atomic_file.h"
 #include "firmware/artifact.h"
+#include "firmware/base64.h"
 #include "firmware/version.h"
 
 namespace sanigate::fleet {
@@ -15,25 +15,6 @@ namespace {
 
 using json = nlohmann::json;
 namespace fs = std::filesystem;
-
-std::string Base64(std::string_view bytes) {
-  std::string out(4 * ((bytes.size() + 2) / 3), '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), reinterpret_cast<const unsigned char*>(bytes.data()),
-                          static_cast<int>(bytes.size()));
-  out.resize(static_cast<size_t>(n));
-  return out;
-}
-
-std::optional<std::string> FromBase64(std::string_view text) {
-  if (text.size() % 4 != 0) return std::nullopt;
-  std::string out(text.size() / 4 * 3, '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()), reinterpret_cast<const unsigned char*>(text.data()),
-                          static_cast<int>(text.size()));
-  if (n < 0) return std::nullopt;
-  size_t pad = text.size() >= 2 ? (text[text.size() - 1] == '=') + (text[text.size() - 2] == '=') : 0;
-  out.resize(static_cast<size_t>(n) - pad);  // EVP_DecodeBlock counts the padding as zero bytes
-  return out;
-}
 
 bool IsSha256(const std::string& s) {
   return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
@@ -175,7 +156,7 @@ AdminAnswer RolloutService::PutChunk(const json& args) {
   if (trusted_.empty())
     return AdminAnswer::Fail("invalid", "this sanifleet has no [firmware] trusted_keys, so it cannot check an image's signature");
   if (!args.contains("offset") || !args["offset"].is_number_unsigned()) return AdminAnswer::Fail("invalid", "offset is required");
-  auto data = FromBase64(args.value("data", ""));
+  auto data = firmware::Base64Decode(args.value("data", ""));
   if (!data) return AdminAnswer::Fail("invalid", "data must be base64");
   if (static_cast<int64_t>(data->size()) > cfg_.max_chunk_bytes)
     return AdminAnswer::Fail("invalid", "a chunk may hold at most " + std::to_string(cfg_.max_chunk_bytes) + " bytes");
@@ -289,7 +270,7 @@ std::string RolloutService::ServeChunk(const std::string& payload) const {
   in.seekg(static_cast<std::streamoff>(offset));
   in.read(data.data(), static_cast<std::streamsize>(data.size()));
   if (!in) return ErrorJson("internal", "cannot read the image");
-  return json{{"ok", true}, {"result", {{"offset", offset}, {"size", size}, {"data", Base64(data)}}}}.dump();
+  return json{{"ok", true}, {"result", {{"offset", offset}, {"size", size}, {"data", firmware::Base64Encode(data)}}}}.dump();
 }
 
 void RolloutService::OnJobStatus(const std::string& site, const std::string& device, const std::string& payload, int64_t now_ms) {
@@ -341,7 +322,8 @@ void RolloutService::Tick(const Registry& registry, int64_t now_ms) {
     for (const auto& s : starts) {
       const auto& d = c.devices().at(s.key);
       std::string site = s.key.substr(0, s.key.find('/')), device = s.key.substr(s.key.find('/') + 1);
-      json job = {{"campaign", id}, {"device", device}, {"attempt", s.attempt}, {"manifest", json::parse(manifests_[c.spec().artifact_sha256], nullptr, false)}};
+      json job = {{"campaign", id}, {"device", device}, {"attempt", s.attempt}, {"manifest", json::parse(manifests_[c.spec().artifact_sha256], nullptr, false)},
+                  {"chunks", cfg_.topic_prefix + "/" + cfg_.site + "/fleet/firmware/get"}};
       spdlog::info("rollout {}: installing {} {} on {} (attempt {}) through {}", id, c.spec().model, c.spec().version, s.key, s.attempt, d.gateway);
       request_(cfg_.topic_prefix + "/" + site + "/gateway/" + d.gateway + "/admin/install", job.dump(),
                id + '\x1f' + s.key + '\x1f' + std::to_string(s.attempt));

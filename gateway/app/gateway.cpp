@@ -128,10 +128,13 @@ void Gateway::OnAdmin(mqtt::InboundMessage msg, std::string verb) {
   json answer;
   if (verb == "status") {
     answer = {{"ok", true}, {"result", json::parse(StatusPayload(true))}};
+  } else if (verb == "install") {
+    json job = json::parse(msg.payload, nullptr, false);
+    answer = firmware_ ? firmware_->Accept(job) : json{{"ok", false}, {"code", "invalid"}, {"error", "firmware agent not running"}};
   } else if (verb == "ping") {
     answer = {{"ok", true}, {"result", {{"gateway", cfg_.gateway.id}, {"version", SANIGATE_VERSION}, {"ts", NowMs()}}}};
   } else {
-    answer = {{"ok", false}, {"error", "unknown verb \"" + verb + "\" (status, ping)"}, {"code", "invalid"}};
+    answer = {{"ok", false}, {"error", "unknown verb \"" + verb + "\" (status, ping, install)"}, {"code", "invalid"}};
   }
   (void)forwarder_->PublishResponse(msg.response_topic, answer.dump(), msg.correlation_data);
 }
@@ -269,8 +272,21 @@ void Gateway::StopAdapters() {
 }
 
 Status Gateway::Start() {
+  auto agent = FirmwareAgent::Create(cfg_, [this](const std::string& device, const std::function<void(dev::Adapter&)>& fn) {
+    std::lock_guard lk(adapters_mu_);
+    auto it = owner_.find(device);
+    dev::Adapter* owner = it != owner_.end() ? it->second : nullptr;
+    for (auto& a : adapters_)
+      if (!owner && a->OwnsDevice(device)) owner = a.get();
+    if (owner) fn(*owner);
+    return owner != nullptr;
+  });
+  if (!agent.ok()) return agent.status();
+  firmware_ = std::move(*agent);
   StartForwarder();
-  return StartAdapters();
+  Status st = StartAdapters();
+  firmware_->Start();
+  return st;
 }
 
 Status Gateway::Reload(settings::Config next) {
@@ -317,6 +333,7 @@ void Gateway::Stop() {
   auto ms = [&] {
     return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
   };
+  if (firmware_) firmware_->Stop();
   StopAdapters();
   spdlog::debug("stop: adapters stopped after {} ms", ms());
   if (outbox_) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "api/adapter.h"
+#include "app/firmware_agent.h"
 #include "pipeline/forwarder.h"
 #include "pipeline/pipeline.h"
 #include "settings/gateway_config.h"
@@ -45,6 +46,7 @@ class Gateway {
   std::unique_ptr<pipeline::Forwarder> forwarder_;
   std::vector<std::unique_ptr<dev::Adapter>> adapters_;
   std::unordered_map<std::string, dev::Adapter*> owner_;  // device id -> its adapter
+  std::unique_ptr<FirmwareAgent> firmware_;
   mutable std::mutex adapters_mu_;  // the status payload reads adapters from the forwarder thread
 };
 

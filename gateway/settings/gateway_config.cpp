@@ -105,6 +105,19 @@ void ParseOutbox(Node& n, OutboxSection& o) {
   n.Finish();
 }
 
+void ParseFirmware(Node& n, FirmwareSection& f) {
+  if (n.Has("trusted_keys")) f.trusted_keys = n.StringArray("trusted_keys");
+  for (const auto& k : f.trusted_keys)
+    if (!std::filesystem::exists(k)) n.Problem("trusted_keys", "no such file " + k);
+  f.cache_dir = n.String("cache_dir", f.cache_dir);
+  f.chunk_kib = n.Int("chunk_kib", f.chunk_kib, 1, 256);
+  f.window = n.Int("window", f.window, 1, 64);
+  f.max_kib_s = n.Int("max_kib_s", f.max_kib_s, 1, 1'000'000);
+  f.request_timeout_ms = n.Int("request_timeout_ms", f.request_timeout_ms, 100, 600'000);
+  f.job_timeout_s = n.Int("job_timeout_s", f.job_timeout_s, 10, 7 * 86400);
+  n.Finish();
+}
+
 Result<Config> Walk(ParsedFile parsed, ConfigErrors& errors, const std::string& name,
                     const std::vector<SectionParser>& sections) {
   Config cfg;
@@ -116,6 +129,7 @@ Result<Config> Walk(ParsedFile parsed, ConfigErrors& errors, const std::string& 
     if (auto m = root.Table("mqtt")) ParseMqttSection(*m, cfg.mqtt, "sanigate-" + cfg.gateway.id);
     else cfg.mqtt.client_id = "sanigate-" + cfg.gateway.id;
     if (auto o = root.Table("outbox")) ParseOutbox(*o, cfg.outbox);
+    if (auto f = root.Table("firmware")) ParseFirmware(*f, cfg.firmware);
     for (const auto& section : sections) {
       if (auto t = root.Table(section.name)) {
         std::any parsed_section = section.parse(*t, cfg.gateway);
@@ -132,6 +146,12 @@ Result<Config> Walk(ParsedFile parsed, ConfigErrors& errors, const std::string& 
 
 std::string Config::OutboxPath() const {
   std::filesystem::path p(outbox.path);
+  if (p.is_absolute()) return p.string();
+  return (std::filesystem::path(gateway.data_dir) / p).string();
+}
+
+std::string Config::FirmwareDir() const {
+  std::filesystem::path p(firmware.cache_dir);
   if (p.is_absolute()) return p.string();
   return (std::filesystem::path(gateway.data_dir) / p).string();
 }

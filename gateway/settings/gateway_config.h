@@ -63,14 +63,27 @@ struct AdapterSection {
   std::any config;       // the protocol's own parsed config
 };
 
+// [firmware]: what the gateway needs to install images sent by a rollout (fleet/README.md).
+struct FirmwareSection {
+  std::vector<std::string> trusted_keys;  // operators' Ed25519 public keys (PEM); none = refuse all
+  std::string cache_dir = "firmware";     // relative to data_dir
+  int64_t chunk_kib = 64;                 // per pull request
+  int64_t window = 4;                     // pull requests in flight
+  int64_t max_kib_s = 512;                // so a rollout never starves telemetry
+  int64_t request_timeout_ms = 10'000;    // a chunk not answered by then is asked again
+  int64_t job_timeout_s = 3600;           // for the device's own install after the download
+};
+
 struct Config {
   std::string file;
   GatewaySection gateway;
   MqttSection mqtt;
   OutboxSection outbox;
+  FirmwareSection firmware;
   std::vector<AdapterSection> adapters;
 
   std::string OutboxPath() const;
+  std::string FirmwareDir() const;
 };
 
 // A protocol section parser: reads its [name] table, reports problems into the node's errors.

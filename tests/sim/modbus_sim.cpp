@@ -5,6 +5,9 @@
 // RTU mode (--rtu PATH): one serial line (a tty, usually one side of a
 // PtyBridge) with several slave ids, each an independent device with its own
 // register map. Single-threaded: everything is served from one ppoll() loop.
+// Every device also has a bootloader in holding registers 4096..4255 (the
+// [firmware] window of config/profiles/garbage-room-v1.toml; the protocol is
+// described in devices/modbus/README.md), with --fw-* failure modes.
 // See README.md in this folder for the register map and the command line.
 
 #include <modbus/modbus.h>
@@ -51,6 +54,25 @@ constexpr int kMaxSlaveId = 247;                  // RTU unit ids 1..247, 0 = br
 constexpr auto kReopenInterval = std::chrono::milliseconds(200);
 // RTU: a partial request with no new byte for this long is discarded (resync).
 constexpr auto kRtuStallTimeout = std::chrono::milliseconds(100);
+
+// The bootloader's holding registers: the [firmware] window of
+// config/profiles/garbage-room-v1.toml (protocol: devices/modbus/README.md).
+constexpr int kFwBase = 4096;            // first register of the window
+constexpr int kFwRegs = 160;             // 4096..4255
+constexpr int kFwControl = 4096;         // u16 command: 1 begin, 2 commit, 3 reboot, 4 abort
+constexpr int kFwStatus = 4097;          // u16: 0 idle, 1 receiving, 2 verifying, 3 ready, 4 error
+constexpr int kFwError = 4098;           // u16 error code while status is 4
+constexpr int kFwSize = 4100;            // u32 image size
+constexpr int kFwOffset = 4102;          // u32 offset of the chunk
+constexpr int kFwChunkLen = 4104;        // u16 bytes in the chunk
+constexpr int kFwData = 4105;            // data window, kFwMaxChunk registers
+constexpr int kFwMaxChunk = 120;
+constexpr int kFwChecksum = 4230;        // u32 CRC-32 of the image
+constexpr int kFwVersion = 4240;         // string, kFwVersionLen registers
+constexpr int kFwVersionLen = 8;
+constexpr std::uint32_t kFwMaxImage = 16u << 20;
+enum FwStatus { kFwIdle = 0, kFwReceiving = 1, kFwVerifying = 2, kFwReady = 3, kFwFailed = 4 };
+enum FwError { kFwErrChecksum = 1, kFwErrOrder = 2, kFwErrTooLarge = 3, kFwErrIncomplete = 4, kFwErrState = 5 };
 
 // ---------------------------------------------------------------------------
 // Signals: handlers only set flags. The signals are blocked except while the
@@ -106,6 +128,16 @@ struct Options {
     bool dynamic = false;
     bool verbose = false;
     std::uint32_t seed = 42;
+    // Bootloader (firmware window)
+    std::string fw_version = "1.0.0";  // what the device runs at start
+    std::string fw_new_version;        // after an install of an image without an SGFW header
+    enum class FwFail { None, Crc, OldVersion, Silent } fw_fail = FwFail::None;
+    int fw_fail_after = 3;    // --fw-fail silent: chunks taken before going silent
+    int fw_reboot_ms = 3000;  // silent after the reboot command
+    int fw_verify_ms = 200;   // "verifying" after the commit
+    int fw_busy_ms = 0;       // answers "busy" in the window for this long after each chunk
+    bool fw_low_word_first = false;
+    bool fw_little_bytes = false;
 };
 
 [[noreturn]] void usage_error(const std::string& msg) {
@@ -147,6 +179,20 @@ void print_help() {
         "  --dynamic                 evolve fill level/temperature/nh3/door each second\n"
         "  --seed S                  base random seed for --dynamic (default 42)\n"
         "  --verbose                 log every request to stderr\n"
+        "Bootloader (holding registers 4096..4255, see devices/modbus/README.md):\n"
+        "  --fw-version V            firmware version the devices start with (1.0.0)\n"
+        "  --fw-new-version V        version after installing an image that has no\n"
+        "                            \"SGFW\" V NUL header (default: \"unknown\")\n"
+        "  --fw-fail MODE            crc: refuse every image (checksum error);\n"
+        "                            old-version: reboot into the old version;\n"
+        "                            silent: stop answering after --fw-fail-after chunks\n"
+        "  --fw-fail-after N         chunks before --fw-fail silent (default 3)\n"
+        "  --fw-reboot-ms N          silent time after the reboot command (3000)\n"
+        "  --fw-verify-ms N          time in \"verifying\" after the commit (200)\n"
+        "  --fw-busy-ms N            answer \"busy\" in the window for N ms after\n"
+        "                            each chunk, as while writing flash (0)\n"
+        "  --fw-word-order high|low  word order of the u32 registers (high)\n"
+        "  --fw-byte-order big|little  byte order of data and version (big)\n"
         "  --help                    this text\n"
         "\n"
         "Signals: SIGUSR1 mute (read requests, never reply), SIGUSR2 unmute,\n"
@@ -371,6 +417,33 @@ Options parse_args(int argc, char** argv) {
         } else if (flag == "--verbose") {
             no_value();
             o.verbose = true;
+        } else if (flag == "--fw-version" || flag == "--fw-new-version") {
+            std::string v = value();
+            if (v.empty() || v.size() > 16) usage_error(flag + ": expected 1..16 characters");
+            (flag == "--fw-version" ? o.fw_version : o.fw_new_version) = v;
+        } else if (flag == "--fw-fail") {
+            std::string v = value();
+            if (v == "crc") o.fw_fail = Options::FwFail::Crc;
+            else if (v == "old-version") o.fw_fail = Options::FwFail::OldVersion;
+            else if (v == "silent") o.fw_fail = Options::FwFail::Silent;
+            else usage_error("--fw-fail: expected crc, old-version or silent");
+        } else if (flag == "--fw-fail-after" || flag == "--fw-reboot-ms" || flag == "--fw-verify-ms" ||
+                   flag == "--fw-busy-ms") {
+            auto v = parse_int(value());
+            if (!v || *v < 0 || *v > 600000) usage_error(flag + ": expected 0..600000");
+            int n = static_cast<int>(*v);
+            if (flag == "--fw-fail-after") o.fw_fail_after = n;
+            else if (flag == "--fw-reboot-ms") o.fw_reboot_ms = n;
+            else if (flag == "--fw-verify-ms") o.fw_verify_ms = n;
+            else o.fw_busy_ms = n;
+        } else if (flag == "--fw-word-order") {
+            std::string v = value();
+            if (v != "high" && v != "low") usage_error("--fw-word-order: expected high or low");
+            o.fw_low_word_first = v == "low";
+        } else if (flag == "--fw-byte-order") {
+            std::string v = value();
+            if (v != "big" && v != "little") usage_error("--fw-byte-order: expected big or little");
+            o.fw_little_bytes = v == "little";
         } else if (flag == "--rtu") {
             if (!o.rtu_path.empty()) usage_error("--rtu: only one serial line per process");
             o.rtu_path = value();
@@ -487,6 +560,47 @@ void apply_set(modbus_mapping_t* m, const SetOp& op) {
 // ---------------------------------------------------------------------------
 // Devices
 
+// CRC-32 (IEEE 802.3, as zlib's crc32), bit by bit: the gateway has its own table-driven one,
+// so the two check each other.
+std::uint32_t crc32_ieee(const std::uint8_t* p, std::size_t n) {
+    std::uint32_t crc = 0xFFFFFFFFu;
+    for (std::size_t i = 0; i < n; ++i) {
+        crc ^= p[i];
+        for (int k = 0; k < 8; ++k) crc = (crc & 1u) ? (crc >> 1) ^ 0xEDB88320u : crc >> 1;
+    }
+    return ~crc;
+}
+
+// The version an image declares: "SGFW" then the version and a NUL at its start.
+std::string image_version(const std::vector<std::uint8_t>& img) {
+    if (img.size() < 6 || std::memcmp(img.data(), "SGFW", 4) != 0) return {};
+    std::string v;
+    for (std::size_t i = 4; i < img.size() && i < 4 + 16; ++i) {
+        if (img[i] == 0) return v;
+        if (img[i] < 0x20 || img[i] > 0x7E) return {};
+        v.push_back(static_cast<char>(img[i]));
+    }
+    return {};
+}
+
+// One device's bootloader (see the kFw* registers above).
+struct Boot {
+    using clock = std::chrono::steady_clock;
+    int status = kFwIdle;
+    int error = 0;
+    std::vector<std::uint8_t> image;
+    std::uint32_t size = 0;
+    std::uint32_t received = 0;
+    std::uint32_t last_offset = 0;  // of the last chunk taken (it may come again)
+    int chunks = 0;
+    clock::time_point busy_until{};
+    clock::time_point verify_until{};
+    bool rebooting = false;
+    clock::time_point reboot_until{};
+    std::string next_version;  // what the device runs after the reboot
+    bool silent = false;       // --fw-fail silent: answers nothing any more
+};
+
 struct Device {
     int index = 0;
     int unit = 0;  // RTU: slave id served by this device
@@ -495,6 +609,10 @@ struct Device {
     int listen_fd = -1;
     int port = 0;
     std::vector<int> clients;
+    // Bootloader: its window (holding registers kFwBase.. only) and state.
+    modbus_mapping_t* fw_map = nullptr;
+    std::string version;
+    Boot boot;
     // --dynamic state
     std::mt19937 rng;
     bool empty_next_tick = false;
@@ -642,6 +760,7 @@ public:
                 modbus_free(d.ctx);
             }
             if (d.map) modbus_mapping_free(d.map);
+            if (d.fw_map) modbus_mapping_free(d.fw_map);
         }
         if (rtu_ctx_) {
             if (rtu_fd_ >= 0) modbus_close(rtu_ctx_);
@@ -680,6 +799,7 @@ public:
             }
             load_defaults(d.map);
             for (const SetOp& op : opts_.sets) apply_set(d.map, op);
+            if (!fw_init(d)) return false;
 
             d.listen_fd = modbus_tcp_listen(d.ctx, kListenBacklog);
             if (d.listen_fd < 0) {
@@ -739,6 +859,14 @@ public:
             pfds.clear();
             owners.clear();
             const bool accepting = now >= accept_pause_until;
+            for (Device& d : devices_) {
+                fw_tick(d);
+                if (d.boot.rebooting && !d.clients.empty()) {
+                    // Rebooting: every connection of the device goes away.
+                    for (int fd : d.clients) close(fd);
+                    d.clients.clear();
+                }
+            }
             for (Device& d : devices_) {
                 if (accepting) {
                     pfds.push_back({d.listen_fd, POLLIN, 0});
@@ -810,6 +938,7 @@ public:
             }
             load_defaults(d.map);
             for (const SetOp& op : opts_.sets) apply_set(d.map, op);
+            if (!fw_init(d)) return false;
         }
         rtu_ctx_ = modbus_new_rtu(opts_.rtu_path.c_str(), opts_.baud, opts_.parity, opts_.data_bits, opts_.stop_bits);
         if (!rtu_ctx_) {
@@ -921,6 +1050,204 @@ public:
     }
 
 private:
+    // --- bootloader ------------------------------------------------------
+    using fw_clock = std::chrono::steady_clock;
+
+    enum class FwVerdict {
+        Normal,       // not the bootloader's: serve from the ordinary map
+        Answered,     // answered from the firmware window
+        NoReply,      // deliberately left unanswered (silent)
+        Drop,         // rebooting: TCP drops the connection, RTU stays silent
+        ReplyFailed,  // modbus_reply failed (errno set)
+    };
+
+    bool fw_init(Device& d) {
+        d.fw_map = modbus_mapping_new_start_address(0, 0, 0, 0, kFwBase, kFwRegs, 0, 0);
+        if (!d.fw_map) {
+            std::fprintf(stderr, "modbus_sim: modbus_mapping_new failed: %s\n", modbus_strerror(errno));
+            return false;
+        }
+        d.version = opts_.fw_version;
+        fw_publish(d);
+        return true;
+    }
+
+    std::uint16_t& fw_reg(Device& d, int addr) { return d.fw_map->tab_registers[addr - kFwBase]; }
+
+    std::uint32_t fw_u32(Device& d, int addr) {
+        std::uint32_t a = fw_reg(d, addr), b = fw_reg(d, addr + 1);
+        return opts_.fw_low_word_first ? (b << 16) | a : (a << 16) | b;
+    }
+
+    std::uint16_t fw_bytes(std::uint8_t hi, std::uint8_t lo) const {
+        return opts_.fw_little_bytes ? static_cast<std::uint16_t>((lo << 8) | hi)
+                                     : static_cast<std::uint16_t>((hi << 8) | lo);
+    }
+
+    // Status, error code and version into the window.
+    void fw_publish(Device& d) {
+        fw_reg(d, kFwStatus) = static_cast<std::uint16_t>(d.boot.status);
+        fw_reg(d, kFwError) = static_cast<std::uint16_t>(d.boot.error);
+        for (int i = 0; i < kFwVersionLen; ++i) {
+            auto at = [&](std::size_t k) -> std::uint8_t {
+                return k < d.version.size() ? static_cast<std::uint8_t>(d.version[k]) : 0;
+            };
+            fw_reg(d, kFwVersion + i) = fw_bytes(at(2 * i), at(2 * i + 1));
+        }
+    }
+
+    void fw_log(const Device& d, const std::string& what) {
+        if (opts_.rtu_path.empty())
+            std::fprintf(stderr, "modbus_sim: device %d (port %d): firmware: %s\n", d.index, d.port, what.c_str());
+        else
+            std::fprintf(stderr, "modbus_sim: unit %d: firmware: %s\n", d.unit, what.c_str());
+    }
+
+    void fw_fail(Device& d, int code, const std::string& why) {
+        d.boot.status = kFwFailed;
+        d.boot.error = code;
+        d.boot.image.clear();
+        fw_log(d, "error " + std::to_string(code) + ": " + why);
+    }
+
+    // Moves time-driven states on: verification done, reboot over.
+    void fw_tick(Device& d) {
+        const auto now = fw_clock::now();
+        Boot& b = d.boot;
+        if (b.status == kFwVerifying && now >= b.verify_until) {
+            const std::uint32_t crc = crc32_ieee(b.image.data(), b.image.size());
+            const std::uint32_t want = fw_u32(d, kFwChecksum);
+            char buf[96];
+            std::snprintf(buf, sizeof buf, "CRC-32 %08x, checksum register %08x", crc, want);
+            if (crc != want || opts_.fw_fail == Options::FwFail::Crc) {
+                fw_fail(d, kFwErrChecksum, std::string("checksum mismatch (") + buf +
+                                               (crc == want ? ", --fw-fail crc)" : ")"));
+            } else {
+                b.status = kFwReady;
+                std::string v = image_version(b.image);
+                b.next_version = !v.empty() ? v : !opts_.fw_new_version.empty() ? opts_.fw_new_version : "unknown";
+                fw_log(d, std::string("image verified (") + buf + "), version " + b.next_version);
+            }
+            fw_publish(d);
+        }
+        if (b.rebooting && now >= b.reboot_until) {
+            b.rebooting = false;
+            d.version = b.next_version;
+            b = Boot{};
+            fw_publish(d);
+            fw_log(d, "up again, running " + d.version);
+        }
+    }
+
+    void fw_control(Device& d, int cmd) {
+        Boot& b = d.boot;
+        const auto now = fw_clock::now();
+        switch (cmd) {
+        case 1: {  // begin
+            const std::uint32_t size = fw_u32(d, kFwSize);
+            b = Boot{};
+            if (size == 0 || size > kFwMaxImage) {
+                fw_fail(d, kFwErrTooLarge, "begin with size " + std::to_string(size));
+                break;
+            }
+            b.size = size;
+            b.image.reserve(size);
+            b.status = kFwReceiving;
+            fw_log(d, "begin, " + std::to_string(size) + " bytes");
+            break;
+        }
+        case 2:  // commit
+            if (b.status != kFwReceiving) {
+                fw_fail(d, kFwErrState, "commit while not receiving");
+            } else if (b.received != b.size) {
+                fw_fail(d, kFwErrIncomplete, "commit after " + std::to_string(b.received) + " of " +
+                                                 std::to_string(b.size) + " bytes");
+            } else {
+                b.status = kFwVerifying;
+                b.verify_until = now + std::chrono::milliseconds(opts_.fw_verify_ms);
+                fw_log(d, "commit, verifying");
+            }
+            break;
+        case 3: {  // reboot: into the new image only if it was verified
+            const bool install = b.status == kFwReady && opts_.fw_fail != Options::FwFail::OldVersion;
+            std::string next = install ? b.next_version : d.version;
+            b = Boot{};
+            b.rebooting = true;
+            b.reboot_until = now + std::chrono::milliseconds(opts_.fw_reboot_ms);
+            b.next_version = next;
+            fw_log(d, "rebooting for " + std::to_string(opts_.fw_reboot_ms) + " ms into " + next +
+                          (install || next != d.version ? "" : " (the old version)"));
+            break;
+        }
+        case 4:  // abort
+            b = Boot{};
+            fw_log(d, "abort");
+            break;
+        default: fw_fail(d, kFwErrState, "unknown command " + std::to_string(cmd)); break;
+        }
+        fw_publish(d);
+    }
+
+    void fw_chunk(Device& d, int write_end) {
+        Boot& b = d.boot;
+        const std::uint32_t off = fw_u32(d, kFwOffset);
+        const int len = fw_reg(d, kFwChunkLen);
+        const std::string at = "chunk at " + std::to_string(off) + " (" + std::to_string(len) + " bytes)";
+        if (b.status != kFwReceiving) return fw_fail(d, kFwErrState, at + " while not receiving"), fw_publish(d);
+        if (len < 1 || len > 2 * kFwMaxChunk || write_end < kFwData + (len + 1) / 2)
+            return fw_fail(d, kFwErrOrder, at + ": bad length"), fw_publish(d);
+        if (off + static_cast<std::uint32_t>(len) > b.size)
+            return fw_fail(d, kFwErrTooLarge, at + ": beyond the size"), fw_publish(d);
+        std::vector<std::uint8_t> bytes(static_cast<std::size_t>(len));
+        for (int i = 0; i < len; ++i) {
+            const std::uint16_t r = fw_reg(d, kFwData + i / 2);
+            const std::uint8_t hi = static_cast<std::uint8_t>(r >> 8), lo = static_cast<std::uint8_t>(r & 0xFF);
+            const bool first = i % 2 == 0;
+            bytes[static_cast<std::size_t>(i)] = opts_.fw_little_bytes ? (first ? lo : hi) : (first ? hi : lo);
+        }
+        if (off == b.received) {
+            b.image.insert(b.image.end(), bytes.begin(), bytes.end());
+            b.last_offset = off;
+            b.received += static_cast<std::uint32_t>(len);
+            b.chunks++;
+        } else if (b.chunks > 0 && off == b.last_offset && off + static_cast<std::uint32_t>(len) == b.received) {
+            std::copy(bytes.begin(), bytes.end(), b.image.begin() + off);  // the last chunk again
+        } else {
+            return fw_fail(d, kFwErrOrder, at + ", expected " + std::to_string(b.received)), fw_publish(d);
+        }
+        if (opts_.verbose) fw_log(d, at + " taken, " + std::to_string(b.received) + " bytes so far");
+        if (opts_.fw_busy_ms > 0) b.busy_until = fw_clock::now() + std::chrono::milliseconds(opts_.fw_busy_ms);
+    }
+
+    // The bootloader's part of serving one request (function code at req[hdr]).
+    FwVerdict fw_serve(Device& d, modbus_t* ctx, const std::uint8_t* req, int len, int hdr) {
+        fw_tick(d);
+        if (d.boot.rebooting) return FwVerdict::Drop;
+        if (d.boot.silent) return FwVerdict::NoReply;
+        if (len < hdr + 5) return FwVerdict::Normal;
+        const int fc = req[hdr];
+        const int addr = be16(req + hdr + 1);
+        if ((fc != 0x03 && fc != 0x06 && fc != 0x10) || addr < kFwBase) return FwVerdict::Normal;
+        const int count = fc == 0x06 ? 1 : be16(req + hdr + 3);
+        if (opts_.fw_fail == Options::FwFail::Silent && d.boot.status == kFwReceiving &&
+            d.boot.chunks >= opts_.fw_fail_after && fc == 0x10 && addr <= kFwData && kFwData < addr + count) {
+            // N chunks taken and acknowledged; the next one meets a dead device.
+            d.boot.silent = true;
+            fw_log(d, "silent after " + std::to_string(d.boot.chunks) + " chunks (--fw-fail silent)");
+            return FwVerdict::NoReply;
+        }
+        if (fw_clock::now() < d.boot.busy_until) {
+            if (modbus_reply_exception(ctx, req, MODBUS_EXCEPTION_SLAVE_OR_SERVER_BUSY) < 0) return FwVerdict::ReplyFailed;
+            return FwVerdict::Answered;
+        }
+        if (modbus_reply(ctx, req, len, d.fw_map) < 0) return FwVerdict::ReplyFailed;
+        if (fc == 0x03 || addr + count > kFwBase + kFwRegs || count < 1) return FwVerdict::Answered;
+        if (addr <= kFwData && kFwData < addr + count) fw_chunk(d, addr + count);
+        if (addr <= kFwControl && kFwControl < addr + count) fw_control(d, fw_reg(d, kFwControl));
+        // After answering the reboot command the device goes away.
+        return d.boot.rebooting ? FwVerdict::Drop : FwVerdict::Answered;
+    }
+
     // Opens the serial line; returns false (logging why, if log_failure) when it cannot.
     bool open_rtu(bool log_failure = true) {
         if (modbus_connect(rtu_ctx_) != 0) {
@@ -1020,8 +1347,19 @@ private:
             if (g_stop || g_mute) return true;  // muted or stopped while "processing"
         }
         Device& d = devices_[static_cast<std::size_t>(idx)];
-        bump_counters(d, req, ilen, 1);
         modbus_set_slave(rtu_ctx_, unit);
+        switch (fw_serve(d, rtu_ctx_, req, ilen, 1)) {
+        case FwVerdict::Normal: break;
+        case FwVerdict::Answered:
+        case FwVerdict::NoReply:
+        case FwVerdict::Drop: return true;  // a rebooting slave is silent
+        case FwVerdict::ReplyFailed: {
+            const int err = errno;
+            if (err == EIO || err == EBADF || err == ENXIO || err == ENODEV) close_rtu(modbus_strerror(err));
+            return true;
+        }
+        }
+        bump_counters(d, req, ilen, 1);
         if (modbus_reply(rtu_ctx_, req, ilen, d.map) < 0) {
             const int err = errno;
             if (opts_.verbose)
@@ -1074,6 +1412,11 @@ private:
                 if (opts_.verbose)
                     std::fprintf(stderr, "modbus_sim: device %d: refusing connection, %zu clients already\n",
                                  d.index, d.clients.size());
+                close(fd);
+                continue;
+            }
+            fw_tick(d);
+            if (d.boot.rebooting) {  // a rebooting device takes no connections
                 close(fd);
                 continue;
             }
@@ -1150,6 +1493,17 @@ private:
         const int hdr = modbus_get_header_length(d.ctx);
         if (opts_.verbose) log_request(d, fd, req, len, hdr, muted);
         if (muted) return true;
+        switch (fw_serve(d, d.ctx, req, len, hdr)) {
+        case FwVerdict::Normal: break;
+        case FwVerdict::Answered:
+        case FwVerdict::NoReply: return true;
+        case FwVerdict::Drop: return false;
+        case FwVerdict::ReplyFailed:
+            if (opts_.verbose)
+                std::fprintf(stderr, "modbus_sim: device %d: reply to fd %d failed: %s\n", d.index, fd,
+                             modbus_strerror(errno));
+            return false;
+        }
         bump_counters(d, req, len, hdr);
         if (modbus_reply(d.ctx, req, len, d.map) < 0) {
             if (opts_.verbose)

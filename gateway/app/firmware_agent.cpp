@@ -1,0 +1,321 @@
+#include "app/firmware_agent.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/atomic_file.h"
+#include "core/clock.h"
+#include "firmware/base64.h"
+
+namespace sanigate {
+namespace {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+json Refuse(const std::string& why) { return {{"ok", false}, {"code", "invalid"}, {"error", why}}; }
+
+}  // namespace
+
+FirmwareAgent::FirmwareAgent(const settings::Config& cfg, WithAdapter with) : cfg_(cfg), with_adapter_(std::move(with)) {}
+
+Result<std::unique_ptr<FirmwareAgent>> FirmwareAgent::Create(const settings::Config& cfg, WithAdapter with) {
+  std::unique_ptr<FirmwareAgent> a(new FirmwareAgent(cfg, std::move(with)));
+  for (const auto& file : cfg.firmware.trusted_keys) {
+    auto key = firmware::ReadPublicKey(file);
+    if (!key.ok()) return Invalid("[firmware] trusted key " + file + ": " + key.status().message());
+    a->trusted_.push_back(*key);
+  }
+  std::error_code ec;
+  fs::create_directories(cfg.FirmwareDir(), ec);
+  if (ec) return Unavailable("cannot create " + cfg.FirmwareDir() + ": " + ec.message());
+  const auto& m = cfg.mqtt;
+  mqtt::ClientOptions o;
+  o.link.url = m.url;
+  o.link.client_id = m.client_id + "-fw";  // its own connection: image chunks never queue ahead of telemetry
+  o.link.username = m.username;
+  o.link.password = m.password;
+  o.link.keepalive_s = static_cast<int>(m.keepalive_s);
+  o.link.connect_timeout_s = static_cast<int>(m.connect_timeout_s);
+  o.link.tls = {m.tls.enabled, m.tls.ca_file, m.tls.cert_file, m.tls.key_file, m.tls.verify_peer};
+  a->reply_topic_ = cfg.gateway.topic_prefix + "/" + cfg.gateway.site + "/admin/reply/" + o.link.client_id;
+  o.filters = {a->reply_topic_};
+  o.reconnect_min = std::chrono::milliseconds(m.reconnect_min_ms);
+  o.reconnect_max = std::chrono::milliseconds(m.reconnect_max_ms);
+  mqtt::ClientHandlers h;
+  FirmwareAgent* self = a.get();
+  h.on_message = [self](mqtt::InboundMessage msg) {
+    self->Post([self, corr = std::move(msg.correlation_data), payload = std::move(msg.payload)] { self->OnChunk(corr, payload, NowMs()); });
+  };
+  a->client_ = std::make_unique<mqtt::MqttClient>(std::move(o), std::move(h));
+  return a;
+}
+
+FirmwareAgent::~FirmwareAgent() { Stop(); }
+
+void FirmwareAgent::Start() {
+  client_->Start();
+  worker_ = std::thread([this] { Loop(); });
+}
+
+void FirmwareAgent::Stop() {
+  if (!worker_.joinable()) return;
+  {
+    std::lock_guard lk(mu_);
+    stop_ = true;
+    cv_.notify_all();
+  }
+  worker_.join();
+  for (const auto& [sha, d] : downloads_)
+    if (!d.done) SaveProgress(d);
+  client_->Stop(std::chrono::milliseconds(1000));
+}
+
+void FirmwareAgent::Post(std::function<void()> task) {
+  std::lock_guard lk(mu_);
+  if (stop_) return;
+  tasks_.push_back(std::move(task));
+  cv_.notify_all();
+}
+
+void FirmwareAgent::Loop() {
+  while (true) {
+    std::deque<std::function<void()>> batch;
+    {
+      std::unique_lock lk(mu_);
+      cv_.wait_for(lk, std::chrono::milliseconds(100), [&] { return stop_ || !tasks_.empty(); });
+      if (stop_) return;
+      batch.swap(tasks_);
+    }
+    for (auto& t : batch) t();
+    Pump(NowMs());
+  }
+}
+
+std::string FirmwareAgent::PartPath(const std::string& sha) const { return (fs::path(cfg_.FirmwareDir()) / (sha + ".part")).string(); }
+std::string FirmwareAgent::ImagePath(const std::string& sha) const { return (fs::path(cfg_.FirmwareDir()) / (sha + ".img")).string(); }
+
+json FirmwareAgent::Accept(const json& job) {
+  if (!job.is_object()) return Refuse("the job must be a JSON object");
+  std::string device = job.value("device", ""), campaign = job.value("campaign", ""), chunks = job.value("chunks", "");
+  if (device.empty() || campaign.empty() || chunks.empty() || !job.contains("manifest") || !job["manifest"].is_object())
+    return Refuse("a job needs campaign, device, attempt, manifest and chunks");
+  if (device == cfg_.gateway.id) return Refuse("gateway self-update is not available in this build");
+  if (trusted_.empty()) return Refuse("this gateway has no [firmware] trusted_keys: it installs nothing");
+  std::string protocol;
+  if (!with_adapter_(device, [&](dev::Adapter& a) { protocol = a.protocol(); })) return Refuse("unknown device " + device);
+  firmware::DeviceExpectation expect;
+  if (protocol == "modbus") expect.target = firmware::Target::kModbus;
+  else if (protocol == "jt808") expect.target = firmware::Target::kJt808;
+  else if (protocol == "lorawan") return Refuse("LoRaWAN FUOTA is not supported");
+  else return Refuse(protocol + " devices have no firmware installer");
+  std::string text = job["manifest"].dump();
+  auto manifest = firmware::VerifyManifest(text, trusted_, expect);
+  if (!manifest.ok()) {
+    spdlog::warn("firmware: job for {} refused: {}", device, manifest.status().message());
+    return Refuse(manifest.status().message());
+  }
+  Job j;
+  j.campaign = campaign;
+  j.device = device;
+  j.attempt = job.value("attempt", 1);
+  j.manifest_text = std::move(text);
+  j.chunks_topic = chunks;
+  j.manifest = *manifest;
+  Post([this, j = std::move(j)]() mutable {
+    int64_t now = NowMs();
+    auto it = jobs_.find(j.device);
+    if (it != jobs_.end() && it->second.campaign == j.campaign && it->second.attempt == j.attempt) return;  // a resent request
+    if (it != jobs_.end() && (it->second.state == "installing"))
+      spdlog::warn("firmware: {} gets a new job while installing attempt {}", j.device, it->second.attempt);
+    spdlog::info("firmware: job {} attempt {}: {} {} for {}", j.campaign, j.attempt, j.manifest.model, j.manifest.version, j.device);
+    Job& job = jobs_[j.device] = std::move(j);
+    const std::string& sha = job.manifest.sha256;
+    if (fs::exists(ImagePath(sha))) return Install(job, now);  // pulled and checked for an earlier job
+    job.state = "downloading";
+    Report(job, now);
+    Download& d = downloads_[sha];
+    if (d.sha256.empty()) {
+      d.sha256 = sha;
+      d.chunks_topic = job.chunks_topic;
+      d.size = job.manifest.size;
+      d.chunk = static_cast<uint64_t>(cfg_.firmware.chunk_kib) * 1024;
+      d.have.assign(static_cast<size_t>((d.size + d.chunk - 1) / d.chunk), false);
+      // Resume: the chunks an interrupted download already wrote (saved beside the part file).
+      std::ifstream progress(PartPath(sha) + ".chunks");
+      std::string bits;
+      if (progress >> bits && bits.size() == d.have.size() && fs::exists(PartPath(sha)))
+        for (size_t i = 0; i < bits.size(); ++i) d.have[i] = bits[i] == '1';
+      size_t had = static_cast<size_t>(std::count(d.have.begin(), d.have.end(), true));
+      if (had) spdlog::info("firmware: resuming {} with {} of {} chunks already here", sha.substr(0, 12), had, d.have.size());
+      else std::ofstream(PartPath(sha), std::ios::binary | std::ios::trunc).close();
+    }
+  });
+  return {{"ok", true}, {"result", {{"accepted", true}}}};
+}
+
+void FirmwareAgent::Pump(int64_t now) {
+  // Rate limit: a budget refilled at max_kib_s, never more than one window of chunks ahead.
+  double rate = static_cast<double>(cfg_.firmware.max_kib_s) * 1024.0 / 1000.0;
+  double cap = static_cast<double>(cfg_.firmware.window * cfg_.firmware.chunk_kib * 1024);
+  if (budget_ms_ == 0) budget_ms_ = now, budget_bytes_ = cap;
+  budget_bytes_ = std::min(cap, budget_bytes_ + static_cast<double>(now - budget_ms_) * rate);
+  budget_ms_ = now;
+  for (auto& [sha, d] : downloads_) {
+    if (d.done) continue;
+    for (auto it = d.asked.begin(); it != d.asked.end();)  // lost requests or answers are asked again
+      it = now - it->second > cfg_.firmware.request_timeout_ms ? d.asked.erase(it) : std::next(it);
+    for (size_t i = 0; i < d.have.size() && static_cast<int64_t>(d.asked.size()) < cfg_.firmware.window; ++i) {
+      if (d.have[i] || d.asked.count(i)) continue;
+      uint64_t len = std::min(d.chunk, d.size - i * d.chunk);
+      if (budget_bytes_ < static_cast<double>(len) || !client_->connected()) break;
+      json req = {{"sha256", sha}, {"offset", i * d.chunk}, {"length", len}};
+      if (!client_->PublishRequest(d.chunks_topic, req.dump(), reply_topic_, sha + ":" + std::to_string(i)).ok()) break;
+      d.asked[i] = now;
+      budget_bytes_ -= static_cast<double>(len);
+    }
+    if (now - d.saved_ms > 2000) {
+      SaveProgress(d);
+      d.saved_ms = now;
+    }
+  }
+  for (auto& [device, job] : jobs_)
+    if (job.reported_ms == 0 || (now - job.reported_ms > 2000 && (job.state == "downloading" || job.state == "installing")))
+      Report(job, now);
+}
+
+void FirmwareAgent::OnChunk(const std::string& correlation, const std::string& payload, int64_t now) {
+  auto colon = correlation.find(':');
+  if (colon == std::string::npos) return;
+  auto dit = downloads_.find(correlation.substr(0, colon));
+  if (dit == downloads_.end() || dit->second.done) return;
+  Download& d = dit->second;
+  size_t index = std::strtoul(correlation.c_str() + colon + 1, nullptr, 10);
+  if (index >= d.have.size() || d.have[index]) return;
+  json answer = json::parse(payload, nullptr, false);
+  if (!answer.is_object() || !answer.value("ok", false)) {
+    std::string why = answer.is_object() ? answer.value("error", "refused") : "unreadable answer";
+    for (auto& [device, job] : jobs_)
+      if (job.state == "downloading" && job.manifest.sha256 == d.sha256) Fail(job, "image not available from sanifleet: " + why, "", now);
+    d.done = true;
+    return;
+  }
+  const json& r = answer["result"];
+  auto data = firmware::Base64Decode(r.value("data", ""));
+  uint64_t offset = index * d.chunk, want = std::min(d.chunk, d.size - offset);
+  if (!data || r.value("offset", uint64_t{0}) != offset || data->size() != want) {
+    d.asked.erase(index);  // asked again on the next pump
+    return;
+  }
+  int fd = ::open(PartPath(d.sha256).c_str(), O_WRONLY | O_CLOEXEC);
+  bool ok = fd >= 0 && ::pwrite(fd, data->data(), data->size(), static_cast<off_t>(offset)) == static_cast<ssize_t>(data->size());
+  if (fd >= 0) ::close(fd);
+  d.asked.erase(index);
+  if (!ok) {
+    spdlog::error("firmware: cannot write {} (disk full?); the chunk is asked again", PartPath(d.sha256));
+    return;
+  }
+  d.have[index] = true;
+  uint64_t bytes = 0;
+  for (size_t i = 0; i < d.have.size(); ++i)
+    if (d.have[i]) bytes += std::min(d.chunk, d.size - i * d.chunk);
+  for (auto& [device, job] : jobs_)
+    if (job.state == "downloading" && job.manifest.sha256 == d.sha256) job.bytes = bytes;
+  if (bytes == d.size) Finished(d, now);
+}
+
+void FirmwareAgent::Finished(Download& d, int64_t now) {
+  d.done = true;
+  std::error_code ec;
+  fs::remove(PartPath(d.sha256) + ".chunks", ec);
+  for (auto& [device, job] : jobs_) {
+    if (job.state != "downloading" || job.manifest.sha256 != d.sha256) continue;
+    job.state = "verifying";
+    Report(job, now);
+    firmware::DeviceExpectation expect{job.manifest.target, std::nullopt};
+    std::string path = fs::exists(ImagePath(d.sha256)) ? ImagePath(d.sha256) : PartPath(d.sha256);
+    auto verified = firmware::VerifyFile(path, job.manifest_text, trusted_, expect);
+    if (!verified.ok()) {
+      auto refusal = firmware::RefusalOf(verified.status());
+      Fail(job, verified.status().message(), refusal ? std::string(firmware::RefusalCode(*refusal)) : "", now);
+      fs::remove(path, ec);  // a bad image is never kept
+      continue;
+    }
+    if (path != ImagePath(d.sha256)) fs::rename(path, ImagePath(d.sha256), ec);
+    Install(job, now);
+  }
+  downloads_.erase(d.sha256);
+}
+
+void FirmwareAgent::Install(Job& job, int64_t now) {
+  job.state = "installing";
+  job.bytes = 0;
+  Report(job, now);
+  dev::FirmwareJob fj;
+  fj.device = job.device;
+  fj.image_path = ImagePath(job.manifest.sha256);
+  fj.model = job.manifest.model;
+  fj.version = job.manifest.version;
+  fj.sha256 = job.manifest.sha256;
+  fj.size = job.manifest.size;
+  fj.timeout = std::chrono::seconds(cfg_.firmware.job_timeout_s);
+  std::string device = job.device;
+  int attempt = job.attempt;
+  auto progress = [this, device, attempt](uint64_t done, uint64_t) {
+    Post([this, device, attempt, done] {
+      auto it = jobs_.find(device);
+      if (it != jobs_.end() && it->second.attempt == attempt) it->second.bytes = done;
+    });
+  };
+  auto finished = [this, device, attempt](dev::FirmwareResult r) {
+    Post([this, device, attempt, r = std::move(r)] {
+      auto it = jobs_.find(device);
+      if (it == jobs_.end() || it->second.attempt != attempt) return;
+      Job& j = it->second;
+      int64_t t = NowMs();
+      if (!r.ok) return Fail(j, r.error, "", t);
+      j.version = r.version;
+      j.state = "succeeded";
+      spdlog::info("firmware: {} now runs {}", j.device, r.version);
+      Report(j, t);
+    });
+  };
+  bool found = with_adapter_(job.device, [&](dev::Adapter& a) { a.InstallFirmware(std::move(fj), progress, finished); });
+  if (!found) Fail(job, "device " + job.device + " is no longer configured on this gateway", "", now);
+}
+
+void FirmwareAgent::Fail(Job& job, std::string error, std::string refusal, int64_t now) {
+  spdlog::warn("firmware: job {} on {} failed: {}", job.campaign, job.device, error);
+  job.state = "failed";
+  job.error = std::move(error);
+  job.refusal = std::move(refusal);
+  Report(job, now);
+}
+
+void FirmwareAgent::Report(Job& job, int64_t now, bool) {
+  json j = {{"campaign", job.campaign},
+            {"device", job.device},
+            {"attempt", job.attempt},
+            {"state", job.state},
+            {"bytes", job.bytes},
+            {"total", job.manifest.size},
+            {"error", job.error},
+            {"refusal", job.refusal},
+            {"version", job.version},
+            {"ts", now}};
+  std::string topic = cfg_.gateway.topic_prefix + "/" + cfg_.gateway.site + "/gateway/" + cfg_.gateway.id + "/firmware/" + job.device;
+  if (client_->Publish(topic, j.dump(), true).ok()) job.reported_ms = now;
+  else job.reported_ms = 0;  // link down: the next pump tries again (states that end a job too)
+}
+
+void FirmwareAgent::SaveProgress(const Download& d) {
+  std::string bits;
+  for (bool b : d.have) bits += b ? '1' : '0';
+  (void)WriteFileAtomically(PartPath(d.sha256) + ".chunks", bits);
+}
+
+}  // namespace sanigate

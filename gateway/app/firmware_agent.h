@@ -1,0 +1,95 @@
+// The gateway's side of a firmware rollout: accepts install jobs from sanifleet (admin verb
+// `install`), pulls the image in chunks over its own MQTT connection (so a rollout's traffic
+// never queues behind telemetry, and at most `window` chunks and `max_kib_s` at a time), checks
+// it against the signed manifest with the configured trusted keys, and hands it to the adapter
+// that owns the device. Each job's state is retained on
+// {prefix}/{site}/gateway/{gw}/firmware/{device}. An interrupted download resumes from the
+// chunks already on disk. One worker thread owns all state; Accept may be called from any thread.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "api/adapter.h"
+#include "firmware/artifact.h"
+#include "mqtt/mqtt_client.h"
+#include "settings/gateway_config.h"
+
+namespace sanigate {
+
+class FirmwareAgent {
+ public:
+  // Runs `fn` on the adapter that owns `device` while the gateway holds its adapters' lock (a
+  // reload cannot destroy it meanwhile); false when no adapter owns the device.
+  using WithAdapter = std::function<bool(const std::string& device, const std::function<void(dev::Adapter&)>& fn)>;
+  static Result<std::unique_ptr<FirmwareAgent>> Create(const settings::Config& cfg, WithAdapter with);
+  ~FirmwareAgent();
+  void Start();
+  void Stop();
+  // {"campaign","device","attempt","manifest":{…},"chunks":topic} → the admin answer
+  // ({"ok":true,"result":{"accepted":true}} or a refusal with the reason).
+  nlohmann::json Accept(const nlohmann::json& job);
+
+ private:
+  struct Job {
+    std::string campaign, device, manifest_text, chunks_topic;
+    int attempt = 0;
+    firmware::Manifest manifest;
+    std::string state;  // downloading, verifying, installing, succeeded, failed
+    uint64_t bytes = 0;
+    std::string error, refusal, version;
+    int64_t reported_ms = 0;
+  };
+  struct Download {
+    std::string sha256, chunks_topic;
+    uint64_t size = 0, chunk = 0;
+    std::vector<bool> have;
+    std::map<size_t, int64_t> asked;  // chunk index → when it was requested
+    size_t next = 0;                  // lowest chunk not yet asked for
+    int64_t saved_ms = 0;
+    bool done = false;
+  };
+
+  FirmwareAgent(const settings::Config& cfg, WithAdapter with);
+  void Post(std::function<void()> task);
+  void Loop();
+  void Pump(int64_t now);
+  void OnChunk(const std::string& correlation, const std::string& payload, int64_t now);
+  void Finished(Download& d, int64_t now);
+  void Install(Job& job, int64_t now);
+  void Report(Job& job, int64_t now, bool force = true);
+  void Fail(Job& job, std::string error, std::string refusal, int64_t now);
+  void SaveProgress(const Download& d);
+  std::string PartPath(const std::string& sha) const;
+  std::string ImagePath(const std::string& sha) const;
+
+  settings::Config cfg_;
+  WithAdapter with_adapter_;
+  std::vector<firmware::PublicKey> trusted_;
+  std::unique_ptr<mqtt::MqttClient> client_;
+  std::string reply_topic_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> tasks_;
+  bool stop_ = false;
+  std::thread worker_;
+
+  // Worker thread only.
+  std::map<std::string, Job> jobs_;            // by device
+  std::map<std::string, Download> downloads_;  // by sha256
+  double budget_bytes_ = 0;                    // rate limit: bytes that may be asked for now
+  int64_t budget_ms_ = 0;
+  uint64_t corr_seq_ = 0;
+};
+
+}  // namespace sanigate
