@@ -1,11 +1,17 @@
 #include "jt808/jt808_adapter.h"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <functional>
 #include <list>
 #include <map>
 #include <mutex>
@@ -76,6 +82,47 @@ struct AlarmState {
 
 class Session;
 
+// One firmware installation (0x8108 → 0x0108 → 0x8107/0x0107) on the adapter's io thread. The
+// sessions feed it what the terminal answers and wake it; RunUpgrade waits on `wake`.
+struct UpgradeJob {
+  UpgradeJob(asio::io_context& io, FirmwareJob j, FirmwareProgressFn p, FirmwareDoneFn d)
+      : job(std::move(j)), progress(std::move(p)), done(std::move(d)), wake(io) {}
+
+  FirmwareJob job;
+  FirmwareProgressFn progress;
+  FirmwareDoneFn done;
+  asio::steady_timer wake;
+  bool finished = false;  // `done` was called
+  bool stopping = false;  // the adapter stops: RunUpgrade returns at its next wake
+  std::map<uint16_t, uint8_t> acks;      // 0x0001 results for our 0x8108 packets, by serial
+  std::optional<UpgradeResult> result;   // 0x0108
+  std::optional<TerminalAttributes> attrs;  // 0x0107
+  std::string attrs_error;                  // a 0x0107 that could not be read
+
+  void Wake() { wake.cancel(); }
+  void Finish(FirmwareResult r) {
+    if (finished) return;
+    finished = true;
+    auto d = std::move(done);
+    if (d) d(std::move(r));
+  }
+  void Progress(uint64_t done_bytes, uint64_t total) {
+    if (progress) progress(done_bytes, total);
+  }
+  // Waits until `pred` holds (true), or the deadline passes or the adapter stops (false). Events
+  // change the job's state and then Wake() it; `pred` is checked again after every wake.
+  asio::awaitable<bool> WaitUntil(SteadyClock::time_point deadline, std::function<bool()> pred) {
+    for (;;) {
+      if (stopping) co_return false;
+      if (pred()) co_return true;
+      if (SteadyClock::now() >= deadline) co_return false;
+      wake.expires_at(deadline);
+      asio::error_code ec;
+      co_await wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+  }
+};
+
 }  // namespace
 
 struct Jt808Adapter::Impl : std::enable_shared_from_this<Jt808Adapter::Impl> {
@@ -139,6 +186,29 @@ struct Jt808Adapter::Impl : std::enable_shared_from_this<Jt808Adapter::Impl> {
   asio::awaitable<void> SweepLoop();
   void CloseAll(const std::string& reason);
 
+  // Firmware jobs (io thread). The sessions report what concerns a job of their device.
+  std::shared_ptr<Session> CurrentSession(const std::string& device);
+  void StartUpgrade(FirmwareJob job, FirmwareProgressFn progress, FirmwareDoneFn done);
+  void EndUpgrade(const std::shared_ptr<UpgradeJob>& j, FirmwareResult r) {
+    if (!j->finished) {
+      if (r.ok) {
+        spdlog::info("jt808: {}: firmware {} installed", j->job.device, r.version);
+      } else {
+        spdlog::warn("jt808: {}: firmware {} not installed: {}", j->job.device, j->job.version, r.error);
+      }
+    }
+    // Erased first: `done` may start the next job of this device (InstallFirmware posts it).
+    if (auto it = upgrades.find(j->job.device); it != upgrades.end() && it->second == j) upgrades.erase(it);
+    j->Finish(std::move(r));
+  }
+  UpgradeJob* UpgradeOf(const std::string& device) {
+    auto it = upgrades.find(device);
+    return it == upgrades.end() ? nullptr : it->second.get();
+  }
+  void WakeUpgrade(const std::string& device) {
+    if (auto* j = UpgradeOf(device)) j->Wake();
+  }
+
   Jt808Config cfg;
   std::optional<AuthCodes> codes;
   std::unordered_map<std::string, Terminal> by_phone;            // configured terminals
@@ -158,6 +228,13 @@ struct Jt808Adapter::Impl : std::enable_shared_from_this<Jt808Adapter::Impl> {
   std::unordered_map<std::string, AlarmState> alarms;       // by device, from live reports
   std::unordered_set<std::string> offline_announced;        // devices with an active `offline`
   std::unordered_map<std::string, int64_t> refused_logged;  // phone -> last log (ms)
+  std::unordered_map<std::string, std::shared_ptr<UpgradeJob>> upgrades;  // by device
+  std::unordered_map<std::string, std::string> maker_by_phone;  // from 0x0100, kept across reconnects
+
+  // InstallFirmware posts only while this is true (Stop clears it before posting CloseAll, so
+  // every posted job is seen by CloseAll and answered "gateway stopping").
+  std::mutex post_mu;
+  bool accepting = false;
 
   // any thread
   mutable std::mutex stats_mu;
@@ -205,10 +282,42 @@ class Session : public std::enable_shared_from_this<Session> {
       }
       spdlog::info("jt808: {} ({}) disconnected: {}", term_.device, term_.phone, reason);
     }
+    if (!term_.device.empty()) a_.WakeUpgrade(term_.device);  // a firmware job may wait on this session
     a_.sessions.erase(shared_from_this());
   }
 
   bool closed() const { return closed_; }
+  bool v2019() const { return v2019_; }
+  // The manufacturer id the terminal registered with (this connection or an earlier one).
+  std::string maker() const {
+    if (registration_) return registration_->maker;
+    auto it = a_.maker_by_phone.find(phone_);
+    return it == a_.maker_by_phone.end() ? std::string() : it->second;
+  }
+  // Reserves `n` consecutive serials (the packets of one subpackaged message); returns the first.
+  uint16_t ReserveSerials(uint16_t n) {
+    uint16_t first = next_serial_;
+    next_serial_ = static_cast<uint16_t>(next_serial_ + n);
+    return first;
+  }
+  // Frames one packet of a platform message; `total` 0 = not subpackaged.
+  Bytes FramePacket(uint16_t id, uint16_t serial, uint16_t total, uint16_t index, std::span<const uint8_t> body) const {
+    Header h;
+    h.msg_id = id;
+    h.v2019 = v2019_;
+    h.proto_version = proto_version_;
+    h.phone_bcd = phone_bcd_;
+    h.phone = phone_;
+    h.serial = serial;
+    if (total > 0) {
+      h.subpackage = true;
+      h.packet_total = total;
+      h.packet_index = index;
+    }
+    return EncodeFrame(h, body);
+  }
+  void WriteFrame(Bytes frame) { Write(std::move(frame)); }
+  uint16_t SendMessage(uint16_t id, const Bytes& body) { return Send(id, body); }
   bool authenticated() const { return authenticated_; }
   const Terminal& terminal() const { return term_; }
 
@@ -430,7 +539,44 @@ class Session : public std::enable_shared_from_this<Session> {
       case msg::kTerminalResponse: {
         auto tr = ParseTerminalResponse(body);
         if (!tr.ok()) return BadBody(h, tr.status());
+        if (tr->reply_id == msg::kUpgradePackage) {
+          if (auto* j = a_.UpgradeOf(term_.device)) {
+            j->acks[tr->reply_serial] = tr->result;
+            j->Wake();
+          }
+          return;
+        }
         return OnAnswer(tr->reply_serial, msg::kTerminalResponse, tr->result, nullptr, tr->reply_id);
+      }
+      case msg::kUpgradeResult: {
+        auto ur = ParseUpgradeResult(body);
+        if (!ur.ok()) return BadBody(h, ur.status());
+        Respond(h, ResponseResult::kOk);
+        auto* j = a_.UpgradeOf(term_.device);
+        spdlog::info("jt808: {}: upgrade result {} (type {:02X}){}", term_.device,
+                     ur->result == 0 ? "success" : ur->result == 1 ? "failed" : ur->result == 2 ? "cancelled" : std::to_string(ur->result),
+                     ur->type, j ? "" : " with no upgrade running");
+        if (j) {
+          j->result = *ur;
+          j->Wake();
+        }
+        return;
+      }
+      case msg::kTerminalAttributes: {
+        auto attrs = ParseTerminalAttributes(body, h.v2019);
+        if (!attrs.ok()) {
+          if (auto* j = a_.UpgradeOf(term_.device)) {
+            j->attrs_error = attrs.status().message();
+            j->Wake();
+          }
+          return BadBody(h, attrs.status());
+        }
+        if (!attrs->fw_version.empty()) software_ = attrs->fw_version;
+        if (auto* j = a_.UpgradeOf(term_.device)) {
+          j->attrs = std::move(*attrs);
+          j->Wake();
+        }
+        return;
       }
       default:
         return Respond(h, ResponseResult::kUnsupported);
@@ -452,6 +598,7 @@ class Session : public std::enable_shared_from_this<Session> {
       return Send(msg::kRegisterResponse, BuildRegisterResponse(h.serial, RegisterResult::kTerminalUnknown, {})), void();
     }
     registration_ = *reg;
+    a_.maker_by_phone[h.phone] = reg->maker;
     spdlog::info("jt808: {} ({}) registered: maker {} model {} terminal {} plate {}", term->device, h.phone,
                  reg->maker, reg->model, reg->terminal_id, reg->plate);
     Send(msg::kRegisterResponse, BuildRegisterResponse(h.serial, RegisterResult::kOk, a_.CodeFor(*term)));
@@ -494,6 +641,7 @@ class Session : public std::enable_shared_from_this<Session> {
     a_.by_device[term_.device] = weak_from_this();
     stats_ = a_.StatsFor(term_.device);
     a_.SetOnline(stats_, true);
+    a_.WakeUpgrade(term_.device);  // a firmware job may wait for the terminal to come back
     Respond(h, ResponseResult::kOk);
     spdlog::info("jt808: {} ({}) authenticated from {}", term_.device, term_.phone, ip_);
     std::vector<Record> out;
@@ -692,6 +840,198 @@ class Session : public std::enable_shared_from_this<Session> {
 
 }  // namespace
 
+namespace {
+
+std::string Seconds(std::chrono::milliseconds ms) {
+  if (ms.count() % 1000 == 0) return std::to_string(ms.count() / 1000) + " s";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f s", static_cast<double>(ms.count()) / 1000.0);
+  return buf;
+}
+
+struct FdGuard {
+  int fd = -1;
+  ~FdGuard() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+// Reads exactly `len` bytes at `off`; false on an error or a file that got shorter.
+bool ReadAt(int fd, uint64_t off, size_t len, Bytes& out, std::string& error) {
+  size_t start = out.size();
+  out.resize(start + len);
+  size_t got = 0;
+  while (got < len) {
+    ssize_t n = ::pread(fd, out.data() + start + got, len - got, static_cast<off_t>(off + got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      error = std::string("cannot read the image: ") + std::strerror(errno);
+      return false;
+    }
+    if (n == 0) {
+      error = "the image file got shorter while it was being sent";
+      return false;
+    }
+    got += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// Installs one image on one terminal: the 0x8108 packets one at a time (each waits for its
+// 0x0001, sent again up to `upgrade_retries` times), then the terminal's 0x0108, then (after the
+// reboot and reconnection it usually does) 0x8107 until 0x0107 shows the running version.
+asio::awaitable<void> RunUpgrade(std::shared_ptr<Jt808Adapter::Impl> a, std::shared_ptr<UpgradeJob> j) {
+  const FirmwareJob& job = j->job;
+  const std::string& dev = job.device;
+  const auto timeout = job.timeout.count() > 0 ? job.timeout : std::chrono::milliseconds(30 * 60 * 1000);
+  const auto overall = SteadyClock::now() + timeout;
+  auto fail = [&](std::string why, std::string version = {}) { a->EndUpgrade(j, {false, std::move(why), std::move(version)}); };
+
+  auto s = a->CurrentSession(dev);
+  if (!s) co_return fail("terminal " + dev + " is not connected");
+
+  FdGuard image{::open(job.image_path.c_str(), O_RDONLY | O_CLOEXEC)};
+  if (image.fd < 0) co_return fail("cannot open the image " + job.image_path + ": " + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(image.fd, &st) != 0 || !S_ISREG(st.st_mode)) co_return fail("the image " + job.image_path + " is not a regular file");
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (job.size != 0 && job.size != size)
+    co_return fail("the image file has " + std::to_string(size) + " bytes, the job says " + std::to_string(job.size));
+  if (size > 0xFFFFFFFFull) co_return fail("an upgrade package holds at most 4 GiB");
+
+  auto head = BuildUpgradePackageHead(upgrade_type::kTerminal, s->maker(), job.version, static_cast<uint32_t>(size), s->v2019());
+  if (!head.ok()) co_return fail("cannot build the upgrade package: " + head.status().message());
+  const uint64_t per = static_cast<uint64_t>(a->cfg.upgrade_packet_bytes);
+  const uint64_t body_len = head->size() + size;
+  const uint64_t packets = PacketCount(body_len, per);
+  if (packets > 0xFFFF)
+    co_return fail("the image needs " + std::to_string(packets) + " packets of " + std::to_string(per) +
+                   " bytes; a message has at most 65535");
+  const auto n = static_cast<uint16_t>(packets);
+  const auto ack_timeout = std::chrono::milliseconds(a->cfg.upgrade_ack_timeout_ms);
+  const int retries = static_cast<int>(a->cfg.upgrade_retries);
+  spdlog::info("jt808: {}: sending firmware {} (model {}, {} bytes) in {} packets", dev, job.version,
+               job.model.empty() ? "-" : job.model, size, n);
+  j->Progress(0, size);
+
+  auto refused = [&] { return j->result && j->result->result != upgrade_result::kSuccess; };
+  auto result_error = [&](uint8_t r) -> std::string {
+    if (r == upgrade_result::kFailed) return "terminal reports the upgrade failed";
+    if (r == upgrade_result::kCancelled) return "terminal cancelled the upgrade";
+    return "terminal reports upgrade result " + std::to_string(r);
+  };
+
+  const uint16_t first_serial = s->ReserveSerials(n);
+  Bytes chunk;
+  for (uint16_t i = 1; i <= n; ++i) {
+    const uint64_t off = (i - 1) * per;
+    const uint64_t len = std::min(per, body_len - off);
+    chunk.clear();
+    if (off < head->size()) {
+      size_t from_head = static_cast<size_t>(std::min<uint64_t>(len, head->size() - off));
+      chunk.insert(chunk.end(), head->begin() + static_cast<long>(off), head->begin() + static_cast<long>(off + from_head));
+    }
+    if (chunk.size() < len) {
+      std::string error;
+      uint64_t image_off = off + chunk.size() - head->size();
+      if (!ReadAt(image.fd, image_off, static_cast<size_t>(len - chunk.size()), chunk, error)) co_return fail(error);
+    }
+    const auto serial = static_cast<uint16_t>(first_serial + i - 1);
+    const Bytes frame = s->FramePacket(msg::kUpgradePackage, serial, n > 1 ? n : 0, i, chunk);
+    const std::string at = std::to_string(i) + "/" + std::to_string(n);
+    bool acked = false;
+    j->acks.clear();  // late answers to earlier packets
+    for (int attempt = 0; attempt <= retries && !acked; ++attempt) {
+      if (s->closed()) co_return fail("connection lost at packet " + at);
+      if (attempt > 0)
+        spdlog::warn("jt808: {}: no answer to upgrade packet {} within {}, sending it again ({} of {})", dev, at,
+                     Seconds(ack_timeout), attempt, retries);
+      s->WriteFrame(frame);
+      auto deadline = std::min(SteadyClock::now() + ack_timeout, overall);
+      co_await j->WaitUntil(deadline, [&] { return j->acks.count(serial) > 0 || s->closed() || refused(); });
+      if (j->stopping) co_return;
+      if (auto it = j->acks.find(serial); it != j->acks.end()) {
+        uint8_t r = it->second;
+        j->acks.erase(it);
+        if (r != 0) co_return fail("terminal refused packet " + at + ": " + ResultName(r));
+        acked = true;
+      } else if (refused()) {
+        co_return fail(result_error(j->result->result));
+      } else if (s->closed()) {
+        co_return fail("connection lost at packet " + at);
+      } else if (SteadyClock::now() >= overall) {
+        co_return fail("the job's time limit of " + Seconds(timeout) + " ran out at packet " + at);
+      }
+    }
+    if (!acked) co_return fail("terminal stopped acknowledging packet " + at);
+    uint64_t sent = off + len;
+    j->Progress(sent <= head->size() ? 0 : std::min(size, sent - head->size()), size);
+  }
+  spdlog::info("jt808: {}: all {} packets of firmware {} acknowledged, waiting for the upgrade result", dev, n, job.version);
+
+  if (!co_await j->WaitUntil(overall, [&] { return j->result.has_value(); })) {
+    if (j->stopping) co_return;
+    co_return fail("no upgrade result (0x0108) from the terminal within the job's " + Seconds(timeout));
+  }
+  if (j->result->result != upgrade_result::kSuccess) co_return fail(result_error(j->result->result));
+
+  // The terminal usually reboots and reconnects; ask the one that is (or comes back) online.
+  int unanswered = 0;
+  for (;;) {
+    std::shared_ptr<Session> cur;
+    if (!co_await j->WaitUntil(overall, [&] { return (cur = a->CurrentSession(dev)) != nullptr; })) {
+      if (j->stopping) co_return;
+      co_return fail("terminal reported a successful upgrade but did not come back within the job's " + Seconds(timeout));
+    }
+    j->attrs.reset();
+    j->attrs_error.clear();
+    cur->SendMessage(msg::kQueryAttributes, BuildQueryAttributes());
+    auto deadline = std::min(SteadyClock::now() + std::chrono::milliseconds(a->cfg.command_timeout_ms), overall);
+    co_await j->WaitUntil(deadline, [&] { return j->attrs.has_value() || !j->attrs_error.empty() || cur->closed(); });
+    if (j->stopping) co_return;
+    if (!j->attrs_error.empty()) co_return fail("the terminal's attributes (0x0107) cannot be read: " + j->attrs_error);
+    if (j->attrs) {
+      const std::string& running = j->attrs->fw_version;
+      if (running == job.version) co_return a->EndUpgrade(j, {true, {}, running});
+      co_return fail("rebooted into " + (running.empty() ? std::string("an empty version") : running) + ", not " + job.version, running);
+    }
+    if (cur->closed()) continue;  // rebooting now: wait for it to come back
+    if (SteadyClock::now() >= overall)
+      co_return fail("no answer to the attribute query (0x8107) within the job's " + Seconds(timeout));
+    if (++unanswered >= 3) co_return fail("terminal does not answer the attribute query (0x8107)");
+  }
+}
+
+}  // namespace
+
+std::shared_ptr<Session> Jt808Adapter::Impl::CurrentSession(const std::string& device) {
+  auto it = by_device.find(device);
+  auto s = it == by_device.end() ? nullptr : it->second.lock();
+  return s && !s->closed() && s->authenticated() ? s : nullptr;
+}
+
+void Jt808Adapter::Impl::StartUpgrade(FirmwareJob job, FirmwareProgressFn progress, FirmwareDoneFn done) {
+  if (!CurrentSession(job.device)) return done({false, "terminal " + job.device + " is not connected", {}});
+  if (upgrades.count(job.device)) return done({false, "a firmware installation is already running on " + job.device, {}});
+  auto j = std::make_shared<UpgradeJob>(io, std::move(job), std::move(progress), std::move(done));
+  upgrades[j->job.device] = j;
+  asio::co_spawn(io, RunUpgrade(shared_from_this(), j), [w = weak_from_this(), j](std::exception_ptr e) {
+    if (!e) return;
+    std::string what = "internal error";
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      what += std::string(": ") + x.what();
+    } catch (...) {
+    }
+    if (auto a = w.lock()) {
+      a->EndUpgrade(j, {false, what, {}});
+    } else {
+      j->Finish({false, what, {}});
+    }
+  });
+}
+
 asio::awaitable<void> Jt808Adapter::Impl::AcceptLoop() {
   auto self = shared_from_this();
   int64_t last_refusal_log = 0;
@@ -753,6 +1093,13 @@ void Jt808Adapter::Impl::CloseAll(const std::string& reason) {
   if (sweep_timer) sweep_timer->cancel();
   std::vector<std::shared_ptr<Session>> all(sessions.begin(), sessions.end());
   for (auto& s : all) s->Close(reason);
+  auto jobs = std::move(upgrades);
+  upgrades.clear();
+  for (auto& [device, j] : jobs) {
+    j->stopping = true;
+    j->Finish({false, reason, {}});
+    j->Wake();
+  }
 }
 
 Jt808Adapter::Jt808Adapter(Jt808Config config) : impl_(std::make_shared<Impl>(std::move(config))) {}
@@ -781,6 +1128,10 @@ Status Jt808Adapter::Start(RecordSink& sink) {
   a.bound_port = a.acceptor->local_endpoint().port();
   a.sweep_timer.emplace(a.io);
   a.running = true;
+  {
+    std::lock_guard lk(a.post_mu);
+    a.accepting = true;
+  }
   asio::co_spawn(a.io, a.AcceptLoop(), asio::detached);
   asio::co_spawn(a.io, a.SweepLoop(), asio::detached);
   a.thread = std::thread([impl = impl_] {
@@ -800,6 +1151,10 @@ void Jt808Adapter::Stop() {
   auto& a = *impl_;
   if (!a.thread.joinable()) return;
   a.running = false;
+  {
+    std::lock_guard lk(a.post_mu);
+    a.accepting = false;
+  }
   asio::post(a.io, [impl = impl_] { impl->CloseAll("gateway stopping"); });
   a.thread.join();
   a.acceptor.reset();
@@ -839,6 +1194,20 @@ RulesByDevice Jt808Adapter::Rules() const {
   RulesByDevice r;
   for (const auto& t : impl_->cfg.terminals) r[t.device] = DeviceRules{};
   return r;
+}
+
+void Jt808Adapter::InstallFirmware(FirmwareJob job, FirmwareProgressFn progress, FirmwareDoneFn done) {
+  auto& a = *impl_;
+  {
+    std::lock_guard lk(a.post_mu);
+    if (a.accepting) {
+      asio::post(a.io, [impl = impl_, job = std::move(job), progress = std::move(progress), done = std::move(done)]() mutable {
+        impl->StartUpgrade(std::move(job), std::move(progress), std::move(done));
+      });
+      return;
+    }
+  }
+  done({false, "jt808 is not running", {}});
 }
 
 bool Jt808Adapter::OwnsDevice(const std::string& device) const {

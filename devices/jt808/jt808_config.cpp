@@ -45,6 +45,9 @@ std::any ParseJt808Section(settings::Node& node, const settings::GatewaySection&
   cfg.subpackage_timeout_s = node.Int("subpackage_timeout_s", cfg.subpackage_timeout_s, 1, 3600);
   cfg.command_timeout_ms = node.Int("command_timeout_ms", cfg.command_timeout_ms, 100, 600000);
   cfg.max_send_queue_kb = node.Int("max_send_queue_kb", cfg.max_send_queue_kb, 4, 65536);
+  cfg.upgrade_packet_bytes = node.Int("upgrade_packet_bytes", cfg.upgrade_packet_bytes, 64, 1023);
+  cfg.upgrade_ack_timeout_ms = node.Int("upgrade_ack_timeout_ms", cfg.upgrade_ack_timeout_ms, 100, 600000);
+  cfg.upgrade_retries = node.Int("upgrade_retries", cfg.upgrade_retries, 0, 100);
 
   std::map<std::string, std::string> phones, devices;
   for (auto& tn : node.TableArray("terminals")) {

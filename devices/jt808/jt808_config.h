@@ -39,6 +39,11 @@ struct Jt808Config {
   int64_t subpackage_timeout_s = 30;
   int64_t command_timeout_ms = 10000;
   int64_t max_send_queue_kb = 256;  // a terminal that does not read its replies is closed
+  // Firmware (0x8108): body bytes per packet, how long to wait for each packet's 0x0001, and how
+  // often an unanswered packet is sent again before the job fails.
+  int64_t upgrade_packet_bytes = 1000;
+  int64_t upgrade_ack_timeout_ms = 30000;
+  int64_t upgrade_retries = 3;
 };
 
 std::any ParseJt808Section(settings::Node& node, const settings::GatewaySection& gateway);

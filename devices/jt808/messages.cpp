@@ -251,6 +251,175 @@ Result<PositionReply> ParsePositionReply(std::span<const uint8_t> body) {
   return p;
 }
 
+size_t UpgradeMakerWidth(bool v2019) { return v2019 ? 11 : 5; }
+
+Result<UpgradeResult> ParseUpgradeResult(std::span<const uint8_t> body) {
+  if (body.size() < 2)
+    return Invalid("upgrade result body of " + std::to_string(body.size()) + " bytes is shorter than 2 (type, result)");
+  return UpgradeResult{body[0], body[1]};
+}
+
+namespace {
+
+// One reading of a 0x0107 body with the given fixed-field widths. `exact`: the body ended right
+// after the communication attributes.
+struct AttributesAttempt {
+  std::optional<TerminalAttributes> attrs;
+  bool exact = false;
+  std::string error;
+};
+
+AttributesAttempt ReadAttributes(std::span<const uint8_t> body, size_t maker, size_t model, size_t term) {
+  AttributesAttempt out;
+  const size_t fixed = 2 + maker + model + term + 10 + 1;
+  Reader r(body);
+  if (!r.Has(fixed)) {
+    out.error = "terminal attributes body of " + std::to_string(body.size()) + " bytes is shorter than " +
+                std::to_string(fixed) + " (fixed fields and the hardware version length)";
+    return out;
+  }
+  TerminalAttributes a;
+  a.terminal_type = r.U16();
+  a.maker = Trimmed(r.Take(maker));
+  a.model = Trimmed(r.Take(model));
+  a.terminal_id = Trimmed(r.Take(term));
+  static const char kHex[] = "0123456789ABCDEF";
+  for (uint8_t b : r.Take(10)) {
+    a.iccid.push_back(kHex[b >> 4]);
+    a.iccid.push_back(kHex[b & 0x0F]);
+  }
+  uint8_t hw_len = r.U8();
+  if (!r.Has(hw_len)) {
+    out.error = "hardware version length " + std::to_string(hw_len) + " runs past the body (" + std::to_string(r.left()) + " bytes left)";
+    return out;
+  }
+  auto hw = r.Take(hw_len);
+  if (!r.Has(1)) {
+    out.error = "terminal attributes body ends before the firmware version length";
+    return out;
+  }
+  uint8_t fw_len = r.U8();
+  if (!r.Has(fw_len)) {
+    out.error = "firmware version length " + std::to_string(fw_len) + " runs past the body (" + std::to_string(r.left()) + " bytes left)";
+    return out;
+  }
+  auto fw = r.Take(fw_len);
+  if (!r.Has(2)) {
+    out.error = "terminal attributes body ends before the GNSS and communication attributes";
+    return out;
+  }
+  a.gnss = r.U8();
+  a.comm = r.U8();
+  auto hw_utf8 = GbkToUtf8(hw);
+  auto fw_utf8 = GbkToUtf8(fw);
+  if (!fw_utf8.ok()) {
+    out.error = "firmware version: " + fw_utf8.status().message();
+    return out;
+  }
+  auto trim = [](const std::string& s) { return Trimmed(std::span(reinterpret_cast<const uint8_t*>(s.data()), s.size())); };
+  a.fw_version = trim(*fw_utf8);
+  a.hw_version = hw_utf8.ok() ? trim(*hw_utf8) : std::string();
+  out.exact = r.left() == 0;
+  out.attrs = std::move(a);
+  return out;
+}
+
+}  // namespace
+
+Result<TerminalAttributes> ParseTerminalAttributes(std::span<const uint8_t> body, bool v2019) {
+  const size_t model = v2019 ? 30 : 20, term = v2019 ? 30 : 7;
+  AttributesAttempt standard = ReadAttributes(body, 5, model, term);
+  if (standard.attrs && standard.exact) return *standard.attrs;
+  if (v2019) {
+    AttributesAttempt wide = ReadAttributes(body, 11, model, term);
+    if (wide.attrs && wide.exact) return *wide.attrs;
+  }
+  // Trailing bytes (vendor additions) after a complete standard body are tolerated.
+  if (standard.attrs) return *standard.attrs;
+  return Invalid(standard.error);
+}
+
+Result<Bytes> BuildUpgradePackageHead(uint8_t type, const std::string& maker, const std::string& utf8_version,
+                                      uint32_t package_length, bool v2019) {
+  const size_t width = UpgradeMakerWidth(v2019);
+  if (maker.size() > width)
+    return Invalid("manufacturer id \"" + maker + "\" is longer than " + std::to_string(width) + " bytes");
+  auto version = Utf8ToGbk(utf8_version);
+  if (!version.ok()) return Invalid("version \"" + utf8_version + "\": " + version.status().message());
+  if (version->empty()) return Invalid("the version is empty");
+  if (version->size() > 255) return Invalid("version is " + std::to_string(version->size()) + " bytes; at most 255 fit");
+  Bytes b;
+  b.reserve(1 + width + 1 + version->size() + 4);
+  b.push_back(type);
+  PutPadded(b, maker, width);
+  b.push_back(static_cast<uint8_t>(version->size()));
+  b.insert(b.end(), version->begin(), version->end());
+  PutU32(b, package_length);
+  return b;
+}
+
+Result<Bytes> BuildUpgradePackage(const UpgradePackage& p, bool v2019) {
+  if (p.package.size() > 0xFFFFFFFFull) return Invalid("package larger than 4 GiB");
+  auto head = BuildUpgradePackageHead(p.type, p.maker, p.version, static_cast<uint32_t>(p.package.size()), v2019);
+  if (!head.ok()) return head.status();
+  head->insert(head->end(), p.package.begin(), p.package.end());
+  return std::move(*head);
+}
+
+Result<UpgradePackage> ParseUpgradePackage(std::span<const uint8_t> body, bool v2019) {
+  const size_t width = UpgradeMakerWidth(v2019);
+  Reader r(body);
+  if (!r.Has(1 + width + 1))
+    return Invalid("upgrade package body of " + std::to_string(body.size()) + " bytes is shorter than " + std::to_string(2 + width));
+  UpgradePackage p;
+  p.type = r.U8();
+  p.maker = Trimmed(r.Take(width));
+  uint8_t vlen = r.U8();
+  if (!r.Has(vlen + size_t{4})) return Invalid("upgrade package body ends inside the version or the package length");
+  auto v = GbkToUtf8(r.Take(vlen));
+  if (!v.ok()) return Invalid("version: " + v.status().message());
+  p.version = *v;
+  uint32_t len = r.U32();
+  if (r.left() != len)
+    return Invalid("package length field says " + std::to_string(len) + " bytes, body has " + std::to_string(r.left()));
+  auto pkg = r.Take(len);
+  p.package.assign(pkg.begin(), pkg.end());
+  return p;
+}
+
+Bytes BuildQueryAttributes() { return {}; }
+
+size_t PacketCount(size_t body_bytes, size_t max_packet_body) {
+  if (max_packet_body == 0) return 0;
+  return body_bytes == 0 ? 1 : (body_bytes + max_packet_body - 1) / max_packet_body;
+}
+
+Bytes BuildUpgradeResult(const UpgradeResult& r) { return {r.type, r.result}; }
+
+Result<Bytes> BuildTerminalAttributes(const TerminalAttributes& a, bool v2019) {
+  Bytes b;
+  PutU16(b, a.terminal_type);
+  PutPadded(b, a.maker, 5);
+  PutPadded(b, a.model, v2019 ? 30 : 20);
+  PutPadded(b, a.terminal_id, v2019 ? 30 : 7);
+  std::string iccid = a.iccid;
+  if (iccid.size() > 20) return Invalid("ICCID longer than 20 digits");
+  for (char c : iccid)
+    if (c < '0' || c > '9') return Invalid("ICCID \"" + iccid + "\" is not digits");
+  Bytes bcd = BcdFromDigits(iccid, 10);
+  b.insert(b.end(), bcd.begin(), bcd.end());
+  for (const std::string* s : {&a.hw_version, &a.fw_version}) {
+    auto gbk = Utf8ToGbk(*s);
+    if (!gbk.ok()) return gbk.status();
+    if (gbk->size() > 255) return Invalid("version longer than 255 bytes");
+    b.push_back(static_cast<uint8_t>(gbk->size()));
+    b.insert(b.end(), gbk->begin(), gbk->end());
+  }
+  b.push_back(a.gnss);
+  b.push_back(a.comm);
+  return b;
+}
+
 Bytes BuildPlatformResponse(uint16_t reply_serial, uint16_t reply_id, ResponseResult result) {
   Bytes b;
   PutU16(b, reply_serial);

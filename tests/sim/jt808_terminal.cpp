@@ -40,6 +40,9 @@ Status Jt808Terminal::Connect(uint16_t port, const std::string& source_ip, const
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   fd_ = fd;
+  port_ = port;
+  source_ip_ = source_ip;
+  host_ = host;
   peer_closed_ = false;
   splitter_ = FrameSplitter(1 << 16);
   inbox_.clear();
@@ -168,7 +171,8 @@ Result<std::string> Jt808Terminal::Register(std::chrono::milliseconds timeout) {
     if (f->body.size() < 3) return Invalid("short 0x8100");
     if (static_cast<uint16_t>((f->body[0] << 8) | f->body[1]) != serial) continue;
     if (f->body[2] != 0) return Status(Code::kFailedPrecondition, "register result " + std::to_string(f->body[2]));
-    return std::string(f->body.begin() + 3, f->body.end());
+    auth_code_.assign(f->body.begin() + 3, f->body.end());
+    return auth_code_;
   }
   return Status(Code::kDeadline, "no 0x8100");
 }
@@ -177,16 +181,136 @@ Status Jt808Terminal::Authenticate(const std::string& code, std::chrono::millise
   Authentication a;
   a.code = code;
   a.imei = "861234567890123";
-  a.software = "SIM-1.2.0";
+  a.software = firmware_;
   uint16_t serial = Send(msg::kAuthenticate, BuildAuthentication(a, v2019_));
   auto r = WaitAck(serial, timeout);
   if (!r) return Status(Code::kDeadline, "no answer to 0x0102");
   if (*r != 0) return Status(Code::kFailedPrecondition, "auth result " + std::to_string(*r));
+  auth_code_ = code;
   return Status::Ok();
 }
 
 std::optional<uint8_t> Jt808Terminal::Report(const Location& loc, std::chrono::milliseconds timeout) {
   return WaitAck(Send(msg::kLocation, BuildLocation(loc)), timeout);
+}
+
+UpgradeLog Jt808Terminal::ServeUpgrade(const UpgradeBehavior& b, const std::atomic<bool>& stop,
+                                       std::chrono::milliseconds timeout) {
+  UpgradeLog log;
+  auto deadline = SteadyClock::now() + timeout;
+  std::map<uint16_t, Bytes> parts;
+  uint16_t result_serial = 0;
+  bool ack_due = false;  // our 0x0108 went out on the current connection, its 0x8001 may still come
+  bool silent = false;  // stopped acknowledging (ack_packets reached)
+  auto send_result = [&] {
+    if (!b.report) return;
+    result_serial = Send(msg::kUpgradeResult, BuildUpgradeResult({upgrade_type::kTerminal, b.result}));
+    log.result_sent = true;
+    ack_due = true;
+  };
+  while (!stop.load() && SteadyClock::now() < deadline) {
+    if (fd_ < 0 || peer_closed_) {
+      log.error = "connection closed by the gateway";
+      return log;
+    }
+    // Handle what is queued: upgrade packets, attribute queries, the answer to our 0x0108.
+    for (auto it = inbox_.begin(); it != inbox_.end();) {
+      Frame f = *it;
+      uint16_t id = f.header.msg_id;
+      if (id != msg::kUpgradePackage && id != msg::kQueryAttributes && id != msg::kPlatformResponse) {
+        ++it;
+        continue;
+      }
+      it = inbox_.erase(it);
+      if (id == msg::kPlatformResponse) {
+        auto r = ParseTerminalResponse(f.body);  // same layout as 0x0001
+        if (r.ok() && log.result_sent && r->reply_id == msg::kUpgradeResult && r->reply_serial == result_serial)
+          log.result_acked = true;
+        continue;
+      }
+      if (id == msg::kQueryAttributes) {
+        TerminalAttributes a;
+        a.terminal_type = 0x0004;  // ordinary freight vehicles
+        a.maker = "SANI1";
+        a.model = "SIM-808";
+        a.terminal_id = "T" + phone_.substr(phone_.size() > 6 ? phone_.size() - 6 : 0);
+        a.iccid = "89860012345678901234";
+        a.hw_version = "HW-1.0";
+        a.fw_version = firmware_;
+        a.gnss = 0x03;  // GPS + BeiDou
+        a.comm = 0x01;
+        auto body = BuildTerminalAttributes(a, v2019_);
+        if (body.ok()) Send(msg::kTerminalAttributes, *body);
+        log.attribute_queries++;
+        continue;
+      }
+      // 0x8108: one packet (or the whole message when it fits in one).
+      log.frames++;
+      log.serials.push_back(f.header.serial);
+      uint16_t total = f.header.subpackage ? f.header.packet_total : 1;
+      uint16_t index = f.header.subpackage ? f.header.packet_index : 1;
+      log.packet_total = total;
+      log.received_per_index[index]++;
+      if (silent || (b.ack_packets >= 0 && index > b.ack_packets)) {
+        silent = true;
+        continue;
+      }
+      parts[index] = f.body;
+      Send(msg::kTerminalResponse, BuildTerminalResponse({f.header.serial, msg::kUpgradePackage, 0}));
+      if (b.close_after_packets >= 0 && index >= b.close_after_packets) {
+        Close();
+        log.error = "closed after packet " + std::to_string(index) + " as asked";
+        return log;
+      }
+      if (parts.size() < total || parts.rbegin()->first != total) continue;
+      Bytes whole;
+      for (auto& [i, p] : parts) whole.insert(whole.end(), p.begin(), p.end());
+      parts.clear();
+      auto pkg = ParseUpgradePackage(whole, v2019_);
+      if (!pkg.ok()) {
+        log.error = "bad upgrade package: " + pkg.status().message();
+        return log;
+      }
+      log.package = std::move(*pkg);
+      // "Install": the gateway verified the image; the terminal only reports.
+      bool installed = b.result == upgrade_result::kSuccess;
+      if (installed && !b.new_version.empty()) firmware_ = b.new_version;
+      if (!b.report_after_reconnect) send_result();
+      if (installed && b.reboot) {
+        Close();
+        ack_due = false;  // an answer on the old connection is lost with it
+        if (auto st = Connect(port_, source_ip_, host_); !st.ok()) {
+          log.error = "reconnect after the reboot: " + st.ToString();
+          return log;
+        }
+        if (auto st = Authenticate(auth_code_); !st.ok()) {
+          log.error = "authenticate after the reboot: " + st.ToString();
+          return log;
+        }
+        log.reboots++;
+      }
+      if (b.report_after_reconnect) send_result();
+      break;  // the inbox may have changed (reconnect): start over
+    }
+    Pump(std::min(deadline, SteadyClock::now() + std::chrono::milliseconds(50)));
+  }
+  // Stopped right after reporting: give the platform's 0x8001 for the 0x0108 a moment to arrive.
+  if (ack_due && !log.result_acked) {
+    auto until = SteadyClock::now() + std::chrono::seconds(2);
+    while (!log.result_acked && fd_ >= 0 && !peer_closed_ && SteadyClock::now() < until) {
+      for (auto it = inbox_.begin(); it != inbox_.end(); ++it) {
+        if (it->header.msg_id != msg::kPlatformResponse) continue;
+        auto r = ParseTerminalResponse(it->body);
+        if (r.ok() && r->reply_id == msg::kUpgradeResult && r->reply_serial == result_serial) {
+          log.result_acked = true;
+          inbox_.erase(it);
+          break;
+        }
+      }
+      if (!log.result_acked) Pump(until);
+    }
+  }
+  return log;
 }
 
 Location SampleLocation(int64_t ts_ms, int i, uint32_t alarm) {

@@ -383,5 +383,265 @@ TEST(Jt808Messages, SetParamsLayout) {
   EXPECT_FALSE(ParamId("nonsense").has_value());
 }
 
+// ---- Firmware: 0x8108 upgrade package, 0x0108 upgrade result, 0x8107/0x0107 attributes ----
+
+// Public vector (hylexus/xtream-codec, BuiltinMessage8108Test, 2013): type 0x34 (BeiDou module),
+// maker "12345", version "v-1.2.3", package 01 02 03 04; phone 013912344323, serial 0.
+//   81 08 | 00 16 (len 22) | 01 39 12 34 43 23 | 00 00 |
+//   34 | 31 32 33 34 35 | 07 | 76 2D 31 2E 32 2E 33 | 00 00 00 04 | 01 02 03 04 | check 88
+TEST(Jt808Firmware, PublicVectorXtream2013UpgradePackage) {
+  UpgradePackage p{upgrade_type::kBeidouModule, "12345", "v-1.2.3", {1, 2, 3, 4}};
+  auto body = BuildUpgradePackage(p, false);
+  ASSERT_TRUE(body.ok()) << body.status().ToString();
+  EXPECT_EQ(*body, Hex("34 31 32 33 34 35 07 76 2D 31 2E 32 2E 33 00 00 00 04 01 02 03 04"));
+  Header h;
+  h.msg_id = msg::kUpgradePackage;
+  h.phone = "13912344323";
+  h.serial = 0;
+  EXPECT_EQ(EncodeFrame(h, *body), Hex("7e81080016013912344323000034313233343507762d312e322e330000000401020304887e"));
+  auto back = ParseUpgradePackage(*body, false);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->type, 0x34);
+  EXPECT_EQ(back->maker, "12345");
+  EXPECT_EQ(back->version, "v-1.2.3");
+  EXPECT_EQ(back->package, Bytes({1, 2, 3, 4}));
+}
+
+// 2019: the manufacturer id is BYTE[11] (as in the 2019 0x0100), NUL-padded. Hand-computed:
+//   00 (terminal) | 53 41 4E 49 31 + 6 x 00 ("SANI1") | 05 | 32 2E 31 2E 30 ("2.1.0") |
+//   00 00 00 02 | AB CD                                       = 1 + 11 + 1 + 5 + 4 + 2 = 24 bytes
+// 2013: the same with the 5-byte field (no padding for "SANI1")  = 18 bytes.
+TEST(Jt808Firmware, UpgradePackageBothEditions) {
+  UpgradePackage p{upgrade_type::kTerminal, "SANI1", "2.1.0", {0xAB, 0xCD}};
+  auto b19 = BuildUpgradePackage(p, true);
+  ASSERT_TRUE(b19.ok());
+  EXPECT_EQ(*b19, Hex("00 53 41 4E 49 31 00 00 00 00 00 00 05 32 2E 31 2E 30 00 00 00 02 AB CD"));
+  auto b13 = BuildUpgradePackage(p, false);
+  ASSERT_TRUE(b13.ok());
+  EXPECT_EQ(*b13, Hex("00 53 41 4E 49 31 05 32 2E 31 2E 30 00 00 00 02 AB CD"));
+  // A terminal that registered no maker gets five (eleven) NULs.
+  auto none = BuildUpgradePackageHead(upgrade_type::kTerminal, "", "1", 0, false);
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(*none, Hex("00 00 00 00 00 00 01 31 00 00 00 00"));
+  // The head is the body without the package: what the adapter streams the image after.
+  auto head = BuildUpgradePackageHead(upgrade_type::kTerminal, "SANI1", "2.1.0", 2, true);
+  ASSERT_TRUE(head.ok());
+  EXPECT_EQ(*head, Bytes(b19->begin(), b19->end() - 2));
+  auto back = ParseUpgradePackage(*b19, true);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->maker, "SANI1");
+  EXPECT_EQ(back->version, "2.1.0");
+  EXPECT_FALSE(ParseUpgradePackage(*b19, false).ok());  // read with the 2013 width: lengths disagree
+}
+
+TEST(Jt808Firmware, UpgradePackageErrors) {
+  auto long_maker = BuildUpgradePackageHead(0, "TOO-LONG", "1.0", 0, false);
+  ASSERT_FALSE(long_maker.ok());
+  EXPECT_EQ(long_maker.status().message(), "manufacturer id \"TOO-LONG\" is longer than 5 bytes");
+  EXPECT_TRUE(BuildUpgradePackageHead(0, "TOO-LONG", "1.0", 0, true).ok());  // 11 bytes in 2019
+  EXPECT_EQ(BuildUpgradePackageHead(0, "", "", 0, false).status().message(), "the version is empty");
+  EXPECT_EQ(BuildUpgradePackageHead(0, "", std::string(256, '9'), 0, false).status().message(),
+            "version is 256 bytes; at most 255 fit");
+  EXPECT_FALSE(BuildUpgradePackageHead(0, "", "\xff\xfe", 0, false).ok());  // no GBK form
+  // GBK version: 固件 is B9 CC BC FE.
+  auto gbk = BuildUpgradePackageHead(0, "", "固件2", 0, false);
+  ASSERT_TRUE(gbk.ok());
+  EXPECT_EQ(*gbk, Hex("00 00 00 00 00 00 05 B9 CC BC FE 32 00 00 00 00"));
+
+  Bytes body = Hex("00 53 41 4E 49 31 05 32 2E 31 2E 30 00 00 00 02 AB CD");
+  for (size_t n = 0; n < body.size(); ++n) EXPECT_FALSE(ParseUpgradePackage(std::span(body).first(n), false).ok()) << n;
+  auto cut = ParseUpgradePackage(std::span(body).first(17), false);
+  EXPECT_EQ(cut.status().message(), "package length field says 2 bytes, body has 1");
+}
+
+// Packets of at most N body bytes; the header of packet 1 of 3 (2013, 1000-byte body, phone
+// 013912345678, serial 7), hand-computed: 81 08 | 23 E8 (bit 13 + length 0x3E8) | 01 39 12 34 56 78 |
+// 00 07 | 00 03 (total) | 00 01 (index).
+TEST(Jt808Firmware, SubpackagedUpgradeReassembles) {
+  EXPECT_EQ(PacketCount(0, 1000), 1u);
+  EXPECT_EQ(PacketCount(1000, 1000), 1u);
+  EXPECT_EQ(PacketCount(1001, 1000), 2u);
+  EXPECT_EQ(PacketCount(51200 + 16, 1000), 52u);
+
+  UpgradePackage p{upgrade_type::kTerminal, "SANI1", "2.1.0", Bytes(2484)};  // + the 16-byte head = 2500
+  for (size_t i = 0; i < p.package.size(); ++i) p.package[i] = static_cast<uint8_t>(i * 7);  // 7E and 7D inside
+  auto body = BuildUpgradePackage(p, false);
+  ASSERT_TRUE(body.ok());
+  ASSERT_EQ(body->size(), 2500u);
+  const size_t per = 1000;
+  size_t n = PacketCount(body->size(), per);
+  ASSERT_EQ(n, 3u);
+  Bytes wire;
+  for (size_t i = 0; i < n; ++i) {
+    Header h;
+    h.msg_id = msg::kUpgradePackage;
+    h.phone = "13912345678";
+    h.serial = static_cast<uint16_t>(7 + i);
+    h.subpackage = true;
+    h.packet_total = static_cast<uint16_t>(n);
+    h.packet_index = static_cast<uint16_t>(i + 1);
+    size_t off = i * per, len = std::min(per, body->size() - off);
+    Bytes f = EncodeFrame(h, std::span(*body).subspan(off, len));
+    if (i == 0) {
+      auto content = Unescape(std::span(f).subspan(1, f.size() - 2));
+      ASSERT_TRUE(content.ok());
+      EXPECT_EQ(Bytes(content->begin(), content->begin() + 16), Hex("81 08 23 E8 01 39 12 34 56 78 00 07 00 03 00 01"));
+    }
+    wire.insert(wire.end(), f.begin(), f.end());
+  }
+  FrameSplitter splitter(4096);
+  splitter.Feed(wire);
+  FrameSplitter::Chunk c;
+  Bytes whole;
+  uint16_t expect_index = 1;
+  while (splitter.Next(c)) {
+    auto f = DecodeFrame(c.escaped);
+    ASSERT_TRUE(f.ok()) << f.status().ToString();
+    EXPECT_TRUE(f->header.subpackage);
+    EXPECT_EQ(f->header.packet_total, 3);
+    EXPECT_EQ(f->header.packet_index, expect_index);
+    EXPECT_EQ(f->header.serial, 6 + expect_index);
+    expect_index++;
+    whole.insert(whole.end(), f->body.begin(), f->body.end());
+  }
+  EXPECT_EQ(expect_index, 4);
+  auto back = ParseUpgradePackage(whole, false);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->package, p.package);
+}
+
+// 0x0108, 2013, phone 013912345678, serial 0x2A, body 00 00 (terminal, success). Check code:
+// 01^08^00^02^01^39^12^34^56^78^00^2A^00^00 = 11.
+TEST(Jt808Firmware, UpgradeResult) {
+  Frame f = DecodeWire(Hex("7E 01 08 00 02 01 39 12 34 56 78 00 2A 00 00 11 7E"));
+  EXPECT_EQ(f.header.msg_id, msg::kUpgradeResult);
+  auto r = ParseUpgradeResult(f.body);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->type, upgrade_type::kTerminal);
+  EXPECT_EQ(r->result, upgrade_result::kSuccess);
+  auto failed = ParseUpgradeResult(Hex("34 01"));
+  ASSERT_TRUE(failed.ok());
+  EXPECT_EQ(failed->type, upgrade_type::kBeidouModule);
+  EXPECT_EQ(failed->result, upgrade_result::kFailed);
+  EXPECT_EQ(ParseUpgradeResult(Hex("00 02"))->result, upgrade_result::kCancelled);
+  EXPECT_EQ(BuildUpgradeResult({upgrade_type::kIcCardReader, 2}), Hex("0C 02"));
+  auto short_body = ParseUpgradeResult(Hex("00"));
+  ASSERT_FALSE(short_body.ok());
+  EXPECT_EQ(short_body.status().message(), "upgrade result body of 1 bytes is shorter than 2 (type, result)");
+  EXPECT_FALSE(ParseUpgradeResult({}).ok());
+}
+
+// 0x8107 has an empty body. 2013, phone 013912345678, serial 5: check 81^07^00^00^01^39^12^34^56^78^00^05
+// = B3. 2019 public vector (hylexus/xtream-codec mock data): phone 00000000013912344329, serial 0.
+TEST(Jt808Firmware, QueryAttributesFrames) {
+  EXPECT_TRUE(BuildQueryAttributes().empty());
+  Header h;
+  h.msg_id = msg::kQueryAttributes;
+  h.phone = "13912345678";
+  h.serial = 5;
+  EXPECT_EQ(EncodeFrame(h, BuildQueryAttributes()), Hex("7E 81 07 00 00 01 39 12 34 56 78 00 05 B3 7E"));
+  Header h19;
+  h19.msg_id = msg::kQueryAttributes;
+  h19.v2019 = true;
+  h19.proto_version = 1;
+  h19.phone = "13912344329";
+  h19.serial = 0;
+  EXPECT_EQ(EncodeFrame(h19, BuildQueryAttributes()), Hex("7e8107400001000000000139123443290000b37e"));
+}
+
+// 0x0107, 2013, hand-computed (59 bytes):
+//   00 04 (freight) | 53 41 4E 49 31 ("SANI1") | 53 49 4D 2D 38 30 38 ("SIM-808") + 13 x 00 |
+//   54 33 34 35 36 37 38 ("T345678") | 89 86 00 12 34 56 78 90 12 34 (ICCID BCD) |
+//   06 48 57 2D 31 2E 30 ("HW-1.0") | 05 32 2E 31 2E 30 ("2.1.0") | 03 (GPS+BeiDou) | 01 (GPRS)
+const char* kAttrs2013 =
+    "00 04 53 41 4E 49 31 53 49 4D 2D 38 30 38 00 00 00 00 00 00 00 00 00 00 00 00 00"
+    " 54 33 34 35 36 37 38 89 86 00 12 34 56 78 90 12 34"
+    " 06 48 57 2D 31 2E 30 05 32 2E 31 2E 30 03 01";
+
+TEST(Jt808Firmware, TerminalAttributes2013) {
+  Bytes body = Hex(kAttrs2013);
+  ASSERT_EQ(body.size(), 59u);
+  auto a = ParseTerminalAttributes(body, false);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ(a->terminal_type, 4);
+  EXPECT_EQ(a->maker, "SANI1");
+  EXPECT_EQ(a->model, "SIM-808");
+  EXPECT_EQ(a->terminal_id, "T345678");
+  EXPECT_EQ(a->iccid, "89860012345678901234");
+  EXPECT_EQ(a->hw_version, "HW-1.0");
+  EXPECT_EQ(a->fw_version, "2.1.0");
+  EXPECT_EQ(a->gnss, 3);
+  EXPECT_EQ(a->comm, 1);
+  auto built = BuildTerminalAttributes(*a, false);
+  ASSERT_TRUE(built.ok());
+  EXPECT_EQ(*built, body);
+
+  // Every truncation is an error, with the field that ran out.
+  for (size_t n = 0; n < body.size(); ++n) EXPECT_FALSE(ParseTerminalAttributes(std::span(body).first(n), false).ok()) << n;
+  EXPECT_EQ(ParseTerminalAttributes(std::span(body).first(10), false).status().message(),
+            "terminal attributes body of 10 bytes is shorter than 45 (fixed fields and the hardware version length)");
+  EXPECT_EQ(ParseTerminalAttributes(std::span(body).first(51), false).status().message(),
+            "terminal attributes body ends before the firmware version length");
+  EXPECT_EQ(ParseTerminalAttributes(std::span(body).first(55), false).status().message(),
+            "firmware version length 5 runs past the body (3 bytes left)");
+  EXPECT_EQ(ParseTerminalAttributes(std::span(body).first(58), false).status().message(),
+            "terminal attributes body ends before the GNSS and communication attributes");
+  // Vendor bytes after a complete body are tolerated.
+  Bytes longer = body;
+  longer.push_back(0xEE);
+  EXPECT_EQ(ParseTerminalAttributes(longer, false)->fw_version, "2.1.0");
+}
+
+// 2019 public vector (hylexus/xtream-codec BuiltinMessage0107V2019Test): type 0x0042, maker BYTE[5]
+// "12345", model BYTE[30], terminal id BYTE[30], ICCID 11112233445566778899, hw "hd-v1.2.3",
+// fw "fm-v3.2.1", GNSS 3, comm 2; body length 0x63 = 2+5+30+30+10+1+9+1+9+2 = 99.
+TEST(Jt808Firmware, TerminalAttributes2019) {
+  Frame f = DecodeWire(Hex(
+      "7e0107406301000000000139123443290000004231323334357465726d696e616c547970653132333435363738313131313132"
+      "32323232313233343536373839303132333435363738393031323334353637383930111122334455667788990968642d76312e"
+      "322e3309666d2d76332e322e310302137e"));
+  EXPECT_TRUE(f.header.v2019);
+  EXPECT_EQ(f.header.msg_id, msg::kTerminalAttributes);
+  auto a = ParseTerminalAttributes(f.body, true);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ(a->terminal_type, 0x42);
+  EXPECT_EQ(a->maker, "12345");
+  EXPECT_EQ(a->model, "terminalType123456781111122222");
+  EXPECT_EQ(a->terminal_id, "123456789012345678901234567890");
+  EXPECT_EQ(a->iccid, "11112233445566778899");
+  EXPECT_EQ(a->hw_version, "hd-v1.2.3");
+  EXPECT_EQ(a->fw_version, "fm-v3.2.1");
+  EXPECT_EQ(a->gnss, 3);
+  EXPECT_EQ(a->comm, 2);
+  auto built = BuildTerminalAttributes(*a, true);
+  ASSERT_TRUE(built.ok());
+  EXPECT_EQ(*built, f.body);
+
+  // The same answer from a terminal that widens the maker to 11 bytes (as in its 2019 0x0100).
+  Bytes wide = f.body;
+  wide.insert(wide.begin() + 7, 6, 0x00);
+  auto w = ParseTerminalAttributes(wide, true);
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  EXPECT_EQ(w->maker, "12345");
+  EXPECT_EQ(w->model, "terminalType123456781111122222");
+  EXPECT_EQ(w->fw_version, "fm-v3.2.1");
+
+  // The 2013 layout of the same terminal (model 20, id 7) is a different body.
+  TerminalAttributes t13 = *a;
+  t13.model = "M";
+  t13.terminal_id = "ID";
+  auto b13 = BuildTerminalAttributes(t13, false);
+  ASSERT_TRUE(b13.ok());
+  EXPECT_EQ(b13->size(), 99u - 10 - 23);
+  EXPECT_FALSE(ParseTerminalAttributes(*b13, true).ok());
+  EXPECT_EQ(ParseTerminalAttributes(*b13, false)->fw_version, "fm-v3.2.1");
+  // A GBK firmware version.
+  TerminalAttributes g = *a;
+  g.fw_version = "固件2";
+  auto gb = BuildTerminalAttributes(g, true);
+  ASSERT_TRUE(gb.ok());
+  EXPECT_EQ(ParseTerminalAttributes(*gb, true)->fw_version, "固件2");
+}
+
 }  // namespace
 }  // namespace sanigate::dev::jt808
