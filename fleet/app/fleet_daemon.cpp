@@ -237,8 +237,16 @@ void FleetDaemon::Handle(const mqtt::InboundMessage& m, int64_t now) {
   if (m.topic == reply_topic_) return rollouts_->OnInstallAnswer(m.correlation_data, m.payload, now);
   auto t = topics::ParseModelTopic(cfg_.fleet.topic_prefix, m.topic);
   if (!t) return;
-  if (t->group == "gateway" && t->leaf.rfind("firmware/", 0) == 0)
-    return rollouts_->OnJobStatus(t->site, t->leaf.substr(9), m.payload, now);
+  if (t->group == "gateway" && t->leaf.rfind("firmware/", 0) == 0) {
+    std::string device = t->leaf.substr(9);
+    if (auto version = rollouts_->OnJobStatus(t->site, device, m.payload, now)) {
+      if (const DeviceEntry* known = registry_.FindDevice(RegistryKey(t->site, device)); known && known->firmware != *version) {
+        registry_.Device(t->site, device, now).firmware = *version;
+        registry_.MarkDirty(RegistryKey(t->site, device));
+      }
+    }
+    return;
+  }
   if (t->group == "fleet" && t->site == cfg_.fleet.site && t->leaf == "firmware/get") {
     if (!m.response_topic.empty()) (void)client_->PublishResponse(m.response_topic, rollouts_->ServeChunk(m.payload), m.correlation_data);
     return;

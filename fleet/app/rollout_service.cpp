@@ -273,22 +273,26 @@ std::string RolloutService::ServeChunk(const std::string& payload) const {
   return json{{"ok", true}, {"result", {{"offset", offset}, {"size", size}, {"data", firmware::Base64Encode(data)}}}}.dump();
 }
 
-void RolloutService::OnJobStatus(const std::string& site, const std::string& device, const std::string& payload, int64_t now_ms) {
+std::optional<std::string> RolloutService::OnJobStatus(const std::string& site, const std::string& device, const std::string& payload,
+                                                       int64_t now_ms) {
   json j = json::parse(payload, nullptr, false);
-  if (!j.is_object()) return;
+  if (!j.is_object()) return std::nullopt;
+  std::string state = j.value("state", ""), version = j.value("version", "");
+  std::optional<std::string> installed;
+  if (state == "succeeded" && !version.empty()) installed = version;
   auto it = campaigns_.find(j.value("campaign", ""));
-  if (it == campaigns_.end()) return;
+  if (it == campaigns_.end()) return installed;
   rollout::Campaign& c = it->second;
-  std::string key = RegistryKey(site, device), state = j.value("state", "");
+  std::string key = RegistryKey(site, device);
   auto dev = c.devices().find(key);
-  if (dev == c.devices().end() || dev->second.attempts != j.value("attempt", 0)) return;  // an older attempt's report
+  if (dev == c.devices().end() || dev->second.attempts != j.value("attempt", 0)) return installed;  // an older attempt's report
   if (state == "succeeded") {
-    std::string version = j.value("version", "");
     if (version == c.spec().version) c.OnVersion(key, version, now_ms);
     else c.OnFailed(key, "device reports " + version + " after the install, not " + c.spec().version, now_ms);
   } else if (state == "failed") {
     c.OnFailed(key, j.value("error", "failed"), now_ms);
   }
+  return installed;
 }
 
 void RolloutService::OnInstallAnswer(const std::string& correlation, const std::string& payload, int64_t now_ms) {

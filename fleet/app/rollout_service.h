@@ -7,6 +7,7 @@
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -50,7 +51,10 @@ class RolloutService {
   // {"sha256","offset","length"} → the answer payload for the requesting gateway.
   std::string ServeChunk(const std::string& payload) const;
   // A gateway's retained job status ({prefix}/{site}/gateway/{gw}/firmware/{device}).
-  void OnJobStatus(const std::string& site, const std::string& device, const std::string& payload, int64_t now_ms);
+  // Returns the version a device now runs when the report says it was installed (the registry
+  // keeps it: Modbus controllers do not announce their firmware in the model).
+  std::optional<std::string> OnJobStatus(const std::string& site, const std::string& device, const std::string& payload,
+                                         int64_t now_ms);
   // A gateway's answer to an install request: a refusal fails that attempt at once.
   void OnInstallAnswer(const std::string& correlation, const std::string& payload, int64_t now_ms);
   // What the registry and the health evaluator learn about a device.

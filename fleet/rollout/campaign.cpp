@@ -72,7 +72,7 @@ Result<CampaignSpec> ParseSpec(const json& j) {
   if (!j.is_object()) return Invalid("a campaign is a JSON object");
   CampaignSpec s;
   static const std::set<std::string> kKnown = {"id", "target_type", "model", "version", "artifact_sha256", "target", "canary_count",
-                                               "waves_pct", "success_threshold_pct", "failure_limit_count", "failure_limit_pct",
+                                               "waves_pct", "success_threshold_pct", "failure_limit_count", "failure_limit_pct", "failure_limit_min_devices",
                                                "max_parallel_per_gateway", "max_parallel_per_bus", "device_timeout_s", "retries",
                                                "health_gate_s", "blackout", "utc_offset"};
   for (auto it = j.begin(); it != j.end(); ++it)
@@ -158,6 +158,7 @@ Result<CampaignSpec> ParseSpec(const json& j) {
   s.success_threshold_pct = num("success_threshold_pct", s.success_threshold_pct, 0, 100);
   s.failure_limit_count = static_cast<int>(num("failure_limit_count", s.failure_limit_count, 0, 1e9));
   s.failure_limit_pct = num("failure_limit_pct", s.failure_limit_pct, 0, 100);
+  s.failure_limit_min_devices = static_cast<int>(num("failure_limit_min_devices", s.failure_limit_min_devices, 1, 1e9));
   s.max_parallel_per_gateway = static_cast<int>(num("max_parallel_per_gateway", s.max_parallel_per_gateway, 1, 10000));
   s.max_parallel_per_bus = static_cast<int>(num("max_parallel_per_bus", s.max_parallel_per_bus, 1, 10000));
   s.device_timeout_s = static_cast<int64_t>(num("device_timeout_s", static_cast<double>(s.device_timeout_s), 10, 7 * 86400));
@@ -211,6 +212,7 @@ json SpecJson(const CampaignSpec& s) {
           {"success_threshold_pct", s.success_threshold_pct},
           {"failure_limit_count", s.failure_limit_count},
           {"failure_limit_pct", s.failure_limit_pct},
+          {"failure_limit_min_devices", s.failure_limit_min_devices},
           {"max_parallel_per_gateway", s.max_parallel_per_gateway},
           {"max_parallel_per_bus", s.max_parallel_per_bus},
           {"device_timeout_s", s.device_timeout_s},
@@ -394,7 +396,8 @@ void Campaign::CheckFailureLimit(int64_t now_ms) {
   int attempted = Count(DeviceState::kSucceeded) + Count(DeviceState::kFailed) - failure_baseline_;
   if (spec_.failure_limit_count > 0 && failed >= spec_.failure_limit_count) {
     (void)Pause(std::to_string(failed) + " devices failed (limit " + std::to_string(spec_.failure_limit_count) + ")", now_ms);
-  } else if (spec_.failure_limit_pct > 0 && attempted > 0 && failed * 100.0 / attempted > spec_.failure_limit_pct) {
+  } else if (spec_.failure_limit_pct > 0 && attempted >= spec_.failure_limit_min_devices &&
+             failed * 100.0 / attempted > spec_.failure_limit_pct) {
     (void)Pause(std::to_string(failed) + " of " + std::to_string(attempted) + " devices failed (" + Percent(failed * 100.0 / attempted) +
                     " > limit " + Percent(spec_.failure_limit_pct) + ")",
                 now_ms);

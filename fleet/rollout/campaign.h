@@ -10,7 +10,8 @@
 //  - the canary group goes first, then waves up to cumulative percentages of the targets;
 //  - a wave advances when all its reachable devices are done and its success rate reaches
 //    success_threshold_pct; otherwise the campaign pauses with the reason;
-//  - failures beyond failure_limit (count or % of attempted) pause it at once;
+//  - failures beyond failure_limit (count, or % of attempted once failure_limit_min_devices
+//    have finished) pause it at once;
 //  - at most max_parallel_per_gateway devices update at once behind one gateway and
 //    max_parallel_per_bus on one serial bus;
 //  - no device starts inside a blackout window (local time, e.g. 06:00-09:00 for the morning
@@ -55,6 +56,7 @@ struct CampaignSpec {
   double success_threshold_pct = 95;
   int failure_limit_count = 10;
   double failure_limit_pct = 10;
+  int failure_limit_min_devices = 10;  // the % limit applies once this many have finished (1 of 1 is not a trend)
   int max_parallel_per_gateway = 5;
   int max_parallel_per_bus = 1;
   int64_t device_timeout_s = 1800;
