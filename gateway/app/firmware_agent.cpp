@@ -1,7 +1,9 @@
 #include "app/firmware_agent.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -19,12 +21,47 @@ namespace fs = std::filesystem;
 
 json Refuse(const std::string& why) { return {{"ok", false}, {"code", "invalid"}, {"error", why}}; }
 
+// Runs `command` with /bin/sh and the given environment; its exit code, or -1 when it could not
+// run or was killed after `timeout_s`.
+int RunShell(const std::string& command, const std::vector<std::pair<std::string, std::string>>& env, int64_t timeout_s) {
+  pid_t pid = ::fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    sigset_t none;
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, nullptr);  // the daemon blocks signals for sigwait
+    for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
+    ::execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  for (int64_t waited_ms = 0;; waited_ms += 50) {
+    int status = 0;
+    pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    if (r < 0) return -1;
+    if (waited_ms > timeout_s * 1000) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      return -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+std::string Trimmed(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
 }  // namespace
 
 FirmwareAgent::FirmwareAgent(const settings::Config& cfg, WithAdapter with) : cfg_(cfg), with_adapter_(std::move(with)) {}
 
-Result<std::unique_ptr<FirmwareAgent>> FirmwareAgent::Create(const settings::Config& cfg, WithAdapter with) {
+Result<std::unique_ptr<FirmwareAgent>> FirmwareAgent::Create(const settings::Config& cfg, WithAdapter with, Healthy healthy,
+                                                             Restart restart) {
   std::unique_ptr<FirmwareAgent> a(new FirmwareAgent(cfg, std::move(with)));
+  a->healthy_ = std::move(healthy);
+  a->restart_ = std::move(restart);
   for (const auto& file : cfg.firmware.trusted_keys) {
     auto key = firmware::ReadPublicKey(file);
     if (!key.ok()) return Invalid("[firmware] trusted key " + file + ": " + key.status().message());
@@ -52,6 +89,33 @@ Result<std::unique_ptr<FirmwareAgent>> FirmwareAgent::Create(const settings::Con
     self->Post([self, corr = std::move(msg.correlation_data), payload = std::move(msg.payload)] { self->OnChunk(corr, payload, NowMs()); });
   };
   a->client_ = std::make_unique<mqtt::MqttClient>(std::move(o), std::move(h));
+  // A self-update in progress: this start is the new image's (or, after a rollback, the old one's).
+  std::ifstream marker(fs::path(cfg.FirmwareDir()) / "self-update.json");
+  json saved = json::parse(marker, nullptr, false);
+  if (saved.is_object()) {
+    SelfUpdate su;
+    su.campaign = saved.value("campaign", "");
+    su.device = saved.value("device", "");
+    su.expected = saved.value("expected", "");
+    su.previous = saved.value("previous", "");
+    su.state = saved.value("state", "");
+    su.reason = saved.value("reason", "");
+    su.attempt = saved.value("attempt", 0);
+    su.boots = saved.value("boots", 0) + 1;
+    su.deadline_ms = NowMs() + cfg.firmware.self_health_s * 1000;
+    Job job;
+    job.campaign = su.campaign;
+    job.device = su.device;
+    job.attempt = su.attempt;
+    job.manifest.version = su.expected;
+    job.state = su.state == "rolled_back" ? "failed" : "installing";
+    job.error = su.state == "rolled_back" ? "rolled back to " + su.previous + ": " + su.reason : "";
+    a->jobs_[su.device] = std::move(job);
+    a->self_ = std::move(su);
+    a->SaveSelf();
+    spdlog::info("firmware: self-update {} -> {}: start {} in state {}", a->self_->previous, a->self_->expected, a->self_->boots,
+                 a->self_->state);
+  }
   return a;
 }
 
@@ -104,12 +168,18 @@ json FirmwareAgent::Accept(const json& job) {
   std::string device = job.value("device", ""), campaign = job.value("campaign", ""), chunks = job.value("chunks", "");
   if (device.empty() || campaign.empty() || chunks.empty() || !job.contains("manifest") || !job["manifest"].is_object())
     return Refuse("a job needs campaign, device, attempt, manifest and chunks");
-  if (device == cfg_.gateway.id) return Refuse("gateway self-update is not available in this build");
   if (trusted_.empty()) return Refuse("this gateway has no [firmware] trusted_keys: it installs nothing");
   std::string protocol;
-  if (!with_adapter_(device, [&](dev::Adapter& a) { protocol = a.protocol(); })) return Refuse("unknown device " + device);
+  if (device == cfg_.gateway.id) {
+    if (cfg_.firmware.self_install_command.empty())
+      return Refuse("self-update is not configured on this gateway ([firmware] self_install_command)");
+    protocol = "gateway";
+  } else if (!with_adapter_(device, [&](dev::Adapter& a) { protocol = a.protocol(); })) {
+    return Refuse("unknown device " + device);
+  }
   firmware::DeviceExpectation expect;
-  if (protocol == "modbus") expect.target = firmware::Target::kModbus;
+  if (protocol == "gateway") expect.target = firmware::Target::kGateway;
+  else if (protocol == "modbus") expect.target = firmware::Target::kModbus;
   else if (protocol == "jt808") expect.target = firmware::Target::kJt808;
   else if (protocol == "lorawan") return Refuse("LoRaWAN FUOTA is not supported");
   else return Refuse(protocol + " devices have no firmware installer");
@@ -183,6 +253,7 @@ void FirmwareAgent::Pump(int64_t now) {
       d.saved_ms = now;
     }
   }
+  CheckSelf(now);
   for (auto& [device, job] : jobs_)
     if (job.reported_ms == 0 || (now - job.reported_ms > 2000 && (job.state == "downloading" || job.state == "installing")))
       Report(job, now);
@@ -255,6 +326,7 @@ void FirmwareAgent::Install(Job& job, int64_t now) {
   job.state = "installing";
   job.bytes = 0;
   Report(job, now);
+  if (job.device == cfg_.gateway.id) return InstallSelf(job, now);
   dev::FirmwareJob fj;
   fj.device = job.device;
   fj.image_path = ImagePath(job.manifest.sha256);
@@ -286,6 +358,92 @@ void FirmwareAgent::Install(Job& job, int64_t now) {
   };
   bool found = with_adapter_(job.device, [&](dev::Adapter& a) { a.InstallFirmware(std::move(fj), progress, finished); });
   if (!found) Fail(job, "device " + job.device + " is no longer configured on this gateway", "", now);
+}
+
+std::string FirmwareAgent::RunningVersion() const {
+  if (cfg_.firmware.version_file.empty()) return SANIGATE_VERSION;
+  std::ifstream in(cfg_.firmware.version_file);
+  std::string v((std::istreambuf_iterator<char>(in)), {});
+  return Trimmed(v);
+}
+
+void FirmwareAgent::SaveSelf() {
+  std::string path = (fs::path(cfg_.FirmwareDir()) / "self-update.json").string();
+  if (!self_) {
+    std::error_code ec;
+    fs::remove(path, ec);
+    return;
+  }
+  json m = {{"campaign", self_->campaign}, {"device", self_->device},     {"attempt", self_->attempt},
+            {"expected", self_->expected}, {"previous", self_->previous}, {"state", self_->state},
+            {"reason", self_->reason},     {"boots", self_->boots}};
+  if (Status st = WriteFileAtomically(path, m.dump()); !st.ok()) spdlog::error("firmware: self-update marker: {}", st.ToString());
+}
+
+void FirmwareAgent::InstallSelf(Job& job, int64_t now) {
+  std::vector<std::pair<std::string, std::string>> env = {{"SANIGATE_IMAGE", ImagePath(job.manifest.sha256)},
+                                                          {"SANIGATE_VERSION", job.manifest.version},
+                                                          {"SANIGATE_SHA256", job.manifest.sha256}};
+  std::string previous = RunningVersion();
+  spdlog::info("firmware: installing {} on this gateway (running {})", job.manifest.version, previous);
+  int rc = RunShell(cfg_.firmware.self_install_command, env, cfg_.firmware.job_timeout_s);
+  if (rc != 0) return Fail(job, "install command exited with " + std::to_string(rc) + "; still running " + previous, "", now);
+  self_ = SelfUpdate{job.campaign, job.device, job.manifest.version, previous, "restarting", "", job.attempt, 0, 0};
+  SaveSelf();
+  spdlog::warn("firmware: {} installed; restarting into it", job.manifest.version);
+  restarting_ = true;
+  if (restart_) restart_();
+}
+
+void FirmwareAgent::CheckSelf(int64_t now) {
+  if (!self_ || restarting_) return;
+  auto it = jobs_.find(self_->device);
+  if (self_->state == "rolled_back") {
+    if (it == jobs_.end() || it->second.reported_ms != 0) {  // the failure is on the broker: done
+      self_.reset();
+      SaveSelf();
+    }
+    return;
+  }
+  if (it == jobs_.end()) return;
+  std::string running = RunningVersion();
+  if (running != self_->expected) return RollBack("came up as " + running + ", not " + self_->expected, now);
+  if (self_->boots > 3) return RollBack("restarted " + std::to_string(self_->boots) + " times without becoming healthy", now);
+  if (healthy_ && healthy_()) {
+    std::vector<std::pair<std::string, std::string>> env = {{"SANIGATE_VERSION", running}};
+    int rc = cfg_.firmware.self_check_command.empty() ? 0 : RunShell(cfg_.firmware.self_check_command, env, 120);
+    if (rc != 0) return RollBack("self_check_command failed (exit " + std::to_string(rc) + ")", now);
+    Job& job = it->second;
+    job.state = "succeeded";
+    job.version = running;
+    spdlog::info("firmware: this gateway now runs {} and is healthy", running);
+    Report(job, now);
+    self_.reset();
+    SaveSelf();
+    return;
+  }
+  if (now > self_->deadline_ms)
+    RollBack("not healthy within " + std::to_string(cfg_.firmware.self_health_s) + " s (broker or adapters)", now);
+}
+
+void FirmwareAgent::RollBack(const std::string& why, int64_t now) {
+  spdlog::error("firmware: self-update to {} failed: {}; rolling back to {}", self_->expected, why, self_->previous);
+  std::vector<std::pair<std::string, std::string>> env = {{"SANIGATE_VERSION", self_->previous}};
+  int rc = RunShell(cfg_.firmware.self_rollback_command, env, cfg_.firmware.job_timeout_s);
+  self_->state = "rolled_back";
+  self_->reason = why;
+  if (rc != 0) {
+    // Nothing to restart into: report from this process and leave it to the operator.
+    auto it = jobs_.find(self_->device);
+    if (it != jobs_.end()) Fail(it->second, why + "; the rollback command exited with " + std::to_string(rc), "", now);
+    self_.reset();
+    SaveSelf();
+    return;
+  }
+  self_->boots = 0;
+  SaveSelf();
+  restarting_ = true;
+  if (restart_) restart_();
 }
 
 void FirmwareAgent::Fail(Job& job, std::string error, std::string refusal, int64_t now) {

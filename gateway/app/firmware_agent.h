@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -31,7 +32,12 @@ class FirmwareAgent {
   // Runs `fn` on the adapter that owns `device` while the gateway holds its adapters' lock (a
   // reload cannot destroy it meanwhile); false when no adapter owns the device.
   using WithAdapter = std::function<bool(const std::string& device, const std::function<void(dev::Adapter&)>& fn)>;
-  static Result<std::unique_ptr<FirmwareAgent>> Create(const settings::Config& cfg, WithAdapter with);
+  // Whether the box is healthy now (broker connected, no adapter failed): the self-update check.
+  using Healthy = std::function<bool()>;
+  // Asks the daemon to restart into the installed image (it stops cleanly, then re-executes).
+  using Restart = std::function<void()>;
+  static Result<std::unique_ptr<FirmwareAgent>> Create(const settings::Config& cfg, WithAdapter with, Healthy healthy,
+                                                        Restart restart);
   ~FirmwareAgent();
   void Start();
   void Stop();
@@ -59,7 +65,19 @@ class FirmwareAgent {
     bool done = false;
   };
 
+  // A self-update across the restart, kept in FirmwareDir()/self-update.json.
+  struct SelfUpdate {
+    std::string campaign, device, expected, previous, state, reason;  // state: restarting, rolled_back
+    int attempt = 0, boots = 0;
+    int64_t deadline_ms = 0;
+  };
+
   FirmwareAgent(const settings::Config& cfg, WithAdapter with);
+  void InstallSelf(Job& job, int64_t now);
+  void CheckSelf(int64_t now);
+  void RollBack(const std::string& why, int64_t now);
+  void SaveSelf();
+  std::string RunningVersion() const;
   void Post(std::function<void()> task);
   void Loop();
   void Pump(int64_t now);
@@ -74,6 +92,10 @@ class FirmwareAgent {
 
   settings::Config cfg_;
   WithAdapter with_adapter_;
+  Healthy healthy_;
+  Restart restart_;
+  std::optional<SelfUpdate> self_;  // worker thread only (loaded before it starts)
+  bool restarting_ = false;         // asked the daemon to restart: nothing more to decide here
   std::vector<firmware::PublicKey> trusted_;
   std::unique_ptr<mqtt::MqttClient> client_;
   std::string reply_topic_;

@@ -1,5 +1,8 @@
 #include "app/gateway.h"
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -280,7 +283,15 @@ Status Gateway::Start() {
       if (!owner && a->OwnsDevice(device)) owner = a.get();
     if (owner) fn(*owner);
     return owner != nullptr;
-  });
+  },
+  [this] {
+    if (!forwarder_ || !forwarder_->Stats().connected) return false;
+    std::lock_guard lk(adapters_mu_);
+    for (const auto& a : adapters_)
+      if (a->Health().state == "failed") return false;
+    return true;
+  },
+  [] { ::kill(::getpid(), SIGUSR1); });  // main() stops cleanly, then re-executes the installed binary
   if (!agent.ok()) return agent.status();
   firmware_ = std::move(*agent);
   StartForwarder();

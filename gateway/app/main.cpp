@@ -1,8 +1,14 @@
 // sanigate: the gateway daemon. Flags: --config FILE, --check-config FILE, --version.
 // Signals: SIGTERM/SIGINT flush and stop; SIGHUP reloads the config (a bad one is refused and
-// the running one stays). Logs go to stderr with levels.
+// the running one stays); SIGUSR1 (sent by the firmware agent after a self-update is installed)
+// stops cleanly and re-executes the binary at the same path, i.e. the new one. Logs go to stderr.
 #include <signal.h>
 #include <sys/resource.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -83,7 +89,13 @@ int main(int argc, char** argv) {
   // Block the signals in every thread we create; the main thread waits for them below.
   sigset_t signals;
   sigemptyset(&signals);
-  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&signals, s);
+  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&signals, s);
+  // The path this binary was started from: a self-update replaces the file there.
+  std::string self_path;
+  if (char* p = ::realpath("/proc/self/exe", nullptr)) {
+    self_path = p;
+    ::free(p);
+  }
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -112,6 +124,18 @@ int main(int argc, char** argv) {
       else
         spdlog::info("reloaded {}", config_path);
       continue;
+    }
+    if (sig == SIGUSR1) {
+      spdlog::warn("restarting into the installed image ({})", self_path);
+      (*gateway)->Stop();
+      gateway.value().reset();
+      spdlog::default_logger()->flush();
+      sigset_t none;
+      sigemptyset(&none);
+      pthread_sigmask(SIG_SETMASK, &none, nullptr);
+      ::execv(self_path.c_str(), argv);
+      spdlog::critical("cannot re-execute {}: {}", self_path, std::strerror(errno));
+      return kExitFailure;
     }
     spdlog::info("{}: flushing and stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     break;

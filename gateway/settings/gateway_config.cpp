@@ -115,6 +115,13 @@ void ParseFirmware(Node& n, FirmwareSection& f) {
   f.max_kib_s = n.Int("max_kib_s", f.max_kib_s, 1, 1'000'000);
   f.request_timeout_ms = n.Int("request_timeout_ms", f.request_timeout_ms, 100, 600'000);
   f.job_timeout_s = n.Int("job_timeout_s", f.job_timeout_s, 10, 7 * 86400);
+  f.self_install_command = n.String("self_install_command", "");
+  f.self_rollback_command = n.String("self_rollback_command", "");
+  f.self_check_command = n.String("self_check_command", "");
+  f.version_file = n.String("version_file", "");
+  f.self_health_s = n.Int("self_health_s", f.self_health_s, 1, 3600);
+  if (!f.self_install_command.empty() && f.self_rollback_command.empty())
+    n.Problem("self_rollback_command", "is required with self_install_command: a box that does not come up healthy must go back");
   n.Finish();
 }
 

@@ -72,6 +72,14 @@ struct FirmwareSection {
   int64_t max_kib_s = 512;                // so a rollout never starves telemetry
   int64_t request_timeout_ms = 10'000;    // a chunk not answered by then is asked again
   int64_t job_timeout_s = 3600;           // for the device's own install after the download
+  // Self-update of the box (target "gateway"): shell commands run with SANIGATE_IMAGE,
+  // SANIGATE_VERSION and SANIGATE_SHA256 set. Install, then sanigate restarts into the new
+  // image; after the restart it must be healthy (broker connected, no adapter failed, the
+  // version file saying the new version, self_check_command passing) within self_health_s,
+  // or self_rollback_command restores the previous version and sanigate restarts again.
+  std::string self_install_command, self_rollback_command, self_check_command;
+  std::string version_file;  // the installed version of the box; empty: sanigate's own version
+  int64_t self_health_s = 60;
 };
 
 struct Config {

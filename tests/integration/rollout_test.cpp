@@ -4,6 +4,7 @@
 // checked against the signed manifest and flashed through the register window; the campaign
 // runs a canary and two waves. Also: tampered and untrusted images are refused, a wave whose
 // devices refuse the image pauses the campaign, and sanifleet restarted mid-campaign continues.
+#include <filesystem>
 #include <thread>
 
 #include "fleet_fixture.h"
@@ -193,6 +194,96 @@ TEST_F(RolloutTest, SanifleetRestartedMidCampaignContinuesWithoutReflashing) {
   size_t installs = 0;
   for (size_t at = log.find("modbus: installing firmware"); at != std::string::npos; at = log.find("modbus: installing firmware", at + 1)) ++installs;
   EXPECT_EQ(installs, 3u) << log;
+}
+
+// The box updates itself: the install command puts the image in place and sets the version
+// file, sanigate restarts into it (same PID: it re-executes), checks its health and reports; a
+// new version that fails its health check is rolled back and the campaign stops there.
+class SelfUpdateTest : public RolloutTest {
+ protected:
+  void StartBox() {
+    auto k = firmware::PrivateKey::Generate();
+    ASSERT_TRUE(k.ok());
+    key = std::make_unique<firmware::PrivateKey>(std::move(*k));
+    ASSERT_TRUE(firmware::WritePublicKey(key->public_key(), path("operator.pub")).ok());
+    std::filesystem::create_directories(path("box"));
+    std::ofstream(path("box/VERSION")) << "2.0.3\n";
+    std::string box = path("box");
+    std::ofstream(path("install.sh")) << "cp \"$SANIGATE_IMAGE\" " << box << "/installed.img && cp " << box << "/VERSION " << box
+                                      << "/VERSION.prev && printf '%s\\n' \"$SANIGATE_VERSION\" > " << box << "/VERSION\n";
+    std::ofstream(path("check.sh")) << "! grep -q BROKEN " << box << "/installed.img\n";
+    std::ofstream(path("rollback.sh")) << "cp " << box << "/VERSION.prev " << box << "/VERSION && rm -f " << box << "/installed.img\n";
+    StartBroker();
+    Capture();
+    WriteConfig(BaseConfig() + "[firmware]\ntrusted_keys = [\"" + path("operator.pub") + "\"]\nversion_file = \"" + path("box/VERSION") +
+                "\"\nself_install_command = \"sh " + path("install.sh") + "\"\nself_rollback_command = \"sh " + path("rollback.sh") +
+                "\"\nself_check_command = \"sh " + path("check.sh") + "\"\nself_health_s = 10\n");
+    StartGateway();
+    WaitGatewayOnline();
+    WriteFleetConfigText(FleetBaseConfig() + "[firmware]\ntrusted_keys = [\"" + path("operator.pub") + "\"]\n");
+    StartFleet();
+    for (int i = 0; i < 100 && Admin("status")["result"]["gateways"].empty(); ++i) std::this_thread::sleep_for(100ms);
+  }
+
+  std::string StoreBoxImage(const std::string& body) {
+    std::string img = "box image 2.1.0\n" + body;
+    firmware::ArtifactInfo info;
+    info.model = "edge-box";
+    info.version = "2.1.0";
+    info.target = firmware::Target::kGateway;
+    auto m = firmware::SignImage({reinterpret_cast<const uint8_t*>(img.data()), img.size()}, info, *key);
+    EXPECT_TRUE(m.ok());
+    json stored = Upload(img, *m);
+    EXPECT_EQ(stored["ok"], true) << stored.dump();
+    return stored["result"].value("sha256", "");
+  }
+
+  void RunCampaign(const std::string& id, const std::string& sha) {
+    json created = Admin("rollout_create", {{"id", id}, {"artifact_sha256", sha}, {"canary_count", 1}, {"waves_pct", {100}},
+                                            {"health_gate_s", 1}, {"retries", 0}, {"device_timeout_s", 120}, {"blackout", json::array()}});
+    ASSERT_EQ(created["ok"], true) << created.dump();
+    ASSERT_EQ(created["result"]["total"], 1) << created.dump();
+    ASSERT_EQ(Admin("rollout_start", {{"id", id}})["ok"], true);
+  }
+};
+
+TEST_F(SelfUpdateTest, GoodVersionIsInstalledAndReportedAfterTheRestart) {
+  StartBox();
+  RunCampaign("box-good", StoreBoxImage("all fine\n"));
+  json done = WaitRollout("box-good", "completed", 60s);
+  ASSERT_TRUE(done.is_object()) << Rollout(capture->Messages(), "box-good").dump() << GatewayLog() << FleetLog();
+  EXPECT_EQ(done["counts"]["succeeded"], 1);
+  json job = Job(capture->Messages(), "gw-test");
+  EXPECT_EQ(job["state"], "succeeded") << job.dump();
+  EXPECT_EQ(job["version"], "2.1.0");
+  EXPECT_EQ(ReadFile(path("box/VERSION")), "2.1.0\n");
+  EXPECT_TRUE(gateway.Running()) << "the same process re-executed itself";
+  std::string log = GatewayLog();
+  EXPECT_NE(log.find("restarting into the installed image"), std::string::npos) << log;
+  EXPECT_NE(log.find("this gateway now runs 2.1.0 and is healthy"), std::string::npos) << log;
+  EXPECT_FALSE(std::filesystem::exists(path("data/firmware/self-update.json")));
+}
+
+TEST_F(SelfUpdateTest, VersionThatFailsItsHealthCheckIsRolledBack) {
+  StartBox();
+  RunCampaign("box-bad", StoreBoxImage("BROKEN build\n"));
+  json paused = WaitRollout("box-bad", "paused", 60s);
+  ASSERT_TRUE(paused.is_object()) << Rollout(capture->Messages(), "box-bad").dump() << GatewayLog() << FleetLog();
+  json job = Job(capture->Messages(), "gw-test");
+  EXPECT_EQ(job["state"], "failed") << job.dump();
+  EXPECT_EQ(job["error"], "rolled back to 2.0.3: self_check_command failed (exit 1)") << job.dump();
+  EXPECT_EQ(ReadFile(path("box/VERSION")), "2.0.3\n");
+  EXPECT_FALSE(std::filesystem::exists(path("box/installed.img")));
+  EXPECT_TRUE(gateway.Running());
+  // It runs on, on the old version: after the rollback report its status says online again.
+  ASSERT_TRUE(capture->WaitFor([](const std::vector<Captured>& m) {
+    size_t failed_at = m.size();
+    for (size_t i = 0; i < m.size(); ++i)
+      if (m[i].topic.ends_with("/gateway/gw-test/firmware/gw-test") && m[i].payload.find("\"failed\"") != std::string::npos) failed_at = i;
+    for (size_t i = failed_at; i < m.size(); ++i)
+      if (m[i].topic.ends_with("/gateway/gw-test/status") && m[i].payload.find("\"online\":true") != std::string::npos) return true;
+    return false;
+  }, 15s)) << GatewayLog();
 }
 
 }  // namespace
