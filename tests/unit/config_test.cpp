@@ -618,3 +618,27 @@ TEST_F(ProfileConfigTest, AProblemInAProfilePointsAtTheProfileFileAndLine) {
 
 }  // namespace
 }  // namespace sanigate
+
+namespace sanigate {
+namespace {
+
+// [firmware]: defaults, a key file that does not exist, and self-update without a way back.
+TEST(FirmwareConfigTest, DefaultsAndProblems) {
+  settings::Config cfg = MustLoad(kGateway);
+  EXPECT_TRUE(cfg.firmware.trusted_keys.empty());
+  EXPECT_EQ(cfg.firmware.chunk_kib, 64);
+  EXPECT_EQ(cfg.FirmwareDir(), "/var/lib/sanigate/firmware");
+  EXPECT_EQ(Errors(std::string(kGateway) +
+                   "[firmware]\n"                                    // 4
+                   "trusted_keys = [\"/nonexistent/operator.pub\"]\n"  // 5
+                   "self_install_command = \"install-image\"\n"       // 6
+                   "window = 0\n"),                                    // 7
+            (std::vector<std::string>{
+                "test.toml:4:1: firmware.self_rollback_command: is required with self_install_command: a box that does not come "
+                "up healthy must go back",
+                "test.toml:5:16: firmware.trusted_keys: no such file /nonexistent/operator.pub",
+                "test.toml:7:10: firmware.window: 0 is outside 1..64"}));
+}
+
+}  // namespace
+}  // namespace sanigate
