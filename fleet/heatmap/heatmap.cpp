@@ -255,18 +255,30 @@ void ForEachWindowCell(std::vector<Series>& all, const HeatmapEngine& e, int64_t
 
 }  // namespace
 
-void HeatmapEngine::Position(DeviceId d, bool worker, int64_t ts, double lat, double lon,
-                             std::optional<double> speed_kmh, bool backfill, int64_t now) {
-  Impl& m = *impl_;
-  if (ts < now - cfg_.retention_s * 1000) return void(++m.stats.late_dropped);
-  if (ts > now + cfg_.max_future_s * 1000) return void(++m.stats.future_dropped);
-  ++m.stats.points;
+std::optional<uint64_t> HeatmapEngine::Admit(int64_t ts, double lat, double lon, int64_t now) {
+  if (ts < now - cfg_.retention_s * 1000) {
+    ++impl_->stats.late_dropped;
+    return std::nullopt;
+  }
+  if (ts > now + cfg_.max_future_s * 1000) {
+    ++impl_->stats.future_dropped;
+    return std::nullopt;
+  }
   if (cfg_.crs == Crs::kGcj02) {
     LatLon g = WgsToGcj(lat, lon);
     lat = g.lat;
     lon = g.lon;
   }
-  uint64_t cell = Encode(lat, lon, kStoragePrecision);
+  return Encode(lat, lon, kStoragePrecision);
+}
+
+void HeatmapEngine::Position(DeviceId d, bool worker, int64_t ts, double lat, double lon,
+                             std::optional<double> speed_kmh, bool backfill, int64_t now) {
+  Impl& m = *impl_;
+  auto admitted = Admit(ts, lat, lon, now);
+  if (!admitted) return;
+  ++m.stats.points;
+  uint64_t cell = *admitted;
   DeviceState& dev = m.devices[d];
   double speed = speed_kmh.value_or(0.0);
   if (!worker) {
@@ -308,15 +320,10 @@ void HeatmapEngine::Position(DeviceId d, bool worker, int64_t ts, double lat, do
 
 void HeatmapEngine::Fill(DeviceId d, int64_t ts, double lat, double lon, double fill_pct, int64_t now) {
   Impl& m = *impl_;
-  if (ts < now - cfg_.retention_s * 1000) return void(++m.stats.late_dropped);
-  if (ts > now + cfg_.max_future_s * 1000) return void(++m.stats.future_dropped);
+  auto admitted = Admit(ts, lat, lon, now);
+  if (!admitted) return;
   ++m.stats.readings;
-  if (cfg_.crs == Crs::kGcj02) {
-    LatLon g = WgsToGcj(lat, lon);
-    lat = g.lat;
-    lon = g.lon;
-  }
-  uint64_t cell = Encode(lat, lon, kStoragePrecision);
+  uint64_t cell = *admitted;
   DeviceState& dev = m.devices[d];
   if (!dev.has_fill || ts >= dev.fill_ts) {
     dev.has_fill = true;
@@ -334,15 +341,10 @@ void HeatmapEngine::Event(DeviceId d, int64_t ts, double lat, double lon, std::s
   int alarm = AlarmType(event);
   bool overflow = event == "overflow";
   if (!overflow && alarm < 0) return;
-  if (ts < now - cfg_.retention_s * 1000) return void(++m.stats.late_dropped);
-  if (ts > now + cfg_.max_future_s * 1000) return void(++m.stats.future_dropped);
+  auto admitted = Admit(ts, lat, lon, now);
+  if (!admitted) return;
   ++m.stats.events;
-  if (cfg_.crs == Crs::kGcj02) {
-    LatLon g = WgsToGcj(lat, lon);
-    lat = g.lat;
-    lon = g.lon;
-  }
-  uint64_t cell = Encode(lat, lon, kStoragePrecision);
+  uint64_t cell = *admitted;
   DeviceState& dev = m.devices[d];
   Layer layer = overflow ? Layer::kOverflow : Layer::kAlarms;
   if (overflow) {

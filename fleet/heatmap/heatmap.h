@@ -122,6 +122,9 @@ class HeatmapEngine {
   HeatmapStats stats() const;
 
  private:
+  // The precision-8 cell of a point in the configured crs, or nullopt (counted) when it is too
+  // late for retention or too far in the future.
+  std::optional<uint64_t> Admit(int64_t ts, double lat, double lon, int64_t now);
   struct Impl;
   HeatmapConfig cfg_;
   std::unique_ptr<Impl> impl_;
