@@ -1,3 +1,4 @@
+#include "core/unique_fd.h"
 #include "firmware/artifact.h"
 
 #include <fcntl.h>
@@ -186,19 +187,7 @@ Result<ImageDigest> DigestFd(int fd, const std::string& path) {
   return ImageDigest{total, Hex(*digest)};
 }
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
+using Fd = UniqueFd;
 
 // An image file opened for reading, with its length.
 Result<uint64_t> OpenImage(const std::string& path, Fd& fd) {

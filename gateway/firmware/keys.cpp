@@ -1,3 +1,4 @@
+#include "core/unique_fd.h"
 #include "firmware/keys.h"
 
 #include <fcntl.h>
@@ -73,20 +74,7 @@ PkeyPtr RawPublicPkey(const RawPublicKey& raw) {
   return PkeyPtr(EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr, raw.data(), raw.size()));
 }
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
-
- private:
-  int fd_;
-};
+using Fd = UniqueFd;
 
 // Creates `path` exclusively with `mode` (exactly, whatever the umask), lets `write` fill it
 // through a BIO on the descriptor, and syncs it. Removes the file again when anything fails.
