@@ -124,7 +124,7 @@ std::unique_ptr<AdminClient> ConnectOrExplain(const Context& ctx) {
   return std::move(client.value());
 }
 
-int FleetAnswer(const Context& ctx, const std::string& topic, Result<json> answer, json& result) {
+int FleetAnswer(const Context& ctx, const std::string& topic, Result<json> answer, json& result, int invalid_exit) {
   if (!answer.ok()) {
     if (answer.status().code() == Code::kDeadline) {
       std::cerr << "sanifleet did not answer on " << topic << " within " << ctx.timeout.count()
@@ -143,13 +143,14 @@ int FleetAnswer(const Context& ctx, const std::string& topic, Result<json> answe
   std::string error = a.contains("error") && a["error"].is_string() ? a["error"].get<std::string>() : a.dump();
   std::cerr << "sanictl: " << error << "\n";
   if (code == "not_found") return kExitNotFound;
-  if (code == "invalid") return kExitUsage;
+  if (code == "invalid") return invalid_exit;
   return kExitFailed;
 }
 
-int FleetCall(const Context& ctx, AdminClient& client, const std::string& verb, const json& args, json& result) {
+int FleetCall(const Context& ctx, AdminClient& client, const std::string& verb, const json& args, json& result,
+              int invalid_exit) {
   std::string topic = mqtt::topics::FleetAdmin(ctx.admin.prefix, ctx.admin.site, verb);
-  return FleetAnswer(ctx, topic, client.Request(topic, args, ctx.timeout), result);
+  return FleetAnswer(ctx, topic, client.Request(topic, args, ctx.timeout), result, invalid_exit);
 }
 
 }  // namespace sanigate::ctl

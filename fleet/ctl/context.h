@@ -63,11 +63,13 @@ int64_t NowMs();
 
 // Calls sanifleet's admin `verb` and puts the `result` of an ok answer into `result`. Returns
 // kExitOk, or the exit code after printing the problem on stderr: no answer in time → 3
-// ("sanifleet did not answer on TOPIC within N ms"), code not_found → 4, invalid → 2, other → 1.
+// ("sanifleet did not answer on TOPIC within N ms"), code not_found → 4, invalid → `invalid_exit`
+// (2, bad input; verbs whose "invalid" means a refused operation, like resuming a running
+// rollout, pass 1), other → 1.
 int FleetCall(const Context& ctx, AdminClient& client, const std::string& verb, const nlohmann::json& args,
-              nlohmann::json& result);
+              nlohmann::json& result, int invalid_exit = kExitUsage);
 // The same checks for an answer already awaited (status sends early and waits late).
 int FleetAnswer(const Context& ctx, const std::string& topic, Result<nlohmann::json> answer,
-                nlohmann::json& result);
+                nlohmann::json& result, int invalid_exit = kExitUsage);
 
 }  // namespace sanigate::ctl

@@ -14,7 +14,8 @@ using namespace sanigate::ctl;
 int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);  // `sanictl tail | head` ends with a write error, not a signal
 
-  CLI::App cli{"sanictl: admin CLI of Sanigate: gateways, devices, health, live stream, commands, heat map.\n"
+  CLI::App cli{"sanictl: admin CLI of Sanigate: gateways, devices, health, live stream, commands, heat map,\n"
+               "firmware images and rollouts.\n"
                "Talks to sanigate and sanifleet through the MQTT broker."};
   cli.set_version_flag("--version", std::string("sanictl ") + SANIGATE_VERSION);
   cli.require_subcommand(1);
@@ -95,6 +96,99 @@ int main(int argc, char** argv) {
   hm_render->add_option("--png", hm.png, "the PNG file to write (- for stdout)")->required();
   hm_render->add_option("--width", hm.width, "picture width in pixels (default 800)");
 
+  // ---- firmware (issue 7) ----
+  CLI::App* firmware = cli.add_subcommand("firmware", "signed firmware images: operator keys, signing, sanifleet's image store");
+  firmware->require_subcommand(1);
+  std::string keygen_out;
+  CLI::App* fw_keygen = firmware->add_subcommand(
+      "keygen", "make an Ed25519 operator key pair (on an operator's machine, never on a box); prints its key id");
+  fw_keygen->add_option("--out", keygen_out, "PREFIX: writes PREFIX.key (mode 0600, never overwritten) and PREFIX.pub")
+      ->required();
+  FirmwareSignArgs sign_args;
+  CLI::App* fw_sign = firmware->add_subcommand("sign", "write the signed manifest of an image (offline)");
+  fw_sign->add_option("FILE", sign_args.file, "the image")->required();
+  fw_sign->add_option("--key", sign_args.key, "the operator's private key (PEM, mode 0600)")->required();
+  fw_sign->add_option("--model", sign_args.model, "device model the image is for (e.g. GR-200)")->required();
+  fw_sign->add_option("--version", sign_args.version, "the image's version ([0-9A-Za-z._+-]{1,64})")->required();
+  fw_sign->add_option("--target", sign_args.target, "gateway, modbus or jt808 (LoRaWAN FUOTA is not supported)")->required();
+  fw_sign->add_option("--notes", sign_args.notes, "release notes (at most 4096 bytes)");
+  fw_sign->add_option("--out", sign_args.out, "the manifest file (default FILE.manifest.json)");
+  FirmwareAddArgs add_args;
+  CLI::App* fw_add = firmware->add_subcommand(
+      "add", "sign (with --key) or take a signed --manifest, and upload the image to sanifleet");
+  fw_add->add_option("FILE", add_args.sign.file, "the image")->required();
+  fw_add->add_option("--manifest", add_args.manifest, "its signed manifest (sanictl firmware sign)");
+  fw_add->add_option("--key", add_args.sign.key, "sign now with this private key (needs --model, --version, --target)");
+  fw_add->add_option("--model", add_args.sign.model, "with --key: device model");
+  fw_add->add_option("--version", add_args.sign.version, "with --key: the image's version");
+  fw_add->add_option("--target", add_args.sign.target, "with --key: gateway, modbus or jt808");
+  fw_add->add_option("--notes", add_args.sign.notes, "with --key: release notes");
+  CLI::App* fw_list = firmware->add_subcommand("list", "the images sanifleet stores, newest first");
+
+  // ---- rollout (issue 7) ----
+  CLI::App* rollout = cli.add_subcommand("rollout", "firmware campaigns run by sanifleet: canary, waves, pauses, status");
+  rollout->require_subcommand(1);
+  RolloutSpecArgs spec;
+  CLI::App* ro_create = rollout->add_subcommand(
+      "create", "plan a campaign (draft) and print its groups; --start starts it. "
+                "After the verb, --site is a target filter: give sanictl's site before the verb or in the config");
+  ro_create->add_option("--spec", spec.spec_file, "a JSON campaign spec (fleet/rollout/campaign.h); flags override it");
+  ro_create->add_option("--id", spec.id, "campaign id ([a-z0-9._-]{1,64})");
+  ro_create->add_option("--artifact", spec.artifact, "the image: its SHA-256, or a unique prefix from `firmware list`");
+  ro_create->add_option("--kind", spec.kinds, "only devices of this kind (repeat or comma-separate)")->delimiter(',');
+  ro_create->add_option("--profile", spec.profiles, "only devices with this profile")->delimiter(',');
+  ro_create->add_option("--model", spec.models, "only devices of this model")->delimiter(',');
+  ro_create->add_option("--site", spec.sites, "only devices of this site")->delimiter(',');
+  ro_create->add_option("--gateway", spec.gateways, "only devices behind this gateway")->delimiter(',');
+  ro_create->add_option("--tag", spec.tags, "only devices with this tag (all given tags)")->delimiter(',');
+  ro_create->add_option("--device", spec.devices, "exactly these devices (id or site/id)")->delimiter(',');
+  ro_create->add_option_function<std::string>("--version-range", [&](const std::string& v) { spec.version_range = v; },
+                                               "only devices whose firmware is in this range, e.g. \">=2.0.0,<2.1.0\"");
+  ro_create->add_option_function<int>("--canary", [&](const int& v) { spec.canary = v; }, "devices in the canary group (default 1; 0 = none)");
+  ro_create->add_option_function<std::string>("--waves", [&](const std::string& v) { spec.waves = v; },
+                                              "cumulative wave percentages, e.g. 10,50,100 (default 25,100)");
+  ro_create->add_option_function<double>("--success-pct", [&](const double& v) { spec.success_pct = v; },
+                                         "a wave advances when this share succeeded (default 95)");
+  ro_create->add_option_function<int>("--max-failures", [&](const int& v) { spec.max_failures = v; },
+                                      "pause after this many failures (default 10)");
+  ro_create->add_option_function<double>("--max-failure-pct", [&](const double& v) { spec.max_failure_pct = v; },
+                                         "pause when this share of attempted devices failed (default 10)");
+  ro_create->add_option_function<int>("--per-gateway", [&](const int& v) { spec.per_gateway = v; },
+                                      "devices updating at once behind one gateway (default 5)");
+  ro_create->add_option_function<int>("--per-bus", [&](const int& v) { spec.per_bus = v; },
+                                      "devices updating at once on one serial bus (default 1)");
+  ro_create->add_option_function<int64_t>("--timeout-s", [&](const int64_t& v) { spec.timeout_s = v; },
+                                          "a device attempt fails after this many seconds (default 1800)");
+  ro_create->add_option_function<int>("--retries", [&](const int& v) { spec.retries = v; }, "attempts after the first (default 2)");
+  ro_create->add_option_function<int64_t>("--health-gate-s", [&](const int64_t& v) { spec.health_gate_s = v; },
+                                          "a device must stay healthy on the new version this long (default 600)");
+  ro_create->add_option("--blackout", spec.blackout, "no starts in this local window, e.g. 06:00-09:00 (repeat)")->delimiter(',');
+  ro_create->add_option_function<std::string>("--utc-offset", [&](const std::string& v) { spec.utc_offset = v; },
+                                              "the local time of --blackout, e.g. +08:00 (default; write --utc-offset=-05:00)");
+  ro_create->add_flag("--start", spec.start, "start the campaign right after planning it");
+  std::string rollout_id, rollout_reason;
+  std::vector<std::pair<std::string, CLI::App*>> ro_actions;
+  for (const char* action : {"start", "pause", "resume", "abort"}) {
+    std::string what = std::string(action) == "start"    ? "start a draft campaign"
+                       : std::string(action) == "pause"  ? "pause a running campaign (devices updating finish)"
+                       : std::string(action) == "resume" ? "resume a paused campaign (accepts the failures so far)"
+                                                         : "abort a campaign for good (devices updating finish)";
+    CLI::App* v = rollout->add_subcommand(action, what);
+    v->add_option("ID", rollout_id, "campaign id")->required();
+    if (std::string(action) == "pause" || std::string(action) == "abort")
+      v->add_option("--reason", rollout_reason, "why (shown in the status)");
+    ro_actions.emplace_back(action, v);
+  }
+  RolloutStatusArgs ro_status_args;
+  CLI::App* ro_status = rollout->add_subcommand("status", "a campaign's state, progress and groups");
+  ro_status->add_option("ID", ro_status_args.id, "campaign id")->required();
+  ro_status->add_flag("--devices", ro_status_args.devices, "also the devices that have not succeeded yet");
+  ro_status->add_flag("--watch", ro_status_args.watch,
+                      "redraw until completed (exit 0) or aborted (exit 1), or Ctrl-C; one line per change when not a terminal");
+  ro_status->add_option("--interval", ro_status_args.interval_s, "--watch: seconds between updates (default 2)")
+      ->check(CLI::PositiveNumber);
+  CLI::App* ro_list = rollout->add_subcommand("list", "every campaign with its state and progress");
+
   std::string check_file;
   CLI::App* config = cli.add_subcommand("config", "configuration files");
   config->require_subcommand(1);
@@ -126,6 +220,9 @@ int main(int argc, char** argv) {
   }
 
   if (*check) return RunConfigCheck(check_file, g.json);
+  // Offline: operator keys and signing never need the broker or a config.
+  if (*fw_keygen) return RunFirmwareKeygen(keygen_out, g.json);
+  if (*fw_sign) return RunFirmwareSign(sign_args, g.json);
 
   g.timeout_given = timeout->count() > 0;
   auto ctx = ResolveContext(g);
@@ -151,6 +248,13 @@ int main(int argc, char** argv) {
     if (*hm_export) return RunHeatmapExport(*ctx, hm);
     if (*hm_render) return RunHeatmapRender(*ctx, hm);
   }
+  if (*fw_add) return RunFirmwareAdd(*ctx, add_args);
+  if (*fw_list) return RunFirmwareList(*ctx);
+  if (*ro_create) return RunRolloutCreate(*ctx, spec);
+  for (const auto& [action, v] : ro_actions)
+    if (*v) return RunRolloutAction(*ctx, action, rollout_id, rollout_reason);
+  if (*ro_status) return RunRolloutStatus(*ctx, ro_status_args);
+  if (*ro_list) return RunRolloutList(*ctx);
   std::cerr << cli.help();
   return kExitUsage;
 }

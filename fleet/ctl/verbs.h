@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "ctl/context.h"
+#include "ctl/rollout_format.h"
 
 namespace sanigate::ctl {
 
@@ -57,6 +58,36 @@ struct HeatmapArgs {
 int RunHeatmapShow(const Context& ctx, const HeatmapArgs& args);
 int RunHeatmapExport(const Context& ctx, const HeatmapArgs& args);
 int RunHeatmapRender(const Context& ctx, const HeatmapArgs& args);
+
+// verbs_firmware.cpp: operator keys, signed manifests, and sanifleet's image store (admin verbs
+// firmware_put, firmware_list). keygen and sign never touch the broker.
+struct FirmwareSignArgs {
+  std::string file;      // the image
+  std::string key;       // PKCS#8 PEM private key (mode 0600)
+  std::string model, version, target, notes;
+  std::string out;       // sign: the manifest file; empty = FILE.manifest.json
+};
+int RunFirmwareKeygen(const std::string& prefix, bool json);
+int RunFirmwareSign(const FirmwareSignArgs& args, bool json);
+struct FirmwareAddArgs {
+  FirmwareSignArgs sign;  // file, and key/model/version/target/notes when there is no manifest
+  std::string manifest;   // an existing signed manifest instead of a key
+};
+int RunFirmwareAdd(const Context& ctx, const FirmwareAddArgs& args);
+int RunFirmwareList(const Context& ctx);
+
+// verbs_rollout.cpp: campaigns (admin verbs rollout_*).
+int RunRolloutCreate(const Context& ctx, const RolloutSpecArgs& args);
+// action: start, pause, resume or abort; reason for pause and abort (empty = sanifleet's default).
+int RunRolloutAction(const Context& ctx, const std::string& action, const std::string& id, const std::string& reason);
+struct RolloutStatusArgs {
+  std::string id;
+  bool devices = false;     // add the devices that have not succeeded yet
+  bool watch = false;       // redraw until completed / aborted or Ctrl-C
+  double interval_s = 2.0;  // --watch poll interval
+};
+int RunRolloutStatus(const Context& ctx, const RolloutStatusArgs& args);
+int RunRolloutList(const Context& ctx);
 
 // verbs_config.cpp: offline validation of a sanigate or sanifleet config file.
 int RunConfigCheck(const std::string& file, bool json);

@@ -330,6 +330,12 @@ Status Campaign::Abort(const std::string& why, int64_t now_ms) {
   return Status::Ok();
 }
 
+std::string Campaign::GroupName(int group) const {
+  // Without a canary the first group is wave 1.
+  if (spec_.canary_count > 0) return group == 0 ? "canary" : "wave " + std::to_string(group);
+  return "wave " + std::to_string(group + 1);
+}
+
 int Campaign::Count(DeviceState s) const {
   int n = 0;
   for (const auto& [key, d] : devices_) n += d.state == s;
@@ -433,7 +439,7 @@ std::vector<StartJob> Campaign::Tick(int64_t now_ms) {
     double rate = succeeded * 100.0 / (succeeded + failed);
     if (rate < spec_.success_threshold_pct) {
       wave_gate_failed_ = true;
-      (void)Pause(std::string(group_ == 0 && spec_.canary_count > 0 ? "canary" : "wave " + std::to_string(group_)) + ": " +
+      (void)Pause(GroupName(group_) + ": " +
                       Percent(rate) + " succeeded, below the " + Percent(spec_.success_threshold_pct) + " threshold",
                   now_ms);
       return starts;
@@ -551,7 +557,7 @@ json Campaign::StatusJson(int64_t now_ms) const {
   std::vector<json> groups(static_cast<size_t>(groups_));
   for (int g = 0; g < groups_; ++g)
     groups[static_cast<size_t>(g)] = {{"group", g},
-                                      {"name", g == 0 && spec_.canary_count > 0 ? "canary" : "wave " + std::to_string(g)},
+                                      {"name", GroupName(g)},
                                       {"total", 0},
                                       {"succeeded", 0},
                                       {"failed", 0}};

@@ -144,6 +144,7 @@ class Campaign {
   bool InBlackout(int64_t now_ms) const;
   void CheckFailureLimit(int64_t now_ms);
   int Count(DeviceState s) const;
+  std::string GroupName(int group) const;
 
   CampaignSpec spec_;
   CampaignState state_ = CampaignState::kDraft;

@@ -145,6 +145,7 @@ TEST_F(RolloutTest, CanaryAndTwoWavesFlashEveryRoomAndBadImagesAreRefused) {
   json again = Admin("rollout_create", {{"id", "rooms-again"}, {"artifact_sha256", sha}});
   ASSERT_EQ(again["ok"], true) << again.dump();
   EXPECT_EQ(again["result"]["total"], 0) << again.dump();
+  ExpectPayloadsMatchSchemas();  // rollout statuses and job reports included
 }
 
 TEST_F(RolloutTest, CanaryThatTheDevicesRefusePausesTheCampaign) {
@@ -167,6 +168,7 @@ TEST_F(RolloutTest, CanaryThatTheDevicesRefusePausesTheCampaign) {
   for (const auto& d : status["result"]["devices"])
     if (d["state"] == "failed") reason_seen = d["reason"].get<std::string>().find("checksum") != std::string::npos;
   EXPECT_TRUE(reason_seen) << status.dump();
+  ExpectPayloadsMatchSchemas();
 }
 
 TEST_F(RolloutTest, SanifleetRestartedMidCampaignContinuesWithoutReflashing) {

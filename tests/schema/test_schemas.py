@@ -31,7 +31,9 @@ EXPECTED_FILES = [
     "common.schema.json",
     "device-status.schema.json",
     "event.schema.json",
+    "firmware-job.schema.json",
     "fleet-health.schema.json",
+    "fleet-rollout.schema.json",
     "gateway-status.schema.json",
     "heatmap.schema.json",
     "telemetry.schema.json",
@@ -140,6 +142,96 @@ HEATMAP_UNATTENDED = changed(
     (("fields",), HM_FIELDS + ["last_pass"]), (("merge",), HM_MERGE + ["max"]),
     (("state",), {"cells": {"ws7gr2m": [1, 9000, 9000, 9000, 1763703305000, 1763703305000, None]}}),
     (("windows",), []))
+
+# Firmware rollouts (fleet/README.md "Firmware rollouts"), as Campaign::StatusJson and
+# FirmwareAgent::Report write them: the campaign of tests/integration/rollout_test.cpp (a canary,
+# then waves at 50 % and 100 % of 4 garbage rooms) while the first wave runs, and its jobs.
+RO = "fleet-rollout.schema.json"
+FJ = "firmware-job.schema.json"
+ROLLOUT_RUNNING = {
+    "id": "rooms-2-1-0", "state": "running", "reason": "", "target_type": "modbus",
+    "model": "GR-200", "version": "2.1.0", "group": 1,
+    "groups": [{"group": 0, "name": "canary", "total": 1, "succeeded": 1, "failed": 0},
+               {"group": 1, "name": "wave 1", "total": 1, "succeeded": 0, "failed": 0},
+               {"group": 2, "name": "wave 2", "total": 2, "succeeded": 0, "failed": 0}],
+    "total": 4,
+    "counts": {"pending": 2, "deferred": 0, "updating": 1, "verifying": 0, "succeeded": 1,
+               "failed": 0},
+    "blackout_now": False, "created": 1763712000000, "updated": 1763712061000,
+    "ts": 1763712061000,
+}
+# The canary refused the image: paused by the wave gate, the others untouched.
+ROLLOUT_PAUSED = {
+    "id": "bad-crc", "state": "paused", "reason": "canary: 0% succeeded, below the 95% threshold",
+    "target_type": "modbus", "model": "GR-200", "version": "2.1.0", "group": 0,
+    "groups": [{"group": 0, "name": "canary", "total": 1, "succeeded": 0, "failed": 1},
+               {"group": 1, "name": "wave 1", "total": 2, "succeeded": 0, "failed": 0}],
+    "total": 3,
+    "counts": {"pending": 2, "deferred": 0, "updating": 0, "verifying": 0, "succeeded": 0,
+               "failed": 1},
+    "blackout_now": False, "created": 1763712000000, "updated": 1763712030000,
+    "ts": 1763712031000,
+}
+# The admin result of rollout_status with devices:true (never on the retained topic).
+ROLLOUT_PAUSED_DEVICES = changed(ROLLOUT_PAUSED, (("devices",), [
+    {"device": "houpu/room-1", "gateway": "gw-test", "group": 1, "state": "pending",
+     "attempts": 0, "reason": ""},
+    {"device": "houpu/room-2", "gateway": "gw-test", "group": 0, "state": "failed",
+     "attempts": 1, "reason": "device refused the checksum"},
+    {"device": "houpu/room-3", "gateway": "gw-test", "group": 1, "state": "pending",
+     "attempts": 0, "reason": ""}]))
+ROLLOUT_COMPLETED = changed(
+    ROLLOUT_RUNNING, (("state",), "completed"), (("group",), 3),
+    (("groups",), [{"group": 0, "name": "canary", "total": 1, "succeeded": 1, "failed": 0},
+                   {"group": 1, "name": "wave 1", "total": 1, "succeeded": 1, "failed": 0},
+                   {"group": 2, "name": "wave 2", "total": 2, "succeeded": 1, "failed": 1}]),
+    (("counts",), {"pending": 0, "deferred": 0, "updating": 0, "verifying": 0, "succeeded": 3,
+                   "failed": 1}))
+# Nothing to do: started and completed at once.
+ROLLOUT_EMPTY = changed(
+    ROLLOUT_RUNNING, (("id",), "rooms-again"), (("state",), "completed"),
+    (("reason",), "no device needs this image"), (("group",), 0), (("groups",), []),
+    (("total",), 0),
+    (("counts",), {"pending": 0, "deferred": 0, "updating": 0, "verifying": 0, "succeeded": 0,
+                   "failed": 0}))
+# A self-update draft without a canary (its only wave is "wave 1"), one box offline, in the
+# morning blackout.
+ROLLOUT_DRAFT = {
+    "id": "box-2.1.0", "state": "draft", "reason": "", "target_type": "gateway",
+    "model": "edge-box", "version": "2.1.0+b7", "group": 0,
+    "groups": [{"group": 0, "name": "wave 1", "total": 3, "succeeded": 0, "failed": 0}],
+    "total": 3,
+    "counts": {"pending": 2, "deferred": 1, "updating": 0, "verifying": 0, "succeeded": 0,
+               "failed": 0},
+    "blackout_now": True, "created": 1763712000000, "updated": 1763712000000,
+    "ts": 1763712000000,
+}
+
+# The gateway's job reports for room-1 through its states (image: 30010 bytes).
+JOB_DOWNLOADING = {
+    "campaign": "rooms-2-1-0", "device": "room-1", "attempt": 1, "state": "downloading",
+    "bytes": 16384, "total": 30010, "error": "", "refusal": "", "version": "",
+    "ts": 1763712001000,
+}
+JOB_VERIFYING = changed(JOB_DOWNLOADING, (("state",), "verifying"), (("bytes",), 30010))
+JOB_INSTALLING = changed(JOB_DOWNLOADING, (("state",), "installing"), (("bytes",), 0))
+JOB_SUCCEEDED = changed(JOB_DOWNLOADING, (("state",), "succeeded"), (("bytes",), 30010),
+                        (("version",), "2.1.0"), (("ts",), 1763712020000))
+JOB_FAILED_DEVICE = changed(JOB_DOWNLOADING, (("state",), "failed"), (("bytes",), 2880),
+                            (("error",), "device refused the checksum"))
+JOB_REFUSED = changed(JOB_DOWNLOADING, (("state",), "failed"), (("bytes",), 30010),
+                      (("error",), "sha256 mismatch: the image is not the one signed"),
+                      (("refusal",), "sha256_mismatch"))
+# A self-update rolled back after the restart: the manifest is gone, so total is 0.
+JOB_SELF_ROLLED_BACK = {
+    "campaign": "box-bad", "device": "gw-test", "attempt": 1, "state": "failed",
+    "bytes": 0, "total": 0, "error": "rolled back to 2.0.3: self_check_command failed (exit 1)",
+    "refusal": "", "version": "", "ts": 1763712040000,
+}
+ROLLOUT_EXAMPLES = (ROLLOUT_RUNNING, ROLLOUT_PAUSED, ROLLOUT_COMPLETED, ROLLOUT_EMPTY,
+                    ROLLOUT_DRAFT)
+JOB_EXAMPLES = (JOB_DOWNLOADING, JOB_VERIFYING, JOB_INSTALLING, JOB_SUCCEEDED,
+                JOB_FAILED_DEVICE, JOB_REFUSED, JOB_SELF_ROLLED_BACK)
 
 
 class SchemaTestBase(unittest.TestCase):
@@ -551,6 +643,287 @@ class TestInvalidHeatmap(SchemaTestBase):
         self.assertRejected(H, changed(A, (("amended",), True)), ["amended"], "not")
 
 
+class TestRolloutPayloads(SchemaTestBase):
+    def test_examples(self):
+        for doc in ROLLOUT_EXAMPLES + (ROLLOUT_PAUSED_DEVICES,):
+            with self.subTest(id=doc["id"], state=doc["state"]):
+                self.assertValid(RO, doc)
+
+    def test_every_state(self):
+        self.assertValid(RO, changed(ROLLOUT_RUNNING, (("state",), "paused"),
+                                     (("reason",), "paused by the operator")))
+        self.assertValid(RO, changed(ROLLOUT_RUNNING, (("state",), "aborted"),
+                                     (("reason",), "2 devices failed (limit 2)")))
+        self.assertValid(RO, changed(ROLLOUT_COMPLETED, (("reason",), "")))
+        self.assertValid(RO, changed(ROLLOUT_DRAFT, (("target_type",), "jt808")))
+        # A device found on the new version while the campaign is a draft.
+        self.assertValid(RO, changed(ROLLOUT_DRAFT, (("counts", "pending"), 1),
+                                     (("counts", "succeeded"), 1)))
+
+    def test_as_admin_results(self):
+        self.assertValid("cmd-response.schema.json", {"ok": True, "result": ROLLOUT_PAUSED_DEVICES})
+        self.assertValid("cmd-response.schema.json",
+                         {"ok": True, "result": {"rollouts": [ROLLOUT_RUNNING, ROLLOUT_EMPTY]}})
+
+    def test_required(self):
+        for field in ROLLOUT_RUNNING:
+            with self.subTest(missing=field):
+                self.assertRejected(RO, changed(ROLLOUT_RUNNING, ((field,),)),
+                                    [], "required", "'%s'" % field)
+        for field in ROLLOUT_RUNNING["counts"]:
+            with self.subTest(missing="counts." + field):
+                self.assertRejected(RO, changed(ROLLOUT_RUNNING, (("counts", field),)),
+                                    ["counts"], "required", "'%s'" % field)
+        for field in ROLLOUT_RUNNING["groups"][0]:
+            with self.subTest(missing="groups[0]." + field):
+                self.assertRejected(RO, changed(ROLLOUT_RUNNING, (("groups", 0, field),)),
+                                    ["groups", 0], "required", "'%s'" % field)
+        for field in ROLLOUT_PAUSED_DEVICES["devices"][0]:
+            with self.subTest(missing="devices[0]." + field):
+                self.assertRejected(RO, changed(ROLLOUT_PAUSED_DEVICES, (("devices", 0, field),)),
+                                    ["devices", 0], "required", "'%s'" % field)
+
+    def test_values(self):
+        R = ROLLOUT_RUNNING
+        self.assertRejected(RO, changed(R, (("id",), "Rooms-2.1.0")), ["id"], "pattern")
+        self.assertRejected(RO, changed(R, (("id",), "")), ["id"], "pattern")
+        self.assertRejected(RO, changed(R, (("id",), "r" * 65)), ["id"], "pattern")
+        self.assertRejected(RO, changed(R, (("state",), "finished")), ["state"], "enum")
+        self.assertRejected(RO, changed(R, (("target_type",), "lorawan")), ["target_type"], "enum")
+        self.assertRejected(RO, changed(R, (("version",), "2.1 beta")), ["version"], "pattern")
+        self.assertRejected(RO, changed(R, (("version",), "")), ["version"], "pattern")
+        self.assertRejected(RO, changed(R, (("model",), None)), ["model"], "type")
+        self.assertRejected(RO, changed(R, (("group",), -1)), ["group"], "minimum")
+        self.assertRejected(RO, changed(R, (("total",), 4.5)), ["total"], "type")
+        self.assertRejected(RO, changed(R, (("total",), "4")), ["total"], "type")
+        self.assertRejected(RO, changed(R, (("blackout_now",), 0)), ["blackout_now"], "type")
+        self.assertRejected(RO, changed(R, (("updated",), -1)), ["updated"], "minimum")
+        self.assertRejected(RO, changed(R, (("ts",), 1763712061000.5)), ["ts"], "type")
+        self.assertRejected(RO, changed(R, (("site",), "houpu")), [], "additionalProperties", "'site'")
+
+    def test_counts(self):
+        R = ROLLOUT_RUNNING
+        self.assertRejected(RO, changed(R, (("counts", "pending"), -1)), ["counts", "pending"], "minimum")
+        self.assertRejected(RO, changed(R, (("counts", "failed"), True)), ["counts", "failed"], "type")
+        self.assertRejected(RO, changed(R, (("counts", "queued"), 0)), ["counts"], "additionalProperties")
+        self.assertRejected(RO, changed(R, (("counts",), [2, 0, 1, 0, 1, 0])), ["counts"], "type")
+
+    def test_groups(self):
+        R = ROLLOUT_RUNNING
+        self.assertRejected(RO, changed(R, (("groups", 0, "name"), "Canary")), ["groups", 0, "name"], "pattern")
+        self.assertRejected(RO, changed(R, (("groups", 1, "name"), "wave")), ["groups", 1, "name"], "pattern")
+        self.assertRejected(RO, changed(R, (("groups", 1, "name"), "wave 01")), ["groups", 1, "name"], "pattern")
+        self.assertRejected(RO, changed(R, (("groups", 0, "name"), "wave 0")), ["groups", 0, "name"], "pattern")
+        self.assertRejected(RO, changed(R, (("groups", 1, "total"), 0)), ["groups", 1, "total"], "minimum")
+        self.assertRejected(RO, changed(R, (("groups", 1, "failed"), -1)), ["groups", 1, "failed"], "minimum")
+        self.assertRejected(RO, changed(R, (("groups", 1, "group"), "1")), ["groups", 1, "group"], "type")
+        self.assertRejected(RO, changed(R, (("groups", 1, "pct"), 50)), ["groups", 1], "additionalProperties")
+        self.assertRejected(RO, changed(R, (("groups",), {"canary": 1})), ["groups"], "type")
+
+    def test_devices(self):
+        D = ROLLOUT_PAUSED_DEVICES
+        self.assertRejected(RO, changed(D, (("devices", 0, "device"), "room-1")),
+                            ["devices", 0, "device"], "pattern")
+        self.assertRejected(RO, changed(D, (("devices", 0, "state"), "refused")),
+                            ["devices", 0, "state"], "enum")
+        self.assertRejected(RO, changed(D, (("devices", 0, "attempts"), -1)),
+                            ["devices", 0, "attempts"], "minimum")
+        self.assertRejected(RO, changed(D, (("devices", 0, "gateway"), "GW")),
+                            ["devices", 0, "gateway"], "pattern")
+        self.assertRejected(RO, changed(D, (("devices", 0, "bus"), "")),
+                            ["devices", 0], "additionalProperties")
+        self.assertValid(RO, changed(D, (("devices", 0, "gateway"), "")))
+
+    def test_reason_by_state(self):
+        self.assertRejected(RO, changed(ROLLOUT_RUNNING, (("reason",), "resumed")),
+                            ["reason"], "const")
+        self.assertRejected(RO, changed(ROLLOUT_DRAFT, (("reason",), "planned")),
+                            ["reason"], "const")
+        self.assertRejected(RO, changed(ROLLOUT_PAUSED, (("reason",), "")),
+                            ["reason"], "minLength")
+        self.assertRejected(RO, changed(ROLLOUT_PAUSED, (("state",), "aborted"), (("reason",), "")),
+                            ["reason"], "minLength")
+
+    def test_counts_by_state(self):
+        for state in ("updating", "verifying", "failed"):
+            with self.subTest(draft_with=state):
+                self.assertRejected(RO, changed(ROLLOUT_DRAFT, (("counts", "pending"), 1),
+                                                (("counts", state), 1)),
+                                    ["counts", state], "const")
+        for state in ("pending", "deferred", "updating", "verifying"):
+            with self.subTest(completed_with=state):
+                self.assertRejected(RO, changed(ROLLOUT_COMPLETED, (("counts", "failed"), 0),
+                                                (("counts", state), 1)),
+                                    ["counts", state], "const")
+
+
+class TestFirmwareJobPayloads(SchemaTestBase):
+    def test_examples(self):
+        for doc in JOB_EXAMPLES:
+            with self.subTest(device=doc["device"], state=doc["state"], error=doc["error"]):
+                self.assertValid(FJ, doc)
+
+    def test_every_refusal_code(self):
+        for code in ("malformed_manifest", "unknown_key", "bad_signature", "version_rejected",
+                     "unsupported_target", "wrong_target", "wrong_model", "size_mismatch",
+                     "sha256_mismatch"):
+            with self.subTest(refusal=code):
+                self.assertValid(FJ, changed(JOB_REFUSED, (("refusal",), code)))
+
+    def test_required(self):
+        for field in JOB_DOWNLOADING:
+            with self.subTest(missing=field):
+                self.assertRejected(FJ, changed(JOB_DOWNLOADING, ((field,),)),
+                                    [], "required", "'%s'" % field)
+
+    def test_values(self):
+        J = JOB_DOWNLOADING
+        self.assertRejected(FJ, changed(J, (("campaign",), "")), ["campaign"], "pattern")
+        self.assertRejected(FJ, changed(J, (("campaign",), "Rooms")), ["campaign"], "pattern")
+        self.assertRejected(FJ, changed(J, (("campaign",), "r" * 65)), ["campaign"], "pattern")
+        self.assertRejected(FJ, changed(J, (("device",), "Room-1")), ["device"], "pattern")
+        self.assertRejected(FJ, changed(J, (("attempt",), 0)), ["attempt"], "minimum")
+        self.assertRejected(FJ, changed(J, (("attempt",), "1")), ["attempt"], "type")
+        self.assertRejected(FJ, changed(J, (("state",), "done")), ["state"], "enum")
+        self.assertRejected(FJ, changed(J, (("state",), "refused")), ["state"], "enum")
+        self.assertRejected(FJ, changed(J, (("bytes",), -1)), ["bytes"], "minimum")
+        self.assertRejected(FJ, changed(J, (("bytes",), 1.5)), ["bytes"], "type")
+        self.assertRejected(FJ, changed(J, (("total",), "30010")), ["total"], "type")
+        self.assertRejected(FJ, changed(J, (("ts",), -5)), ["ts"], "minimum")
+        self.assertRejected(FJ, changed(JOB_FAILED_DEVICE, (("error",), None)), ["error"], "type")
+        self.assertRejected(FJ, changed(JOB_SUCCEEDED, (("version",), 2.1)), ["version"], "type")
+        self.assertRejected(FJ, changed(JOB_REFUSED, (("refusal",), "bad_crc")), ["refusal"], "enum")
+        self.assertRejected(FJ, changed(J, (("gateway",), "gw-test")), [], "additionalProperties",
+                            "'gateway'")
+
+    def test_failed_says_why(self):
+        self.assertRejected(FJ, changed(JOB_FAILED_DEVICE, (("error",), "")), ["error"], "minLength")
+        self.assertRejected(FJ, changed(JOB_REFUSED, (("error",), "")), ["error"], "minLength")
+
+    def test_only_failed_has_error_or_refusal(self):
+        for doc in (JOB_DOWNLOADING, JOB_VERIFYING, JOB_INSTALLING, JOB_SUCCEEDED):
+            with self.subTest(state=doc["state"]):
+                self.assertRejected(FJ, changed(doc, (("error",), "timeout")), ["error"], "const")
+                self.assertRejected(FJ, changed(doc, (("refusal",), "wrong_model")), ["refusal"], "const")
+
+    def test_succeeded_names_the_version(self):
+        self.assertRejected(FJ, changed(JOB_SUCCEEDED, (("version",), "")), ["version"], "minLength")
+        for doc in (JOB_DOWNLOADING, JOB_VERIFYING, JOB_INSTALLING, JOB_FAILED_DEVICE):
+            with self.subTest(state=doc["state"]):
+                self.assertRejected(FJ, changed(doc, (("version",), "2.1.0")), ["version"], "const")
+
+
+class TestRolloutConsistency(unittest.TestCase):
+    """validate_payloads.rollout_problems and firmware_job_problems: what the
+    schemas cannot express."""
+
+    def test_examples_are_consistent(self):
+        for doc in ROLLOUT_EXAMPLES + (ROLLOUT_PAUSED_DEVICES,):
+            with self.subTest(id=doc["id"], state=doc["state"]):
+                self.assertEqual(vp.rollout_problems(doc), [])
+        for doc in JOB_EXAMPLES:
+            with self.subTest(device=doc["device"], state=doc["state"]):
+                self.assertEqual(vp.firmware_job_problems(doc), [])
+
+    def test_counts_add_up_to_total(self):
+        doc = changed(ROLLOUT_RUNNING, (("counts", "pending"), 3))
+        self.assertEqual(vp.rollout_problems(doc), [("$.counts", "counts add up to 5, total is 4")])
+        doc = changed(ROLLOUT_EMPTY, (("total",), 1))
+        self.assertEqual(vp.rollout_problems(doc), [
+            ("$.counts", "counts add up to 0, total is 1"),
+            ("$.groups", "groups hold 0 devices, total is 1")])
+
+    def test_groups_add_up_to_total_and_counts(self):
+        doc = changed(ROLLOUT_RUNNING, (("groups", 2, "total"), 3))
+        self.assertEqual(vp.rollout_problems(doc), [("$.groups", "groups hold 5 devices, total is 4")])
+        doc = changed(ROLLOUT_RUNNING, (("groups",), ROLLOUT_RUNNING["groups"][:2]))
+        self.assertEqual(vp.rollout_problems(doc), [("$.groups", "groups hold 2 devices, total is 4")])
+        doc = changed(ROLLOUT_COMPLETED, (("groups", 2, "failed"), 0), (("groups", 2, "succeeded"), 2))
+        self.assertEqual(vp.rollout_problems(doc), [
+            ("$.groups", "4 succeeded in the groups, counts.succeeded is 3"),
+            ("$.groups", "0 failed in the groups, counts.failed is 1")])
+
+    def test_group_succeeded_and_failed_within_its_total(self):
+        doc = changed(ROLLOUT_PAUSED, (("groups", 0, "succeeded"), 1),
+                      (("counts", "succeeded"), 1), (("counts", "pending"), 1))
+        self.assertEqual(vp.rollout_problems(doc), [("$.groups[0]", "1 succeeded + 1 failed of 1 devices")])
+
+    def test_groups_numbered_by_position(self):
+        doc = changed(ROLLOUT_RUNNING, (("groups", 1, "group"), 2))
+        self.assertEqual(vp.rollout_problems(doc), [("$.groups[1].group", "group 2 at position 1")])
+        doc = changed(ROLLOUT_RUNNING, (("groups", 1, "name"), "canary"))
+        self.assertEqual(vp.rollout_problems(doc),
+                         [("$.groups[1].name", "'canary' at position 1 (expected 'wave 1')")])
+        doc = changed(ROLLOUT_RUNNING, (("groups", 2, "name"), "wave 3"))
+        self.assertEqual(vp.rollout_problems(doc),
+                         [("$.groups[2].name", "'wave 3' at position 2 (expected 'wave 2')")])
+        # Without a canary the waves are numbered from group 0 on.
+        no_canary = changed(ROLLOUT_RUNNING, (("groups", 0, "name"), "wave 1"),
+                            (("groups", 1, "name"), "wave 2"), (("groups", 2, "name"), "wave 3"))
+        self.assertEqual(vp.rollout_problems(no_canary), [])
+        doc = changed(ROLLOUT_RUNNING, (("groups", 0, "name"), "wave 1"))
+        self.assertEqual(vp.rollout_problems(doc), [
+            ("$.groups[1].name", "'wave 1' at position 1 (expected 'wave 2', no canary)"),
+            ("$.groups[2].name", "'wave 2' at position 2 (expected 'wave 3', no canary)")])
+        doc = changed(no_canary, (("groups", 0, "name"), "wave 2"))
+        self.assertEqual(vp.rollout_problems(doc), [
+            ("$.groups[0].name", "'wave 2' at position 0 (expected 'wave 1', no canary)")])
+        doc = changed(no_canary, (("groups", 2, "name"), "canary"))
+        self.assertEqual(vp.rollout_problems(doc),
+                         [("$.groups[2].name", "'canary' at position 2 (expected 'wave 3', no canary)")])
+
+    def test_current_group(self):
+        doc = changed(ROLLOUT_RUNNING, (("group",), 4))
+        self.assertEqual(vp.rollout_problems(doc), [("$.group", "group 4 of 3 groups")])
+        # Past the last group only once every group is done; completed means past it.
+        self.assertEqual(vp.rollout_problems(changed(ROLLOUT_RUNNING, (("group",), 3))), [])
+        doc = changed(ROLLOUT_COMPLETED, (("group",), 2))
+        self.assertEqual(vp.rollout_problems(doc), [("$.group", "completed at group 2 of 3 groups")])
+        doc = changed(ROLLOUT_EMPTY, (("group",), 1))
+        self.assertEqual(vp.rollout_problems(doc), [("$.group", "group 1 of 0 groups")])
+
+    def test_times_in_order(self):
+        doc = changed(ROLLOUT_RUNNING, (("created",), 1763712061001))
+        self.assertEqual(vp.rollout_problems(doc), [("$.updated", "updated before created")])
+        doc = changed(ROLLOUT_RUNNING, (("ts",), 1763712060999))
+        self.assertEqual(vp.rollout_problems(doc), [("$.ts", "ts before updated")])
+
+    def test_devices_agree_with_the_status(self):
+        D = ROLLOUT_PAUSED_DEVICES
+        doc = changed(D, (("devices",), D["devices"][:2]))
+        self.assertEqual(vp.rollout_problems(doc), [
+            ("$.devices", "2 devices listed, total is 3"),
+            ("$.devices", "1 devices pending, counts.pending is 2")])
+        doc = changed(D, (("devices", 0, "state"), "deferred"))
+        self.assertEqual(vp.rollout_problems(doc), [
+            ("$.devices", "1 devices pending, counts.pending is 2"),
+            ("$.devices", "1 devices deferred, counts.deferred is 0")])
+        doc = changed(D, (("devices", 2, "group"), 2))
+        self.assertEqual(vp.rollout_problems(doc), [("$.devices[2].group", "group 2 of 2 groups")])
+
+    def test_job_bytes(self):
+        doc = changed(JOB_DOWNLOADING, (("bytes",), 30011))
+        self.assertEqual(vp.firmware_job_problems(doc), [("$.bytes", "30011 bytes of 30010")])
+        doc = changed(JOB_SELF_ROLLED_BACK, (("bytes",), 1))
+        self.assertEqual(vp.firmware_job_problems(doc), [("$.bytes", "1 bytes of 0")])
+        doc = changed(JOB_VERIFYING, (("bytes",), 30009))
+        self.assertEqual(vp.firmware_job_problems(doc), [("$.bytes", "verifying after 30009 bytes of 30010")])
+        self.assertEqual(vp.firmware_job_problems(changed(JOB_INSTALLING, (("bytes",), 30010))), [])
+
+    def test_wrong_types_are_left_to_the_schema(self):
+        for doc in ({}, {"total": "4", "counts": [], "groups": {}},
+                    {"total": 4, "counts": {"pending": "2"}, "groups": [None, 1], "group": "1",
+                     "created": 2, "updated": None, "devices": "all"},
+                    {"total": True, "groups": [{"group": 0, "total": "1"}], "state": "completed",
+                     "group": False}):
+            with self.subTest(doc=doc):
+                self.assertEqual(vp.rollout_problems(doc), [])
+        for doc in ({}, {"bytes": "5", "total": 4}, {"bytes": 5, "total": None, "state": "verifying"},
+                    {"bytes": True, "total": 0}):
+            with self.subTest(doc=doc):
+                self.assertEqual(vp.firmware_job_problems(doc), [])
+
+
 class TestTopicMapping(unittest.TestCase):
     def test_classify(self):
         cases = {
@@ -579,6 +952,21 @@ class TestTopicMapping(unittest.TestCase):
             "sanigate/v1/houpu/gateway/heatmap/status": ("gateway-status.schema.json",
                                                          {"gateway": "heatmap", "site": "houpu"}),
             "sanigate/v1/houpu/fleet/health/heatmap": ("fleet-health.schema.json", {"device": "heatmap"}),
+            "sanigate/v1/houpu/fleet/rollouts/rooms-2-1-0": ("fleet-rollout.schema.json", {"id": "rooms-2-1-0"}),
+            "x/fleet/rollouts/health": ("fleet-rollout.schema.json", {"id": "health"}),
+            "sanigate/v1/houpu/fleet/rollouts/": (None, None),
+            "fleet/rollouts/r-1": (None, None),
+            "sanigate/v1/houpu/fleet/admin/rollout_status": (None, None),
+            "sanigate/v1/houpu/gateway/gw-1/firmware/room-1": ("firmware-job.schema.json", {"device": "room-1"}),
+            "sanigate/v1/houpu/gateway/gw-1/firmware/gw-1": ("firmware-job.schema.json", {"device": "gw-1"}),
+            # A device called "status" behind a gateway called "gateway".
+            "sanigate/v1/houpu/gateway/gateway/firmware/status": ("firmware-job.schema.json",
+                                                                  {"device": "status"}),
+            "sanigate/v1/houpu/gateway/gw-1/firmware/": (None, None),
+            "sanigate/v1/houpu/gateway//firmware/room-1": (None, None),
+            "sanigate/v1/houpu/gateway/gw-1/admin/install": (None, None),
+            "sanigate/v1/houpu/fleet/firmware/get": (None, None),
+            "sanigate/v1/houpu/devices/firmware/status": ("device-status.schema.json", {"device": "firmware"}),
             "telemetry": (None, None),
         }
         for topic, expected in cases.items():
@@ -676,6 +1064,39 @@ class TestValidatorScript(unittest.TestCase):
             self.assertTrue(topic_and_rest.startswith("%d: " % lineno), line)
             self.assertIn(": " + text, line)
 
+    def test_rollout_topics(self):
+        rollout_t = "sanigate/v1/houpu/fleet/rollouts/"
+        job_t = "sanigate/v1/houpu/gateway/gw-test/firmware/"
+        path = self.write("ro.txt", [
+            rollout_t + "rooms-2-1-0 " + json.dumps(ROLLOUT_RUNNING),                    # 1 valid
+            rollout_t + "bad-crc " + json.dumps(ROLLOUT_PAUSED),                         # 2 valid
+            job_t + "room-1 " + json.dumps(JOB_DOWNLOADING),                             # 3 valid
+            job_t + "gw-test\t" + json.dumps(JOB_SELF_ROLLED_BACK),                      # 4 valid
+            rollout_t + "other " + json.dumps(ROLLOUT_RUNNING),                          # 5 id
+            rollout_t + "bad-crc " + json.dumps(ROLLOUT_PAUSED_DEVICES),                 # 6 devices
+            rollout_t + "rooms-2-1-0 " + json.dumps(changed(ROLLOUT_RUNNING, (("total",), 5))),  # 7 sums
+            job_t + "room-2 " + json.dumps(JOB_SUCCEEDED),                               # 8 device
+            job_t + "room-1 " + json.dumps(changed(JOB_DOWNLOADING, (("bytes",), 40000))),  # 9 bytes
+            job_t + "room-1 " + json.dumps(changed(JOB_FAILED_DEVICE, (("error",), ""))),  # 10 schema
+            rollout_t + "old (null)",                                                  # cleared: skipped
+            job_t + "room-3 ",                                                         # cleared: skipped
+            "sanigate/v1/houpu/gateway/gw-test/admin/install {\"campaign\":\"x\"}",      # request: skipped
+        ])
+        rc, out, err = self.run_script(SCHEMA_DIR, path)
+        self.assertEqual(rc, 1, err)
+        self.assertEqual(out[-1], "schema: 4 valid, 6 invalid, 3 skipped", out)
+        expect = [(5, "$.id: 'rooms-2-1-0' does not match the topic's {id} 'other'"),
+                  (6, "$.devices: the retained status lists no devices"),
+                  (7, "$.counts: counts add up to 4, total is 5; and $.groups: groups hold 4 devices, total is 5"),
+                  (8, "$.device: 'room-1' does not match the topic's {device} 'room-2'"),
+                  (9, "$.bytes: 40000 bytes of 30010"),
+                  (10, "$.error: ")]
+        self.assertEqual(len(out), len(expect) + 1, out)
+        for line, (lineno, text) in zip(out, expect):
+            topic_and_rest = line[len(path) + 1:]
+            self.assertTrue(topic_and_rest.startswith("%d: " % lineno), line)
+            self.assertIn(": " + text, line)
+
     def test_gateway_id_must_match_topic(self):
         path = self.write("gw.txt", [
             self.TOPIC_G + " " + json.dumps({"online": False, "gateway": "gw-other", "ts": 1}),
@@ -701,7 +1122,7 @@ class TestValidatorScript(unittest.TestCase):
     def test_nothing_validated(self):
         path = self.write("empty.txt", [
             "sanigate/v1/houpu/devices/room-07/status",
-            "sanigate/v1/houpu/fleet/rollouts/r-1 {\"ok\":true}",
+            "sanigate/v1/houpu/fleet/firmware/get {\"sha256\":\"ab\",\"offset\":0}",
         ])
         rc, out, err = self.run_script(SCHEMA_DIR, path)
         self.assertEqual(out, ["schema: 0 valid, 0 invalid, 2 skipped"])

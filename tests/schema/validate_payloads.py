@@ -16,6 +16,9 @@ The schema is chosen from the end of the topic, so any prefix works:
                                   -> fleet-health.schema.json
   .../{site}/heatmap/{layer}, .../{site}/heatmap/{layer}/closed
                                   -> heatmap.schema.json
+  .../fleet/rollouts/{id}         -> fleet-rollout.schema.json
+  .../gateway/{gateway}/firmware/{device}
+                                  -> firmware-job.schema.json
 Other topics, and messages with an empty payload (a retained message being
 cleared; `mosquitto_sub -v` prints it as `(null)`), are counted as skipped.
 Blank lines are ignored.
@@ -28,6 +31,14 @@ exactly when its topic ends in /closed. A heat map must also be consistent in
 itself: as many `merge` rules as `fields`, as many values in each cell as
 `fields`, each window `size_s` seconds long (end - start), window sizes of a
 feed distinct, and a closed window not ending after the message's `ts`.
+A rollout status must have `id` equal to the {id} segment and add up: the
+counts and the groups' totals to `total`, the groups' succeeded and failed to
+the counts; each group numbered and named by its position ("canary" first if
+there is one, then "wave 1", "wave 2"...) and its succeeded + failed at most
+its total; `group` at most the number of groups (equal once
+completed); created <= updated <= ts; no `devices` list (only the admin
+rollout_status result has one). A firmware job must have `device` equal to
+the {device} segment, bytes <= total, and bytes = total while verifying.
 
 Output: one line per invalid message,
   FILE:LINE: TOPIC: JSON_PATH: MESSAGE
@@ -64,8 +75,10 @@ DEVICE_STATUS = "device-status.schema.json"
 GATEWAY_STATUS = "gateway-status.schema.json"
 FLEET_HEALTH = "fleet-health.schema.json"
 HEATMAP = "heatmap.schema.json"
+FLEET_ROLLOUT = "fleet-rollout.schema.json"
+FIRMWARE_JOB = "firmware-job.schema.json"
 TOPIC_SCHEMAS = (TELEMETRY, EVENT, DEVICE_STATUS, GATEWAY_STATUS, FLEET_HEALTH,
-                 HEATMAP)
+                 HEATMAP, FLEET_ROLLOUT, FIRMWARE_JOB)
 
 # How mosquitto_sub -v prints a zero-length payload.
 EMPTY_PAYLOAD = "(null)"
@@ -129,6 +142,14 @@ def classify(topic):
         return FLEET_HEALTH, {"device": seg[-1]}
     if len(seg) >= 5 and seg[-4:-1] == ["fleet", "health", "gateway"]:
         return FLEET_HEALTH, {"gateway": seg[-1]}
+    # {site}/fleet/rollouts/{id}
+    if len(seg) >= 4 and seg[-3:-1] == ["fleet", "rollouts"] and seg[-1] and seg[-4]:
+        return FLEET_ROLLOUT, {"id": seg[-1]}
+    # gateway/{gateway}/firmware/{device}; before the gateway status, so that a
+    # device called "status" is still a job.
+    if (len(seg) >= 4 and seg[-4] == "gateway" and seg[-2] == "firmware"
+            and seg[-3] and seg[-1]):
+        return FIRMWARE_JOB, {"device": seg[-1]}
     # {site}/heatmap/{layer}[/closed]; not a device or gateway named "heatmap"
     # (.../devices/heatmap/{x}, .../devices/heatmap/cmd/closed).
     if (len(seg) >= 3 and seg[-2] == "heatmap" and seg[-1] and seg[-3]
@@ -218,6 +239,110 @@ def check_payload(validators, schema_name, ids, payload):
                                  "{%s} %r" % (value, field, expected)))
         if schema_name == HEATMAP:
             problems.extend(heatmap_problems(payload))
+        elif schema_name == FLEET_ROLLOUT:
+            if "devices" in payload:
+                problems.append(("$.devices", "the retained status lists no devices "
+                                 "(only the admin rollout_status result does)"))
+            problems.extend(rollout_problems(payload))
+        elif schema_name == FIRMWARE_JOB:
+            problems.extend(firmware_job_problems(payload))
+    return problems
+
+
+def _count(value):
+    """value if it is a JSON integer (not a boolean), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def rollout_problems(doc):
+    """What fleet-rollout.schema.json cannot say: the numbers of a rollout status
+    must add up (counts and groups against total, groups against counts), groups
+    are numbered and named by position, the current group lies within the plan (past its
+    end once completed), created <= updated <= ts, and an admin 'devices' list
+    agrees with the rest. Returns (json path, message) pairs; parts with the
+    wrong type are left to the schema."""
+    problems = []
+    total = _count(doc.get("total"))
+    counts = doc.get("counts")
+    counts = counts if isinstance(counts, dict) else {}
+    states = ("pending", "deferred", "updating", "verifying", "succeeded", "failed")
+    n = [_count(counts.get(s)) for s in states]
+    if total is not None and all(x is not None for x in n) and sum(n) != total:
+        problems.append(("$.counts", "counts add up to %d, total is %d" % (sum(n), total)))
+
+    groups = doc.get("groups")
+    if isinstance(groups, list) and all(isinstance(g, dict) for g in groups):
+        # Waves count from 1: after a canary group 1 is "wave 1", without one group 0 is.
+        canary = bool(groups) and groups[0].get("name") == "canary"
+        for i, g in enumerate(groups):
+            path = "$.groups[%d]" % i
+            index, name = _count(g.get("group")), g.get("name")
+            if index is not None and index != i:
+                problems.append((path + ".group", "group %d at position %d" % (index, i)))
+            expected = "canary" if canary and i == 0 else "wave %d" % (i if canary else i + 1)
+            if isinstance(name, str) and name != expected:
+                problems.append((path + ".name", "%r at position %d (expected %r%s)"
+                                 % (name, i, expected, "" if canary else ", no canary")))
+            g_total, g_ok, g_failed = (_count(g.get(k)) for k in ("total", "succeeded", "failed"))
+            if None not in (g_total, g_ok, g_failed) and g_ok + g_failed > g_total:
+                problems.append((path, "%d succeeded + %d failed of %d devices"
+                                 % (g_ok, g_failed, g_total)))
+        sums = {}
+        for key in ("total", "succeeded", "failed"):
+            values = [_count(g.get(key)) for g in groups]
+            sums[key] = sum(values) if None not in values else None
+        if total is not None and sums["total"] is not None and sums["total"] != total:
+            problems.append(("$.groups", "groups hold %d devices, total is %d"
+                             % (sums["total"], total)))
+        for key in ("succeeded", "failed"):
+            have = _count(counts.get(key))
+            if have is not None and sums[key] is not None and sums[key] != have:
+                problems.append(("$.groups", "%d %s in the groups, counts.%s is %d"
+                                 % (sums[key], key, key, have)))
+        current = _count(doc.get("group"))
+        if current is not None and current > len(groups):
+            problems.append(("$.group", "group %d of %d groups" % (current, len(groups))))
+        elif (current is not None and doc.get("state") == "completed"
+              and current != len(groups)):
+            problems.append(("$.group", "completed at group %d of %d groups"
+                             % (current, len(groups))))
+
+    created, updated, ts = (_count(doc.get(k)) for k in ("created", "updated", "ts"))
+    if created is not None and updated is not None and updated < created:
+        problems.append(("$.updated", "updated before created"))
+    if updated is not None and ts is not None and ts < updated:
+        problems.append(("$.ts", "ts before updated"))
+
+    devices = doc.get("devices")
+    if isinstance(devices, list) and all(isinstance(d, dict) for d in devices):
+        if total is not None and len(devices) != total:
+            problems.append(("$.devices", "%d devices listed, total is %d"
+                             % (len(devices), total)))
+        for s in states:
+            have = _count(counts.get(s))
+            listed = sum(1 for d in devices if d.get("state") == s)
+            if have is not None and listed != have:
+                problems.append(("$.devices", "%d devices %s, counts.%s is %d"
+                                 % (listed, s, s, have)))
+        if isinstance(groups, list):
+            for i, d in enumerate(devices):
+                g = _count(d.get("group"))
+                if g is not None and g >= len(groups):
+                    problems.append(("$.devices[%d].group" % i, "group %d of %d groups"
+                                     % (g, len(groups))))
+    return problems
+
+
+def firmware_job_problems(doc):
+    """What firmware-job.schema.json cannot say: bytes <= total, and a job being
+    verified has downloaded the whole image. Returns (json path, message) pairs."""
+    problems = []
+    done, total = _count(doc.get("bytes")), _count(doc.get("total"))
+    if done is not None and total is not None:
+        if done > total:
+            problems.append(("$.bytes", "%d bytes of %d" % (done, total)))
+        elif doc.get("state") == "verifying" and done != total:
+            problems.append(("$.bytes", "verifying after %d bytes of %d" % (done, total)))
     return problems
 
 
