@@ -402,5 +402,71 @@ TEST_F(SanictlTest, HeatmapShowExportAndRenderTheFleetsCells) {
   EXPECT_TRUE(ExitedWith(r.status, 4)) << Describe(r);
 }
 
+// Firmware and rollouts through sanictl against the real sanifleet: a key pair, an image signed
+// and uploaded (a tampered one refused), the list, a campaign planned, started, watched, and the
+// exit codes of refused operations.
+TEST_F(SanictlTest, FirmwareAndRolloutVerbs) {
+  StartBroker();
+  WriteCtlConfig();
+  Capture();
+  Result r = Ctl({"firmware", "keygen", "--out", path("operator")});
+  ASSERT_TRUE(ExitedWith(r.status, 0)) << Describe(r);
+  std::ofstream(path("sanifleet.toml")) << "[fleet]\nid = \"fleet-test\"\nsite = \"houpu\"\ndata_dir = \"" << path("fleet")
+                                        << "\"\n\n[mqtt]\nurl = \"" << broker->url() << "\"\nreconnect_min_ms = 100\n\n[firmware]\ntrusted_keys = [\""
+                                        << path("operator.pub") << "\"]\n";
+  fleet = Process::Start({SANIFLEET_BIN, "--config", path("sanifleet.toml")}, {.stderr_path = path("fleet.log")});
+  ASSERT_TRUE(capture->WaitFor([](const std::vector<Captured>& m) {
+    for (const auto& c : m)
+      if (c.topic == "sanigate/v1/houpu/fleet/status" && c.payload.find("\"online\":true") != std::string::npos) return true;
+    return false;
+  }, 15s)) << ReadFile(path("fleet.log"));
+  {
+    std::ofstream img(path("room.img"), std::ios::binary);
+    for (int i = 0; i < 300'000; ++i) img.put(static_cast<char>(i * 7));
+  }
+  r = Ctl({"firmware", "sign", path("room.img"), "--key", path("operator.key"), "--model", "GR-200", "--version", "2.1.0",
+           "--target", "modbus"});
+  ASSERT_TRUE(ExitedWith(r.status, 0)) << Describe(r);
+  r = Ctl({"firmware", "sign", path("room.img"), "--key", path("operator.key"), "--model", "GR-200", "--version", "2.1.0",
+           "--target", "lorawan", "--out", path("x.json")});
+  EXPECT_TRUE(ExitedWith(r.status, 2)) << Describe(r);
+  EXPECT_NE(r.err.find("LoRaWAN FUOTA is not supported"), std::string::npos) << r.err;
+  // The image changed after signing: refused before anything is uploaded.
+  std::string tampered = ReadFile(path("room.img"));
+  tampered[12345] ^= 1;
+  std::ofstream(path("tampered.img"), std::ios::binary) << tampered;
+  r = Ctl({"firmware", "add", path("tampered.img"), "--manifest", path("room.img.manifest.json")});
+  EXPECT_TRUE(ExitedWith(r.status, 1)) << Describe(r);
+  EXPECT_NE((r.out + r.err).find("sha256 mismatch"), std::string::npos) << Describe(r);
+  r = Ctl({"firmware", "add", path("room.img"), "--manifest", path("room.img.manifest.json")});
+  ASSERT_TRUE(ExitedWith(r.status, 0)) << Describe(r) << ReadFile(path("fleet.log"));
+  r = Ctl({"--json", "firmware", "list"});
+  ASSERT_TRUE(ExitedWith(r.status, 0)) << Describe(r);
+  json list = json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(list.contains("artifacts")) << r.out;
+  ASSERT_EQ(list["artifacts"].size(), 1u) << r.out;
+  std::string sha = list["artifacts"][0]["sha256"];
+  EXPECT_EQ(list["artifacts"][0]["version"], "2.1.0");
+
+  r = Ctl({"rollout", "create", "--id", "rooms-210", "--artifact", sha.substr(0, 12), "--canary", "0", "--waves", "100"});
+  ASSERT_TRUE(ExitedWith(r.status, 0)) << Describe(r);
+  r = Ctl({"rollout", "start", "rooms-210"});
+  EXPECT_TRUE(ExitedWith(r.status, 0)) << Describe(r);
+  r = Ctl({"rollout", "start", "rooms-210"});
+  EXPECT_TRUE(ExitedWith(r.status, 1)) << Describe(r);  // already started (and completed: nothing to update)
+  r = Ctl({"--json", "rollout", "status", "rooms-210"});
+  ASSERT_TRUE(ExitedWith(r.status, 0)) << Describe(r);
+  EXPECT_EQ(json::parse(r.out, nullptr, false)["state"], "completed") << r.out;
+  r = Ctl({"rollout", "status", "rooms-210", "--watch", "--interval", "1"}, 20s);
+  EXPECT_TRUE(ExitedWith(r.status, 0)) << Describe(r);  // ends by itself: the campaign is done
+  r = Ctl({"rollout", "list"});
+  EXPECT_TRUE(ExitedWith(r.status, 0)) << Describe(r);
+  EXPECT_NE(r.out.find("rooms-210"), std::string::npos) << r.out;
+  r = Ctl({"rollout", "status", "no-such-rollout"});
+  EXPECT_TRUE(ExitedWith(r.status, 4)) << Describe(r);
+  r = Ctl({"rollout", "create", "--id", "x", "--artifact", "ffffffffffff"});
+  EXPECT_TRUE(ExitedWith(r.status, 4)) << Describe(r);
+}
+
 }  // namespace
 }  // namespace sanigate::test
