@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 
 #include "core/clock.h"
+#include "core/atomic_file.h"
 #include "heatmap/feed.h"
 #include "mqtt/topics.h"
 
@@ -76,6 +78,8 @@ Result<std::unique_ptr<FleetDaemon>> FleetDaemon::Create(FleetConfig config) {
     d->health_.Restore(key, e.kind, e.profile, e.last_seen_ms, e.expected_interval_ms, d->started_ms_);
   spdlog::info("registry: {} devices and {} gateways loaded from {}", d->registry_.devices().size(),
                d->registry_.gateways().size(), d->cfg_.RegistryPath());
+  for (const auto& entry : std::filesystem::directory_iterator(std::filesystem::path(d->cfg_.fleet.data_dir) / "heatmap", ec))
+    if (entry.path().extension() == ".bin") d->HeatmapOf(entry.path().stem().string());
 
   const auto& f = d->cfg_.fleet;
   mqtt::ClientOptions o;
@@ -155,6 +159,7 @@ void FleetDaemon::Stop() {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   if (Status st = store_->Flush(registry_); !st.ok()) spdlog::error("registry: final flush failed: {}", st.ToString());
+  SaveHeatmaps();
   if (client_->connected())
     (void)client_->PublishAndWait(topics::FleetStatus(cfg_.fleet.topic_prefix, cfg_.fleet.site), StatusPayload(false, NowMs()),
                                   true, std::chrono::milliseconds(cfg_.fleet.shutdown_drain_ms));
@@ -705,8 +710,31 @@ void FleetDaemon::HandleAdmin(const mqtt::InboundMessage& m, const std::string& 
 heatmap::HeatmapEngine* FleetDaemon::HeatmapOf(const std::string& site) {
   if (!cfg_.heatmap.enabled) return nullptr;
   auto& engine = heatmaps_[site];
-  if (!engine) engine = std::make_unique<heatmap::HeatmapEngine>(cfg_.heatmap);
+  if (!engine) {
+    engine = std::make_unique<heatmap::HeatmapEngine>(cfg_.heatmap);
+    // The map saved at the last stop, so a restart (or an upgrade of sanifleet) keeps the day.
+    std::ifstream in(HeatmapFile(site), std::ios::binary);
+    if (in) {
+      std::string snapshot((std::istreambuf_iterator<char>(in)), {});
+      if (Status st = engine->Restore(snapshot); st.ok())
+        spdlog::info("heatmap: {} restored ({} stored cells)", site, engine->stats().cells);
+      else
+        spdlog::warn("heatmap: {}: the saved map is not used: {}", site, st.message());
+    }
+  }
   return engine.get();
+}
+
+std::string FleetDaemon::HeatmapFile(const std::string& site) const {
+  return (std::filesystem::path(cfg_.fleet.data_dir) / "heatmap" / (site + ".bin")).string();
+}
+
+void FleetDaemon::SaveHeatmaps() {
+  std::error_code ec;
+  if (!heatmaps_.empty()) std::filesystem::create_directories(std::filesystem::path(cfg_.fleet.data_dir) / "heatmap", ec);
+  for (const auto& [site, engine] : heatmaps_)
+    if (Status st = WriteFileAtomically(HeatmapFile(site), engine->Snapshot()); !st.ok())
+      spdlog::error("heatmap: cannot save {}: {}", site, st.ToString());
 }
 
 void FleetDaemon::FeedHeatmap(const std::string& site, const std::string& device, const std::string& leaf, const json& j,

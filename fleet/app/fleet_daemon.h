@@ -46,6 +46,9 @@ class FleetDaemon {
   void FeedHeatmap(const std::string& site, const std::string& device, const std::string& leaf, const nlohmann::json& j,
                    const DeviceEntry& e, bool backfill, int64_t now);
   void PublishHeatmaps(int64_t now, bool force);
+  // data_dir/heatmap/{site}.bin: written at stop, read when the site's engine is created.
+  std::string HeatmapFile(const std::string& site) const;
+  void SaveHeatmaps();
   nlohmann::json HeatmapQuery(const nlohmann::json& args, int64_t now, std::string* code, std::string* error);
   void PublishHealth(const HealthChange& change, int64_t now);
   bool PublishDeviceVerdict(const HealthVerdict& v, int64_t now);  // false: link down

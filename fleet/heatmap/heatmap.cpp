@@ -1,6 +1,8 @@
 #include "heatmap/heatmap.h"
 
 #include <algorithm>
+#include <cstring>
+#include <type_traits>
 #include <utility>
 
 #include <absl/container/flat_hash_map.h>
@@ -487,6 +489,147 @@ HeatmapStats HeatmapEngine::stats() const {
         s.cells += w.cells.size();
       }
   return s;
+}
+
+// ---- snapshot ----
+
+namespace {
+
+constexpr char kMagic[] = "SGHM1";
+
+struct Writer {
+  std::string out;
+  template <typename T>
+  void Put(const T& v) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    out.append(reinterpret_cast<const char*>(&v), sizeof v);
+  }
+  void Str(const std::string& s) {
+    Put(static_cast<uint32_t>(s.size()));
+    out += s;
+  }
+};
+
+struct Reader {
+  std::string_view in;
+  bool ok = true;
+  template <typename T>
+  T Get() {
+    T v{};
+    if (in.size() < sizeof v) return ok = false, v;
+    std::memcpy(&v, in.data(), sizeof v);
+    in.remove_prefix(sizeof v);
+    return v;
+  }
+  std::string Str() {
+    auto n = Get<uint32_t>();
+    if (!ok || in.size() < n) return ok = false, std::string();
+    std::string s(in.substr(0, n));
+    in.remove_prefix(n);
+    return s;
+  }
+};
+
+}  // namespace
+
+std::string HeatmapEngine::Snapshot() const {
+  const Impl& m = *impl_;
+  Writer w;
+  w.out.append(kMagic, sizeof kMagic);
+  w.Put(static_cast<int32_t>(cfg_.crs));
+  w.Put(cfg_.utc_offset_s);
+  w.Put(static_cast<uint32_t>(cfg_.windows_s.size()));
+  for (int64_t s : cfg_.windows_s) w.Put(s);
+  std::vector<const std::string*> names(m.devices.size());
+  for (const auto& [key, id] : m.ids) names[id] = &key;
+  w.Put(static_cast<uint32_t>(m.devices.size()));
+  for (size_t i = 0; i < m.devices.size(); ++i) {
+    const DeviceState& d = m.devices[i];
+    w.Str(*names[i]);
+    w.Put(d.live);
+    w.Put(d.backfill);
+    w.Put(d.has_position), w.Put(d.worker), w.Put(d.position_ts), w.Put(d.position_cell), w.Put(d.speed);
+    w.Put(d.has_fill), w.Put(d.fill_ts), w.Put(d.fill_cell), w.Put(d.fill);
+    w.Put(d.overflow), w.Put(d.overflow_since), w.Put(d.overflow_cell);
+    w.Put(static_cast<uint32_t>(d.alarms.size()));
+    for (const ActiveAlarm& a : d.alarms) w.Put(a);
+  }
+  for (const auto& layer : m.series) {
+    w.Put(static_cast<uint32_t>(layer.size()));
+    for (const Series& s : layer) {
+      w.Put(s.size_ms);
+      w.Put(static_cast<uint32_t>(s.windows.size()));
+      for (const auto& [start, data] : s.windows) {
+        w.Put(start), w.Put(data.dirty), w.Put(data.taken), w.Put(data.folded);
+        w.Put(static_cast<uint64_t>(data.cells.size()));
+        for (const auto& [cell, c] : data.cells) w.Put(cell), w.Put(c);
+      }
+    }
+  }
+  w.Put(static_cast<uint64_t>(m.last_vehicle.size()));
+  for (const auto& [cell, ts] : m.last_vehicle) w.Put(cell), w.Put(ts);
+  w.Put(m.stats);
+  return std::move(w.out);
+}
+
+Status HeatmapEngine::Restore(std::string_view snapshot) {
+  Reader r{snapshot};
+  if (snapshot.size() < sizeof kMagic || snapshot.substr(0, sizeof kMagic) != std::string_view(kMagic, sizeof kMagic))
+    return Invalid("not a heat-map snapshot");
+  r.in.remove_prefix(sizeof kMagic);
+  auto crs = r.Get<int32_t>();
+  auto offset = r.Get<int64_t>();
+  std::vector<int64_t> windows(r.Get<uint32_t>());
+  for (auto& s : windows) s = r.Get<int64_t>();
+  if (!r.ok) return Invalid("truncated heat-map snapshot");
+  if (crs != static_cast<int32_t>(cfg_.crs) || offset != cfg_.utc_offset_s || windows != cfg_.windows_s)
+    return Invalid("the heat-map settings changed (crs, windows or utc_offset): the saved map does not fit them");
+  auto fresh = std::make_unique<Impl>();
+  Impl& m = *fresh;
+  uint32_t devices = r.Get<uint32_t>();
+  for (uint32_t i = 0; i < devices && r.ok; ++i) {
+    m.ids[r.Str()] = i;
+    DeviceState& d = m.devices.emplace_back();
+    d.live = r.Get<Track>();
+    d.backfill = r.Get<Track>();
+    d.has_position = r.Get<bool>(), d.worker = r.Get<bool>(), d.position_ts = r.Get<int64_t>();
+    d.position_cell = r.Get<uint64_t>(), d.speed = r.Get<double>();
+    d.has_fill = r.Get<bool>(), d.fill_ts = r.Get<int64_t>(), d.fill_cell = r.Get<uint64_t>(), d.fill = r.Get<double>();
+    d.overflow = r.Get<bool>(), d.overflow_since = r.Get<int64_t>(), d.overflow_cell = r.Get<uint64_t>();
+    uint32_t alarms = r.Get<uint32_t>();
+    for (uint32_t a = 0; a < alarms && r.ok; ++a) d.alarms.push_back(r.Get<ActiveAlarm>());
+  }
+  for (auto& layer : m.series) {
+    uint32_t count = r.Get<uint32_t>();
+    for (uint32_t i = 0; i < count && r.ok; ++i) {
+      Series& s = layer.emplace_back(Series{r.Get<int64_t>(), {}, 0, nullptr});
+      uint32_t windows_n = r.Get<uint32_t>();
+      for (uint32_t k = 0; k < windows_n && r.ok; ++k) {
+        WindowData& data = s.windows[r.Get<int64_t>()];
+        data.dirty = r.Get<bool>(), data.taken = r.Get<bool>(), data.folded = r.Get<bool>();
+        auto cells = r.Get<uint64_t>();
+        if (!r.ok || cells > r.in.size() / (sizeof(uint64_t) + sizeof(StoredCell))) return Invalid("truncated heat-map snapshot");
+        data.cells.reserve(cells);
+        for (uint64_t c = 0; c < cells; ++c) {
+          auto cell = r.Get<uint64_t>();
+          data.cells[cell] = r.Get<StoredCell>();
+        }
+      }
+    }
+  }
+  auto vehicles = r.Get<uint64_t>();
+  for (uint64_t i = 0; i < vehicles && r.ok; ++i) {
+    auto cell = r.Get<uint64_t>();
+    m.last_vehicle[cell] = r.Get<int64_t>();
+  }
+  m.stats = r.Get<HeatmapStats>();
+  if (!r.ok || !r.in.empty()) return Invalid("truncated or corrupt heat-map snapshot");
+  // Layers configured now but not then (or the reverse) start empty / are dropped.
+  for (int l = 0; l < kLayers; ++l)
+    if (m.series[static_cast<size_t>(l)].size() != impl_->series[static_cast<size_t>(l)].size())
+      m.series[static_cast<size_t>(l)] = std::move(impl_->series[static_cast<size_t>(l)]);
+  impl_ = std::move(fresh);
+  return Status::Ok();
 }
 
 std::vector<CellOut> MergeCells(const std::vector<CellOut>& a, const std::vector<CellOut>& b, Layer layer) {

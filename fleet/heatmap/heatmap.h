@@ -32,6 +32,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/status.h"
 #include "heatmap/aggregate.h"
 
 namespace sanigate::heatmap {
@@ -120,6 +121,12 @@ class HeatmapEngine {
   std::vector<ClosedWindow> TakeClosed(int64_t now);
 
   HeatmapStats stats() const;
+
+  // Everything the engine holds (windows, devices' state), so a restart of sanifleet keeps the
+  // day's map. A compact binary form for this machine (native byte order), not an exchange
+  // format; Load refuses a snapshot made with other crs, windows or UTC offset.
+  std::string Snapshot() const;
+  Status Restore(std::string_view snapshot);
 
  private:
   // The precision-8 cell of a point in the configured crs, or nullopt (counted) when it is too

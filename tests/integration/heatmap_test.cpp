@@ -222,5 +222,26 @@ TEST_F(HeatmapTest, Gcj02FeedBinsTheConvertedPoint) {
   EXPECT_TRUE(Feed(capture->Messages(), "vehicle_coverage").is_null());
 }
 
+TEST_F(HeatmapTest, RestartOfSanifleetKeepsTheDaysMap) {
+  StartBroker();
+  Capture();
+  StartFleetWithHeatmap();
+  json reading = {{"id", "gw:1"}, {"ts", WallMs()}, {"device", "bin-1"}, {"kind", "bin"},
+                  {"source", {{"protocol", "lorawan"}, {"gateway", "gw-test"}}}, {"metrics", {{"fill_level_pct", 72.5}}},
+                  {"location", {{"lat", 24.48}, {"lon", 118.10}}}};
+  Publish("bin-1", "telemetry", reading);
+  std::string cell = Geohash(24.48, 118.10, 7);
+  ASSERT_TRUE(WaitFeed("bin_fill", [&](const json& f) { return f["windows"][2]["cells"].contains(cell); }).is_object()) << FleetLog();
+  fleet.Stop(10s);
+  StartFleet();
+  json day = Admin("heatmap", {{"layer", "bin_fill"}, {"window", 86400}});
+  ASSERT_EQ(day["ok"], true) << day.dump();
+  ASSERT_TRUE(day["result"]["cells"].contains(cell)) << day.dump() << FleetLog();
+  EXPECT_DOUBLE_EQ(Field(day["result"], day["result"]["cells"][cell], "max").get<double>(), 72.5);
+  json state = Admin("heatmap", {{"layer", "bin_fill"}});
+  EXPECT_TRUE(state["result"]["cells"].contains(cell)) << state.dump();
+  EXPECT_NE(FleetLog().find("heatmap: houpu restored"), std::string::npos) << FleetLog();
+}
+
 }  // namespace
 }  // namespace sanigate::test

@@ -335,6 +335,55 @@ TEST(HeatmapEngine, ClosedWindowsAreTakenOnceAndAgainWhenAmended) {
   EXPECT_EQ(e.stats().windows, 0u);
 }
 
+// A snapshot restored into a fresh engine (a sanifleet restart) continues exactly as if the
+// engine had never stopped: same windows, same state, same passes and dwell afterwards.
+TEST(HeatmapEngine, SnapshotRestoresEverythingAndRefusesWhatDoesNotFit) {
+  HeatmapEngine kept({}), first({});
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<double> lat(24.47, 24.49), lon(118.09, 118.11);
+  auto feed = [&](HeatmapEngine& e, int i) {
+    int64_t now = kNow + i * 5'000;
+    std::string id = "truck-" + std::to_string(i % 5);
+    double la = lat(rng), lo = lon(rng);
+    e.Position(e.Device(id), i % 7 == 0, now, la, lo, 20.0, false, now);
+    if (i % 3 == 0) e.Fill(e.Device("bin-" + std::to_string(i % 11)), now, la, lo, i % 100, now);
+    if (i % 17 == 0) e.Event(e.Device("bin-" + std::to_string(i % 11)), now, la, lo, i % 2 ? "overflow" : "sos", i % 4 != 1, now);
+    if (i % 40 == 0) e.TakeClosed(now);
+  };
+  for (int i = 0; i < 1500; ++i) {
+    std::mt19937 saved = rng;
+    feed(kept, i);
+    rng = saved;
+    feed(first, i);
+  }
+  std::string snap = first.Snapshot();
+  HeatmapEngine restored({});
+  ASSERT_TRUE(restored.Restore(snap).ok());
+  for (int i = 1500; i < 2500; ++i) {
+    std::mt19937 saved = rng;
+    feed(kept, i);
+    rng = saved;
+    feed(restored, i);
+  }
+  int64_t end = kNow + 2500 * 5'000;
+  for (int l = 0; l < kLayerCount; ++l) {
+    Layer layer = static_cast<Layer>(l);
+    for (int p : {6, 8}) {
+      ExpectSameCells(restored.State(layer, p, end), kept.State(layer, p, end), std::string(LayerName(layer)) + " state");
+      if (layer == Layer::kUnattended) continue;
+      for (int64_t at = kNow; at <= end; at += 900'000)
+        ExpectSameCells(restored.Window(layer, 900, at, p).cells, kept.Window(layer, 900, at, p).cells, LayerName(layer));
+      ExpectSameCells(restored.Window(layer, 86400, end, p).cells, kept.Window(layer, 86400, end, p).cells, LayerName(layer));
+    }
+  }
+  EXPECT_EQ(restored.stats().points, kept.stats().points);
+  HeatmapConfig other;
+  other.crs = Crs::kGcj02;
+  EXPECT_FALSE(HeatmapEngine(other).Restore(snap).ok());
+  EXPECT_FALSE(HeatmapEngine({}).Restore(snap.substr(0, snap.size() / 2)).ok());
+  EXPECT_FALSE(HeatmapEngine({}).Restore("garbage").ok());
+}
+
 TEST(HeatmapFeed, FeedJsonRoundTripsThroughParseCells) {
   HeatmapEngine e({});
   auto truck = e.Device("truck");
