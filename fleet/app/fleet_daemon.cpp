@@ -338,7 +338,8 @@ void FleetDaemon::HandleDeviceMessage(const std::string& site, const std::string
   auto change = health_.Observe(obs, now);
   const HealthVerdict* verdict = health_.Find(obs.device);
   if (verdict) e.expected_interval_ms = verdict->expected_interval_ms;
-  rollouts_->OnDevice(obs.device, e, !verdict || (verdict->state != HealthState::kCritical && verdict->state != HealthState::kOffline), now);
+  rollouts_->OnDevice(obs.device, e, !verdict || (verdict->state != HealthState::kCritical && verdict->state != HealthState::kOffline),
+                      obs.ts_ms, now);
   if (change) PublishHealth(*change, now);
 }
 

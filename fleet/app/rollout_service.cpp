@@ -287,7 +287,7 @@ std::optional<std::string> RolloutService::OnJobStatus(const std::string& site, 
   auto dev = c.devices().find(key);
   if (dev == c.devices().end() || dev->second.attempts != j.value("attempt", 0)) return installed;  // an older attempt's report
   if (state == "succeeded") {
-    if (version == c.spec().version) c.OnVersion(key, version, now_ms);
+    if (version == c.spec().version) c.OnVersion(key, version, now_ms, j.value("ts", int64_t{0}));
     else c.OnFailed(key, "device reports " + version + " after the install, not " + c.spec().version, now_ms);
   } else if (state == "failed") {
     c.OnFailed(key, j.value("error", "failed"), now_ms);
@@ -309,13 +309,13 @@ void RolloutService::OnInstallAnswer(const std::string& correlation, const std::
   it->second.OnFailed(key, "gateway refused the job: " + why, now_ms);
 }
 
-void RolloutService::OnDevice(const std::string& key, const DeviceEntry& e, bool healthy, int64_t now_ms) {
+void RolloutService::OnDevice(const std::string& key, const DeviceEntry& e, bool healthy, int64_t observed_ms, int64_t now_ms) {
   for (auto& [id, c] : campaigns_) {
     if (c.state() == rollout::CampaignState::kCompleted || c.state() == rollout::CampaignState::kAborted) continue;
     if (!c.devices().count(key)) continue;
     if (e.online) c.OnOnline(key, *e.online, now_ms);
     if (!e.firmware.empty()) c.OnVersion(key, e.firmware, now_ms);
-    c.OnHealth(key, healthy, now_ms);
+    c.OnHealth(key, healthy, observed_ms > 0 ? observed_ms : now_ms, now_ms);
   }
 }
 

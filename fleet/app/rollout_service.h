@@ -58,7 +58,7 @@ class RolloutService {
   // A gateway's answer to an install request: a refusal fails that attempt at once.
   void OnInstallAnswer(const std::string& correlation, const std::string& payload, int64_t now_ms);
   // What the registry and the health evaluator learn about a device.
-  void OnDevice(const std::string& key, const DeviceEntry& e, bool healthy, int64_t now_ms);
+  void OnDevice(const std::string& key, const DeviceEntry& e, bool healthy, int64_t observed_ms, int64_t now_ms);
   // Campaign ticks: timeouts, waves, and install jobs sent to the gateways.
   void Tick(const Registry& registry, int64_t now_ms);
   // Retained statuses again (after a reconnect).

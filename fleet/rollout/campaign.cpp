@@ -352,13 +352,13 @@ void Campaign::OnOnline(const std::string& key, bool online, int64_t now_ms) {
   updated_ms_ = now_ms;
 }
 
-void Campaign::OnVersion(const std::string& key, const std::string& version, int64_t now_ms) {
+void Campaign::OnVersion(const std::string& key, const std::string& version, int64_t now_ms, int64_t reported_ms) {
   auto it = devices_.find(key);
   if (it == devices_.end() || version != spec_.version) return;
   DeviceProgress& d = it->second;
   if (d.state == DeviceState::kUpdating) {
     d.state = DeviceState::kVerifying;
-    d.version_seen_ms = now_ms;
+    d.version_seen_ms = reported_ms > 0 ? std::min(reported_ms, now_ms) : now_ms;
   } else if (d.state == DeviceState::kPending || d.state == DeviceState::kDeferred) {
     d.state = DeviceState::kSucceeded;  // updated some other way: nothing to do
     d.finished_ms = now_ms;
@@ -369,9 +369,10 @@ void Campaign::OnVersion(const std::string& key, const std::string& version, int
   updated_ms_ = now_ms;
 }
 
-void Campaign::OnHealth(const std::string& key, bool healthy, int64_t now_ms) {
+void Campaign::OnHealth(const std::string& key, bool healthy, int64_t observed_ms, int64_t now_ms) {
   auto it = devices_.find(key);
   if (it == devices_.end()) return;
+  if (!healthy && it->second.state == DeviceState::kVerifying && observed_ms <= it->second.version_seen_ms) return;
   if (healthy) unhealthy_.erase(key);
   else unhealthy_[key] = true;
   if (!healthy && it->second.state == DeviceState::kVerifying) Fail(it->second, "unhealthy after the update", now_ms);

@@ -131,8 +131,12 @@ class Campaign {
 
   // What the fleet learns about a target device.
   void OnOnline(const std::string& key, bool online, int64_t now_ms);
-  void OnVersion(const std::string& key, const std::string& version, int64_t now_ms);
-  void OnHealth(const std::string& key, bool healthy, int64_t now_ms);
+  // `reported_ms`: when the new version was seen (the gateway's report time; now when unknown).
+  void OnVersion(const std::string& key, const std::string& version, int64_t now_ms, int64_t reported_ms = 0);
+  // `observed_ms`: when the record behind the verdict was measured. An unhealthy verdict from
+  // before the new version was reported (the device's own reboot during the install) does not
+  // count against the health gate.
+  void OnHealth(const std::string& key, bool healthy, int64_t observed_ms, int64_t now_ms);
   void OnFailed(const std::string& key, const std::string& reason, int64_t now_ms);
 
   // Timeouts, the health gate, wave advance and pauses; returns the devices to start now.

@@ -234,7 +234,11 @@ TEST(RolloutCampaign, TimeoutsRetryThenFailAndUnhealthyDevicesFail) {
   EXPECT_EQ(retry[0].attempt, 2);
   EXPECT_EQ(c.devices().at(retry[0].key).reason, "no result within 600 s");
   c.OnVersion(retry[1].key, "2.1.0", now);
-  c.OnHealth(retry[1].key, false, now + 10 * kS);  // comes up with the new version but unhealthy
+  // Its offline flap from the reboot (measured before the version was reported) does not count…
+  c.OnHealth(retry[1].key, false, now - 1 * kS, now + 10 * kS);
+  EXPECT_EQ(c.devices().at(retry[1].key).state, DeviceState::kVerifying);
+  // …being unhealthy after it came up with the new version does.
+  c.OnHealth(retry[1].key, false, now + 10 * kS, now + 10 * kS);  // comes up with the new version but unhealthy
   now += 600 * kS;
   c.Tick(now);
   EXPECT_EQ(c.devices().at(retry[0].key).state, DeviceState::kFailed);
