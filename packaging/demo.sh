@@ -73,6 +73,7 @@ echo "demo: (JT/T 808 on :$JT808_PORT), 4 bins (LoRaWAN OTAA via 2 concentrators
 echo "demo: try: mosquitto_rr -p $PORT -t sanigate/v1/houpu/devices/truck-13800000000/cmd/locate -e me/answer -m ''"
 echo "demo: fleet health: mosquitto_rr -p $PORT -t sanigate/v1/houpu/fleet/admin/health -e me/answer -m '{\"problems\":true}'"
 [ -x "$BUILD/fleet/ctl/sanictl" ] && echo "demo: or: $BUILD/fleet/ctl/sanictl --broker tcp://127.0.0.1:$PORT --site houpu health"
+[ -x "$BUILD/fleet/ctl/sanictl" ] && echo "demo: heat map: $BUILD/fleet/ctl/sanictl --broker tcp://127.0.0.1:$PORT --site houpu heatmap show --layer vehicle_coverage"
 echo "demo: logs: $RUN/sanigate.log, $RUN/sanifleet.log   (Ctrl-C stops everything)"
 echo "demo: live stream of sanigate/v1/# :"
 # In the foreground: Ctrl-C reaches it, it exits, and the EXIT trap stops the rest.
