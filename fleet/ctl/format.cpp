@@ -1,5 +1,10 @@
 #include "ctl/format.h"
 
+#include <unistd.h>
+
+#include <cctype>
+#include <cstdlib>
+
 #include <time.h>
 
 #include <algorithm>
@@ -266,6 +271,18 @@ bool GlobMatch(std::string_view pattern, std::string_view id) {
   }
   while (p < pattern.size() && pattern[p] == '*') ++p;
   return p == pattern.size();
+}
+
+bool Utf8Terminal() {
+  if (::isatty(STDOUT_FILENO) != 1) return false;
+  for (const char* name : {"LC_ALL", "LC_CTYPE", "LANG"}) {
+    const char* v = std::getenv(name);
+    if (v == nullptr || *v == '\0') continue;  // the first one set decides, as for setlocale
+    std::string s = v;
+    for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s.find("utf-8") != std::string::npos || s.find("utf8") != std::string::npos;
+  }
+  return false;
 }
 
 }  // namespace sanigate::ctl

@@ -29,6 +29,10 @@ Color EventColor(std::string_view severity, std::string_view state);
 
 // ---- text width ----
 
+// Whether stdout is a terminal whose locale (LC_ALL, LC_CTYPE or LANG, the first one set) is
+// UTF-8: then block shades and box characters may be drawn.
+bool Utf8Terminal();
+
 // Terminal columns of a UTF-8 string: East Asian wide and fullwidth characters count 2,
 // combining marks and zero-width characters 0, everything else 1. Invalid bytes count 1 each.
 size_t DisplayWidth(std::string_view utf8);

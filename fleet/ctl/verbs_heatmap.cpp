@@ -89,18 +89,6 @@ bool PickMetric(const HeatmapArgs& a, const HeatmapResult& r, std::string& metri
   return false;
 }
 
-bool Utf8Terminal() {
-  if (::isatty(STDOUT_FILENO) != 1) return false;
-  const char* vars[] = {"LC_ALL", "LC_CTYPE", "LANG"};
-  for (const char* name : vars) {
-    const char* v = std::getenv(name);
-    if (v == nullptr || *v == '\0') continue;  // the first one set decides, as for setlocale
-    std::string s = v;
-    for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return s.find("utf-8") != std::string::npos || s.find("utf8") != std::string::npos;
-  }
-  return false;
-}
 
 // Writes `bytes` to `path` ("-" = stdout) through a temporary file renamed over it, so a reader
 // never sees half a file. Prints the problem and returns false.

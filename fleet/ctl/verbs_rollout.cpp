@@ -40,17 +40,6 @@ void PrintJson(const json& doc) { std::cout << doc.dump() << "\n"; }
 
 bool StdoutIsTerminal() { return ::isatty(STDOUT_FILENO) == 1; }
 
-bool Utf8Terminal() {
-  if (!StdoutIsTerminal()) return false;
-  for (const char* name : {"LC_ALL", "LC_CTYPE", "LANG"}) {
-    const char* v = std::getenv(name);
-    if (v == nullptr || *v == '\0') continue;  // the first one set decides, as for setlocale
-    std::string s = v;
-    for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return s.find("utf-8") != std::string::npos || s.find("utf8") != std::string::npos;
-  }
-  return false;
-}
 
 // Columns and rows of the terminal on stdout (80 x 24 when unknown).
 std::pair<int, int> TerminalSize() {
