@@ -223,7 +223,7 @@ void FleetDaemon::WorkerLoop() {
       next_flush = now + cfg_.fleet.registry_flush_ms;
     }
     if (now >= next_rollout_tick) {
-      rollouts_->Tick(registry_, now);
+      rollouts_->Tick(now);
       next_rollout_tick = now + 1000;
     }
     if (now >= next_heatmap_) {

@@ -319,7 +319,7 @@ void RolloutService::OnDevice(const std::string& key, const DeviceEntry& e, bool
   }
 }
 
-void RolloutService::Tick(const Registry& registry, int64_t now_ms) {
+void RolloutService::Tick(int64_t now_ms) {
   for (auto& [id, c] : campaigns_) {
     int64_t before = c.updated_ms();
     auto starts = c.Tick(now_ms);
@@ -332,7 +332,6 @@ void RolloutService::Tick(const Registry& registry, int64_t now_ms) {
       request_(cfg_.topic_prefix + "/" + site + "/gateway/" + d.gateway + "/admin/install", job.dump(),
                id + '\x1f' + s.key + '\x1f' + std::to_string(s.attempt));
     }
-    (void)registry;
     if (c.updated_ms() != before || !starts.empty()) {
       if (Status st = SaveCampaign(c); !st.ok()) spdlog::error("rollout {}: cannot save its state: {}", id, st.ToString());
       Publish(c, now_ms);

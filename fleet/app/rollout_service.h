@@ -26,7 +26,6 @@ struct RolloutSettings {
   std::string topic_prefix, site;  // the fleet's site: where gateways pull chunks
   std::vector<std::string> trusted_key_files;
   int64_t max_chunk_bytes = 256 * 1024;
-  int64_t tick_ms = 1000;
 };
 
 // An admin answer: a result, or an error with its code (invalid, not_found, internal).
@@ -60,7 +59,7 @@ class RolloutService {
   // What the registry and the health evaluator learn about a device.
   void OnDevice(const std::string& key, const DeviceEntry& e, bool healthy, int64_t observed_ms, int64_t now_ms);
   // Campaign ticks: timeouts, waves, and install jobs sent to the gateways.
-  void Tick(const Registry& registry, int64_t now_ms);
+  void Tick(int64_t now_ms);
   // Retained statuses again (after a reconnect).
   void RepublishAll(int64_t now_ms);
 

@@ -454,7 +454,7 @@ void FirmwareAgent::Fail(Job& job, std::string error, std::string refusal, int64
   Report(job, now);
 }
 
-void FirmwareAgent::Report(Job& job, int64_t now, bool) {
+void FirmwareAgent::Report(Job& job, int64_t now) {
   json j = {{"campaign", job.campaign},
             {"device", job.device},
             {"attempt", job.attempt},

@@ -60,7 +60,6 @@ class FirmwareAgent {
     uint64_t size = 0, chunk = 0;
     std::vector<bool> have;
     std::map<size_t, int64_t> asked;  // chunk index → when it was requested
-    size_t next = 0;                  // lowest chunk not yet asked for
     int64_t saved_ms = 0;
     bool done = false;
   };
@@ -84,7 +83,7 @@ class FirmwareAgent {
   void OnChunk(const std::string& correlation, const std::string& payload, int64_t now);
   void Finished(Download& d, int64_t now);
   void Install(Job& job, int64_t now);
-  void Report(Job& job, int64_t now, bool force = true);
+  void Report(Job& job, int64_t now);
   void Fail(Job& job, std::string error, std::string refusal, int64_t now);
   void SaveProgress(const Download& d);
   std::string PartPath(const std::string& sha) const;

@@ -1,5 +1,7 @@
-#include "core/unique_fd.h"
 #include "firmware/artifact.h"
+
+#include "core/unique_fd.h"
+#include "firmware/base64.h"
 
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -45,11 +47,7 @@ bool IsLowerHex(std::string_view s, size_t length) {
 }
 
 std::string Base64(std::span<const uint8_t> bytes) {
-  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), bytes.data(),
-                          static_cast<int>(bytes.size()));
-  out.resize(static_cast<size_t>(std::max(n, 0)));
-  return out;
+  return Base64Encode({reinterpret_cast<const char*>(bytes.data()), bytes.size()});
 }
 
 // Exactly the 88-character canonical encoding of 64 bytes; anything else (other padding, spare

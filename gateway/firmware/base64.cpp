@@ -2,13 +2,15 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
+
 namespace sanigate::firmware {
 
 std::string Base64Encode(std::string_view bytes) {
-  std::string out(4 * ((bytes.size() + 2) / 3), '\0');
+  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');  // EVP_EncodeBlock also writes a NUL
   int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), reinterpret_cast<const unsigned char*>(bytes.data()),
                           static_cast<int>(bytes.size()));
-  out.resize(static_cast<size_t>(n));
+  out.resize(static_cast<size_t>(std::max(n, 0)));
   return out;
 }
 

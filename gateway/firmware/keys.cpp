@@ -1,5 +1,6 @@
-#include "core/unique_fd.h"
 #include "firmware/keys.h"
+
+#include "core/unique_fd.h"
 
 #include <fcntl.h>
 #include <openssl/bio.h>
