@@ -28,6 +28,9 @@ struct DeviceCounters {
   bool online = false;
   uint64_t requests = 0, timeouts = 0, exceptions = 0, errors = 0;
   double last_latency_ms = 0, max_latency_ms = 0;
+  // Polled protocols (Modbus): cycles, those cut short after some answers (what was read is
+  // published) and answers from the wrong slave (retried, not counted as errors). 0 elsewhere.
+  uint64_t polls = 0, partial_polls = 0, wrong_answers = 0;
 };
 
 struct AdapterHealth {
@@ -35,7 +38,8 @@ struct AdapterHealth {
   uint32_t devices = 0;
   uint32_t online = 0;
   uint64_t errors = 0;   // failed requests since start
-  uint64_t polls = 0;    // requests since start
+  uint64_t polls = 0;    // poll cycles (Modbus) or messages received (event-driven protocols)
+  uint64_t requests = 0; // requests on the wire (Modbus; 0 = not a request/response protocol)
   std::string last_error;
   std::vector<DeviceCounters> per_device;
   // Protocol-specific figures as a JSON object, shown under adapters.{name}.details in the

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <bit>
+#include <charconv>
+#include <cstdlib>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -19,6 +21,10 @@ using Clock = std::chrono::steady_clock;
 
 // A rejected address is probed again after this many cycles (firmware may change).
 constexpr int kReprobeCycles = 100;
+// Refusals in a row (of the point's own request) before it is set aside.
+constexpr int kConfirmRefusals = 2;
+// Tries after a wrong answer before the request counts as failed.
+constexpr int kWrongAnswerRetries = 2;
 
 double Round(double v, int decimals) {
   double f = std::pow(10.0, decimals);
@@ -26,8 +32,36 @@ double Round(double v, int decimals) {
   return std::isfinite(r) ? r : v;
 }
 
+// `v` to `digits` significant digits: removes the binary artefacts of scaling.
+double RoundSignificant(double v, int digits) {
+  if (v == 0 || !std::isfinite(v)) return v;
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.*g", digits, v);
+  return std::strtod(buf, nullptr);
+}
+
+// raw * scale + offset, rounded to the point's `decimals`, or by default to what the type can
+// really tell: a float32 carries 6 to 9 significant digits, so 23.19 (0x41B98520, exactly
+// 23.1900005...) is 23.19, its shortest round-trip form, not 23.190001.
+double ScaleAndRound(double raw, const PointConfig& p) {
+  if (p.type == ValueType::kF32) {
+    char buf[32];
+    auto res = std::to_chars(buf, buf + sizeof buf, static_cast<float>(raw));
+    raw = std::strtod(std::string(buf, res.ptr).c_str(), nullptr);
+  }
+  double v = raw * p.scale + p.offset;
+  if (p.decimals) return Round(v, *p.decimals);
+  bool is_float = p.type == ValueType::kF32 || p.type == ValueType::kF64;
+  if (!is_float) return Round(v, 6);
+  if (p.scale == 1.0 && p.offset == 0.0) return v;
+  return RoundSignificant(v, p.type == ValueType::kF32 ? 9 : 15);
+}
+
 // Exception responses (the device answered "no"), as opposed to transport errors.
 bool IsException(int err) { return err > MODBUS_ENOBASE && err <= EMBXGTAR; }
+
+// An answer that is not the one asked for: another slave's, garbled, or for another transaction.
+bool IsWrongAnswer(int err) { return err == EMBBADSLAVE || err == EMBBADCRC || err == EMBBADDATA; }
 
 std::string ExceptionName(int err) {
   switch (err) {
@@ -105,15 +139,36 @@ std::vector<ReadBlock> PlanReads(const std::vector<PointConfig>& points, const P
   return blocks;
 }
 
+DeviceCounters ToDeviceCounters(const DevicePoller& poller) {
+  const PollCounters& c = poller.counters();
+  DeviceCounters d;
+  d.id = poller.config().id;
+  d.online = poller.online();
+  d.requests = c.requests;
+  d.timeouts = c.timeouts;
+  d.exceptions = c.exceptions;
+  d.errors = c.errors;
+  d.last_latency_ms = c.last_latency_ms;
+  d.max_latency_ms = c.max_latency_ms;
+  d.polls = c.polls;
+  d.partial_polls = c.partial_polls;
+  d.wrong_answers = c.wrong_answers;
+  return d;
+}
+
 DevicePoller::DevicePoller(DeviceConfig config, PlanLimits limits)
     : cfg_(std::move(config)), limits_(limits) {
-  split_.assign(cfg_.points.size(), false);
-  rejected_.assign(cfg_.points.size(), false);
+  size_t n = cfg_.points.size();
+  rejected_.assign(n, false);
+  own_refusals_.assign(n, 0);
+  split_.assign(n, false);
+  hole_strikes_.assign(n, 0);
+  probe_at_.assign(n, 0);
   Replan();
 }
 
 void DevicePoller::Replan() {
-  // Merged blocks for the healthy points, then one request per point whose block was refused.
+  // Merged blocks for the healthy points, then one request per point of a block with a hole.
   std::vector<bool> skip(cfg_.points.size());
   for (size_t i = 0; i < skip.size(); ++i) skip[i] = rejected_[i] || split_[i];
   plan_ = PlanReads(cfg_.points, limits_, skip);
@@ -127,6 +182,8 @@ void DevicePoller::Replan() {
 void DevicePoller::Unreachable(const std::string& why, std::vector<Record>& out) {
   last_error_ = why;
   counters_.errors++;
+  counters_.polls++;
+  counters_.failed_polls++;
   Failed(out);
 }
 
@@ -148,29 +205,14 @@ void DevicePoller::Failed(std::vector<Record>& out) {
   }
 }
 
-PollOutcome DevicePoller::Poll(modbus_t* ctx, std::vector<Record>& out) {
-  if (++cycles_ % kReprobeCycles == 0 &&
-      std::any_of(rejected_.begin(), rejected_.end(), [](bool b) { return b; })) {
-    rejected_.assign(rejected_.size(), false);
-    Replan();
-  }
-  modbus_set_slave(ctx, cfg_.unit_id);
-  Record reading = MakeReading(cfg_.id, cfg_.kind, "modbus", 0);
-  reading.location = cfg_.location;
-  bool replan = false;
-  const std::vector<bool> rejected_before = rejected_;  // not in the plan: flagged below
-  bool newly_rejected = false;
-  std::vector<uint16_t> regs;
-  std::vector<uint8_t> bits;
-  // Blocks refused as a whole are split and their points read one by one in the same cycle, so
-  // one bad register costs one extra request, not the whole block's data.
-  std::vector<ReadBlock> todo = plan_;
-  for (size_t bi = 0; bi < todo.size(); ++bi) {
-    const ReadBlock blk = todo[bi];
+int DevicePoller::Read(modbus_t* ctx, const ReadBlock& blk, std::vector<uint16_t>& regs,
+                       std::vector<uint8_t>& bits, int& err) {
+  for (int attempt = 0;; ++attempt) {
     int rc = -1;
     if (before_request) before_request();
     auto t0 = Clock::now();
     counters_.requests++;
+    errno = 0;
     switch (blk.table) {
       case Table::kHolding:
         regs.resize(blk.count);
@@ -189,82 +231,256 @@ PollOutcome DevicePoller::Poll(modbus_t* ctx, std::vector<Record>& out) {
         rc = modbus_read_input_bits(ctx, blk.start, blk.count, bits.data());
         break;
     }
-    int err = errno;
+    err = errno;
     if (after_request) after_request();
-    if (rc != blk.count) {
-      if (rc < 0 && IsException(err)) {
-        // The device answered "no" for this block: it is alive. A merged block is split so one
-        // bad register does not hide the others; a single rejected address is set aside.
-        counters_.exceptions++;
-        std::string name = ExceptionName(err);
-        last_error_ = name + " reading " + std::to_string(blk.count) + " at " + std::to_string(blk.start);
-        bool address_problem = err == EMBXILADD || err == EMBXILFUN;
-        bool merged = blk.points.size() > 1 || blk.count > cfg_.points[blk.points[0]].registers();
-        for (size_t pi : blk.points) {
-          const PointConfig& p = cfg_.points[pi];
-          if (address_problem && merged) {
-            split_[pi] = true;
-            todo.push_back({p.table, p.address, static_cast<uint16_t>(p.registers()), {pi}});
-          } else {
-            if (address_problem) rejected_[pi] = true, newly_rejected = true;
-            reading.quality.emplace_back(p.metric, name);
-          }
-          replan |= address_problem;
-        }
-        continue;
-      }
-      if (err == ETIMEDOUT) counters_.timeouts++;
-      else counters_.errors++;
-      last_error_ = std::string("read ") + std::to_string(blk.count) + " at " +
-                    std::to_string(blk.start) + ": " + modbus_strerror(err);
-      spdlog::debug("modbus: {} poll failed: {}", cfg_.id, last_error_);
-      if (replan) Replan();
-      Failed(out);
-      return PollOutcome::kFailed;
+    if (rc == blk.count) {
+      double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+      counters_.last_latency_ms = ms;
+      counters_.max_latency_ms = std::max(counters_.max_latency_ms, ms);
+      return rc;
     }
-    double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-    counters_.last_latency_ms = ms;
-    counters_.max_latency_ms = std::max(counters_.max_latency_ms, ms);
-    for (size_t pi : blk.points) {
-      const PointConfig& p = cfg_.points[pi];
-      size_t off = p.address - blk.start;
-      if (IsBitTable(blk.table)) {
-        reading.metrics.push_back({p.metric, bits[off] != 0});
-        continue;
+    if (rc >= 0) err = EMBBADDATA;
+    if (err == EMBBADSLAVE) {
+      // On a serial line: another slave's late answer arrived first. Ours is probably right
+      // behind it, so keep listening rather than asking again.
+      counters_.wrong_answers++;
+      rc = ReceiveOwnAnswer(ctx, blk, regs, bits, err);
+      if (after_request) after_request();
+      if (rc == blk.count) {
+        double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+        counters_.last_latency_ms = ms;
+        counters_.max_latency_ms = std::max(counters_.max_latency_ms, ms);
+        return rc;
       }
-      Decoded v = Decode(std::span<const uint16_t>(regs.data() + off, p.registers()), p.encoding());
-      if (auto* s = std::get_if<std::string>(&v)) {
-        reading.metrics.push_back({p.metric, *s});
-        continue;
-      }
-      if (auto* b = std::get_if<bool>(&v)) {
-        reading.metrics.push_back({p.metric, *b});
-        continue;
-      }
-      bool plain_integer = std::holds_alternative<int64_t>(v) && p.scale == 1.0 && p.offset == 0.0;
-      double raw = std::holds_alternative<int64_t>(v) ? static_cast<double>(std::get<int64_t>(v))
-                                                      : std::get<double>(v);
-      double value = plain_integer ? raw : Round(raw * p.scale + p.offset, p.decimals);
-      if (std::isnan(value) || (p.min && value < *p.min) || (p.max && value > *p.max)) {
-        // A value outside the sensor's range is a fault, not a reading: flagged, not published.
-        reading.quality.emplace_back(p.metric, "out_of_range");
-        continue;
-      }
-      if (plain_integer) reading.metrics.push_back({p.metric, std::get<int64_t>(v)});
-      else reading.metrics.push_back({p.metric, value});
+    } else if (IsWrongAnswer(err)) {
+      counters_.wrong_answers++;
     }
+    // A garbled frame, or one for an earlier transaction: not this device's fault. Let the
+    // line settle and ask again.
+    if (!IsWrongAnswer(err) || attempt >= kWrongAnswerRetries) return -1;
+    spdlog::debug("modbus: {}: {} reading {} at {}; asking again", cfg_.id, modbus_strerror(err),
+                  blk.count, blk.start);
+    if (recover_line) recover_line();
+    else modbus_flush(ctx);
   }
-  // Addresses the device rejects stay visible to consumers until it accepts them again.
-  for (size_t i = 0; i < rejected_before.size(); ++i)
-    if (rejected_before[i]) reading.quality.emplace_back(cfg_.points[i].metric, "illegal_data_address");
+}
+
+int DevicePoller::ReceiveOwnAnswer(modbus_t* ctx, const ReadBlock& blk, std::vector<uint16_t>& regs,
+                                   std::vector<uint8_t>& bits, int& err) {
+  static constexpr uint8_t kFunction[] = {0x03, 0x04, 0x01, 0x02};  // holding, input, coil, discrete
+  const uint8_t fc = kFunction[static_cast<int>(blk.table)];
+  uint8_t rsp[MODBUS_RTU_MAX_ADU_LENGTH];
+  for (int frames = 0; frames < 4; ++frames) {
+    errno = 0;
+    int len = modbus_receive_confirmation(ctx, rsp);
+    err = errno;
+    if (len < 0) return -1;
+    if (len == 0) {  // yet another slave's frame
+      err = EMBBADSLAVE;
+      counters_.wrong_answers++;
+      continue;
+    }
+    // slave, function, then the exception code or a byte count and the data, then the CRC.
+    if (len >= 5 && rsp[1] == (fc | 0x80)) {
+      err = MODBUS_ENOBASE + rsp[2];
+      return -1;
+    }
+    const size_t want = IsBitTable(blk.table) ? (blk.count + 7u) / 8u : blk.count * 2u;
+    if (len < 5 || rsp[1] != fc || rsp[2] != want || static_cast<size_t>(len) != 3 + want + 2) {
+      err = EMBBADDATA;
+      return -1;
+    }
+    if (IsBitTable(blk.table)) {
+      bits.resize(blk.count);
+      for (size_t i = 0; i < blk.count; ++i) bits[i] = (rsp[3 + i / 8] >> (i % 8)) & 1;
+    } else {
+      regs.resize(blk.count);
+      for (size_t i = 0; i < blk.count; ++i)
+        regs[i] = static_cast<uint16_t>((rsp[3 + 2 * i] << 8) | rsp[4 + 2 * i]);
+    }
+    return blk.count;
+  }
+  return -1;
+}
+
+void DevicePoller::DecodePoint(size_t pi, const ReadBlock& blk, const std::vector<uint16_t>& regs,
+                               const std::vector<uint8_t>& bits, Record& reading) const {
+  const PointConfig& p = cfg_.points[pi];
+  size_t off = p.address - blk.start;
+  if (IsBitTable(blk.table)) {
+    reading.metrics.push_back({p.metric, bits[off] != 0});
+    return;
+  }
+  Decoded v = Decode(std::span<const uint16_t>(regs.data() + off, p.registers()), p.encoding());
+  if (auto* s = std::get_if<std::string>(&v)) {
+    reading.metrics.push_back({p.metric, *s});
+    return;
+  }
+  if (auto* b = std::get_if<bool>(&v)) {
+    reading.metrics.push_back({p.metric, *b});
+    return;
+  }
+  bool plain_integer = std::holds_alternative<int64_t>(v) && p.scale == 1.0 && p.offset == 0.0;
+  double raw = std::holds_alternative<int64_t>(v) ? static_cast<double>(std::get<int64_t>(v))
+                                                  : std::get<double>(v);
+  double value = plain_integer ? raw : ScaleAndRound(raw, p);
+  if (std::isnan(value) || (p.min && value < *p.min) || (p.max && value > *p.max)) {
+    // A value outside the sensor's range is a fault, not a reading: flagged, not published.
+    reading.quality.emplace_back(p.metric, "out_of_range");
+    return;
+  }
+  if (plain_integer) reading.metrics.push_back({p.metric, std::get<int64_t>(v)});
+  else reading.metrics.push_back({p.metric, value});
+}
+
+PollOutcome DevicePoller::Poll(modbus_t* ctx, std::vector<Record>& out) {
+  const size_t n = cfg_.points.size();
+  ++cycles_;
+  counters_.polls++;
+  bool replan = false;
+  if (cycles_ % kReprobeCycles == 0 && std::find(split_.begin(), split_.end(), true) != split_.end()) {
+    // Firmware may have changed: try merging across the holes again.
+    split_.assign(n, false);
+    hole_strikes_.assign(n, 0);
+    replan = true;
+  }
+  if (replan) Replan();
+  modbus_set_slave(ctx, cfg_.unit_id);
+  Record reading = MakeReading(cfg_.id, cfg_.kind, "modbus", 0);
+  reading.location = cfg_.location;
+
+  std::vector<ReadBlock> todo = plan_;
+  // Points set aside are asked again on their own now and then: firmware may have changed.
+  for (size_t i = 0; i < n; ++i) {
+    if (!rejected_[i] || cycles_ < probe_at_[i]) continue;
+    const auto& p = cfg_.points[i];
+    todo.push_back({p.table, p.address, static_cast<uint16_t>(p.registers()), {i}});
+    probe_at_[i] = cycles_ + kReprobeCycles;
+  }
+  std::vector<bool> handled(n, false);  // a value or a flag is in the reading
+  std::vector<bool> refused_alone(n, false);
+  struct SplitGroup {
+    std::vector<size_t> points;  // of a merged block refused this cycle, read one by one
+  };
+  std::vector<SplitGroup> groups;
+  bool answered = false;  // the device said something (data or an exception) this cycle
+  constexpr size_t kNotCut = std::numeric_limits<size_t>::max();
+  size_t cut_at = kNotCut;  // index in `todo` of the request that got no answer
+  int cut_err = 0;
+  std::vector<uint16_t> regs;
+  std::vector<uint8_t> bits;
+  for (size_t bi = 0; bi < todo.size(); ++bi) {
+    const ReadBlock blk = todo[bi];
+    bool single = blk.points.size() == 1 && blk.count == cfg_.points[blk.points[0]].registers();
+    if (single && handled[blk.points[0]]) continue;  // already read inside another block
+    int err = 0;
+    int rc = Read(ctx, blk, regs, bits, err);
+    if (rc == blk.count) {
+      answered = true;
+      for (size_t pi : blk.points) {
+        if (handled[pi]) continue;
+        DecodePoint(pi, blk, regs, bits, reading);
+        handled[pi] = true;
+        own_refusals_[pi] = 0;
+        if (!single) hole_strikes_[pi] = 0;
+        if (rejected_[pi]) rejected_[pi] = false, replan = true;  // a probe that was answered
+      }
+      // A point set aside whose registers this block covered anyway is published too.
+      for (size_t pi = 0; pi < n; ++pi) {
+        const PointConfig& p = cfg_.points[pi];
+        if (!rejected_[pi] || handled[pi] || p.table != blk.table || p.address < blk.start ||
+            p.address + p.registers() > static_cast<size_t>(blk.start) + blk.count)
+          continue;
+        DecodePoint(pi, blk, regs, bits, reading);
+        handled[pi] = true;
+        own_refusals_[pi] = 0;
+        rejected_[pi] = false;
+        replan = true;
+      }
+      continue;
+    }
+    if (rc < 0 && IsException(err)) {
+      // The device answered "no" for this block: it is alive. A merged block is read point by
+      // point in this cycle only, so one refusal does not hide its neighbours.
+      answered = true;
+      counters_.exceptions++;
+      std::string name = ExceptionName(err);
+      last_error_ = name + " reading " + std::to_string(blk.count) + " at " + std::to_string(blk.start);
+      bool address_problem = err == EMBXILADD || err == EMBXILFUN;
+      if (address_problem && !single) {
+        SplitGroup g;
+        for (size_t pi : blk.points) {
+          if (handled[pi]) continue;
+          const PointConfig& p = cfg_.points[pi];
+          todo.push_back({p.table, p.address, static_cast<uint16_t>(p.registers()), {pi}});
+          g.points.push_back(pi);
+        }
+        groups.push_back(std::move(g));
+        continue;
+      }
+      for (size_t pi : blk.points) {
+        if (handled[pi]) continue;
+        reading.quality.emplace_back(cfg_.points[pi].metric, name);
+        handled[pi] = true;
+        if (!address_problem) continue;
+        refused_alone[pi] = true;
+        if (rejected_[pi]) continue;  // a probe: still refused
+        if (++own_refusals_[pi] >= kConfirmRefusals) {
+          rejected_[pi] = true;
+          probe_at_[pi] = cycles_ + kReprobeCycles;
+          replan = true;
+          spdlog::info("modbus: {} refuses {} ({} at {}) in {} polls in a row; set aside, asked again "
+                       "every {} polls", cfg_.id, cfg_.points[pi].metric, name, blk.start,
+                       kConfirmRefusals, kReprobeCycles);
+        }
+      }
+      continue;
+    }
+    // No answer (or a broken link): the cycle stops here so a dead device costs one timeout.
+    if (err == ETIMEDOUT) counters_.timeouts++;
+    else counters_.errors++;
+    last_error_ = std::string("read ") + std::to_string(blk.count) + " at " +
+                  std::to_string(blk.start) + ": " + modbus_strerror(err);
+    spdlog::debug("modbus: {} poll failed: {}", cfg_.id, last_error_);
+    cut_at = bi;
+    cut_err = err;
+    break;
+  }
+  // Merged blocks refused while each of their points reads fine alone have a hole in the gap.
+  for (const auto& g : groups) {
+    bool all_fine = !g.points.empty();
+    for (size_t pi : g.points) all_fine &= handled[pi] && !refused_alone[pi];
+    if (!all_fine || cut_at != kNotCut) continue;
+    bool confirmed = false;
+    for (size_t pi : g.points) confirmed |= ++hole_strikes_[pi] >= kConfirmRefusals;
+    if (!confirmed) continue;
+    for (size_t pi : g.points) split_[pi] = true;
+    replan = true;
+    spdlog::info("modbus: {} refuses a merged read over a gap in {} polls in a row; its {} points "
+                 "are read one by one", cfg_.id, kConfirmRefusals, g.points.size());
+  }
+  // Points the cycle did not get to (the request without an answer and every later one).
+  for (size_t bi = cut_at; cut_at != kNotCut && bi < todo.size(); ++bi)
+    for (size_t pi : todo[bi].points)
+      if (!handled[pi]) {
+        reading.quality.emplace_back(cfg_.points[pi].metric,
+                                     bi == cut_at ? (cut_err == ETIMEDOUT ? "timeout" : "read_error")
+                                                  : "not_read");
+        handled[pi] = true;
+      }
+  // Points set aside stay visible to consumers until the device serves them again.
+  for (size_t i = 0; i < n; ++i)
+    if (rejected_[i] && !handled[i]) reading.quality.emplace_back(cfg_.points[i].metric, "illegal_data_address");
   if (replan) {
-    // With the culprit set aside the others can share one request again; if their block is
-    // still refused (a hole inside the gap), the next cycle splits it for good.
-    if (newly_rejected) split_.assign(split_.size(), false);
     Replan();
-    spdlog::info("modbus: {} rejected part of a read; re-planned into {} requests", cfg_.id, plan_.size());
+    spdlog::info("modbus: {} re-planned into {} requests", cfg_.id, plan_.size());
   }
 
+  if (!answered) {
+    counters_.failed_polls++;
+    Failed(out);
+    return PollOutcome::kFailed;
+  }
   int64_t now_ms = NowMs();
   reading.ts_ms = now_ms;
   failures_ = 0;
@@ -283,6 +499,10 @@ PollOutcome DevicePoller::Poll(modbus_t* ctx, std::vector<Record>& out) {
   }
   // Quality flags travel with the metrics that were read; a reading needs at least one metric.
   if (!reading.metrics.empty()) out.push_back(std::move(reading));
+  if (cut_at != kNotCut) {
+    counters_.partial_polls++;
+    return PollOutcome::kPartial;
+  }
   return PollOutcome::kOk;
 }
 

@@ -1,5 +1,7 @@
 #include "modbus/modbus_adapter.h"
 
+#include <nlohmann/json.hpp>
+
 namespace sanigate::dev::modbus {
 
 ModbusAdapter::ModbusAdapter(ModbusConfig config) : config_(std::move(config)) {
@@ -32,17 +34,22 @@ AdapterHealth ModbusAdapter::Health() const {
     h = tcp_->Health();
     degraded = h.state == "degraded";
   }
+  nlohmann::json buses = nlohmann::json::object();
   for (const auto& b : buses_) {
     BusHealth bh = b->Health();
     h.devices += bh.devices;
     h.online += bh.online;
     h.errors += bh.timeouts + bh.exceptions + bh.errors;
-    h.polls += bh.requests;
+    h.polls += bh.polls;
+    h.requests += bh.requests;
+    buses[b->config().name] = {{"port_open", bh.port_open},       {"reopens", bh.reopens},
+                               {"wrong_answers", bh.wrong_answers}, {"stale_bytes", bh.stale_bytes}};
     degraded |= !bh.port_open || bh.online < bh.devices;
     if (!bh.last_error.empty()) h.last_error = b->config().name + ": " + bh.last_error;
     h.per_device.insert(h.per_device.end(), bh.per_device.begin(), bh.per_device.end());
   }
   if (h.state == "running" && degraded) h.state = "degraded";
+  if (!buses.empty()) h.details_json = nlohmann::json{{"buses", buses}}.dump();
   return h;
 }
 

@@ -53,7 +53,7 @@ void ParsePoint(settings::Node& n, PointConfig& p, const DeviceConfig& dev) {
   p.max = n.OptionalDouble("max", -1e15, 1e15);
   if (p.min && p.max && *p.min > *p.max)
     n.Problem("max", "is below min");
-  p.decimals = static_cast<int>(n.Int("decimals", 6, 0, 12));
+  if (n.Has("decimals")) p.decimals = static_cast<int>(n.Int("decimals", 6, 0, 12));
   p.rule.deadband = n.OptionalDouble("deadband", 0, 1e12);
   p.rule.max_silence_ms = n.Int("max_silence_s", 300, 1, 86400 * 7) * 1000;
   bool numeric = p.type != ValueType::kBool && p.type != ValueType::kBit && p.type != ValueType::kString;
@@ -206,18 +206,22 @@ void ParseIdentity(settings::Node& n, DeviceConfig& d, bool serial, bool unit_fr
     else
       d.id = *id;
   }
-  if (unit_from_range) {
-    // unit_ids = "1-20" declares one device per id; each gets its own unit_id.
-  } else if (serial) {
-    // On a shared line the unit id is the device's address: 1..247, no default.
-    auto u = n.RequiredInt("unit_id", 1, 247);
-    d.unit_id = u ? static_cast<int>(*u) : 0;  // 0: missing or invalid, already reported
-  } else {
+  if (!serial) {
+    // TCP: a host, and with unit_ids several units behind it (a Modbus TCP-to-RTU gateway).
     if (auto h = n.RequiredString("host")) {
       d.host = *h;
       if (d.host.empty()) n.Problem("host", "must not be empty");
     }
     d.port = static_cast<uint16_t>(n.Int("port", 502, 1, 65535));
+  }
+  if (unit_from_range) {
+    // unit_ids = "1-20" declares one device per id; each gets its own unit_id.
+    if (n.Has("unit_id")) n.Problem("unit_id", "give either unit_id or unit_ids, not both");
+  } else if (serial) {
+    // On a shared line the unit id is the device's address: 1..247, no default.
+    auto u = n.RequiredInt("unit_id", 1, 247);
+    d.unit_id = u ? static_cast<int>(*u) : 0;  // 0: missing or invalid, already reported
+  } else {
     d.unit_id = static_cast<int>(n.Int("unit_id", 1, 0, 255));
   }
   if (auto loc = n.Table("location")) {
@@ -336,6 +340,25 @@ class Profiles {
   std::map<std::string, std::unique_ptr<Loaded>> cache_;
 };
 
+// Two points reading the same register (a u32 at 9 and a u16 at 10) are usually a typo, but
+// some devices overlay registers on purpose: a warning, not an error.
+void WarnOverlaps(settings::Node& n, const DeviceConfig& d) {
+  for (size_t i = 0; i < d.points.size(); ++i) {
+    const PointConfig& a = d.points[i];
+    for (size_t j = 0; j < i; ++j) {
+      const PointConfig& b = d.points[j];
+      if (a.table != b.table || a.metric.empty() || b.metric.empty()) continue;
+      if (a.type == ValueType::kBit && b.type == ValueType::kBit) continue;  // bits share a register
+      size_t a_end = a.address + a.registers(), b_end = b.address + b.registers();
+      if (a.address < b_end && b.address < a_end)
+        n.Warn("points", "\"" + a.metric + "\" (" + std::to_string(a.address) + ".." +
+                             std::to_string(a_end - 1) + ") overlaps \"" + b.metric + "\" (" +
+                             std::to_string(b.address) + ".." + std::to_string(b_end - 1) +
+                             ") in the same table");
+    }
+  }
+}
+
 // "1-10,17" -> {1..10, 17}; problems reported at `key`.
 std::vector<int> ParseUnitList(settings::Node& n, const std::string& key, int lo, int hi) {
   std::vector<int> out;
@@ -368,6 +391,13 @@ std::vector<DeviceConfig> ParseDevices(settings::Node& n, bool serial, Profiles&
   ParseIdentity(n, d, serial, range);
   std::map<std::string, std::string> seen;
   const DeviceConfig* profile = nullptr;
+  // A device may run firmware that orders words or bytes unlike its profile says.
+  std::optional<std::string> word_order, byte_order;
+  if (n.Has("word_order")) word_order = n.OneOf("word_order", "high_first", {"high_first", "low_first"});
+  if (n.Has("byte_order")) byte_order = n.OneOf("byte_order", "big", {"big", "little"});
+  if ((word_order || byte_order) && !n.Has("profile"))
+    n.Problem(word_order ? "word_order" : "byte_order",
+              "overrides the order of a profile's points; without a profile set it on each point");
   if (n.Has("profile")) {
     std::string name = n.String("profile", "");
     profile = profiles.Get(name, n);
@@ -380,11 +410,22 @@ std::vector<DeviceConfig> ParseDevices(settings::Node& n, bool serial, Profiles&
       merged.unit_id = d.unit_id;
       merged.location = d.location;
       merged.profile = name;
+      if (word_order || byte_order) {
+        for (auto& p : merged.points) {
+          if (word_order) p.word_order = *word_order == "high_first" ? WordOrder::kHighFirst : WordOrder::kLowFirst;
+          if (byte_order) p.byte_order = *byte_order == "big" ? ByteOrder::kBig : ByteOrder::kLittle;
+        }
+        for (auto& c : merged.commands) {
+          if (word_order) c.word_order = *word_order == "high_first" ? WordOrder::kHighFirst : WordOrder::kLowFirst;
+          if (byte_order) c.byte_order = *byte_order == "big" ? ByteOrder::kBig : ByteOrder::kLittle;
+        }
+      }
       d = std::move(merged);
       for (const auto& [metric, where] : *profiles.Metrics(name)) seen.emplace(metric, "profile " + name + " " + where);
     }
   }
   ParseBody(n, d, seen, /*need_points=*/profile == nullptr && !n.Has("profile"));
+  WarnOverlaps(n, d);
   if (!range) return {d};
   if (d.id.find("{unit}") == std::string::npos) return {};  // already reported
   std::vector<DeviceConfig> out;
@@ -441,6 +482,7 @@ std::any ParseModbusSection(settings::Node& node, const settings::GatewaySection
     b.data_bits = static_cast<int>(bn.Int("data_bits", b.data_bits, 7, 8));
     b.stop_bits = static_cast<int>(bn.Int("stop_bits", b.stop_bits, 1, 2));
     b.rs485 = bn.Bool("rs485", b.rs485);
+    b.guard_ms = bn.Int("guard_ms", b.guard_ms, 0, 10'000);
     std::map<int, std::string> units;
     for (auto& dn : bn.TableArray("devices")) {
       for (auto& d : add(dn, true)) {

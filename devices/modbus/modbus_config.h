@@ -29,7 +29,9 @@ struct PointConfig {
   double scale = 1.0;
   double offset = 0.0;
   std::optional<double> min, max;  // raw-after-scaling valid range; outside is flagged, not published
-  int decimals = 6;                // rounding of the scaled value (sensor noise, float artefacts)
+  // Rounding of the scaled value (sensor noise, float artefacts). Unset: integers to 6 decimals,
+  // floats to their own precision (a float32 23.19 is published as 23.19, not 23.190001).
+  std::optional<int> decimals;
   MetricRule rule;
 
   Encoding encoding() const { return Encoding{type, word_order, byte_order, length, bit}; }
@@ -106,6 +108,9 @@ struct BusConfig {
   int data_bits = 8;
   int stop_bits = 1;
   bool rs485 = false;  // switch the port to RS-485 mode (TIOCSRS485) where the driver has it
+  // After a timeout or a wrong answer the line must stay quiet this long (on top of t3.5)
+  // before the next request, so a slave answering late never lands in another's turn.
+  int64_t guard_ms = 50;
   std::vector<DeviceConfig> devices;
 
   // The 3.5-character silence between frames (fixed 1.75 ms above 19200 baud).

@@ -3,6 +3,9 @@
 #include <modbus.h>
 #include <spdlog/spdlog.h>
 
+#include <poll.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 
@@ -115,6 +118,7 @@ void ModbusRtuBus::Run() {
       if (Clock::now() < earliest) std::this_thread::sleep_until(earliest);
     };
     d->poller.after_request = [this] { line_quiet_since_ = Clock::now(); };
+    d->poller.recover_line = [this] { SettleLine(); };
   }
   // Stagger first polls over one interval.
   auto start = Clock::now();
@@ -180,14 +184,15 @@ void ModbusRtuBus::Run() {
     errno = 0;
     PollOutcome outcome = d.poller.Poll(ctx_, out);
     int err = errno;
-    if (outcome == PollOutcome::kFailed) {
-      // Drop anything a late answer may still put on the line before the next device talks.
-      modbus_flush(ctx_);
+    if (outcome != PollOutcome::kOk) {
       if (PortLost(err)) {
         spdlog::warn("modbus: bus {}: {} lost ({}); reopening", cfg_.name, cfg_.port, modbus_strerror(err));
         ClosePort();
         std::lock_guard g(mu_);
         health_.reopens++;
+      } else {
+        // A late answer may still be on its way: let it pass before the next device talks.
+        SettleLine();
       }
     }
     auto interval = milliseconds(dc.interval_ms);
@@ -204,13 +209,14 @@ void ModbusRtuBus::Run() {
       std::lock_guard g(mu_);
       health_.online = 0;
       health_.requests = health_.timeouts = health_.exceptions = health_.errors = 0;
+      health_.polls = health_.wrong_answers = 0;
       health_.per_device.clear();
       for (const auto& x : devices_) {
         const auto& c = x->poller.counters();
-        health_.per_device.push_back({x->poller.config().id, x->poller.online(), c.requests,
-                                      c.timeouts, c.exceptions, c.errors, c.last_latency_ms,
-                                      c.max_latency_ms});
+        health_.per_device.push_back(ToDeviceCounters(x->poller));
         health_.online += x->poller.online() ? 1 : 0;
+        health_.polls += c.polls;
+        health_.wrong_answers += c.wrong_answers;
         health_.requests += c.requests;
         health_.timeouts += c.timeouts;
         health_.exceptions += c.exceptions;
@@ -220,6 +226,42 @@ void ModbusRtuBus::Run() {
     }
     if (!out.empty()) sink_->EmitBatch(std::move(out));
     lk.lock();
+  }
+}
+
+void ModbusRtuBus::SettleLine() {
+  if (!ctx_) return;
+  int fd = modbus_get_socket(ctx_);
+  const auto quiet = cfg_.FrameGap() + milliseconds(cfg_.guard_ms);
+  // A frame is at most 256 bytes: never wait longer than that on top of the quiet time, so a
+  // babbling line cannot hold the worker for ever.
+  const auto frame_time = std::chrono::microseconds(cfg_.FrameGap().count() * 256 * 2 / 7);
+  const auto deadline = Clock::now() + quiet + frame_time + milliseconds(cfg_.guard_ms);
+  auto quiet_until = Clock::now() + quiet;
+  uint64_t dropped = 0;
+  uint8_t buf[256];
+  while (fd >= 0) {
+    auto now = Clock::now();
+    auto until = std::min(quiet_until, deadline);
+    if (now >= until) break;
+    auto wait = std::chrono::duration_cast<std::chrono::nanoseconds>(until - now);
+    timespec ts{static_cast<time_t>(wait.count() / 1000000000), static_cast<long>(wait.count() % 1000000000)};
+    pollfd p{fd, POLLIN, 0};
+    int n = ::ppoll(&p, 1, &ts, nullptr);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) continue;  // timed out: loop checks the time
+    if (!(p.revents & POLLIN)) break;  // hangup: the next request finds out
+    ssize_t got = ::read(fd, buf, sizeof buf);
+    if (got <= 0) break;
+    dropped += static_cast<uint64_t>(got);
+    quiet_until = Clock::now() + quiet;
+  }
+  modbus_flush(ctx_);
+  line_quiet_since_ = Clock::now();
+  if (dropped) {
+    spdlog::debug("modbus: bus {}: dropped {} stale bytes", cfg_.name, dropped);
+    std::lock_guard g(mu_);
+    health_.stale_bytes += dropped;
   }
 }
 

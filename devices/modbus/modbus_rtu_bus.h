@@ -27,6 +27,7 @@ struct BusHealth {
   uint64_t reopens = 0;
   uint32_t devices = 0, online = 0;
   uint64_t requests = 0, timeouts = 0, exceptions = 0, errors = 0;
+  uint64_t polls = 0, wrong_answers = 0, stale_bytes = 0;  // stale: drained after a timeout
   std::string last_error;
   std::vector<DeviceCounters> per_device;
 };
@@ -62,6 +63,10 @@ class ModbusRtuBus {
   void CancelJobs(const std::string& why);
   bool OpenPort();
   void ClosePort();
+  // Reads and drops whatever arrives until the line has been quiet for t3.5 + guard_ms (at most
+  // one longest frame more): after a timeout or a wrong answer, a late reply must not be taken
+  // for the next slave's.
+  void SettleLine();
 
   BusConfig cfg_;
   std::vector<std::unique_ptr<Device>> devices_;

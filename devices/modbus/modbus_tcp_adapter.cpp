@@ -31,7 +31,7 @@ struct ModbusTcpAdapter::Device {
   bool connected = false;
   Clock::time_point due{};
   // Copies for Health(), written under the adapter's mutex after each poll.
-  PollCounters counters;
+  DeviceCounters counters;
   bool online = false, failing = false;
   // Guarded by the adapter's mutex: writes waiting, and whether a worker holds the device.
   std::deque<PendingCommand> commands;
@@ -276,15 +276,16 @@ void ModbusTcpAdapter::Visit(Device& d, std::deque<PendingCommand> commands, boo
   if (poll) {
     if (!unreachable.empty()) {
       d.poller.Unreachable(unreachable, out);
-    } else if (d.poller.Poll(d.ctx, out) == PollOutcome::kFailed) {
-      // Start the next poll on a fresh connection: a late answer must not be taken for the next.
+    } else if (d.poller.Poll(d.ctx, out) != PollOutcome::kOk) {
+      // A request went unanswered: start the next poll on a fresh connection, so a late answer
+      // is never taken for the next request's.
       modbus_close(d.ctx);
       d.connected = false;
     }
   }
   {
     std::lock_guard lk(mu_);
-    d.counters = d.poller.counters();
+    d.counters = ToDeviceCounters(d.poller);
     d.online = d.poller.online();
     d.failing = d.poller.failing();
     if (!d.poller.last_error().empty()) health_.last_error = cfg.id + ": " + d.poller.last_error();
@@ -296,15 +297,16 @@ AdapterHealth ModbusTcpAdapter::Health() const {
   std::lock_guard lk(mu_);
   AdapterHealth h = health_;
   h.online = 0;
-  h.errors = h.polls = 0;
+  h.errors = h.polls = h.requests = 0;
   bool any_announced = false;
   for (const auto& d : devices_) {
     const auto& c = d->counters;
-    h.per_device.push_back({d->poller.config().id, d->online, c.requests, c.timeouts, c.exceptions,
-                            c.errors, c.last_latency_ms, c.max_latency_ms});
+    h.per_device.push_back(c);
+    h.per_device.back().online = d->online;
     h.online += d->online ? 1 : 0;
     h.errors += c.timeouts + c.exceptions + c.errors;
-    h.polls += c.requests;
+    h.polls += c.polls;
+    h.requests += c.requests;
     any_announced |= d->online || d->failing;
   }
   if (h.state == "running" && any_announced && h.online < h.devices) h.state = "degraded";

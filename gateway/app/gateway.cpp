@@ -173,15 +173,23 @@ std::string Gateway::StatusPayload(bool online) const {
     for (const auto& a : adapters_) {
       auto h = a->Health();
       json per_device = json::object();
-      for (const auto& d : h.per_device)
-        per_device[d.id] = {{"online", d.online},         {"requests", d.requests},
-                            {"timeouts", d.timeouts},     {"exceptions", d.exceptions},
-                            {"errors", d.errors},
-                            {"latency_ms", std::round(d.last_latency_ms * 100) / 100},
-                            {"max_latency_ms", std::round(d.max_latency_ms * 100) / 100}};
+      for (const auto& d : h.per_device) {
+        json& pd = per_device[d.id];
+        pd = {{"online", d.online},         {"requests", d.requests},
+              {"timeouts", d.timeouts},     {"exceptions", d.exceptions},
+              {"errors", d.errors},
+              {"latency_ms", std::round(d.last_latency_ms * 100) / 100},
+              {"max_latency_ms", std::round(d.max_latency_ms * 100) / 100}};
+        if (d.polls) {
+          pd["polls"] = d.polls;
+          pd["partial_polls"] = d.partial_polls;
+          pd["wrong_answers"] = d.wrong_answers;
+        }
+      }
       adapters[std::string(a->protocol())] = {{"state", h.state},   {"devices", h.devices},
                                                {"online", h.online}, {"errors", h.errors},
                                                {"polls", h.polls},   {"per_device", per_device}};
+      if (h.requests) adapters[std::string(a->protocol())]["requests"] = h.requests;
       if (!h.last_error.empty()) adapters[std::string(a->protocol())]["last_error"] = h.last_error;
       if (!h.details_json.empty()) {
         json details = json::parse(h.details_json, nullptr, false);

@@ -39,7 +39,8 @@ int CheckConfig(const std::string& path) {
     std::cerr << cfg.status().message();
     return kExitInvalidConfig;
   }
-  std::cout << path << ": ok\n";
+  for (const auto& w : cfg->warnings) std::cerr << w << "\n";
+  std::cout << path << ": ok" << (cfg->warnings.empty() ? "" : " (with warnings)") << "\n";
   return kExitOk;
 }
 
@@ -84,6 +85,7 @@ int main(int argc, char** argv) {
     return kExitInvalidConfig;
   }
   SetUpLogging(cfg->gateway.log_level);
+  for (const auto& w : cfg->warnings) spdlog::warn("config: {}", w);
   RaiseFileLimit();
 
   // Block the signals in every thread we create; the main thread waits for them below.

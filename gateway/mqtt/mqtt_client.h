@@ -24,7 +24,7 @@ struct ClientOptions {
   LinkOptions link;
   std::vector<std::string> filters;  // subscribed (QoS 1) after every connect
   std::chrono::milliseconds reconnect_min{500};
-  std::chrono::milliseconds reconnect_max{30000};
+  std::chrono::milliseconds reconnect_max{5000};
 };
 
 struct ClientHandlers {

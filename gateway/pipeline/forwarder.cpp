@@ -66,7 +66,11 @@ Status Forwarder::PublishResponse(const std::string& topic, const std::string& p
 
 void Forwarder::ScheduleReconnect(bool after_failure) {
   if (!after_failure) {
-    backoff_ = opt_.reconnect_min;
+    // The link was up until now: try again at once (a broker restart is usually over by the
+    // time the socket notices); the backoff starts with the first failed attempt.
+    backoff_ = milliseconds(0);
+    next_connect_ = Clock::now();
+    return;
   } else {
     backoff_ = backoff_.count() == 0 ? opt_.reconnect_min
                                      : std::min(backoff_ * 2, opt_.reconnect_max);

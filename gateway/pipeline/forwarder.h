@@ -26,7 +26,7 @@ namespace sanigate::pipeline {
 struct ForwarderOptions {
   size_t window = 20;
   std::chrono::milliseconds reconnect_min{500};
-  std::chrono::milliseconds reconnect_max{30000};
+  std::chrono::milliseconds reconnect_max{5000};
   std::chrono::milliseconds status_interval{30000};
   std::string status_topic;
   // Builds the gateway status payload; online=false for the will and the goodbye.

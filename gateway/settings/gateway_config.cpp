@@ -146,6 +146,7 @@ Result<Config> Walk(ParsedFile parsed, ConfigErrors& errors, const std::string& 
     root.Finish();
   }
   if (!errors.empty()) return Invalid(errors.Joined());
+  cfg.warnings = errors.Warnings();
   return cfg;
 }
 

@@ -44,7 +44,7 @@ struct MqttSection {
   // (Mosquitto: max_inflight_messages, 20 by default), or the broker stalls the excess.
   int64_t inflight_window = 20;
   int64_t reconnect_min_ms = 500;
-  int64_t reconnect_max_ms = 30000;
+  int64_t reconnect_max_ms = 5000;  // a restarted broker is found again within 5 s
   TlsSection tls;
 };
 
@@ -89,6 +89,7 @@ struct Config {
   OutboxSection outbox;
   FirmwareSection firmware;
   std::vector<AdapterSection> adapters;
+  std::vector<std::string> warnings;  // legal but suspicious settings, FILE:LINE:COL: ...
 
   std::string OutboxPath() const;
   std::string FirmwareDir() const;

@@ -61,6 +61,17 @@ void ConfigErrors::Add(uint32_t line, uint32_t column, std::string path, std::st
   errors_.push_back({file_, line, column, std::move(path), std::move(problem)});
 }
 
+void ConfigErrors::Warn(const toml::source_region& where, std::string path, std::string problem) {
+  std::string file = where.path && !where.path->empty() ? *where.path : file_;
+  warnings_.push_back({file, where.begin.line, where.begin.column, std::move(path), "warning: " + std::move(problem)});
+}
+
+std::vector<std::string> ConfigErrors::Warnings() const {
+  std::vector<std::string> out;
+  for (const auto& w : warnings_) out.push_back(w.ToString());
+  return out;
+}
+
 std::vector<ConfigError> ConfigErrors::Sorted() const {
   auto v = errors_;
   // The main file first, then included files, each top to bottom.
@@ -105,6 +116,10 @@ const toml::source_region& Node::SourceOf(std::string_view key) const {
 
 void Node::Problem(std::string_view key, std::string problem) {
   errors_->Add(SourceOf(key), KeyPath(key), std::move(problem));
+}
+
+void Node::Warn(std::string_view key, std::string problem) {
+  errors_->Warn(SourceOf(key), KeyPath(key), std::move(problem));
 }
 
 void Node::TypeError(std::string_view key, const toml::node& n, const char* expected) {

@@ -37,10 +37,15 @@ class ConfigErrors {
   std::vector<ConfigError> Sorted() const;
   std::string Joined() const;  // one error per line
   const std::string& file() const { return file_; }
+  // Warnings: legal but probably unintended (overlapping registers). They never refuse a config;
+  // --check-config prints them and the daemon logs them at start.
+  void Warn(const toml::source_region& where, std::string path, std::string problem);
+  std::vector<std::string> Warnings() const;  // FILE:LINE:COL: path: warning: problem
 
  private:
   std::string file_;
   std::vector<ConfigError> errors_;
+  std::vector<ConfigError> warnings_;
 };
 
 class Node {
@@ -74,6 +79,7 @@ class Node {
 
   // Report a problem about a key of this table (at the key's value, or the table if absent).
   void Problem(std::string_view key, std::string problem);
+  void Warn(std::string_view key, std::string problem);
   // Report keys present but never read, suggesting the nearest known key.
   void Finish();
 

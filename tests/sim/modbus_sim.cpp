@@ -123,11 +123,17 @@ struct Options {
     std::vector<int> slaves{1};  // sorted, unique
     std::vector<int> mute_slaves;
     int turnaround_ms = 5;
+    std::vector<int> late_slaves;  // answer after late_ms instead of turnaround_ms
+    int late_ms = 0;
     std::vector<SetOp> sets;
     std::vector<CounterSpec> counters;
     bool dynamic = false;
     bool verbose = false;
     std::uint32_t seed = 42;
+    // Fault injection on read requests (FC 1-4) outside the firmware window, in percent.
+    double fault_timeout_pct = 0.0;
+    double fault_exception_pct = 0.0;
+    std::string stats_file;
     // Bootloader (firmware window)
     std::string fw_version = "1.0.0";  // what the device runs at start
     std::string fw_new_version;        // after an install of an image without an SGFW header
@@ -168,6 +174,10 @@ void print_help() {
         "  --slaves LIST             unit ids served, e.g. 1-10,17 (default 1)\n"
         "  --mute-slaves LIST        unit ids that never answer (default none)\n"
         "  --turnaround-ms N         delay before each answer (default 5)\n"
+        "  --late-slaves LIST        unit ids that answer every request only\n"
+        "                            --late-ms after it arrived (default none)\n"
+        "  --late-ms N               delay of the --late-slaves' answers,\n"
+        "                            0..10000 (default 0)\n"
         "Both modes:\n"
         "  --set TABLE:ADDR=VALUE    TABLE: hr|ir|coil|di; hr/ir -32768..65535,\n"
         "                            coil/di 0|1 (repeatable)\n"
@@ -177,8 +187,17 @@ void print_help() {
         "  --counter TABLE:ADDR      u32 at ADDR,ADDR+1 (hr|ir) incremented by\n"
         "                            each served read covering ADDR (repeatable)\n"
         "  --dynamic                 evolve fill level/temperature/nh3/door each second\n"
-        "  --seed S                  base random seed for --dynamic (default 42)\n"
+        "  --seed S                  base random seed for --dynamic and the\n"
+        "                            --fault-* draws (default 42)\n"
         "  --verbose                 log every request to stderr\n"
+        "Fault injection (read requests FC 1-4, never the firmware window or writes):\n"
+        "  --fault-timeout-pct P     leave P %% (0..100, e.g. 2.5) of the reads\n"
+        "                            unanswered, as if lost (default 0)\n"
+        "  --fault-exception-pct P   answer P %% of the reads that are not lost with\n"
+        "                            exception 02, illegal data address (default 0)\n"
+        "  --stats-file FILE         at exit, write per-device statistics as JSON\n"
+        "                            lines to FILE (via FILE.tmp + rename); they\n"
+        "                            always go to stderr too\n"
         "Bootloader (holding registers 4096..4255, see devices/modbus/README.md):\n"
         "  --fw-version V            firmware version the devices start with (1.0.0)\n"
         "  --fw-new-version V        version after installing an image that has no\n"
@@ -234,6 +253,18 @@ std::optional<float> parse_float(std::string_view s) {
     float f = std::strtof(str.c_str(), &end);
     if (errno == ERANGE || end == str.c_str() || *end != '\0') return std::nullopt;
     return f;
+}
+
+// A percentage 0..100, decimals allowed ("2.5").
+std::optional<double> parse_pct(std::string_view s) {
+    if (s.empty() || !(std::isdigit(static_cast<unsigned char>(s[0])) || s[0] == '.')) return std::nullopt;
+    std::string str(s);
+    errno = 0;
+    char* end = nullptr;
+    const double v = std::strtod(str.c_str(), &end);
+    if (errno != 0 || end == str.c_str() || *end != '\0' || !std::isfinite(v) || v < 0.0 || v > 100.0)
+        return std::nullopt;
+    return v;
 }
 
 std::optional<Table> parse_table(std::string_view s) {
@@ -417,6 +448,14 @@ Options parse_args(int argc, char** argv) {
         } else if (flag == "--verbose") {
             no_value();
             o.verbose = true;
+        } else if (flag == "--fault-timeout-pct" || flag == "--fault-exception-pct") {
+            const std::string v = value();
+            auto pct = parse_pct(v);
+            if (!pct) usage_error(flag + ": '" + v + "' is not a percentage 0..100 (decimals allowed, e.g. 2.5)");
+            (flag == "--fault-timeout-pct" ? o.fault_timeout_pct : o.fault_exception_pct) = *pct;
+        } else if (flag == "--stats-file") {
+            o.stats_file = value();
+            if (o.stats_file.empty()) usage_error("--stats-file: empty file name");
         } else if (flag == "--fw-version" || flag == "--fw-new-version") {
             std::string v = value();
             if (v.empty() || v.size() > 16) usage_error(flag + ": expected 1..16 characters");
@@ -479,6 +518,14 @@ Options parse_args(int argc, char** argv) {
             auto v = parse_int(value());
             if (!v || *v < 0 || *v > 10000) usage_error("--turnaround-ms: expected 0..10000");
             o.turnaround_ms = static_cast<int>(*v);
+        } else if (flag == "--late-slaves") {
+            rtu_flags.push_back(flag);
+            o.late_slaves = parse_id_list(value(), flag);
+        } else if (flag == "--late-ms") {
+            rtu_flags.push_back(flag);
+            auto v = parse_int(value());
+            if (!v || *v < 0 || *v > 10000) usage_error("--late-ms: expected 0..10000");
+            o.late_ms = static_cast<int>(*v);
         } else {
             usage_error("unknown argument '" + arg + "'");
         }
@@ -491,6 +538,7 @@ Options parse_args(int argc, char** argv) {
     if (o.host.size() > 15 || inet_pton(AF_INET, o.host.c_str(), &probe) != 1)
         usage_error("--host: '" + o.host + "' is not an IPv4 address");
     if (o.port != 0 && o.port + o.devices - 1 > 65535) usage_error("--port + --devices exceeds port 65535");
+    if (o.late_ms > 0 && o.late_slaves.empty()) usage_error("--late-ms needs --late-slaves LIST");
     return o;
 }
 
@@ -616,6 +664,14 @@ struct Device {
     // --dynamic state
     std::mt19937 rng;
     bool empty_next_tick = false;
+    // --fault-* draws: a generator of its own, so that they are reproducible
+    // per device whatever the other devices are asked, and --dynamic.
+    std::mt19937 fault_rng;
+    // Statistics, printed at exit (and written to --stats-file).
+    std::uint64_t answered_reads = 0;  // FC 1-4 answered with data, outside the firmware window
+    std::uint64_t fault_timeouts = 0;
+    std::uint64_t fault_exceptions = 0;
+    std::uint64_t late_answers = 0;    // RTU: answers sent by a --late-slaves id
 };
 
 void dynamic_step(Device& d) {
@@ -671,6 +727,17 @@ bool range_ok(int addr, int count, int max_count) {
 
 std::uint16_t be16(const std::uint8_t* p) {
     return static_cast<std::uint16_t>((p[0] << 8) | p[1]);
+}
+
+enum class Fault { None, Timeout, Exception };
+
+// A read request (FC 1-4) with a valid range that is answered with data.
+bool is_data_read(const std::uint8_t* req, int len, int hdr) {
+    if (len < hdr + 5) return false;
+    const int fc = req[hdr];
+    if (fc < 0x01 || fc > 0x04) return false;
+    const int max = fc <= 0x02 ? MODBUS_MAX_READ_BITS : MODBUS_MAX_READ_REGISTERS;
+    return range_ok(be16(req + hdr + 1), be16(req + hdr + 3), max);
 }
 
 const char* fc_name(int fc) {
@@ -773,11 +840,13 @@ public:
 
     bool start() {
         if (!opts_.port_file.empty()) unlink(opts_.port_file.c_str());
+        if (!opts_.stats_file.empty()) unlink(opts_.stats_file.c_str());
         devices_.resize(static_cast<std::size_t>(opts_.devices));
         for (int i = 0; i < opts_.devices; ++i) {
             Device& d = devices_[static_cast<std::size_t>(i)];
             d.index = i;
             d.rng.seed(opts_.seed * 1000003u + static_cast<std::uint32_t>(i) * 7919u + 1u);
+            d.fault_rng.seed(fault_seed(i));
             const int port = opts_.port == 0 ? 0 : opts_.port + i;
             d.ctx = modbus_new_tcp(opts_.host.c_str(), port);
             if (!d.ctx) {
@@ -831,8 +900,8 @@ public:
             ports.push_back(' ');
             ports.append(std::to_string(devices_[i].port));
         }
-        std::fprintf(stderr, "modbus_sim: %d device(s) on %s, ports:%s%s\n", opts_.devices, opts_.host.c_str(),
-                     ports.c_str(), opts_.dynamic ? " (dynamic)" : "");
+        std::fprintf(stderr, "modbus_sim: %d device(s) on %s, ports:%s%s%s\n", opts_.devices, opts_.host.c_str(),
+                     ports.c_str(), opts_.dynamic ? " (dynamic)" : "", fault_summary().c_str());
         return true;
     }
 
@@ -924,6 +993,9 @@ public:
         unit_device_.fill(-1);
         muted_unit_.fill(false);
         for (int id : opts_.mute_slaves) muted_unit_[static_cast<std::size_t>(id)] = true;
+        late_unit_.fill(false);
+        for (int id : opts_.late_slaves) late_unit_[static_cast<std::size_t>(id)] = true;
+        if (!opts_.stats_file.empty()) unlink(opts_.stats_file.c_str());
         devices_.resize(opts_.slaves.size());
         for (std::size_t i = 0; i < opts_.slaves.size(); ++i) {
             Device& d = devices_[i];
@@ -931,6 +1003,7 @@ public:
             d.unit = opts_.slaves[i];
             unit_device_[static_cast<std::size_t>(d.unit)] = d.index;
             d.rng.seed(opts_.seed * 1000003u + static_cast<std::uint32_t>(i) * 7919u + 1u);
+            d.fault_rng.seed(fault_seed(static_cast<int>(i)));
             d.map = modbus_mapping_new_start_address(0, kTableSize, 0, kTableSize, 0, kTableSize, 0, kTableSize);
             if (!d.map) {
                 std::fprintf(stderr, "modbus_sim: modbus_mapping_new failed: %s\n", modbus_strerror(errno));
@@ -956,10 +1029,13 @@ public:
 
         std::string muted;
         if (!opts_.mute_slaves.empty()) muted = ", muted " + format_id_list(opts_.mute_slaves);
-        std::fprintf(stderr, "modbus_sim: RTU %d %d%c%d on %s, slave(s) %s%s, turnaround %d ms%s\n", opts_.baud,
+        std::string late;
+        if (!opts_.late_slaves.empty())
+            late = ", late " + format_id_list(opts_.late_slaves) + " answer after " + std::to_string(opts_.late_ms) + " ms";
+        std::fprintf(stderr, "modbus_sim: RTU %d %d%c%d on %s, slave(s) %s%s, turnaround %d ms%s%s%s\n", opts_.baud,
                      opts_.data_bits, opts_.parity, opts_.stop_bits, opts_.rtu_path.c_str(),
-                     format_id_list(opts_.slaves).c_str(), muted.c_str(), opts_.turnaround_ms,
-                     opts_.dynamic ? " (dynamic)" : "");
+                     format_id_list(opts_.slaves).c_str(), muted.c_str(), opts_.turnaround_ms, late.c_str(),
+                     opts_.dynamic ? " (dynamic)" : "", fault_summary().c_str());
         return open_rtu();  // the first open must work: a wrong path fails fast
     }
 
@@ -1049,7 +1125,108 @@ public:
         }
     }
 
+    // At exit: one line per device to stderr, and the --stats-file.
+    void report_stats() {
+        const bool rtu = !opts_.rtu_path.empty();
+        for (const Device& d : devices_) {
+            const std::string who = rtu ? "unit " + std::to_string(d.unit)
+                                        : "device " + std::to_string(d.index) + " (port " + std::to_string(d.port) + ")";
+            std::fprintf(stderr,
+                         "modbus_sim: stats %s: reads answered %llu, timeouts injected %llu, exceptions injected %llu, "
+                         "late answers %llu\n",
+                         who.c_str(), static_cast<unsigned long long>(d.answered_reads),
+                         static_cast<unsigned long long>(d.fault_timeouts),
+                         static_cast<unsigned long long>(d.fault_exceptions),
+                         static_cast<unsigned long long>(d.late_answers));
+        }
+        if (!opts_.stats_file.empty()) write_stats_file();
+    }
+
 private:
+    // --- fault injection -------------------------------------------------
+
+    // Device i's fault generator: device 0 uses --seed itself.
+    std::uint32_t fault_seed(int i) const { return opts_.seed + 0x9E3779B9u * static_cast<std::uint32_t>(i); }
+
+    bool faults_on() const { return opts_.fault_timeout_pct > 0.0 || opts_.fault_exception_pct > 0.0; }
+
+    // ", faults: ..." for the startup line, empty without faults.
+    std::string fault_summary() const {
+        if (!faults_on()) return {};
+        auto pct = [](double v) {
+            char buf[32];
+            std::snprintf(buf, sizeof buf, "%g %%", v);
+            return std::string(buf);
+        };
+        std::string s = ", faults:";
+        if (opts_.fault_timeout_pct > 0.0) s += " timeout " + pct(opts_.fault_timeout_pct);
+        if (opts_.fault_exception_pct > 0.0)
+            s += std::string(opts_.fault_timeout_pct > 0.0 ? "," : "") + " exception 02 " + pct(opts_.fault_exception_pct);
+        return s + " of reads (seed " + std::to_string(opts_.seed) + ")";
+    }
+
+    // A read (FC 1-4) that does not touch the firmware window.
+    static bool fault_eligible(const std::uint8_t* req, int len, int hdr) {
+        if (len < hdr + 5) return false;
+        const int fc = req[hdr];
+        if (fc < 0x01 || fc > 0x04) return false;
+        const int addr = be16(req + hdr + 1);
+        const int end = addr + std::max<int>(be16(req + hdr + 3), 1);
+        return end <= kFwBase || addr >= kFwBase + kFwRegs;
+    }
+
+    // The fault for one request. Every eligible read of a device that would answer it takes
+    // exactly two draws from its generator, the timeout's and then the exception's (the
+    // timeout wins), so the timeout pattern does not depend on the exception percentage.
+    Fault draw_fault(Device& d, const std::uint8_t* req, int len, int hdr) {
+        if (!faults_on() || !fault_eligible(req, len, hdr)) return Fault::None;
+        fw_tick(d);
+        if (d.boot.rebooting || d.boot.silent) return Fault::None;  // not answered anyway
+        auto hit = [&](double pct) { return static_cast<double>(d.fault_rng()) * (100.0 / 4294967296.0) < pct; };
+        const bool lost = hit(opts_.fault_timeout_pct);
+        const bool exception = hit(opts_.fault_exception_pct);
+        return lost ? Fault::Timeout : exception ? Fault::Exception : Fault::None;
+    }
+
+    static const char* fault_note(Fault f) {
+        switch (f) {
+        case Fault::Timeout: return " (fault: no reply)";
+        case Fault::Exception: return " (fault: exception 02)";
+        case Fault::None: break;
+        }
+        return "";
+    }
+
+    bool write_stats_file() {
+        const bool rtu = !opts_.rtu_path.empty();
+        const std::string tmp = opts_.stats_file + ".tmp";
+        FILE* f = std::fopen(tmp.c_str(), "w");
+        if (!f) {
+            std::fprintf(stderr, "modbus_sim: cannot write %s: %s\n", tmp.c_str(), std::strerror(errno));
+            return false;
+        }
+        for (const Device& d : devices_) {
+            const std::string unit = rtu ? std::to_string(d.unit) : "null";
+            const std::string port = rtu ? "null" : std::to_string(d.port);
+            std::fprintf(f,
+                         "{\"device\":%d,\"unit\":%s,\"port\":%s,\"answered_reads\":%llu,\"timeouts\":%llu,"
+                         "\"exceptions\":%llu,\"late\":%llu}\n",
+                         d.index, unit.c_str(), port.c_str(), static_cast<unsigned long long>(d.answered_reads),
+                         static_cast<unsigned long long>(d.fault_timeouts),
+                         static_cast<unsigned long long>(d.fault_exceptions),
+                         static_cast<unsigned long long>(d.late_answers));
+        }
+        bool ok = std::fflush(f) == 0;
+        ok = (fsync(fileno(f)) == 0) && ok;
+        ok = (std::fclose(f) == 0) && ok;
+        if (!ok || std::rename(tmp.c_str(), opts_.stats_file.c_str()) != 0) {
+            std::fprintf(stderr, "modbus_sim: cannot write %s: %s\n", opts_.stats_file.c_str(), std::strerror(errno));
+            unlink(tmp.c_str());
+            return false;
+        }
+        return true;
+    }
+
     // --- bootloader ------------------------------------------------------
     using fw_clock = std::chrono::steady_clock;
 
@@ -1335,22 +1512,50 @@ private:
         }
         const int idx = unit <= kMaxSlaveId ? unit_device_[static_cast<std::size_t>(unit)] : -1;
         const bool unit_muted = idx >= 0 && muted_unit_[static_cast<std::size_t>(unit)];
-        if (opts_.verbose)
-            std::fprintf(stderr, "modbus_sim: rtu:%s%s\n", describe_request(req, ilen, 1).c_str(),
-                         idx < 0        ? " (not ours, ignored)"
-                         : unit_muted   ? " (muted slave, no reply)"
-                         : muted        ? " (muted, no reply)"
-                                        : "");
-        if (idx < 0 || unit_muted || muted) return true;
-        if (opts_.turnaround_ms > 0) {
-            sleep_until_or_stop(rx_last_ + std::chrono::milliseconds(opts_.turnaround_ms));
-            if (g_stop || g_mute) return true;  // muted or stopped while "processing"
+        if (idx < 0 || unit_muted || muted) {
+            if (opts_.verbose)
+                std::fprintf(stderr, "modbus_sim: rtu:%s%s\n", describe_request(req, ilen, 1).c_str(),
+                             idx < 0      ? " (not ours, ignored)"
+                             : unit_muted ? " (muted slave, no reply)"
+                                          : " (muted, no reply)");
+            return true;
         }
         Device& d = devices_[static_cast<std::size_t>(idx)];
+        const bool late = late_unit_[static_cast<std::size_t>(unit)];
+        // Drawn before the wait: a lost request does not hold the line, even for a late slave.
+        const Fault fault = draw_fault(d, req, ilen, 1);
+        if (opts_.verbose)
+            std::fprintf(stderr, "modbus_sim: rtu:%s%s%s\n", describe_request(req, ilen, 1).c_str(), fault_note(fault),
+                         late && fault != Fault::Timeout ? " (late slave)" : "");
+        if (fault == Fault::Timeout) {
+            d.fault_timeouts++;
+            return true;
+        }
+        // A late slave answers --late-ms after the request instead of --turnaround-ms; requests
+        // arriving meanwhile (for any slave) wait in the tty until its answer has gone out.
+        const int delay_ms = late ? opts_.late_ms : opts_.turnaround_ms;
+        if (delay_ms > 0) {
+            sleep_until_or_stop(rx_last_ + std::chrono::milliseconds(delay_ms));
+            if (g_stop || g_mute) return true;  // muted or stopped while "processing"
+        }
         modbus_set_slave(rtu_ctx_, unit);
+        if (fault == Fault::Exception) {
+            if (modbus_reply_exception(rtu_ctx_, req, MODBUS_EXCEPTION_ILLEGAL_DATA_ADDRESS) < 0) {
+                const int err = errno;
+                if (opts_.verbose)
+                    std::fprintf(stderr, "modbus_sim: rtu: reply to unit %d failed: %s\n", unit, modbus_strerror(err));
+                if (err == EIO || err == EBADF || err == ENXIO || err == ENODEV) close_rtu(modbus_strerror(err));
+                return true;
+            }
+            d.fault_exceptions++;
+            if (late) d.late_answers++;
+            return true;
+        }
         switch (fw_serve(d, rtu_ctx_, req, ilen, 1)) {
         case FwVerdict::Normal: break;
         case FwVerdict::Answered:
+            if (late) d.late_answers++;
+            return true;
         case FwVerdict::NoReply:
         case FwVerdict::Drop: return true;  // a rebooting slave is silent
         case FwVerdict::ReplyFailed: {
@@ -1365,7 +1570,10 @@ private:
             if (opts_.verbose)
                 std::fprintf(stderr, "modbus_sim: rtu: reply to unit %d failed: %s\n", unit, modbus_strerror(err));
             if (err == EIO || err == EBADF || err == ENXIO || err == ENODEV) close_rtu(modbus_strerror(err));
+            return true;
         }
+        if (is_data_read(req, ilen, 1)) d.answered_reads++;
+        if (late) d.late_answers++;
         return true;
     }
 
@@ -1470,11 +1678,11 @@ private:
         }
     }
 
-    void log_request(const Device& d, int fd, const std::uint8_t* req, int len, int hdr, bool muted) {
+    void log_request(const Device& d, int fd, const std::uint8_t* req, int len, int hdr, const char* note) {
         std::string line = "modbus_sim: device " + std::to_string(d.index) + " (port " + std::to_string(d.port) +
                            ") fd " + std::to_string(fd) + ":";
         line += describe_request(req, len, hdr);
-        if (muted) line += " (muted, no reply)";
+        line += note;
         std::fprintf(stderr, "%s\n", line.c_str());
     }
 
@@ -1491,8 +1699,23 @@ private:
         }
         if (len == 0) return true;  // request libmodbus chose to ignore
         const int hdr = modbus_get_header_length(d.ctx);
-        if (opts_.verbose) log_request(d, fd, req, len, hdr, muted);
+        const Fault fault = muted ? Fault::None : draw_fault(d, req, len, hdr);
+        if (opts_.verbose) log_request(d, fd, req, len, hdr, muted ? " (muted, no reply)" : fault_note(fault));
         if (muted) return true;
+        if (fault == Fault::Timeout) {
+            d.fault_timeouts++;
+            return true;
+        }
+        if (fault == Fault::Exception) {
+            if (modbus_reply_exception(d.ctx, req, MODBUS_EXCEPTION_ILLEGAL_DATA_ADDRESS) < 0) {
+                if (opts_.verbose)
+                    std::fprintf(stderr, "modbus_sim: device %d: reply to fd %d failed: %s\n", d.index, fd,
+                                 modbus_strerror(errno));
+                return false;
+            }
+            d.fault_exceptions++;
+            return true;
+        }
         switch (fw_serve(d, d.ctx, req, len, hdr)) {
         case FwVerdict::Normal: break;
         case FwVerdict::Answered:
@@ -1511,6 +1734,7 @@ private:
                              modbus_strerror(errno));
             return false;
         }
+        if (is_data_read(req, len, hdr)) d.answered_reads++;
         return true;
     }
 
@@ -1521,6 +1745,7 @@ private:
     int rtu_fd_ = -1;  // -1: never opened, -2: lost and being reopened, else the tty
     std::array<int, kMaxSlaveId + 1> unit_device_{};  // unit id -> device index, -1 = not ours
     std::array<bool, kMaxSlaveId + 1> muted_unit_{};
+    std::array<bool, kMaxSlaveId + 1> late_unit_{};
     std::vector<std::uint8_t> rx_;  // bytes of the request being received
     std::chrono::steady_clock::time_point rx_last_{};  // when the last of them arrived
     std::chrono::nanoseconds rtu_silence_{};
@@ -1571,6 +1796,7 @@ int main(int argc, char** argv) {
         if (!sim.start()) return 1;
         sim.run();
     }
+    sim.report_stats();
     std::fprintf(stderr, "modbus_sim: exiting\n");
     return 0;
 }

@@ -597,6 +597,63 @@ TEST_F(ProfileConfigTest, UnitIdsDeclareManyDevicesFromOneProfileAndADeviceCanAd
   EXPECT_EQ(devices[1].commands.at(0).name, "reset");
 }
 
+TEST_F(ProfileConfigTest, UnitIdsOnATcpEntryDeclareOneDevicePerUnitBehindOneHost) {
+  // A Modbus TCP-to-RTU gateway: one host, several unit ids behind it.
+  Profile("bin", "kind = \"bin\"\n[[points]]\nmetric = \"distance_mm\"\naddress = 0\n");
+  auto cfg = Load(std::string(kGateway) +
+                  "[modbus]\n[[modbus.devices]]\nid = \"bin-{unit}\"\nhost = \"10.1.2.3\"\nport = 5020\n"
+                  "unit_ids = \"1-3\"\nprofile = \"bin\"\n");
+  ASSERT_TRUE(cfg.ok()) << cfg.status().message();
+  const auto& devices = ModbusOf(*cfg)->devices;
+  ASSERT_EQ(devices.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(devices[i].id, "bin-" + std::to_string(i + 1));
+    EXPECT_EQ(devices[i].unit_id, i + 1);
+    EXPECT_EQ(devices[i].host, "10.1.2.3");
+    EXPECT_EQ(devices[i].port, 5020);
+  }
+  // Without a host the entry is refused, not polled at an empty host.
+  auto nohost = Load(std::string(kGateway) +
+                     "[modbus]\n[[modbus.devices]]\nid = \"bin-{unit}\"\nunit_ids = \"1-3\"\nprofile = \"bin\"\n");
+  ASSERT_FALSE(nohost.ok());
+  EXPECT_NE(nohost.status().message().find("modbus.devices[0].host: required key is missing"), std::string::npos)
+      << nohost.status().message();
+}
+
+TEST_F(ProfileConfigTest, ADeviceOverridesItsProfilesWordOrderAndFloatsDefaultToTheirOwnPrecision) {
+  Profile("room", "kind = \"garbage_room\"\n[[points]]\nmetric = \"nh3_ppm\"\naddress = 2\ntype = \"f32\"\n"
+                  "[[points]]\nmetric = \"fill_level_pct\"\naddress = 0\nscale = 0.1\ndecimals = 1\n");
+  auto cfg = Load(std::string(kGateway) +
+                  "[modbus]\n[[modbus.devices]]\nid = \"r1\"\nhost = \"127.0.0.1\"\nprofile = \"room\"\n"
+                  "[[modbus.devices]]\nid = \"r2\"\nhost = \"127.0.0.1\"\nprofile = \"room\"\n"
+                  "word_order = \"low_first\"\nbyte_order = \"little\"\n");
+  ASSERT_TRUE(cfg.ok()) << cfg.status().message();
+  const auto& devices = ModbusOf(*cfg)->devices;
+  EXPECT_EQ(devices.at(0).points.at(0).word_order, dev::modbus::WordOrder::kHighFirst);
+  EXPECT_EQ(devices.at(1).points.at(0).word_order, dev::modbus::WordOrder::kLowFirst);
+  EXPECT_EQ(devices.at(1).points.at(0).byte_order, dev::modbus::ByteOrder::kLittle);
+  EXPECT_FALSE(devices.at(0).points.at(0).decimals.has_value()) << "unset: the type's own precision";
+  EXPECT_EQ(devices.at(0).points.at(1).decimals, 1);
+  // Without a profile there is nothing to override.
+  auto bad = Load(std::string(kGateway) +
+                  "[modbus]\n[[modbus.devices]]\nid = \"r1\"\nhost = \"127.0.0.1\"\nword_order = \"low_first\"\n"
+                  "[[modbus.devices.points]]\nmetric = \"a_pct\"\naddress = 0\n");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("word_order: overrides the order of a profile's points"), std::string::npos)
+      << bad.status().message();
+}
+
+TEST(ConfigTest, OverlappingPointsAreAWarningNotAnError) {
+  auto cfg = MustLoad(std::string(kGateway) +
+                      "[modbus]\n[[modbus.devices]]\nid = \"r1\"\nhost = \"127.0.0.1\"\n"   // 4-7
+                      "[[modbus.devices.points]]\nmetric = \"energy\"\naddress = 9\ntype = \"u32\"\n"  // 8-11
+                      "[[modbus.devices.points]]\nmetric = \"flags\"\naddress = 10\n"          // 12-14
+                      "[[modbus.devices.points]]\nmetric = \"door_open\"\ntable = \"coil\"\naddress = 10\n");
+  ASSERT_EQ(cfg.warnings.size(), 1u);
+  EXPECT_EQ(cfg.warnings[0], "test.toml:8:1: modbus.devices[0].points: warning: \"flags\" (10..10) overlaps "
+                             "\"energy\" (9..10) in the same table");
+}
+
 TEST_F(ProfileConfigTest, AProblemInAProfilePointsAtTheProfileFileAndLine) {
   std::string profile = Profile("room", "kind = \"garbage_room\"\n[[points]]\nmetric = \"fill_level_pct\"\n"
                                         "address = 70000\n");
