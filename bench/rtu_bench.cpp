@@ -46,8 +46,8 @@ test::Process StartSim(const std::string& tty, int baud, const std::string& dir,
   std::vector<std::string> argv = {MODBUS_SIM_BIN, "--rtu", tty, "--baud", std::to_string(baud),
                                    "--slaves", "1-10", "--turnaround-ms", "5"};
   if (late) {
-    for (std::string a : {"--late-slaves", std::to_string(kLateUnit).c_str(), "--late-ms"}) argv.push_back(a);
-    argv.push_back(std::to_string(kTimeoutMs + 90));
+    argv.insert(argv.end(), {"--late-slaves", std::to_string(kLateUnit), "--late-ms",
+                             std::to_string(kTimeoutMs + 90)});
   }
   auto sim = test::Process::Start(argv, {.stderr_path = dir + "/sim.err"});
   auto until = Clock::now() + 10s;

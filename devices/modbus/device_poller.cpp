@@ -13,6 +13,7 @@
 #include <limits>
 
 #include "core/clock.h"
+#include "core/untrusted.h"
 
 namespace sanigate::dev::modbus {
 namespace {
@@ -21,6 +22,8 @@ using Clock = std::chrono::steady_clock;
 
 // A rejected address is probed again after this many cycles (firmware may change).
 constexpr int kReprobeCycles = 100;
+// A failing device is retried at most this far apart (unless its own interval is longer).
+constexpr int64_t kMaxBackoffMs = 10'000;
 // Refusals in a row (of the point's own request) before it is set aside.
 constexpr int kConfirmRefusals = 2;
 // Tries after a wrong answer before the request counts as failed.
@@ -177,6 +180,14 @@ void DevicePoller::Replan() {
     const auto& p = cfg_.points[i];
     plan_.push_back({p.table, p.address, static_cast<uint16_t>(p.registers()), {i}});
   }
+}
+
+std::chrono::milliseconds DevicePoller::NextInterval() const {
+  std::chrono::milliseconds interval(cfg_.interval_ms);
+  if (!failing()) return interval;
+  const std::chrono::milliseconds ceiling = std::max(interval, std::chrono::milliseconds(kMaxBackoffMs));
+  int doublings = std::min(failures_ - cfg_.offline_after, 20);
+  return std::min(interval * (int64_t{1} << doublings), ceiling);
 }
 
 void DevicePoller::Unreachable(const std::string& why, std::vector<Record>& out) {
@@ -549,7 +560,7 @@ CommandReply DevicePoller::Write(modbus_t* ctx, const CommandRequest& req) {
     double d = std::strtod(arg.c_str(), &end);
     if (end && *end == '\0' && !arg.empty() && std::isfinite(d)) value = d;
   }
-  if (!value) return {false, "\"" + arg + "\" is not a value of " + req.name, {}};
+  if (!value) return {false, QuotePrefix(arg, 32) + " is not a value of " + req.name, {}};
   if ((c->min && *value < *c->min) || (c->max && *value > *c->max))
     return {false, JsonNumber(*value) + " is outside " + (c->min ? JsonNumber(*c->min) : "-inf") +
                        ".." + (c->max ? JsonNumber(*c->max) : "inf"), {}};

@@ -80,6 +80,10 @@ class DevicePoller {
   bool online() const { return online_; }
   bool failing() const { return failures_ >= cfg_.offline_after; }
   int failures() const { return failures_; }
+  // Time until the next poll: the configured interval, or while the device is failing a
+  // backoff doubling from it up to 10 s (or the interval, if longer), so a dead or late slave
+  // costs the others one timeout per backoff, not per interval.
+  std::chrono::milliseconds NextInterval() const;
   const PollCounters& counters() const { return counters_; }
   const std::string& last_error() const { return last_error_; }
   size_t planned_requests() const { return plan_.size(); }

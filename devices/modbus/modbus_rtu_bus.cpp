@@ -195,13 +195,8 @@ void ModbusRtuBus::Run() {
         SettleLine();
       }
     }
-    auto interval = milliseconds(dc.interval_ms);
-    if (d.poller.failing()) {
-      // A silent device is asked less often, so it costs the line at most one timeout per
-      // (longer) cycle and the others keep their pace.
-      int extra = std::min(d.poller.failures() - dc.offline_after, 4);
-      interval = std::max(interval, std::min(interval * (1 << extra), milliseconds(10000)));
-    }
+    // A silent device is asked less often, so the others keep their pace.
+    auto interval = d.poller.NextInterval();
     auto now = Clock::now();
     d.due += interval;
     if (d.due <= now) d.due = now + interval - (now - d.due) % interval;

@@ -154,13 +154,8 @@ void ModbusTcpAdapter::WorkerLoop() {
       Visit(d, std::move(commands), /*poll=*/true);
       // Keep the phase: next poll one interval after the previous due time. A device that fell
       // behind (e.g. waited on a timeout) skips the missed slots instead of bursting.
-      const auto& cfg = d.poller.config();
-      auto interval = milliseconds(cfg.interval_ms);
-      if (d.poller.failing()) {
-        // Offline: retry less often (up to 10 s) so a dead device costs the others little.
-        int extra = std::min(d.poller.failures() - cfg.offline_after, 4);
-        interval = std::max(interval, std::min(interval * (1 << extra), milliseconds(10000)));
-      }
+      // Offline: retried less often (up to 10 s) so a dead device costs the others little.
+      auto interval = d.poller.NextInterval();
       next = due + interval;
       auto now = Clock::now();
       if (next <= now) next = now + interval - (now - due) % interval;

@@ -9,6 +9,7 @@
 
 #include "core/clock.h"
 #include "core/atomic_file.h"
+#include "core/untrusted.h"
 #include "heatmap/feed.h"
 #include "mqtt/topics.h"
 
@@ -19,6 +20,11 @@ using json = nlohmann::json;
 namespace topics = mqtt::topics;
 
 constexpr auto kTick = std::chrono::milliseconds(200);
+// Limits on what arrives over MQTT (anyone with publish rights may send anything).
+constexpr size_t kMaxAdminBytes = 64 * 1024;
+constexpr size_t kMaxFirmwarePutBytes = 2 * 1024 * 1024;  // base64 of a 1 MiB chunk and its JSON
+constexpr size_t kMaxDeviceMessageBytes = 256 * 1024;
+constexpr size_t kMaxGatewayStatusBytes = 32 * 1024 * 1024;  // lists every device of a big site
 using Clock = std::chrono::steady_clock;
 
 int Severity(HealthState s) {
@@ -270,12 +276,14 @@ void FleetDaemon::Handle(const mqtt::InboundMessage& m, int64_t now) {
 
 void FleetDaemon::HandleDeviceMessage(const std::string& site, const std::string& device, const std::string& leaf,
                                       const std::string& payload, int64_t now) {
-  json j = json::parse(payload, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) {
+  auto parsed = ParseUntrustedJson(payload, {.max_bytes = kMaxDeviceMessageBytes, .max_depth = 16});
+  if (!parsed.ok() || !parsed->is_object()) {
     ++malformed_;
-    spdlog::debug("ignored a malformed {} of {}/{}", leaf, site, device);
+    spdlog::debug("ignored a malformed {} of {}/{}: {}", leaf, site, device,
+                  parsed.ok() ? "not a JSON object" : parsed.status().message());
     return;
   }
+  json j = std::move(*parsed);
   Observation obs;
   obs.device = RegistryKey(site, device);
   obs.ts_ms = j.value("ts", int64_t{0});
@@ -345,11 +353,12 @@ void FleetDaemon::HandleDeviceMessage(const std::string& site, const std::string
 
 void FleetDaemon::HandleGatewayStatus(const std::string& site, const std::string& gateway, const std::string& payload,
                                       int64_t now) {
-  json j = json::parse(payload, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) {
+  auto parsed = ParseUntrustedJson(payload, {.max_bytes = kMaxGatewayStatusBytes, .max_depth = 16});
+  if (!parsed.ok() || !parsed->is_object()) {
     ++malformed_;
     return;
   }
+  json j = std::move(*parsed);
   bool created = false;
   GatewayEntry& g = registry_.Gateway(site, gateway, now, &created);
   if (created) spdlog::info("registry: new gateway {}/{}", site, gateway);
@@ -598,10 +607,17 @@ json VerdictJson(const HealthVerdict& v, const std::string& site, const std::str
 void FleetDaemon::HandleAdmin(const mqtt::InboundMessage& m, const std::string& verb, int64_t now) {
   auto reply = [&](json answer) {
     if (m.response_topic.empty()) return;
-    (void)client_->PublishResponse(m.response_topic, answer.dump(), m.correlation_data);
+    (void)client_->PublishResponse(m.response_topic, SafeDump(answer), m.correlation_data);
   };
   auto fail = [&](const std::string& code, const std::string& error) { reply({{"ok", false}, {"error", error}, {"code", code}}); };
-  json args = m.payload.empty() ? json::object() : json::parse(m.payload, nullptr, false);
+  // Firmware chunks are the only large requests (base64 of max_chunk_kib); the rest are small.
+  JsonLimits limits{.max_bytes = verb == "firmware_put" ? kMaxFirmwarePutBytes : kMaxAdminBytes, .max_depth = 16};
+  auto parsed = m.payload.empty() ? Result<json>(json::object()) : ParseUntrustedJson(m.payload, limits);
+  if (!parsed.ok()) {
+    spdlog::warn("admin {}: refused: {}", QuotePrefix(verb, 32), parsed.status().message());
+    return fail("invalid", parsed.status().message());
+  }
+  json args = std::move(*parsed);
   if (!args.is_object()) return fail("invalid", "the request payload must be a JSON object of arguments");
   auto filter = [&](const char* key) { return args.contains(key) && args[key].is_string() ? args[key].get<std::string>() : std::string(); };
 

@@ -10,9 +10,12 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "app/command_payload.h"
 #include "app/mqtt_input.h"
 #include "mqtt/topics.h"
 #include "core/clock.h"
+#include "core/untrusted.h"
+#include "settings/reader.h"
 #include "registry/registry.h"
 
 namespace sanigate::app {
@@ -80,47 +83,32 @@ void Gateway::OnCommand(mqtt::InboundMessage msg) {
       req.name = rest.substr(slash + 5);
     }
   }
+  // Whatever an adapter puts in its answer (it may quote an argument), the reply and the log
+  // line stay valid and short: SafeDump never throws on bad UTF-8.
   auto respond = [this, topic = msg.response_topic, corr = msg.correlation_data,
-                  device = req.device, name = req.name](const dev::CommandReply& r) {
+                  device = QuotePrefix(req.device, 64), name = QuotePrefix(req.name, 32)](const dev::CommandReply& r) {
     spdlog::log(r.ok ? spdlog::level::info : spdlog::level::warn, "cmd {} {}: {}", device, name,
-                r.ok ? "ok" : r.error);
+                r.ok ? "ok" : QuotePrefix(r.error, 160));
     if (topic.empty()) return;  // fire-and-forget request: nobody to answer
     json j;
     j["ok"] = r.ok;
-    j["error"] = r.ok ? json(nullptr) : json(r.error);
+    j["error"] = r.ok ? json(nullptr) : json(r.error.substr(0, 512));
     j["result"] = r.result_json.empty() ? json(nullptr) : json::parse(r.result_json, nullptr, false);
-    if (forwarder_) (void)forwarder_->PublishResponse(topic, j.dump(), corr);
+    if (forwarder_) (void)forwarder_->PublishResponse(topic, SafeDump(j), corr);
   };
-  if (req.device.empty() || req.name.empty()) return respond({false, "bad command topic " + msg.topic, {}});
-  // Payload: {"args":["on"]}, {"value":"on"} / {"value":1}, or plain text "on".
-  if (!msg.payload.empty()) {
-    json p = json::parse(msg.payload, nullptr, false);
-    auto as_arg = [](const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); };
-    if (p.is_object() && p.contains("args") && p["args"].is_array()) {
-      for (const auto& a : p["args"]) req.args.push_back(as_arg(a));
-    } else if (p.is_object() && p.contains("value")) {
-      req.args.push_back(as_arg(p["value"]));
-    } else if (p.is_discarded() || p.is_string() || p.is_number() || p.is_boolean()) {
-      std::string text = p.is_discarded() ? msg.payload : as_arg(p);
-      size_t pos = 0;
-      while (pos < text.size()) {  // plain text: space-separated arguments
-        size_t end = text.find(' ', pos);
-        if (end == std::string::npos) end = text.size();
-        if (end > pos) req.args.push_back(text.substr(pos, end - pos));
-        pos = end + 1;
-      }
-    } else {
-      return respond({false, "payload must be {\"args\":[...]}, {\"value\":...} or plain text", {}});
-    }
-    if (p.is_object() && p.contains("timeout_ms") && p["timeout_ms"].is_number_integer())
-      req.timeout = std::chrono::milliseconds(std::clamp<int64_t>(p["timeout_ms"].get<int64_t>(), 10, 60000));
-  }
+  if (req.device.empty() || req.name.empty())
+    return respond({false, "bad command topic " + QuotePrefix(msg.topic, 96), {}});
+  auto payload = ParseCommandPayload(msg.payload);
+  if (!payload.ok()) return respond({false, payload.status().message(), {}});
+  req.args = std::move(payload->args);
+  req.timeout = payload->timeout;
   std::lock_guard lk(adapters_mu_);
   auto it = owner_.find(req.device);
   if (it != owner_.end()) return it->second->Execute(std::move(req), respond);
   for (auto& a : adapters_)
     if (a->OwnsDevice(req.device)) return a->Execute(std::move(req), respond);
-  respond({false, "unknown device " + req.device, {}});
+  // A well-formed id as it is (sanictl maps "unknown device" to "not found"), anything else quoted.
+  respond({false, "unknown device " + (settings::IsValidId(req.device) ? req.device : QuotePrefix(req.device, 64)), {}});
 }
 
 // The gateway's half of the admin API (fleet/README.md): answers from Paho's thread, so only
@@ -132,14 +120,15 @@ void Gateway::OnAdmin(mqtt::InboundMessage msg, std::string verb) {
   if (verb == "status") {
     answer = {{"ok", true}, {"result", json::parse(StatusPayload(true))}};
   } else if (verb == "install") {
-    json job = json::parse(msg.payload, nullptr, false);
-    answer = firmware_ ? firmware_->Accept(job) : json{{"ok", false}, {"code", "invalid"}, {"error", "firmware agent not running"}};
+    auto job = ParseUntrustedJson(msg.payload, {.max_bytes = 256 * 1024, .max_depth = 16});
+    if (!job.ok()) answer = {{"ok", false}, {"code", "invalid"}, {"error", job.status().message()}};
+    else answer = firmware_ ? firmware_->Accept(*job) : json{{"ok", false}, {"code", "invalid"}, {"error", "firmware agent not running"}};
   } else if (verb == "ping") {
     answer = {{"ok", true}, {"result", {{"gateway", cfg_.gateway.id}, {"version", SANIGATE_VERSION}, {"ts", NowMs()}}}};
   } else {
-    answer = {{"ok", false}, {"error", "unknown verb \"" + verb + "\" (status, ping, install)"}, {"code", "invalid"}};
+    answer = {{"ok", false}, {"error", "unknown verb " + QuotePrefix(verb, 32) + " (status, ping, install)"}, {"code", "invalid"}};
   }
-  (void)forwarder_->PublishResponse(msg.response_topic, answer.dump(), msg.correlation_data);
+  (void)forwarder_->PublishResponse(msg.response_topic, SafeDump(answer), msg.correlation_data);
 }
 
 void Gateway::OnShed(const store::ShedReport& r) {

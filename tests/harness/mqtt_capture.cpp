@@ -172,6 +172,16 @@ void MqttCapture::Subscribe(std::string filter, int qos, std::chrono::millisecon
                            "' failed: " + failure);
 }
 
+void MqttCapture::Publish(const std::string& topic, const std::string& payload,
+                          const std::string& response_topic, std::chrono::milliseconds timeout) {
+  auto msg = mqtt::make_message(topic, payload, 1, false);
+  if (!response_topic.empty())
+    msg->set_properties(mqtt::properties{{mqtt::property::RESPONSE_TOPIC, response_topic},
+                                         {mqtt::property::CORRELATION_DATA, std::string("req-1")}});
+  if (!client_->publish(msg)->wait_for(timeout))
+    throw std::runtime_error("MqttCapture(" + client_id_ + "): publish to '" + topic + "' timed out");
+}
+
 void MqttCapture::Disconnect(std::chrono::milliseconds timeout) {
   try {
     // Also cancels automatic reconnect when the broker is currently down.

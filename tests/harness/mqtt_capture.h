@@ -49,6 +49,10 @@ class MqttCapture {
   // remembered and renewed after every reconnect (a no-op when the broker kept the session).
   void Subscribe(std::string filter, int qos = 1,
                  std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  // Publishes `payload` (any bytes) at QoS 1 and waits for the PUBACK; with a response topic it
+  // is an MQTT 5 request (response topic + correlation data). Throws on failure or timeout.
+  void Publish(const std::string& topic, const std::string& payload, const std::string& response_topic = "",
+               std::chrono::milliseconds timeout = std::chrono::seconds(10));
   // Clean MQTT disconnect; a persistent session stays on the broker. Never throws.
   void Disconnect(std::chrono::milliseconds timeout = std::chrono::seconds(5));
 

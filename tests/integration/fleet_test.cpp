@@ -228,6 +228,43 @@ TEST_F(FleetTest, RestartKeepsTheRegistryAndMalformedInputIsIgnored) {
   EXPECT_EQ(log.find("registry: 0 devices"), std::string::npos) << log;
 }
 
+TEST_F(FleetTest, HostileAdminRequestsAndModelMessagesAreRefusedAndSanifleetCarriesOn) {
+  // Issue 17, sanifleet's side: its admin API and the model topics take anything a publisher
+  // with rights sends. Each is refused with a short clear error; the daemon keeps answering.
+  StartAll();
+  capture->Subscribe("test/hostile/#", 1);
+  const std::string admin = "sanigate/v1/houpu/fleet/admin/";
+  struct Case {
+    std::string verb, payload, error;
+  };
+  std::vector<Case> cases = {
+      {"devices", "{\"kind\":\"\xff\xfe\"}", "invalid UTF-8 at byte 9"},
+      {"devices", std::string(100000, '[') + std::string(100000, ']'),
+       "payload of 200000 bytes is over the limit of 65536"},
+      {"devices", "{\"kind\":" + std::string(1000, '[') + std::string(1000, ']') + "}", "JSON nested deeper than 16"},
+      {"health", std::string(10 << 20, '{'), "payload of 10485760 bytes is over the limit of 65536"},
+      {"firmware_put", std::string(3 << 20, ' '), "payload of 3145728 bytes is over the limit of 2097152"},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    std::string reply = "test/hostile/" + std::to_string(i);
+    capture->Publish(admin + cases[i].verb, cases[i].payload, reply);
+    ASSERT_TRUE(capture->WaitForCount(reply, 1, 10s)) << i << "\n" << FleetLog();
+    auto answer = Unique(capture->Messages(), reply);
+    ASSERT_EQ(answer.size(), 1u);
+    EXPECT_EQ(answer[0].payload["ok"], false) << i;
+    EXPECT_EQ(answer[0].payload["error"], cases[i].error) << i;
+    ASSERT_TRUE(fleet.Running()) << "case " << i << " killed sanifleet";
+  }
+  // Model messages: counted as malformed and dropped, never decoded.
+  capture->Publish("sanigate/v1/houpu/devices/bin-a/telemetry", std::string(50000, '[') + std::string(50000, ']'));
+  capture->Publish("sanigate/v1/houpu/devices/bin-a/telemetry", "{\"device\":\"\xc0\xaf\"}");
+  capture->Publish("sanigate/v1/houpu/gateway/gw-x/status", std::string(20000, '{'));
+  json status = Admin("status");
+  ASSERT_EQ(status["ok"], true) << status.dump();
+  EXPECT_TRUE(fleet.Running());
+  EXPECT_LT(FleetLog().size(), 1u << 20) << "a payload was echoed into the log";
+}
+
 TEST_F(FleetTest, GatewayThatStopsIsOffline) {
   StartAll();
   ASSERT_TRUE(capture->WaitFor([&](const std::vector<Captured>& m) {

@@ -124,6 +124,32 @@ TEST_F(GatewayTest, BrokerOutageLosesNoReadingAndKeepsTheirOrder) {
   ExpectContiguous(Reads("room-07"), FailedPolls("room-07"));
 }
 
+TEST_F(GatewayTest, WithDefaultBackoffARestartedBrokerIsFoundWithinSeconds) {
+  // The shipped reconnect settings (no reconnect_* keys): after a 15 s outage the gateway must
+  // not sit out a long backoff once the broker is back.
+  StartBroker({.persistence = true});
+  StartSim(1, {"--counter", "hr:4"});
+  Capture(/*persistent=*/true);
+  std::string config = BaseConfig();
+  const std::string tuned = "reconnect_min_ms = 100\nreconnect_max_ms = 1000\n";
+  ASSERT_NE(config.find(tuned), std::string::npos);
+  config.erase(config.find(tuned), tuned.size());
+  WriteConfig(config + "[modbus]\n" + RoomConfig("room-07", 0, 200));
+  StartGateway();
+  ASSERT_TRUE(WaitReads("room-07", 3, 10s));
+  broker->Stop();
+  std::this_thread::sleep_for(15s);  // the outage
+  broker->Restart();
+  auto back = std::chrono::steady_clock::now();
+  ASSERT_TRUE(capture->WaitConnected(15s)) << capture->last_error();
+  size_t before = Reads("room-07").size();
+  ASSERT_TRUE(WaitReads("room-07", before + 1, 20s));
+  double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - back).count();
+  // reconnect_max_ms defaults to 5000: at most one capped backoff after the broker is back.
+  EXPECT_LT(waited, 8.0) << "the gateway took " << waited << " s to find the broker again";
+  ExpectContiguous(Reads("room-07"), FailedPolls("room-07"));
+}
+
 TEST_F(GatewayTest, StartsWithoutABrokerAndDeliversEverythingOnceItAppears) {
   StartBroker({.persistence = true});
   StartSim(1, {"--counter", "hr:4"});
@@ -394,6 +420,57 @@ max = 3.0
   json unknown = rr("self_destruct", "now");
   EXPECT_EQ(unknown["ok"], false);
   EXPECT_EQ(unknown["error"], "unknown command self_destruct for room-07 (known: uv_lamp, fan_speed)");
+}
+
+TEST_F(GatewayTest, HostileCommandPayloadsAreRefusedAndTheGatewayKeepsDelivering) {
+  // Issue 17: invalid UTF-8 in a value aborted the gateway, 100,000 levels of nesting crashed
+  // it, and a big payload was echoed back in full. Anyone allowed to publish on cmd/ can send them.
+  StartBroker();
+  StartSim(1, {"--counter", "hr:4"});
+  Capture();
+  capture->Subscribe("test/hostile/#", 1);
+  WriteConfig(BaseConfig() + "[modbus]\n" + RoomConfig("room-07", 0, 100) + R"(
+[[modbus.devices.commands]]
+name = "uv_lamp"
+table = "coil"
+address = 0
+)");
+  StartGateway();
+  ASSERT_TRUE(WaitReads("room-07", 3, 10s));
+  WaitGatewayOnline();
+  const std::string cmd = "sanigate/v1/houpu/devices/room-07/cmd/uv_lamp";
+  struct Case {
+    std::string name, payload, error;
+  };
+  std::vector<Case> cases = {
+      {"utf8", "{\"value\":\"\xff\xfe\"}", "invalid UTF-8 at byte 10"},
+      {"deep", "{\"args\":" + std::string(100000, '[') + std::string(100000, ']') + "}",
+       "payload of 200009 bytes is over the limit of 4096"},
+      {"deep-small", "{\"args\":" + std::string(1000, '[') + std::string(1000, ']') + "}",
+       "JSON nested deeper than 4"},
+      {"mib", std::string(1 << 20, 'x'), "payload of 1048576 bytes is over the limit of 4096"},
+      {"tenmib", std::string(10 << 20, '{'), "payload of 10485760 bytes is over the limit of 4096"},
+      {"text-utf8", "on\xc0\xaf", "invalid UTF-8 at byte 2"},
+  };
+  for (const auto& c : cases) {
+    capture->Publish(cmd, c.payload, "test/hostile/" + c.name);
+    ASSERT_TRUE(capture->WaitForCount("test/hostile/" + c.name, 1, 10s)) << c.name << "\n" << GatewayLog();
+    ASSERT_TRUE(gateway.Running()) << c.name << " killed the gateway";
+  }
+  for (const auto& c : cases) {
+    auto answers = Unique(capture->Messages(), "test/hostile/" + c.name);
+    ASSERT_EQ(answers.size(), 1u) << c.name;
+    EXPECT_EQ(answers[0].payload["ok"], false) << c.name;
+    EXPECT_EQ(answers[0].payload["error"], c.error) << c.name;
+  }
+  // The log quotes at most a short prefix: nothing near the 10 MiB payload in it.
+  EXPECT_LT(GatewayLog().size(), 1u << 20) << "the payload was echoed into the log";
+  // Still polling and publishing, still taking good commands.
+  size_t before = Reads("room-07").size();
+  EXPECT_TRUE(WaitReads("room-07", before + 3, 10s));
+  json ok = Command("room-07", "uv_lamp", "{\"timeout_ms\": 2000, \"value\": \"on\"}");
+  EXPECT_EQ(ok["ok"], true) << ok.dump();
+  ExpectContiguous(Reads("room-07"), FailedPolls("room-07"));
 }
 
 TEST_F(GatewayTest, WritesRacingFastPollsAllSucceedAndNoPollIsLost) {
