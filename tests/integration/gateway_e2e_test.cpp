@@ -520,6 +520,13 @@ TEST_F(GatewayTest, AdminApiAnswersStatusAndPingOnItsOwnTopic) {
   EXPECT_EQ(status["result"]["gateway"], "gw-test");
   EXPECT_EQ(status["result"]["online"], true);
   EXPECT_GE(status["result"]["adapters"]["modbus"]["per_device"]["room-01"]["requests"].get<int64_t>(), 1);
+  // Polls are poll cycles; requests are what went on the wire (4 tables: 4 requests a poll).
+  const json& modbus = status["result"]["adapters"]["modbus"];
+  int64_t polls = modbus["polls"].get<int64_t>(), requests = modbus["requests"].get<int64_t>();
+  EXPECT_GE(polls, 1);
+  EXPECT_GE(requests, 4 * polls - 4) << modbus.dump();
+  EXPECT_LE(requests, 4 * polls) << modbus.dump();
+  EXPECT_EQ(modbus["per_device"]["room-01"]["polls"], polls);
   json ping = admin("ping");
   EXPECT_EQ(ping["result"]["gateway"], "gw-test");
   json bad = admin("reboot-everything");
