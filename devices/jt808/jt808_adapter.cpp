@@ -182,6 +182,35 @@ struct Jt808Adapter::Impl : std::enable_shared_from_this<Jt808Adapter::Impl> {
     if (sink && !records.empty()) sink->EmitBatch(std::move(records));
   }
 
+  // The alarm bits whose events were last announced active (durable across restarts).
+  uint32_t AnnouncedAlarms(const std::string& device) const {
+    uint32_t mask = 0;
+    for (const auto& def : kAlarmEvents)
+      if (sink && sink->LastAnnounced(device, def.event).value_or(false)) mask |= def.mask;
+    return mask;
+  }
+
+  // The `offline` event of a terminal that disconnected, unless it is back (authenticated)
+  // within offline_after_s (io thread).
+  void AnnounceOfflineLater(const Terminal& term, const std::string& reason) {
+    auto announce = [this, term, reason] {
+      offline_pending.erase(term.device);
+      if (by_device.count(term.device) || !offline_announced.insert(term.device).second) return;
+      Record ev = MakeEvent(term.device, term.kind, "jt808", NowMs(), "offline", EventState::kActive, Severity::kWarning);
+      ev.source_extra.push_back({"phone", term.phone});
+      if (!term.plate.empty()) ev.source_extra.push_back({"plate", term.plate});
+      ev.message = reason;
+      Emit({std::move(ev)});
+    };
+    if (cfg.offline_after_s == 0) return announce();
+    auto timer = std::make_unique<asio::steady_timer>(io, std::chrono::seconds(cfg.offline_after_s));
+    timer->async_wait([announce](const asio::error_code& ec) {
+      if (ec) return;  // cancelled: the terminal came back, or the gateway is stopping
+      announce();
+    });
+    offline_pending[term.device] = std::move(timer);
+  }
+
   asio::awaitable<void> AcceptLoop();
   asio::awaitable<void> SweepLoop();
   void CloseAll(const std::string& reason);
@@ -227,6 +256,9 @@ struct Jt808Adapter::Impl : std::enable_shared_from_this<Jt808Adapter::Impl> {
   std::unordered_map<std::string, uint32_t> per_ip;
   std::unordered_map<std::string, AlarmState> alarms;       // by device, from live reports
   std::unordered_set<std::string> offline_announced;        // devices with an active `offline`
+  // Devices that disconnected and are not yet announced offline (offline_after_s).
+  std::unordered_map<std::string, std::unique_ptr<asio::steady_timer>> offline_pending;
+  uint64_t reconnects_debounced = 0;  // came back before being announced offline (stats_mu)
   std::unordered_map<std::string, int64_t> refused_logged;  // phone -> last log (ms)
   std::unordered_map<std::string, std::shared_ptr<UpgradeJob>> upgrades;  // by device
   std::unordered_map<std::string, std::string> maker_by_phone;  // from 0x0100, kept across reconnects
@@ -655,7 +687,16 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     if (!software_.empty()) st.source_extra.push_back({"firmware", software_});
     out.push_back(std::move(st));
-    if (a_.offline_announced.erase(term_.device)) {
+    if (auto pending = a_.offline_pending.find(term_.device); pending != a_.offline_pending.end()) {
+      pending->second->cancel();  // back within offline_after_s: no offline event at all
+      a_.offline_pending.erase(pending);
+      std::lock_guard lk(a_.stats_mu);
+      a_.reconnects_debounced++;
+    }
+    // Announced offline by this process, or before a restart (the durable announced state).
+    bool was_offline = a_.offline_announced.erase(term_.device) > 0 ||
+                       a_.sink->LastAnnounced(term_.device, "offline").value_or(false);
+    if (was_offline) {
       Record ev = MakeEvent(term_.device, term_.kind, "jt808", now, "offline", EventState::kCleared, Severity::kWarning);
       ev.message = "terminal reconnected";
       out.push_back(std::move(ev));
@@ -669,12 +710,10 @@ class Session : public std::enable_shared_from_this<Session> {
     Record st = MakeStatus(term_.device, term_.kind, "jt808", now, false, last_report_ms_ ? std::optional(last_report_ms_) : std::nullopt, reason);
     AddSource(st);
     out.push_back(std::move(st));
-    if (reason != "logout" && a_.offline_announced.insert(term_.device).second) {
-      Record ev = MakeEvent(term_.device, term_.kind, "jt808", now, "offline", EventState::kActive, Severity::kWarning);
-      ev.message = reason;
-      out.push_back(std::move(ev));
-    }
     a_.Emit(std::move(out));
+    // A logout is not a fault, and a stopping gateway is not the truck going away.
+    if (reason == "logout" || !a_.running) return;
+    a_.AnnounceOfflineLater(term_, reason);
   }
 
   void AddSource(Record& r) const {
@@ -730,7 +769,9 @@ class Session : public std::enable_shared_from_this<Session> {
       if (live) {
         auto [it, fresh] = a_.alarms.try_emplace(term_.device);
         if (fresh || p.ts_ms >= it->second.ts_ms) {  // an older point never rewinds the alarm state
-          AlarmEvents(fresh ? 0 : it->second.alarm, p, false, out);
+          // First report since the gateway started: compare with what consumers were last told,
+          // so an SOS that ended while the gateway was down is cleared.
+          AlarmEvents(fresh ? a_.AnnouncedAlarms(term_.device) : it->second.alarm, p, false, out);
           it->second = {p.alarm, p.ts_ms};
         }
       } else {
@@ -1091,6 +1132,8 @@ void Jt808Adapter::Impl::CloseAll(const std::string& reason) {
   asio::error_code ec;
   if (acceptor) acceptor->close(ec);
   if (sweep_timer) sweep_timer->cancel();
+  for (auto& [device, timer] : offline_pending) timer->cancel();
+  offline_pending.clear();
   std::vector<std::shared_ptr<Session>> all(sessions.begin(), sessions.end());
   for (auto& s : all) s->Close(reason);
   auto jobs = std::move(upgrades);
@@ -1174,6 +1217,9 @@ AdapterHealth Jt808Adapter::Health() const {
   h.polls = a.messages;
   h.errors = a.malformed + a.refused;
   h.last_error = a.last_error;
+  // Kept apart: garbage on the wire, terminals refused, and reconnects too quick to announce.
+  h.details_json = "{\"malformed\":" + std::to_string(a.malformed) + ",\"refused\":" + std::to_string(a.refused) +
+                   ",\"reconnects_debounced\":" + std::to_string(a.reconnects_debounced) + "}";
   for (const auto& d : devices) {
     DeviceCounters c;
     c.id = d;

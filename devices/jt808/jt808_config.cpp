@@ -38,6 +38,7 @@ std::any ParseJt808Section(settings::Node& node, const settings::GatewaySection&
   cfg.secret_file = secret.string();
   cfg.auth_timeout_s = node.Int("auth_timeout_s", cfg.auth_timeout_s, 1, 3600);
   cfg.idle_timeout_s = node.Int("idle_timeout_s", cfg.idle_timeout_s, 5, 86400);
+  cfg.offline_after_s = node.Int("offline_after_s", cfg.offline_after_s, 0, 3600);
   cfg.max_connections = node.Int("max_connections", cfg.max_connections, 1, 1000000);
   cfg.max_per_ip = node.Int("max_per_ip", cfg.max_per_ip, 0, 1000000);
   cfg.max_frame_bytes = node.Int("max_frame_bytes", cfg.max_frame_bytes, 64, 65536);

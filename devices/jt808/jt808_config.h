@@ -32,6 +32,9 @@ struct Jt808Config {
   std::string secret_file;                 // the secret auth codes derive from (auth_codes.h)
   int64_t auth_timeout_s = 30;     // a connection must authenticate within this
   int64_t idle_timeout_s = 180;    // no bytes for this long closes the session
+  // A terminal is announced offline (event) only after it stayed away this long: a reconnect
+  // storm of flaky 4G links is not an event storm. 0 announces at once.
+  int64_t offline_after_s = 5;
   int64_t max_connections = 100000;
   int64_t max_per_ip = 0;          // 0 = no limit (many trucks share a carrier NAT address)
   int64_t max_frame_bytes = 4096;  // an escaped frame or garbage run above this closes

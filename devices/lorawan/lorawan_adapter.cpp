@@ -11,10 +11,12 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -36,6 +38,12 @@ using json = nlohmann::json;
 constexpr uint32_t kJoinAcceptDelayUs = 5'000'000;  // JOIN_ACCEPT_DELAY1
 constexpr uint32_t kRxDelayUs = 1'000'000;          // RECEIVE_DELAY1 (RxDelay 1 in the join accept)
 constexpr size_t kDevNoncesKept = 256;              // DevNonces remembered per device
+// Session-file writes an ACK or a join accept waits for are grouped: at most one every this many
+// ms (RX1 is a second away). Everything else is written by the once-a-second sweep.
+constexpr auto kStateWriteGap = std::chrono::milliseconds(10);
+// On stop, how long to wait for the outbox to confirm the last uplinks, whose counters are then
+// saved (a restart must not take their retransmissions for new uplinks).
+constexpr auto kStopDurableWait = std::chrono::seconds(2);
 
 struct Session {
   bool active = false;  // OTAA: joined; ABP: always
@@ -49,6 +57,15 @@ struct Session {
 struct DeviceState {
   const LoraDeviceConfig* cfg = nullptr;
   Session s;
+  // Guarded by Impl::state_mu (the outbox's commit callback writes it from its own thread):
+  // the last uplink counter whose reading is committed, which is what the session file keeps.
+  // s.fcnt_up runs ahead of it while a reading waits for the de-duplication window and the
+  // commit; saving that one instead would make a crash lose the reading and then take the
+  // device's retransmission for an old frame.
+  std::optional<uint32_t> stored_fcnt_up;
+  uint64_t session_gen = 0;  // bumped by a join: commits of an older session are ignored
+  bool state_changed = true;
+  std::string state_json;  // this device's entry of the session file, rebuilt when changed
   int64_t last_seen_ms = 0;
   bool online = false, offline_announced = false;
   uint64_t uplinks = 0, errors = 0, lost = 0;
@@ -126,6 +143,10 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
   }
 
   // ---- state file ----
+  // Sessions, counters and used DevNonces live in a 0600 JSON file replaced atomically. Writes
+  // run on their own thread. Whatever a downlink depends on (its FCntDown, the counter of the
+  // uplink it acknowledges, a join's session) is written before the downlink leaves; the rest
+  // within a second. An uplink counter is saved only once its reading is committed.
   void LoadState() {
     std::ifstream in(cfg.state_file);
     if (!in) return;
@@ -155,6 +176,15 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
           continue;  // re-provisioned ABP device: its old counters do not apply
         }
         if (v.contains("fcnt_up") && !v["fcnt_up"].is_null()) d.s.fcnt_up = v["fcnt_up"].get<uint32_t>();
+        // A counter seeded in the config above the stored one wins (the operator knows better).
+        if (d.s.fcnt_up && d.cfg->fcnt_up_start && *d.s.fcnt_up + 1 < *d.cfg->fcnt_up_start) {
+          spdlog::info(
+              "lorawan: {}: stored uplink counter {} is below fcnt_up_start {}: starting from the "
+              "latter",
+              d.cfg->id, *d.s.fcnt_up, *d.cfg->fcnt_up_start);
+          d.s.fcnt_up.reset();
+        }
+        d.stored_fcnt_up = d.s.fcnt_up;
         d.s.fcnt_down = v.value("fcnt_down", 0u);
         restored++;
       } catch (const json::exception&) {
@@ -164,35 +194,113 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
     if (restored) spdlog::info("lorawan: restored {} sessions from {}", restored, cfg.state_file);
   }
 
-  void SaveState() {
-    json j;
-    j["version"] = 1;
-    json& devs = j["devices"] = json::object();
-    for (const auto& d : devices) {
+  void MarkChanged(DeviceState& d) {
+    std::lock_guard lk(state_mu);
+    d.state_changed = true;
+  }
+
+  // The session file's text. Only changed devices are encoded again, so a busy network with
+  // thousands of devices does not pay for all of them at every write. Call on the io thread
+  // (or once it has stopped).
+  std::string Snapshot() {
+    std::lock_guard lk(state_mu);
+    std::string text = R"({"version":1,"devices":{)";
+    bool first = true;
+    for (auto& d : devices) {
       if (!d->s.active) continue;
-      json v;
-      v["dev_addr"] = d->s.dev_addr;
-      if (d->cfg->otaa) {
-        v["nwk_s_key"] = ToHex(d->s.keys.nwk_s_key);
-        v["app_s_key"] = ToHex(d->s.keys.app_s_key);
-        v["dev_nonces"] = d->s.dev_nonces;
+      if (d->state_changed || d->state_json.empty()) {
+        json v;
+        v["dev_addr"] = d->s.dev_addr;
+        if (d->cfg->otaa) {
+          v["nwk_s_key"] = ToHex(d->s.keys.nwk_s_key);
+          v["app_s_key"] = ToHex(d->s.keys.app_s_key);
+          v["dev_nonces"] = d->s.dev_nonces;
+        }
+        v["fcnt_up"] = d->stored_fcnt_up ? json(*d->stored_fcnt_up) : json(nullptr);
+        v["fcnt_down"] = d->s.fcnt_down;
+        d->state_json = json(EuiToHex(d->cfg->dev_eui)).dump() + ":" + v.dump();
+        d->state_changed = false;
       }
-      v["fcnt_up"] = d->s.fcnt_up ? json(*d->s.fcnt_up) : json(nullptr);
-      v["fcnt_down"] = d->s.fcnt_down;
-      devs[EuiToHex(d->cfg->dev_eui)] = std::move(v);
+      if (!first) text += ',';
+      first = false;
+      text += d->state_json;
     }
-    std::string text = j.dump();
+    text += "}}";
+    return text;
+  }
+
+  // Writes `text` (snapshot number `gen`) durably: temporary file, fsync, rename, fsync of the
+  // directory. A snapshot older than one already written is skipped, so a slow write can never
+  // put older counters back. Any thread.
+  Status WriteStateFile(const std::string& text, uint64_t gen) {
+    std::lock_guard lk(write_mu);
+    if (gen <= written_gen) return Status::Ok();
     std::string tmp = cfg.state_file + ".tmp";
+    std::filesystem::path dir = std::filesystem::path(cfg.state_file).parent_path();
     std::error_code ec;
-    std::filesystem::create_directories(std::filesystem::path(cfg.state_file).parent_path(), ec);
+    std::filesystem::create_directories(dir, ec);
     int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     bool ok = fd >= 0 && ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+    int err = errno;
     if (fd >= 0) ::close(fd);
     if (!ok || ::rename(tmp.c_str(), cfg.state_file.c_str()) != 0) {
-      SetError("cannot write " + cfg.state_file + ": " + std::strerror(errno));
-      return;  // stays dirty: tried again on the next sweep
+      if (ok) err = errno;
+      return Unavailable("cannot write " + cfg.state_file + ": " + std::strerror(err));
     }
+    // The rename itself is durable only once the directory is.
+    int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      ::fsync(dfd);
+      ::close(dfd);
+    }
+    written_gen = gen;
+    return Status::Ok();
+  }
+
+  // Asks for the session file to be written with the state as it is now; `then(ok)` runs on the
+  // io thread once it is on disk (ok false: it could not be written). Requests that arrive while
+  // a write is running share the next one.
+  void RequestSave(std::function<void(bool)> then = {}) {
+    if (then) save_waiters.push_back(std::move(then));
+    save_wanted = true;
+    if (!save_busy) StartSave();
+  }
+
+  void StartSave() {
+    save_busy = true;
+    save_wanted = false;
     dirty = false;
+    auto waiters = std::move(save_waiters);
+    save_waiters.clear();
+    uint64_t gen = ++save_gen;
+    std::string text = Snapshot();
+    auto started = std::chrono::steady_clock::now();
+    asio::post(state_writer, [self = shared_from_this(), text = std::move(text), gen, started,
+                              waiters = std::move(waiters)]() mutable {
+      Status st = self->WriteStateFile(text, gen);
+      // Weak: a handler left in a stopped io_context must not keep the Impl (its owner) alive.
+      asio::post(self->io, [w = self->weak_from_this(), st, started, waiters = std::move(waiters)] {
+        auto self = w.lock();
+        if (!self) return;
+        if (!st.ok()) {
+          self->dirty = true;  // tried again by the sweep
+          self->Warn(nullptr, st.message() + " (downlinks wait for it)", "state");
+        }
+        for (auto& w : waiters) w(st.ok());
+        // Group what came in meanwhile into the next write, kStateWriteGap after this one.
+        auto next = started + kStateWriteGap;
+        if (!self->save_wanted || std::chrono::steady_clock::now() >= next) {
+          self->save_busy = false;
+          if (self->save_wanted) self->StartSave();
+          return;
+        }
+        self->save_timer->expires_at(next);
+        self->save_timer->async_wait([self](asio::error_code ec) {
+          self->save_busy = false;
+          if (!ec && self->save_wanted) self->StartSave();
+        });
+      });
+    });
   }
 
   // ---- counters ----
@@ -204,12 +312,11 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
   // device stuck in a bad state cannot flood the journal.
   void Warn(DeviceState* d, const std::string& what, const std::string& kind = "other") {
     int64_t now = NowMs();
-    if (d) {
-      d->errors++;
-      auto [it, fresh] = d->last_warn_ms.try_emplace(kind, now);
-      if (!fresh && now - it->second < 60000) return;
-      it->second = now;
-    }
+    if (d) d->errors++;
+    auto& last = d ? d->last_warn_ms : global_warn_ms;
+    auto [it, fresh] = last.try_emplace(kind, now);
+    if (!fresh && now - it->second < 60000) return;
+    it->second = now;
     spdlog::warn("lorawan: {}{}", d ? d->cfg->id + ": " : std::string(), what);
     SetError(what);
   }
@@ -258,6 +365,22 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
             if (d->stat->rxok) g.stat_rxok = *d->stat->rxok;
           }
         }
+        // Entries that did not parse were left out by the parser; the good ones go on.
+        if (d->rxpk_bad || d->stat_error) {
+          {
+            std::lock_guard lk(mu);
+            malformed += d->rxpk_bad + (d->stat_error ? 1 : 0);
+          }
+          std::string first =
+              !d->rxpk_errors.empty() ? d->rxpk_errors[0] : d->stat_error.value_or("");
+          Warn(nullptr,
+               "concentrator " + EuiToHex(*d->gateway_eui) + " sent " +
+                   std::to_string(d->rxpk_bad) +
+                   (d->rxpk_bad == 1 ? " bad rxpk entry" : " bad rxpk entries") +
+                   (d->stat_error ? " and a bad stat" : "") + " (first: " + first +
+                   "); the rest of the datagram is used",
+               "rxpk");
+        }
         for (auto& rx : d->rxpk) OnRxpk(*d->gateway_eui, std::move(rx));
         return;
       }
@@ -275,72 +398,120 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
     Bump(malformed);  // downlink types heard by our own concentrator, proprietary frames
   }
 
+  FCntPolicy Policy(const DeviceState& d) const {
+    return {d.cfg->max_fcnt_gap, d.cfg->fcnt_up_start.value_or(0), cfg.fcnt_search_epochs};
+  }
+
+  // The last accepted counter as a log text.
+  static std::string LastText(const DeviceState& d) {
+    if (d.s.fcnt_up) return "the last accepted " + std::to_string(*d.s.fcnt_up);
+    return "fcnt_up_start " + std::to_string(d.cfg->fcnt_up_start.value_or(0));
+  }
+
   void OnDataUp(uint64_t gw, Rxpk rx) {
     auto f = ParseDataFrame(rx.data);
     if (!f.ok()) return Bump(malformed);
-    // Copies of an uplink already being collected.
     bool any_device = false;
     for (auto& dev : devices) {
       Session& s = dev->s;
       if (!s.active || s.dev_addr != f->dev_addr) continue;
       any_device = true;
-      auto cand = ReconstructFCnt(f->fcnt16, s.fcnt_up);
-      if (cand.verdict == FCntVerdict::kRepeat) {
-        auto it = pending_up.find({f->dev_addr, cand.fcnt32});
-        if (it != pending_up.end() && it->second.dev == dev.get()) {
-          it->second.copies.push_back({gw, std::move(rx)});
-          Bump(duplicates);
-          return;
-        }
-        auto mic = VerifyDataMic(*f, s.keys.nwk_s_key, cand.fcnt32);
-        if (!mic.ok() || !*mic) continue;
-        Bump(duplicates);  // a retransmission after the window: already stored once
-        if (f->mtype == MType::kConfirmedUp) SendAck(*dev, gw, rx);
+      // A byte-for-byte copy of an uplink being collected is that uplink heard again: its MIC
+      // was checked with the first copy. Anything else with the same counter must pass the MIC
+      // itself, or a forger could lend his radio metadata (and the ACK's path) to our frame.
+      for (auto it = pending_up.lower_bound({f->dev_addr, 0});
+           it != pending_up.end() && it->first.first == f->dev_addr; ++it) {
+        if (it->second.dev != dev.get() || it->second.copies[0].rx.data != rx.data) continue;
+        it->second.copies.push_back({gw, std::move(rx)});
+        Bump(duplicates);
         return;
       }
-      if (cand.verdict == FCntVerdict::kReplay) {
-        auto mic = VerifyDataMic(*f, s.keys.nwk_s_key, f->fcnt16 | (s.fcnt_up.value_or(0) & 0xFFFF0000u));
-        Bump(replays);
-        Warn(dev.get(), "replayed frame (counter " + std::to_string(f->fcnt16) + " is behind " +
-                            std::to_string(s.fcnt_up.value_or(0)) + (mic.ok() && *mic ? ")" : ", and its MIC is wrong)") + " dropped", "replay");
-        return;
+      auto check = CheckUplink(*f, s.keys.nwk_s_key, s.fcnt_up, Policy(*dev));
+      if (!check.ok())
+        return Warn(dev.get(), "uplink not checked: " + check.status().message(), "crypto");
+      const uint32_t fcnt = check->fcnt32;
+      switch (check->verdict) {
+        case UplinkVerdict::kBadMic:
+          continue;  // maybe another device shares the address
+        case UplinkVerdict::kRepeat:
+          return OnRepeat(*dev, gw, std::move(rx), *f, fcnt);
+        case UplinkVerdict::kReplay:
+          Bump(replays);
+          return Warn(dev.get(),
+                      "replayed frame (counter " + std::to_string(fcnt) + " is behind " +
+                          LastText(*dev) + ") dropped",
+                      "replay");
+        case UplinkVerdict::kGapTooLarge:
+          Bump(fcnt_gap_drops);
+          return Warn(dev.get(),
+                      "frame counter " + std::to_string(fcnt) + " is " +
+                          std::to_string(fcnt - *s.fcnt_up) + " ahead of " +
+                          std::to_string(*s.fcnt_up) + ", more than max_fcnt_gap " +
+                          std::to_string(dev->cfg->max_fcnt_gap) + " (LoRaWAN " +
+                          dev->cfg->lorawan_version +
+                          "): dropped; raise max_fcnt_gap (0 = no limit) if the device really lost "
+                          "that many",
+                      "gap");
+        case UplinkVerdict::kExhausted:
+          return Warn(dev.get(),
+                      "frame counter ran past 0xFFFFFFFF: dropped; the session must be renewed "
+                      "(join again, or new ABP keys)",
+                      "exhausted");
+        case UplinkVerdict::kNew:
+          return Accept(*dev, gw, std::move(rx), std::move(*f), fcnt);
       }
-      if (cand.verdict != FCntVerdict::kNew) {
-        Warn(dev.get(), std::string("frame counter ") + FCntVerdictName(cand.verdict) + ": dropped");
-        return;
-      }
-      auto mic = VerifyDataMic(*f, s.keys.nwk_s_key, cand.fcnt32);
-      if (!mic.ok() || !*mic) continue;  // maybe another device shares the address
-      if (s.fcnt_up) dev->lost += cand.fcnt32 - *s.fcnt_up - 1;
-      s.fcnt_up = cand.fcnt32;
-      dirty = true;
-      PendingUplink p;
-      p.dev = dev.get();
-      p.frame = std::move(*f);
-      p.fcnt = cand.fcnt32;
-      p.received_ms = NowMs();
-      p.copies.push_back({gw, std::move(rx)});
-      p.timer = std::make_unique<asio::steady_timer>(io, std::chrono::milliseconds(cfg.dedup_window_ms));
-      auto key = std::make_pair(p.frame.dev_addr, p.fcnt);
-      p.timer->async_wait([self = shared_from_this(), key](asio::error_code ec) {
-        if (!ec) self->FinishUplink(key);
-      });
-      pending_up.emplace(key, std::move(p));
-      return;
     }
-    Bump(bad_mic);
     if (!any_device) {
+      // Neighbours' devices share the band: not a forgery signal, counted apart.
+      Bump(unknown_devices);
       char buf[80];
       std::snprintf(buf, sizeof buf, "uplink from unknown DevAddr %08X dropped", f->dev_addr);
-      int64_t now = NowMs();
-      if (now - last_unknown_log >= 60000) {
-        last_unknown_log = now;
-        spdlog::warn("lorawan: {}", buf);
-      }
-      return;
+      return Warn(nullptr, buf, "unknown_devaddr");
     }
+    Bump(bad_mic);
     for (auto& dev : devices)
       if (dev->s.active && dev->s.dev_addr == f->dev_addr) Warn(dev.get(), "uplink with a wrong MIC (forged or wrong keys) dropped", "mic");
+  }
+
+  // An authentic frame with the last accepted counter that is not a byte copy of an uplink
+  // being collected: a retransmission after the window (confirmed uplinks are repeated until
+  // ACKed), or, with different bytes inside the window, a second frame under one counter.
+  void OnRepeat(DeviceState& dev, uint64_t gw, Rxpk rx, const DataFrame& f, uint32_t fcnt) {
+    Bump(duplicates);
+    if (pending_up.count({f.dev_addr, fcnt})) return;  // not merged: it is not the same frame
+    if (f.mtype != MType::kConfirmedUp) return;
+    // ACK again only what is stored; until then the first copy's ACK is on its way.
+    bool stored;
+    {
+      std::lock_guard lk(state_mu);
+      stored = dev.stored_fcnt_up && *dev.stored_fcnt_up >= fcnt;
+    }
+    if (stored) SendAck(dev, gw, rx);
+  }
+
+  void Accept(DeviceState& dev, uint64_t gw, Rxpk rx, DataFrame f, uint32_t fcnt) {
+    Session& s = dev.s;
+    if (s.fcnt_up) {
+      dev.lost += fcnt - *s.fcnt_up - 1;
+    } else if (fcnt >> 16 != dev.cfg->fcnt_up_start.value_or(0) >> 16) {
+      spdlog::info(
+          "lorawan: {}: no stored counter; found the device at uplink counter {} (16-bit epoch {})",
+          dev.cfg->id, fcnt, fcnt >> 16);
+    }
+    s.fcnt_up = fcnt;
+    PendingUplink p;
+    p.dev = &dev;
+    p.frame = std::move(f);
+    p.fcnt = fcnt;
+    p.received_ms = NowMs();
+    p.copies.push_back({gw, std::move(rx)});
+    p.timer =
+        std::make_unique<asio::steady_timer>(io, std::chrono::milliseconds(cfg.dedup_window_ms));
+    auto key = std::make_pair(p.frame.dev_addr, p.fcnt);
+    p.timer->async_wait([self = shared_from_this(), key](asio::error_code ec) {
+      if (!ec) self->FinishUplink(key);
+    });
+    pending_up.emplace(key, std::move(p));
   }
 
   void FinishUplink(std::pair<uint32_t, uint32_t> key) {
@@ -374,18 +545,41 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
     radio.concentrators = static_cast<int>(p.copies.size());
     Record r = UplinkReading(dev, p.received_ms, p.fcnt, p.frame.fport.value_or(0), plain, radio);
     if (!r.metrics.empty()) out.push_back(std::move(r));
+    // Once the reading is committed its counter may go to the session file. A confirmed uplink
+    // gets its ACK only after that write: after a crash the device's retransmission is known as
+    // one (ACKed again, not published again under a new id). An unconfirmed one has no ACK to
+    // wait for; its counter goes with the next sweep (within a second), which spares the flash
+    // a rewrite of the whole file per uplink.
     bool confirmed = p.frame.mtype == MType::kConfirmedUp;
-    if (!confirmed) return Emit(std::move(out));
-    // The device's ACK is sent only once its reading is stored.
     std::weak_ptr<Impl> w = weak_from_this();
     Copy via = *best;
-    std::string id = dev.cfg->id;
-    EmitDurable(std::move(out), [w, via, id](bool durable) {
+    DeviceState* devp = &dev;  // devices live as long as the Impl
+    uint32_t fcnt = p.fcnt;
+    uint64_t gen = dev.session_gen;
+    {
+      std::lock_guard lk(state_mu);
+      outstanding_durable++;
+    }
+    EmitDurable(std::move(out), [w, via, devp, fcnt, gen, confirmed](bool durable) {
       auto self = w.lock();
-      if (!self || !durable) return;
-      asio::post(self->io, [self, via, id] {
-        for (auto& d : self->devices)
-          if (d->cfg->id == id) self->SendAck(*d, via.gateway, via.rx);
+      if (!self) return;
+      {
+        std::lock_guard lk(self->state_mu);
+        if (durable && devp->session_gen == gen &&
+            (!devp->stored_fcnt_up || *devp->stored_fcnt_up < fcnt)) {
+          devp->stored_fcnt_up = fcnt;
+          devp->state_changed = true;
+        }
+        self->outstanding_durable--;
+      }
+      self->durable_cv.notify_all();
+      if (!durable) return;  // not stored: no ACK, the device will send it again
+      asio::post(self->io, [w, via, devp, confirmed] {
+        auto self = w.lock();
+        if (!self || !self->running) return;
+        self->dirty = true;
+        // SendAck's own write carries this counter along with the ACK's FCntDown.
+        if (confirmed) self->SendAck(*devp, via.gateway, via.rx);
       });
     });
   }
@@ -500,10 +694,14 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
     spec.dev_addr = dev.s.dev_addr;
     spec.fcnt32 = dev.s.fcnt_down++;
     spec.fctrl_flags = kFCtrlAck;
-    dirty = true;
+    MarkChanged(dev);
     auto phy = BuildDataFrame(spec, dev.s.keys);
     if (!phy.ok()) return Warn(&dev, "cannot build the ACK: " + phy.status().message());
-    ScheduleDownlink(dev, gw, rx, *phy, kRxDelayUs);
+    // The FCntDown is on disk before the frame leaves: after a crash it is never sent twice.
+    RequestSave([this, devp = &dev, gw, rx, phy = std::move(*phy)](bool saved) {
+      if (!saved) return Warn(devp, "ACK not sent: its frame counter could not be saved", "state");
+      ScheduleDownlink(*devp, gw, rx, phy, kRxDelayUs);
+    });
   }
 
   // RX1 (on the uplink's channel plan, `delay_us` after it) with RX2 one second later as the
@@ -658,10 +856,22 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
     dev.s.fcnt_down = 0;
     dev.s.dev_nonces.push_back(p.dev_nonce);
     while (dev.s.dev_nonces.size() > kDevNoncesKept) dev.s.dev_nonces.pop_front();
-    SaveState();  // a join must survive a restart, or the device is locked out until it re-joins
+    {
+      std::lock_guard lk(state_mu);
+      dev.session_gen++;  // commits of the old session's readings no longer count
+      dev.stored_fcnt_up.reset();
+      dev.state_changed = true;
+    }
     Bump(joins);
     spdlog::info("lorawan: {} joined (DevAddr {:08X}, heard by {} concentrators)", dev.cfg->id, ja.dev_addr, p.copies.size());
-    ScheduleDownlink(dev, best->gateway, best->rx, *phy, kJoinAcceptDelayUs);
+    // A join must survive a restart, or the device is locked out until it joins again: the
+    // accept leaves only once the session is on disk.
+    RequestSave(
+        [this, devp = &dev, gw = best->gateway, rx = best->rx, phy = std::move(*phy)](bool saved) {
+          if (!saved)
+            return Warn(devp, "join accept not sent: the session could not be saved", "state");
+          ScheduleDownlink(*devp, gw, rx, phy, kJoinAcceptDelayUs);
+        });
     std::vector<Record> out;
     MarkSeen(dev, NowMs(), out);
     Emit(std::move(out));
@@ -685,7 +895,7 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
       spdlog::warn("lorawan: {} is offline: {}", d->cfg->id, out.back().message);
     }
     Emit(std::move(out));
-    if (dirty) SaveState();
+    if (dirty && !save_busy) RequestSave();  // a failed write is tried again
   }
 
   void Emit(std::vector<Record> records) {
@@ -725,9 +935,24 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
   std::atomic<bool> running{false};
   std::atomic<uint16_t> bound_port{0};
   int64_t started_ms = 0;
-  bool dirty = false;
   uint16_t next_token = 1;
   int64_t last_malformed_log = -60000, last_unknown_log = -60000;
+  std::map<std::string, int64_t> global_warn_ms;  // Warn() without a device, by kind
+
+  // Session file (io thread): a write in progress, requests waiting for the next one.
+  bool dirty = false;
+  bool save_busy = false, save_wanted = false;
+  uint64_t save_gen = 0;
+  std::vector<std::function<void(bool)>> save_waiters;
+  std::optional<asio::steady_timer> save_timer;
+  asio::thread_pool state_writer{1};  // the file is fsynced here, never on the io thread
+  std::mutex write_mu;                // WriteStateFile
+  uint64_t written_gen = 0;
+  // Guards DeviceState::stored_fcnt_up/session_gen/state_changed/state_json and the count of
+  // uplinks whose commit is not confirmed yet (Stop waits for them).
+  std::mutex state_mu;
+  std::condition_variable durable_cv;
+  uint64_t outstanding_durable = 0;
   std::map<std::pair<uint32_t, uint32_t>, PendingUplink> pending_up;
   std::map<std::pair<uint64_t, uint16_t>, PendingJoin> pending_join;
   std::map<uint16_t, Downlink> pending_tx;
@@ -737,7 +962,8 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
   mutable std::mutex mu;
   std::map<uint64_t, GatewayInfo> gateways;
   uint64_t uplinks = 0, malformed = 0, bad_mic = 0, replays = 0, duplicates = 0, joins = 0,
-           unknown_devices = 0, downlinks = 0, tx_errors = 0, chirpstack_uplinks = 0;
+           unknown_devices = 0, downlinks = 0, tx_errors = 0, chirpstack_uplinks = 0,
+           fcnt_gap_drops = 0;
   std::string last_error;
 };
 
@@ -770,6 +996,7 @@ Status LorawanAdapter::Start(RecordSink& sink) {
   a.started_ms = NowMs();
   a.running = true;
   a.sweep_timer.emplace(a.io);
+  a.save_timer.emplace(a.io);
   if (a.sock) a.ReceiveNext();
   a.SweepNext();
   a.thread = std::thread([impl = impl_] {
@@ -814,12 +1041,22 @@ void LorawanAdapter::Stop() {
     asio::error_code ec;
     if (impl->sock) impl->sock->close(ec);
     impl->sweep_timer->cancel();
+    impl->save_timer->cancel();
     // Uplinks still inside their de-duplication window are published now, not dropped.
     while (!impl->pending_up.empty()) impl->FinishUplink(impl->pending_up.begin()->first);
     impl->pending_join.clear();
-    if (impl->dirty) impl->SaveState();
   });
   a.thread.join();
+  // The last readings' counters are saved once the outbox confirms them (bounded), after any
+  // write still running; a snapshot newer than all of them is written last.
+  {
+    std::unique_lock lk(a.state_mu);
+    a.durable_cv.wait_for(lk, kStopDurableWait, [&] { return a.outstanding_durable == 0; });
+  }
+  a.state_writer.join();
+  a.save_waiters.clear();  // downlinks that never got their write: too late now
+  if (Status st = a.WriteStateFile(a.Snapshot(), ++a.save_gen); !st.ok())
+    spdlog::error("lorawan: {}", st.message());
 }
 
 uint16_t LorawanAdapter::port() const { return impl_->bound_port; }
@@ -840,7 +1077,8 @@ AdapterHealth LorawanAdapter::Health() const {
     h.per_device.push_back(std::move(c));
   }
   h.polls = a.uplinks;
-  h.errors = a.malformed + a.bad_mic + a.replays + a.unknown_devices + a.tx_errors;
+  h.errors =
+      a.malformed + a.bad_mic + a.replays + a.unknown_devices + a.tx_errors + a.fcnt_gap_drops;
   h.last_error = a.last_error;
   json details;
   json gws = json::object();
@@ -860,6 +1098,7 @@ AdapterHealth LorawanAdapter::Health() const {
   details["joins"] = a.joins;
   details["downlinks"] = a.downlinks;
   details["tx_errors"] = a.tx_errors;
+  details["fcnt_gap_drops"] = a.fcnt_gap_drops;
   if (a.chirpstack)
     details["chirpstack"] = {{"connected", a.chirpstack->connected()},
                              {"uplinks", a.chirpstack_uplinks},

@@ -13,6 +13,9 @@
 namespace sanigate::dev::lorawan {
 namespace {
 
+constexpr std::initializer_list<const char*> kLorawanVersions = {"1.0.0", "1.0.1", "1.0.2", "1.0.3",
+                                                                 "1.0.4"};
+
 // Keys from `keys_file`: [DEVEUI] tables with app_key / nwk_s_key / app_s_key.
 struct KeyFile {
   std::unique_ptr<toml::table> table;
@@ -81,6 +84,10 @@ std::any ParseLorawanSection(settings::Node& node, const settings::GatewaySectio
   cfg.net_id = static_cast<uint32_t>(node.Int("net_id", 0, 0, 0xFFFFFF));
   cfg.dedup_window_ms = node.Int("dedup_window_ms", cfg.dedup_window_ms, 0, 2000);
   cfg.tx_power_dbm = static_cast<int>(node.Int("tx_power_dbm", cfg.tx_power_dbm, 0, 30));
+  cfg.fcnt_search_epochs =
+      static_cast<uint32_t>(node.Int("fcnt_search_epochs", cfg.fcnt_search_epochs, 1, 65536));
+  // The default LoRaWAN version of the devices; each entry may say its own.
+  const std::string default_version = node.OneOf("lorawan_version", "1.0.3", kLorawanVersions);
   std::filesystem::path state = node.String("state_file", "lorawan-sessions.json");
   if (state.is_relative()) state = std::filesystem::path(gateway.data_dir) / state;
   cfg.state_file = state.string();
@@ -174,6 +181,17 @@ std::any ParseLorawanSection(settings::Node& node, const settings::GatewaySectio
       }
       if (auto k = ReadKey(dn, "nwk_s_key", keys, eui_hex)) d.nwk_s_key = *k;
       if (auto k = ReadKey(dn, "app_s_key", keys, eui_hex)) d.app_s_key = *k;
+    }
+    d.lorawan_version = dn.OneOf("lorawan_version", default_version, kLorawanVersions);
+    // 1.0.4 dropped MAX_FCNT_GAP; a 16-bit counter cannot tell a gap of 65536 or more anyway.
+    d.max_fcnt_gap = static_cast<uint32_t>(
+        dn.Int("max_fcnt_gap", d.lorawan_version == "1.0.4" ? 0 : 16384, 0, 65535));
+    if (dn.Has("fcnt_up_start")) {
+      d.fcnt_up_start = static_cast<uint32_t>(dn.Int("fcnt_up_start", 0, 0, 0xFFFFFFFFll));
+      if (d.otaa || d.via_chirpstack)
+        dn.Problem(
+            "fcnt_up_start",
+            "only ABP devices take a starting counter (an OTAA session starts at 0 with its join)");
     }
     if (auto p = dn.RequiredString("profile")) {
       d.profile_name = *p;

@@ -30,6 +30,13 @@ struct LoraDeviceConfig {
   std::optional<uint64_t> join_eui;  // OTAA: empty = accept any JoinEUI/AppEUI
   uint32_t dev_addr = 0;           // ABP
   Key nwk_s_key{}, app_s_key{};    // ABP
+  // Uplink counter rules (issue 15). The gap limit defaults by version: LoRaWAN 1.0.0-1.0.3
+  // drop a frame more than MAX_FCNT_GAP (16384) ahead, 1.0.4 removed the limit (0 = none).
+  std::string lorawan_version = "1.0.3";
+  uint32_t max_fcnt_gap = 16384;
+  // ABP: the device's uplink counter is at least this (a migration, a replaced gateway): the
+  // search for its 16-bit epoch starts here and older frames are replays. Empty: 0.
+  std::optional<uint32_t> fcnt_up_start;
   std::string profile_name;
   std::shared_ptr<const PayloadProfile> profile;
   int64_t expected_interval_s = 3600;  // offline after offline_after_missed reports
@@ -54,6 +61,9 @@ struct LorawanConfig {
   int64_t dedup_window_ms = 200;  // copies of one uplink from several concentrators
   int tx_power_dbm = 14;
   std::string state_file;         // sessions, counters and used DevNonces (JSON, 0600)
+  // A session with no accepted uplink yet (ABP after a fresh install or a lost state file) may
+  // be past 65535: this many 16-bit epochs of its counter are tried (one AES-CMAC each).
+  uint32_t fcnt_search_epochs = 64;
   std::vector<LoraDeviceConfig> devices;
   std::optional<ChirpstackInput> chirpstack;
 };

@@ -200,14 +200,14 @@ const char* FCntVerdictName(FCntVerdict v) {
   return "?";
 }
 
-FCntCandidate ReconstructFCnt(uint16_t fcnt16, std::optional<uint32_t> last) {
+FCntCandidate ReconstructFCnt(uint16_t fcnt16, std::optional<uint32_t> last, uint32_t max_gap) {
   if (!last) return {fcnt16, FCntVerdict::kNew};
   const uint64_t l = *last;
   const uint64_t same_epoch = (l & 0xFFFF0000u) | fcnt16;
   if (same_epoch == l) return {*last, FCntVerdict::kRepeat};
   // The nearest value above `last` with these 16 LSBs: the next epoch if the low half wrapped.
   const uint64_t ahead = same_epoch > l ? same_epoch : same_epoch + 0x10000;
-  if (ahead - l < kMaxFCntGap) {
+  if (max_gap == 0 || ahead - l < max_gap) {
     if (ahead > 0xFFFFFFFFu) return {0, FCntVerdict::kExhausted};
     return {static_cast<uint32_t>(ahead), FCntVerdict::kNew};
   }
@@ -219,6 +219,89 @@ FCntCandidate ReconstructFCnt(uint16_t fcnt16, std::optional<uint32_t> last) {
   if (has_behind && l - behind <= ahead - l)
     return {static_cast<uint32_t>(behind), FCntVerdict::kReplay};
   return {static_cast<uint32_t>(ahead), FCntVerdict::kGapTooLarge};
+}
+
+std::vector<uint32_t> FCntCandidatesWithoutSession(uint16_t fcnt16, uint32_t floor,
+                                                   uint32_t epochs) {
+  std::vector<uint32_t> out;
+  uint64_t c = (uint64_t{floor} & 0xFFFF0000u) | fcnt16;
+  if (c < floor) c += 0x10000;  // this epoch's value is below the floor: start with the next
+  for (uint32_t i = 0; i < epochs && c <= 0xFFFFFFFFu; ++i, c += 0x10000)
+    out.push_back(static_cast<uint32_t>(c));
+  return out;
+}
+
+const char* UplinkVerdictName(UplinkVerdict v) {
+  switch (v) {
+    case UplinkVerdict::kNew:
+      return "new";
+    case UplinkVerdict::kRepeat:
+      return "repeat";
+    case UplinkVerdict::kReplay:
+      return "replay";
+    case UplinkVerdict::kGapTooLarge:
+      return "gap_too_large";
+    case UplinkVerdict::kExhausted:
+      return "exhausted";
+    case UplinkVerdict::kBadMic:
+      return "bad_mic";
+  }
+  return "?";
+}
+
+Result<UplinkCheck> CheckUplink(const DataFrame& frame, const Key& nwk_s_key,
+                                std::optional<uint32_t> last, const FCntPolicy& policy) {
+  // True when the MIC verifies under `fcnt`; `error` keeps a library failure.
+  Status error;
+  auto mic_ok = [&](uint32_t fcnt) {
+    auto ok = VerifyDataMic(frame, nwk_s_key, fcnt);
+    if (!ok.ok()) error = ok.status();
+    return ok.ok() && *ok;
+  };
+  auto result = [&](UplinkVerdict v, uint32_t fcnt) -> Result<UplinkCheck> {
+    if (!error.ok()) return error;
+    return UplinkCheck{v, fcnt};
+  };
+
+  if (!last) {
+    // No counter known: the first epoch (at or above the floor) whose MIC fits is the counter.
+    auto candidates =
+        FCntCandidatesWithoutSession(frame.fcnt16, policy.floor, policy.search_epochs);
+    for (uint32_t c : candidates)
+      if (mic_ok(c)) return result(UplinkVerdict::kNew, c);
+    // Just below a seeded floor: an old frame, not a forgery.
+    const uint64_t below = (uint64_t{policy.floor} & 0xFFFF0000u) | frame.fcnt16;
+    if (below < policy.floor && mic_ok(static_cast<uint32_t>(below)))
+      return result(UplinkVerdict::kReplay, static_cast<uint32_t>(below));
+    return result(UplinkVerdict::kBadMic, candidates.empty() ? frame.fcnt16 : candidates[0]);
+  }
+
+  const FCntCandidate cand = ReconstructFCnt(frame.fcnt16, last, policy.max_gap);
+  if (cand.verdict == FCntVerdict::kRepeat)
+    return result(mic_ok(cand.fcnt32) ? UplinkVerdict::kRepeat : UplinkVerdict::kBadMic,
+                  cand.fcnt32);
+  // The two counters these 16 LSBs can mean: the nearest above `last` and the nearest below.
+  // The counter picks which one to try first; the MIC decides. With no gap limit (LoRaWAN
+  // 1.0.4) the MIC is the only way to tell a replay from a frame ahead.
+  const uint64_t l = *last;
+  const uint64_t same_epoch = (l & 0xFFFF0000u) | frame.fcnt16;
+  const uint64_t ahead = same_epoch > l ? same_epoch : same_epoch + 0x10000;
+  const bool has_behind = same_epoch < l || same_epoch >= 0x10000;
+  const uint32_t behind = static_cast<uint32_t>(same_epoch < l ? same_epoch : same_epoch - 0x10000);
+  // Past 0xFFFFFFFF a device signs with its wrapped 32-bit counter: the session is over.
+  const uint32_t ahead32 = static_cast<uint32_t>(ahead);
+  const UplinkVerdict ahead_verdict = ahead > 0xFFFFFFFFu ? UplinkVerdict::kExhausted
+                                      : policy.max_gap == 0 || ahead - l < policy.max_gap
+                                          ? UplinkVerdict::kNew
+                                          : UplinkVerdict::kGapTooLarge;
+  if (cand.verdict == FCntVerdict::kReplay) {
+    if (mic_ok(behind)) return result(UplinkVerdict::kReplay, behind);
+    if (mic_ok(ahead32)) return result(ahead_verdict, ahead32);
+    return result(UplinkVerdict::kBadMic, behind);
+  }
+  if (mic_ok(ahead32)) return result(ahead_verdict, ahead32);
+  if (has_behind && mic_ok(behind)) return result(UplinkVerdict::kReplay, behind);
+  return result(UplinkVerdict::kBadMic, ahead32);
 }
 
 Result<Bytes> BuildDataFrame(const DataFrameSpec& spec, const SessionKeys& keys) {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <vector>
 
 #include "core/status.h"
 #include "lorawan/lorawan_crypto.h"
@@ -31,8 +32,8 @@ bool IsUplink(MType t);  // join request, unconfirmed up, confirmed up
 
 enum class Direction : uint8_t { kUp = 0, kDown = 1 };  // the Dir byte of the A and B0 blocks
 
-// The frame counter gap beyond which a frame is dropped (LoRaWAN 1.0.0-1.0.3 MAX_FCNT_GAP;
-// 1.0.4 removed it, but a 16-bit counter cannot tell a longer gap from a replay anyway).
+// The frame counter gap beyond which a frame is dropped: LoRaWAN 1.0.0-1.0.3 MAX_FCNT_GAP. 1.0.4
+// removed it (a gap limit of 0 below means none).
 inline constexpr uint32_t kMaxFCntGap = 16384;
 
 // The MType of a PHYPayload, without parsing the rest. Empty input or Major != 0 is an error.
@@ -103,7 +104,45 @@ struct FCntCandidate {
 // `last` is empty for a session that has accepted no uplink yet: then the 16 LSBs are the counter
 // (kNew). Otherwise the candidate is the nearest value above `last` with those LSBs, so a 16-bit
 // wrap (last 0x0000FFFF, received 0x0000) gives 0x00010000.
-FCntCandidate ReconstructFCnt(uint16_t fcnt16, std::optional<uint32_t> last);
+// `max_gap` 0 means no limit (LoRaWAN 1.0.4): any other 16 LSBs are then the next value ahead.
+FCntCandidate ReconstructFCnt(uint16_t fcnt16, std::optional<uint32_t> last,
+                              uint32_t max_gap = kMaxFCntGap);
+
+// A session with no accepted uplink yet (ABP after a fresh install, a migration or a lost state
+// file) may be far past 65535: the 32-bit candidates are the 16 LSBs in `epochs` consecutive
+// 16-bit epochs, lowest first, never below `floor` (a counter seeded in the config) and never
+// past 0xFFFFFFFF. The caller takes the first whose MIC verifies.
+std::vector<uint32_t> FCntCandidatesWithoutSession(uint16_t fcnt16, uint32_t floor,
+                                                   uint32_t epochs);
+
+// How the server rebuilds and bounds one device's uplink counter.
+struct FCntPolicy {
+  uint32_t max_gap = kMaxFCntGap;  // 0: no limit (LoRaWAN 1.0.4)
+  uint32_t floor = 0;              // no counter known yet: the lowest acceptable counter
+  uint32_t search_epochs = 1;      // no counter known yet: how many 16-bit epochs to try
+};
+
+// What an uplink data frame is to a session. Every verdict but kBadMic means the MIC verified
+// under `fcnt32`: only an authentic frame is called new, a repeat, a replay or a gap, so a
+// forged frame can neither pass for a copy nor be blamed on the device.
+enum class UplinkVerdict {
+  kNew,          // accept with fcnt32
+  kRepeat,       // the last accepted counter again (a copy or a retransmission)
+  kReplay,       // an old frame: fcnt32 is its true counter, behind the last accepted one
+  kGapTooLarge,  // authentic, but further ahead than the policy's max_gap
+  kExhausted,    // the counter would pass 0xFFFFFFFF: the session must be renewed
+  kBadMic,       // no candidate counter gives this MIC: forged, or another device's frame
+};
+const char* UplinkVerdictName(UplinkVerdict v);
+struct UplinkCheck {
+  UplinkVerdict verdict = UplinkVerdict::kBadMic;
+  uint32_t fcnt32 = 0;  // the counter the MIC verified under (kBadMic: the first one tried)
+};
+// Rebuilds the counter of `frame` against `last` (empty: no uplink accepted yet, see
+// FCntCandidatesWithoutSession) and checks the MIC under it. Costs at most two AES-CMACs with a
+// known counter, at most `search_epochs` + 1 without. An error only for library failures.
+Result<UplinkCheck> CheckUplink(const DataFrame& frame, const Key& nwk_s_key,
+                                std::optional<uint32_t> last, const FCntPolicy& policy);
 
 // A data frame to build (uplinks for simulators and tests, downlinks for the server).
 struct DataFrameSpec {

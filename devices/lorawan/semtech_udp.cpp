@@ -15,6 +15,8 @@ using OrderedJson = nlohmann::ordered_json;  // replies keep the key order of PR
 constexpr size_t kHeaderSize = 4;      // version, token[2], identifier
 constexpr size_t kEuiHeaderSize = 12;  // + gateway EUI[8]
 constexpr size_t kMaxPhySize = 255;
+constexpr size_t kMaxRxpkErrors = 4;       // messages kept per datagram; the rest are only counted
+constexpr size_t kMaxJsonErrorSize = 160;  // nlohmann quotes the token it choked on, any length
 
 struct TxAckName {
   TxAckError error;
@@ -240,6 +242,8 @@ Result<Json> ParseJsonBody(std::span<const uint8_t> body, const std::string& wha
     // "[json.exception.parse_error.101] parse error at line 1, column 9: ..." -> from "parse".
     std::string m = e.what();
     if (auto at = m.find("] "); at != std::string::npos) m = m.substr(at + 2);
+    // "last read: '...'" repeats outside input, possibly a 60 KiB string: keep a short prefix.
+    if (m.size() > kMaxJsonErrorSize) m = m.substr(0, kMaxJsonErrorSize) + "...";
     return Invalid(what + ": malformed JSON: " + m);
   }
 }
@@ -312,16 +316,23 @@ Result<Datagram> ParseUnchecked(std::span<const uint8_t> d) {
       if (!j.ok()) return j.status();
       if (auto it = j->find("rxpk"); it != j->end()) {
         if (!it->is_array()) return Invalid(name + " rxpk: expected an array, got " + Show(*it));
+        // Each entry on its own: a forwarder's one bad packet must not cost the good ones.
         for (size_t i = 0; i < it->size(); ++i) {
           auto p = ParseRxpk((*it)[i], name + " rxpk[" + std::to_string(i) + "]");
-          if (!p.ok()) return p.status();
-          g.rxpk.push_back(std::move(*p));
+          if (p.ok()) {
+            g.rxpk.push_back(std::move(*p));
+            continue;
+          }
+          g.rxpk_bad++;
+          if (g.rxpk_errors.size() < kMaxRxpkErrors) g.rxpk_errors.push_back(p.status().message());
         }
       }
       if (auto it = j->find("stat"); it != j->end()) {
         auto s = ParseStat(*it, name + " stat");
-        if (!s.ok()) return s.status();
-        g.stat = std::move(*s);
+        if (s.ok())
+          g.stat = std::move(*s);
+        else
+          g.stat_error = s.status().message();  // statistics only: the uplinks stay
       }
       return g;
     }

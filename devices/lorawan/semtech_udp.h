@@ -96,10 +96,17 @@ struct Datagram {
   Token token{};
   GwmpId id = GwmpId::kPushData;
   std::optional<uint64_t> gateway_eui;  // PUSH_DATA, PULL_DATA, TX_ACK
-  std::vector<Rxpk> rxpk;               // PUSH_DATA
-  std::optional<GatewayStat> stat;      // PUSH_DATA
-  std::optional<TxAck> tx_ack;          // TX_ACK
-  std::optional<Txpk> txpk;             // PULL_RESP (parsed for simulators and tests)
+  std::vector<Rxpk> rxpk;               // PUSH_DATA: the entries that parsed
+  // PUSH_DATA: entries that did not parse are left out of `rxpk` and counted here, each on its
+  // own, so one bad entry never costs the others (nor the PUSH_ACK). The first few messages
+  // are kept ("PUSH_DATA rxpk[1].tmst: ..."), not all: a 64 KiB datagram of bad entries must
+  // not become thousands of strings.
+  size_t rxpk_bad = 0;
+  std::vector<std::string> rxpk_errors;
+  std::optional<GatewayStat> stat;        // PUSH_DATA
+  std::optional<std::string> stat_error;  // PUSH_DATA: a bad "stat" object, left out
+  std::optional<TxAck> tx_ack;            // TX_ACK
+  std::optional<Txpk> txpk;               // PULL_RESP (parsed for simulators and tests)
 };
 
 // Parses any GWMP datagram. Errors name the part: "PUSH_DATA rxpk[0].tmst: expected an unsigned

@@ -73,6 +73,13 @@ class DevicePoller {
   // command). Shared by every transport's queue.
   std::optional<std::chrono::milliseconds> Admit(const CommandRequest& request, const ReplyFn& reply);
 
+  // Consumers were told the device is offline (before a restart): it is announced back online,
+  // with the event cleared, at its first answer, and not announced offline again meanwhile.
+  void AssumeAnnouncedOffline() {
+    online_ = false;
+    announced_ = true;
+  }
+
   // The caller could not even reach the device (connect failed): counts as a failed poll.
   void Unreachable(const std::string& why, std::vector<Record>& out);
 

@@ -46,6 +46,8 @@ ModbusRtuBus::~ModbusRtuBus() {
 
 void ModbusRtuBus::Start(RecordSink& sink) {
   sink_ = &sink;
+  for (auto& d : devices_)
+    if (sink.LastAnnounced(d->poller.config().id, "offline").value_or(false)) d->poller.AssumeAnnouncedOffline();
   stop_ = false;
   worker_ = std::thread([this] { Run(); });
 }

@@ -50,6 +50,8 @@ ModbusTcpAdapter::~ModbusTcpAdapter() { Stop(); }
 
 Status ModbusTcpAdapter::Start(RecordSink& sink) {
   sink_ = &sink;
+  for (auto& d : devices_)
+    if (sink.LastAnnounced(d->poller.config().id, "offline").value_or(false)) d->poller.AssumeAnnouncedOffline();
   std::unique_lock start_lock(mu_);
   stop_ = false;
   // Stagger the first polls across one interval instead of bunching them at start.

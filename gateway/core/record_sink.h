@@ -3,6 +3,8 @@
 #pragma once
 
 #include <functional>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "core/record.h"
@@ -23,6 +25,15 @@ class RecordSink {
   virtual void EmitDurable(std::vector<Record> records, DurableFn on_durable) {
     EmitBatch(std::move(records));
     on_durable(true);
+  }
+  // The state last announced to consumers for `event` of `device` (true: active), kept across
+  // restarts; nullopt when never announced. An adapter that derives state events asks it for a
+  // device it has not seen since it started, so a condition that ended while the gateway was
+  // down is cleared.
+  virtual std::optional<bool> LastAnnounced(const std::string& device, const std::string& event) const {
+    (void)device;
+    (void)event;
+    return std::nullopt;
   }
 };
 

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include <spdlog/spdlog.h>
+
 namespace sanigate::pipeline {
 namespace {
 
@@ -21,19 +23,75 @@ bool Changed(const MetricValue& before, const MetricValue& now, double deadband)
   return before != now;
 }
 
+// Back-filled events (JT/T 808 blind-area batches) are history, not the state now.
+bool IsBackfill(const Record& r) {
+  for (const auto& [k, v] : r.source_extra)
+    if (k == "backfill" && std::holds_alternative<bool>(v) && std::get<bool>(v)) return true;
+  return false;
+}
+
 }  // namespace
 
-Pipeline::Pipeline(store::Outbox& outbox, EncodeContext ctx) : outbox_(outbox), ctx_(std::move(ctx)) {}
+Pipeline::Pipeline(store::Outbox& outbox, EncodeContext ctx) : outbox_(outbox), ctx_(std::move(ctx)) {
+  auto rows = outbox_.EventStates();
+  if (!rows.ok()) {
+    spdlog::error("pipeline: cannot read the announced event states ({}); starting without them",
+                  rows.status().message());
+    return;
+  }
+  size_t active = 0;
+  for (const auto& row : *rows) {
+    announced_[row.device][row.key] = row.active;
+    active += row.active;
+  }
+  if (!rows->empty())
+    spdlog::info("pipeline: {} announced event states loaded, {} active", rows->size(), active);
+}
+
+bool Pipeline::Active(const std::string& device, const std::string& key) const {
+  auto d = announced_.find(device);
+  if (d == announced_.end()) return false;
+  auto k = d->second.find(key);
+  return k != d->second.end() && k->second;
+}
+
+std::optional<bool> Pipeline::LastAnnounced(const std::string& device, const std::string& event) const {
+  std::lock_guard lk(mu_);
+  auto d = announced_.find(device);
+  if (d == announced_.end()) return std::nullopt;
+  auto k = d->second.find(event);
+  if (k == d->second.end()) return std::nullopt;
+  return k->second;
+}
+
+void Pipeline::AddStateEvent(Record e, const std::string& key, std::vector<Outgoing>& out) {
+  bool active = e.state == EventState::kActive;
+  if (!active && !Active(e.device, key)) {
+    // A clear of what consumers were never told (or were already told is over). An `active`
+    // always goes out: some events are one-off notices (outbox_shed), and adapters and rules
+    // only repeat a state after a restart if the durable state says it was not announced.
+    stats_.repeated_events++;
+    return;
+  }
+  announced_[e.device][key] = active;
+  store::EventStateRow row{e.device, key, active, e.ts_ms};
+  out.push_back({std::move(e), std::move(row)});
+}
+
 
 void Pipeline::SetRules(std::unordered_map<std::string, DeviceRules> rules) {
   std::lock_guard lk(mu_);
   rules_ = std::move(rules);
 }
 
-void Pipeline::Process(Record& r, std::vector<Record>& out) {
+void Pipeline::Process(Record& r, std::vector<Outgoing>& out) {
   stats_.records_in++;
+  if (r.type == RecordType::kEvent && !IsBackfill(r)) {
+    std::string key = r.event;
+    return AddStateEvent(std::move(r), key, out);
+  }
   if (r.type != RecordType::kReading) {
-    out.push_back(std::move(r));
+    out.push_back({std::move(r), std::nullopt});
     return;
   }
   auto rit = rules_.find(r.device);
@@ -58,7 +116,9 @@ void Pipeline::Process(Record& r, std::vector<Record>& out) {
       const Metric* m = r.FindMetric(ev.metric);
       if (!m) continue;
       // Keyed by event and metric: fire from smoke and fire from temperature are separate states.
-      bool& active = st.events_active[ev.event + "/" + ev.metric];
+      // The state is what was last announced, across restarts.
+      const std::string key = ev.event + "/" + ev.metric;
+      bool active = Active(r.device, key);
       bool to_active = false, to_clear = false;
       if (!ev.active_at) {
         const bool* b = std::get_if<bool>(&m->value);
@@ -71,13 +131,12 @@ void Pipeline::Process(Record& r, std::vector<Record>& out) {
         to_clear = active && (ev.below ? *v > clear : *v < clear);
       }
       if (!to_active && !to_clear) continue;
-      active = to_active;
       Record e = MakeEvent(r.device, r.kind, r.protocol, r.ts_ms, ev.event,
                            to_active ? EventState::kActive : EventState::kCleared, ev.severity);
       e.metrics.push_back(*m);
       e.location = r.location;
       e.source_extra = r.source_extra;
-      out.push_back(std::move(e));
+      AddStateEvent(std::move(e), key, out);
     }
   }
 
@@ -86,17 +145,17 @@ void Pipeline::Process(Record& r, std::vector<Record>& out) {
     const OverflowRule& o = *rules->overflow;
     if (const Metric* m = r.FindMetric(o.metric)) {
       if (auto v = AsNumber(m->value)) {
-        bool to_active = !st.overflow_active && *v >= o.active_at;
-        bool to_clear = st.overflow_active && *v < o.clear_below;
+        bool active = Active(r.device, "overflow");
+        bool to_active = !active && *v >= o.active_at;
+        bool to_clear = active && *v < o.clear_below;
         if (to_active || to_clear) {
-          st.overflow_active = to_active;
           Record e = MakeEvent(r.device, r.kind, r.protocol, r.ts_ms, "overflow",
                                to_active ? EventState::kActive : EventState::kCleared,
                                Severity::kWarning);
           e.metrics.push_back(*m);
           e.location = r.location;
           e.source_extra = r.source_extra;
-          out.push_back(std::move(e));
+          AddStateEvent(std::move(e), "overflow", out);
         }
       }
     }
@@ -125,7 +184,7 @@ void Pipeline::Process(Record& r, std::vector<Record>& out) {
   }
   if (kept.empty()) return;
   r.metrics = std::move(kept);
-  out.push_back(std::move(r));
+  out.push_back({std::move(r), std::nullopt});
 }
 
 void Pipeline::Emit(Record record) {
@@ -137,13 +196,13 @@ void Pipeline::Emit(Record record) {
 void Pipeline::EmitBatch(std::vector<Record> records) { EmitDurable(std::move(records), {}); }
 
 void Pipeline::EmitDurable(std::vector<Record> records, DurableFn on_durable) {
-  std::vector<Record> out;
+  std::vector<Outgoing> out;
   out.reserve(records.size() + 1);
   {
     std::lock_guard lk(mu_);
     for (auto& r : records) Process(r, out);
-    for (const auto& r : out) {
-      switch (r.type) {
+    for (const auto& o : out) {
+      switch (o.record.type) {
         case RecordType::kReading: stats_.readings_out++; break;
         case RecordType::kEvent: stats_.events_out++; break;
         case RecordType::kStatus: stats_.status_out++; break;
@@ -158,8 +217,9 @@ void Pipeline::EmitDurable(std::vector<Record> records, DurableFn on_durable) {
   if (on_durable) durable = [f = std::move(on_durable)](const Status& s) { f(s.ok()); };
   // Encoding happens inside Append so each record carries the seq the outbox assigns.
   outbox_.Append(out.size(), [&](size_t i, uint64_t seq) {
-    const Record& r = out[i];
+    const Record& r = out[i].record;
     store::OutMessage m;
+    m.state = out[i].state;
     m.priority = r.priority();
     m.ts_ms = r.ts_ms;
     m.topic = RecordTopic(r, ctx_);

@@ -1,6 +1,9 @@
 // Pipeline: the path from an adapter's Record to the durable outbox. Applies per-metric
 // report-by-exception (deadband with a maximum silence), derives the `overflow` event with
 // hysteresis from a fill level, encodes the contract JSON with the record's id, and appends.
+// State events: the last announced state per device and event is durable (stored with the
+// event record in the outbox) and reloaded at start; rules and adapters start from it, so every
+// `active` is followed by a `cleared`, and a `cleared` of what was never announced is dropped.
 // Thread-safety: Emit/EmitBatch/SetRules from any thread (one mutex, held briefly).
 #pragma once
 
@@ -25,6 +28,7 @@ using sanigate::OverflowRule;
 
 struct PipelineStats {
   uint64_t records_in = 0, readings_out = 0, events_out = 0, status_out = 0, suppressed = 0;
+  uint64_t repeated_events = 0;  // `cleared` events dropped: nothing active had been announced
 };
 
 class Pipeline : public RecordSink {
@@ -36,6 +40,7 @@ class Pipeline : public RecordSink {
   void Emit(Record record) override;
   void EmitBatch(std::vector<Record> records) override;
   void EmitDurable(std::vector<Record> records, DurableFn on_durable) override;
+  std::optional<bool> LastAnnounced(const std::string& device, const std::string& event) const override;
   PipelineStats Stats() const;
   const EncodeContext& context() const { return ctx_; }
 
@@ -46,18 +51,29 @@ class Pipeline : public RecordSink {
   };
   struct DeviceState {
     std::unordered_map<std::string, MetricState> metrics;
-    bool overflow_active = false;
-    std::unordered_map<std::string, bool> events_active;  // by "event/metric"
+  };
+  // One record on its way to the outbox, with the durable state update of a state event.
+  struct Outgoing {
+    Record record;
+    std::optional<store::EventStateRow> state;
   };
 
   // Filters a reading in place and appends derived events. Caller holds mu_.
-  void Process(Record& r, std::vector<Record>& out);
+  void Process(Record& r, std::vector<Outgoing>& out);
+  // Appends a state event and records it as the announced state of `key`, unless it clears what
+  // was not active. Caller holds mu_.
+  void AddStateEvent(Record e, const std::string& key, std::vector<Outgoing>& out);
+  // Announced state of `key` for `device`: false when never announced. Caller holds mu_.
+  bool Active(const std::string& device, const std::string& key) const;
 
   store::Outbox& outbox_;
   const EncodeContext ctx_;
   mutable std::mutex mu_;
   std::unordered_map<std::string, DeviceRules> rules_;
   std::unordered_map<std::string, DeviceState> state_;
+  // device -> key (event, or "event/metric" for rule events) -> active; mirrors the outbox's
+  // event_state table.
+  std::unordered_map<std::string, std::unordered_map<std::string, bool>> announced_;
   PipelineStats stats_;
 };
 

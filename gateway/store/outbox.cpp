@@ -37,6 +37,10 @@ CREATE TABLE IF NOT EXISTS dead_letter (
   seq INTEGER PRIMARY KEY, ts INTEGER, topic TEXT, payload BLOB, reason TEXT, at INTEGER
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS event_state (
+  device TEXT NOT NULL, key TEXT NOT NULL, active INTEGER NOT NULL, ts INTEGER NOT NULL,
+  PRIMARY KEY (device, key)
+) WITHOUT ROWID;
 )sql";
 
 Status CheckHeader(const std::string& path) {
@@ -57,7 +61,7 @@ Status CheckHeader(const std::string& path) {
 struct Outbox::Impl {
   OutboxOptions opt;
   Db writer_db, reader_db;
-  Stmt insert, remove, bump_seq, lease, dead_insert, dead_trim, oldest;
+  Stmt insert, remove, bump_seq, lease, dead_insert, dead_trim, oldest, state_upsert;
 
   struct Queued {
     Envelope env;
@@ -265,6 +269,9 @@ Status Outbox::Impl::Init() {
       !st.ok())
     return st;
   if (auto st = prep(oldest, "SELECT ts FROM outbox ORDER BY seq LIMIT 1"); !st.ok()) return st;
+  if (auto st = prep(state_upsert, "INSERT OR REPLACE INTO event_state(device,key,active,ts) VALUES(?,?,?,?)");
+      !st.ok())
+    return st;
 
   auto r = Db::Open(opt.path, SQLITE_OPEN_READWRITE);
   if (!r.ok()) return r.status();
@@ -308,6 +315,11 @@ Status Outbox::Impl::Commit(std::vector<Queued>& batch, std::vector<uint64_t>& d
         .Bind(7, static_cast<int64_t>(m.topic.size() + m.payload.size()));
     st = insert.Run();
     if (!st.ok()) break;
+    if (m.state) {
+      st = state_upsert.Bind(1, m.state->device).Bind(2, m.state->key).Bind(3, m.state->active ? 1 : 0)
+               .Bind(4, m.state->ts_ms).Run();
+      if (!st.ok()) break;
+    }
   }
   if (st.ok() && !batch.empty()) {
     st = bump_seq.Bind(1, static_cast<int64_t>(batch.back().env.seq)).Run();
@@ -713,6 +725,19 @@ OutboxStats Outbox::Stats() const {
   OutboxStats s = impl_->stats;
   s.queued = impl_->queue.size();
   return s;
+}
+
+Result<std::vector<EventStateRow>> Outbox::EventStates() const {
+  // Its own connection: the reader connection belongs to the consumer thread.
+  auto db = Db::Open(impl_->opt.path, SQLITE_OPEN_READONLY);
+  if (!db.ok()) return db.status();
+  auto q = db->Prepare("SELECT device,key,active,ts FROM event_state");
+  if (!q.ok()) return q.status();
+  std::vector<EventStateRow> rows;
+  Status err;
+  while (q->Step(&err)) rows.push_back({q->Text(0), q->Text(1), q->Int(2) != 0, q->Int(3)});
+  if (!err.ok()) return err;
+  return rows;
 }
 
 uint64_t Outbox::last_seq() const {

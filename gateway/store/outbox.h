@@ -30,12 +30,23 @@ struct OutboxOptions {
   int64_t max_page_count = 0;  // >0 caps the file (tests use it to simulate a full disk)
 };
 
+// The last announced state of one state event (sos, overflow, offline, ...) of one device. It is
+// stored in the same transaction as the event record, so after a crash or a restart the gateway
+// knows what consumers were last told and can clear what is no longer true.
+struct EventStateRow {
+  std::string device;
+  std::string key;  // the event name, or "event/metric" for events derived by rules
+  bool active = false;
+  int64_t ts_ms = 0;
+};
+
 struct OutMessage {
   Priority priority = Priority::kTelemetry;
   int64_t ts_ms = 0;
   std::string topic;
   std::string payload;
   bool retain = false;
+  std::optional<EventStateRow> state;  // set for a state event: kept durable with the record
 };
 
 struct Envelope {
@@ -91,6 +102,8 @@ class Outbox {
   void SetCommitListener(std::function<void()> f);
   void SetShedListener(std::function<void(const ShedReport&)> f);
   OutboxStats Stats() const;
+  // The last announced state of every (device, state event) committed so far.
+  Result<std::vector<EventStateRow>> EventStates() const;
   uint64_t last_seq() const;
 
  private:

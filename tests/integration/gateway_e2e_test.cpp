@@ -473,6 +473,41 @@ address = 0
   ExpectContiguous(Reads("room-07"), FailedPolls("room-07"));
 }
 
+TEST_F(GatewayTest, StateEventsAnnouncedBeforeAKillAreClearedAfterTheRestart) {
+  // Issue 19 for Modbus: a room announced offline and overflowing, the gateway killed, and both
+  // conditions over when it comes back: each is cleared exactly once.
+  StartBroker();
+  StartSim(1, {"--set", "hr:0=950"});  // fill 95.0 %
+  Capture();
+  WriteConfig(BaseConfig() + "[modbus]\n" +
+              RoomConfig("room-07", 0, 100,
+                         "overflow = { metric = \"fill_level_pct\", active_at = 90.0, clear_below = 80.0 }\n"));
+  StartGateway();
+  // Inside WaitFor the messages come as its argument (the capture is locked there).
+  auto events = [&](const std::string& name, const std::vector<Captured>& msgs) {
+    std::vector<std::string> states;
+    for (const auto& e : Unique(msgs, "/devices/room-07/event"))
+      if (e.payload["event"] == name) states.push_back(e.payload["state"]);
+    return states;
+  };
+  ASSERT_TRUE(capture->WaitFor([&](const auto& m) { return events("overflow", m).size() == 1; }, 10s));
+  sim.Signal(SIGUSR1);  // the room stops answering
+  ASSERT_TRUE(capture->WaitFor([&](const auto& m) { return events("offline", m).size() == 1; }, 10s));
+  gateway.Kill();
+  (void)gateway.Wait(5s);
+  sim.Stop(5s);
+  // The room is back and has been emptied while the gateway was down.
+  StartSim(1, {"--set", "hr:0=100", "--port", std::to_string(sim_ports.at(0))});
+  StartGateway();
+  ASSERT_TRUE(capture->WaitFor([&](const auto& m) {
+    return events("offline", m).size() >= 2 && events("overflow", m).size() >= 2;
+  }, 10s)) << GatewayLog();
+  size_t before = Reads("room-07").size();
+  ASSERT_TRUE(WaitReads("room-07", before + 5, 10s));
+  EXPECT_EQ(events("offline", capture->Messages()), (std::vector<std::string>{"active", "cleared"}));
+  EXPECT_EQ(events("overflow", capture->Messages()), (std::vector<std::string>{"active", "cleared"}));
+}
+
 TEST_F(GatewayTest, WritesRacingFastPollsAllSucceedAndNoPollIsLost) {
   StartBroker();
   StartSim(1, {"--counter", "hr:4"});

@@ -22,12 +22,13 @@ class LorawanTest : public GatewayTest {
   uint16_t port = 0;
   std::unique_ptr<Concentrator> gw1, gw2;
 
-  void StartAll() {
+  // `section` adds [lorawan] settings, `devices` more [[lorawan.devices]] entries.
+  void StartAll(const std::string& section = "", const std::string& devices = "") {
     StartBroker();
     Capture();
     port = FreeTcpPort();  // a free TCP port number is very likely free for UDP too
     WriteConfig(BaseConfig() + "[lorawan]\nlisten = \"127.0.0.1:" + std::to_string(port) +
-                "\"\ndedup_window_ms = 150\nprofiles_dir = \"" + SourceDir() + "/config/profiles\"\n" + R"(
+                "\"\ndedup_window_ms = 150\nprofiles_dir = \"" + SourceDir() + "/config/profiles\"\n" + section + R"(
 [[lorawan.devices]]
 id = "bin-abp"
 dev_eui = "0102030405060709"
@@ -56,7 +57,7 @@ app_s_key = "000102030405060708090A0B0C0D0E0F"
 profile = "bin-monitor-ultrasonic-v1"
 expected_interval_s = 1
 offline_after_missed = 2
-)");
+)" + devices);
     StartGateway();
     WaitGatewayOnline();
     gw1 = std::make_unique<Concentrator>(0xAA555A0000000001ull);
@@ -80,6 +81,36 @@ offline_after_missed = 2
       auto st = Unique(m, "/devices/" + device + "/status");
       return !st.empty() && st.back().payload["online"].get<bool>() == online;
     }, 10s);
+  }
+  // Waits until a gateway status shows LoRaWAN details for which `ok` holds; returns them.
+  json WaitDetails(const std::function<bool(const json&)>& ok, std::chrono::milliseconds t = 15s) {
+    json found;
+    capture->WaitFor([&](const std::vector<Captured>& m) {
+      for (const auto& c : m) {
+        if (c.topic.find("/gateway/gw-test/status") == std::string::npos) continue;
+        json j = json::parse(c.payload, nullptr, false);
+        if (j.is_discarded() || !j.contains("adapters") || !j["adapters"].contains("lorawan")) continue;
+        json d = j["adapters"]["lorawan"]["details"];
+        if (d.is_object() && ok(d)) {
+          found = d;
+          return true;
+        }
+      }
+      return false;
+    }, t);
+    return found;
+  }
+  // The source.fcnt of every telemetry message of `device`, in arrival order (same id once).
+  std::vector<int64_t> Fcnts(const std::string& device) const {
+    std::vector<int64_t> out;
+    for (const auto& p : Of(device, "telemetry")) out.push_back(p.payload["source"]["fcnt"].get<int64_t>());
+    return out;
+  }
+  // The gateway after a restart: the UDP port answers again.
+  void Repull(Concentrator& c) {
+    bool pulled = false;
+    for (int i = 0; i < 20 && !pulled; ++i) pulled = c.Pull(500ms).ok();
+    ASSERT_TRUE(pulled) << GatewayLog();
   }
   // Both concentrators hear the frame; gw2 better.
   void HearTwice(const Bytes& phy) {
@@ -149,6 +180,227 @@ TEST_F(LorawanTest, FrameCounterWrapsPast16Bits) {
   EXPECT_EQ(tel[0].payload["source"]["fcnt"], 0xFFFE);
   EXPECT_EQ(tel[1].payload["source"]["fcnt"], 0xFFFF);
   EXPECT_EQ(tel[2].payload["source"]["fcnt"], 0x10000);
+
+  // Issue 15 item 7: the frame of 0xFFFF played again after the wrap is a genuine replay: its
+  // MIC verifies under its own counter, and the log must not call it a forgery.
+  dev.set_fcnt_up(0xFFFF);
+  Bytes before_wrap = dev.Uplink(kUltrasonicFPort, UltrasonicPayload(501, 30, 20.0, 3.6, false, false));
+  dev.set_fcnt_up(0x10001);
+  HearTwice(dev.Uplink(kUltrasonicFPort, UltrasonicPayload(503, 30, 20.0, 3.6, false, false)));
+  ASSERT_TRUE(WaitN("bin-abp", "telemetry", 4));
+  ASSERT_TRUE(gw1->Push({MakeRxpk(before_wrap, gw1->Tmst())}).ok());
+  auto d = WaitDetails([](const json& d) { return d.value("replays", -1) == 1; });
+  EXPECT_EQ(d["replays"], 1) << d.dump();
+  EXPECT_EQ(d["bad_mic"], 0) << d.dump();
+  std::string log = GatewayLog();
+  EXPECT_NE(log.find("replayed frame (counter 65535 is behind"), std::string::npos) << log;
+  EXPECT_EQ(log.find("MIC is wrong"), std::string::npos) << log;
+  EXPECT_EQ(Fcnts("bin-abp"), (std::vector<int64_t>{0xFFFE, 0xFFFF, 0x10000, 0x10001}));
+}
+
+// Issue 15 item 1: the FCntDown of an ACK and the FCntUp of the uplink it acknowledges are on
+// disk before the ACK leaves. kill -9 right after the ACK: the device's retransmission (it
+// missed the ACK) is acknowledged again with a fresh FCntDown and is not published again under
+// a new id; an older uplink played again is a replay.
+TEST_F(LorawanTest, Kill9RightAfterAnAckNeitherReusesFCntDownNorRepublishes) {
+  StartAll();
+  auto dev = LoraDevice::Abp(kAbpAddr, kNwkSKey, kAppSKey, 5);
+  Bytes unconfirmed = dev.Uplink(kUltrasonicFPort, UltrasonicPayload(400, 40, 20.0, 3.6, false, false));
+  ASSERT_TRUE(gw1->Push({MakeRxpk(unconfirmed, gw1->Tmst())}).ok());
+  ASSERT_TRUE(WaitN("bin-abp", "telemetry", 1));
+  uint32_t tmst = gw1->Tmst();
+  Bytes confirmed = dev.Uplink(kUltrasonicFPort, UltrasonicPayload(390, 41, 20.0, 3.6, false, false), true);
+  ASSERT_TRUE(gw1->Push({MakeRxpk(confirmed, tmst)}).ok());
+  auto ack = gw1->WaitDownlink(5s);
+  ASSERT_TRUE(ack.has_value()) << GatewayLog();
+  gateway.Kill();  // SIGKILL the moment the ACK is out
+  auto first = dev.OpenDownlink(ack->data);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_TRUE(first->ack);
+
+  StartGateway();
+  Repull(*gw1);
+  // The device missed that ACK over the air: it sends the same frame again.
+  ASSERT_TRUE(gw1->Push({MakeRxpk(confirmed, gw1->Tmst())}).ok());
+  auto again = gw1->WaitDownlink(5s);
+  ASSERT_TRUE(again.has_value()) << GatewayLog();
+  auto second = dev.OpenDownlink(again->data);
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_TRUE(second->ack);
+  EXPECT_FALSE(second->repeat) << "FCntDown " << second->fcnt << " reused after kill -9";
+  EXPECT_GT(second->fcnt, first->fcnt);
+  // The older unconfirmed uplink played again, then the next confirmed one.
+  ASSERT_TRUE(gw1->Push({MakeRxpk(unconfirmed, gw1->Tmst())}).ok());
+  ASSERT_TRUE(gw1->Push({MakeRxpk(dev.Uplink(kUltrasonicFPort, UltrasonicPayload(380, 42, 20.0, 3.6, false, false), true), gw1->Tmst())}).ok());
+  auto third_dl = gw1->WaitDownlink(5s);
+  ASSERT_TRUE(third_dl.has_value()) << GatewayLog();
+  auto third = dev.OpenDownlink(third_dl->data);
+  ASSERT_TRUE(third.ok()) << third.status().ToString();
+  EXPECT_GT(third->fcnt, second->fcnt);
+  ASSERT_TRUE(capture->WaitFor([&](const std::vector<Captured>& m) {
+    for (const auto& p : Unique(m, "/devices/bin-abp/telemetry"))
+      if (p.payload["source"]["fcnt"] == 7) return true;
+    return false;
+  }, 10s)) << GatewayLog();
+  // Every reading once: a re-accepted uplink would show up again under a new id.
+  EXPECT_EQ(Fcnts("bin-abp"), (std::vector<int64_t>{5, 6, 7}));
+}
+
+// Issue 15 item 2: a copy with the same DevAddr and FCnt but another payload and a wrong MIC,
+// heard louder by a second concentrator inside the window, is a forgery: counted as bad_mic,
+// never merged, never the "best copy", and the ACK does not go through it.
+TEST_F(LorawanTest, AForgedCopyNeverWinsDeduplication) {
+  StartAll();
+  auto dev = LoraDevice::Abp(kAbpAddr, kNwkSKey, kAppSKey, 20);
+  Bytes real = dev.Uplink(kUltrasonicFPort, UltrasonicPayload(800, 33, 20.0, 3.6, false, false), true);
+  Bytes forged = dev.ForgedCopy(UltrasonicPayload(10, 99, 20.0, 3.6, false, false));
+  ASSERT_FALSE(forged.empty());
+  ASSERT_EQ(forged.size(), real.size());
+  ASSERT_TRUE(gw1->Push({MakeRxpk(real, gw1->Tmst(), 486'300'000, -110, -5.0)}).ok());
+  ASSERT_TRUE(gw2->Push({MakeRxpk(forged, gw2->Tmst(), 486'300'000, -40, 12.0)}).ok());
+  auto ack = gw1->WaitDownlink(5s);
+  ASSERT_TRUE(ack.has_value()) << "the ACK went elsewhere\n" << GatewayLog();
+  EXPECT_TRUE(dev.OpenDownlink(ack->data).ok());
+  EXPECT_FALSE(gw2->WaitDownlink(300ms).has_value());
+  ASSERT_TRUE(WaitN("bin-abp", "telemetry", 1));
+  auto r = Of("bin-abp", "telemetry")[0].payload;
+  EXPECT_EQ(r["metrics"]["fill_level_pct"], 33);
+  EXPECT_EQ(r["source"]["concentrator"], "AA555A0000000001");
+  EXPECT_EQ(r["source"]["concentrators"], 1);
+  EXPECT_DOUBLE_EQ(r["source"]["rssi_dbm"].get<double>(), -110);
+  auto d = WaitDetails([](const json& d) { return d.value("uplinks", -1) == 1 && d.value("bad_mic", -1) == 1; });
+  EXPECT_EQ(d["bad_mic"], 1) << d.dump();
+  EXPECT_EQ(d["duplicates"], 0) << d.dump();
+  // A byte-identical copy is still a copy.
+  Bytes next = dev.Uplink(kUltrasonicFPort, UltrasonicPayload(700, 35, 20.0, 3.6, false, false));
+  HearTwice(next);
+  ASSERT_TRUE(WaitN("bin-abp", "telemetry", 2));
+  EXPECT_EQ(Of("bin-abp", "telemetry")[1].payload["source"]["concentrators"], 2);
+}
+
+// Issue 15 item 3: a PUSH_DATA whose rxpk array holds one bad entry between two good uplinks
+// is acknowledged, both uplinks are published, and the bad entry is counted as malformed.
+TEST_F(LorawanTest, OneBadRxpkKeepsTheDatagramsGoodUplinksAndItsPushAck) {
+  StartAll();
+  auto dev = LoraDevice::Abp(kAbpAddr, kNwkSKey, kAppSKey, 30);
+  Bytes a = dev.Uplink(kUltrasonicFPort, UltrasonicPayload(600, 50, 20.0, 3.6, false, false));
+  Bytes b = dev.Uplink(kUltrasonicFPort, UltrasonicPayload(590, 51, 20.0, 3.6, false, false));
+  auto acked = gw1->PushEntries({RxpkJson(MakeRxpk(a, gw1->Tmst())), R"({"tmst":"soon","data":"\u0000"})",
+                                 RxpkJson(MakeRxpk(b, gw1->Tmst()))});
+  ASSERT_TRUE(acked.ok()) << acked.status().ToString();
+  ASSERT_TRUE(WaitN("bin-abp", "telemetry", 2)) << GatewayLog();
+  EXPECT_EQ(Fcnts("bin-abp"), (std::vector<int64_t>{30, 31}));
+  auto d = WaitDetails([](const json& d) { return d.value("malformed", -1) == 1 && d.value("uplinks", -1) == 2; });
+  EXPECT_EQ(d["malformed"], 1) << d.dump();
+  EXPECT_NE(GatewayLog().find("rxpk[1].tmst"), std::string::npos);
+}
+
+// Issue 15 item 4: neighbours' traffic (a DevAddr no device here has) is counted as
+// unknown_devices, apart from bad_mic, which keeps meaning "forged or wrong keys".
+TEST_F(LorawanTest, UnknownDevAddrIsCountedApartFromBadMic) {
+  StartAll();
+  auto stranger = LoraDevice::Abp(0x01020304, kNwkSKey, kAppSKey, 1);
+  for (int i = 0; i < 3; ++i)
+    ASSERT_TRUE(gw1->Push({MakeRxpk(stranger.Uplink(kUltrasonicFPort, UltrasonicPayload(1, 1, 1, 3.6, false, false)), gw1->Tmst())}).ok());
+  auto forged = LoraDevice::Abp(kAbpAddr, kAppSKey, kAppSKey, 1);  // our DevAddr, a wrong key
+  ASSERT_TRUE(gw1->Push({MakeRxpk(forged.Uplink(kUltrasonicFPort, UltrasonicPayload(1, 1, 1, 3.6, false, false)), gw1->Tmst())}).ok());
+  auto d = WaitDetails([](const json& d) { return d.value("unknown_devices", 0) + d.value("bad_mic", 0) >= 4; });
+  EXPECT_EQ(d["unknown_devices"], 3) << d.dump();
+  EXPECT_EQ(d["bad_mic"], 1) << d.dump();
+}
+
+// Issue 15 item 5: an ABP device past 65,535 with no stored session (fresh install, lost state
+// file) is found in the next 16-bit epochs.
+TEST_F(LorawanTest, AbpCounterPastTheFirstEpochIsFoundWithoutAStoredSession) {
+  StartAll();
+  auto dev = LoraDevice::Abp(kAbpAddr, kNwkSKey, kAppSKey, 70000);
+  ASSERT_TRUE(gw1->Push({MakeRxpk(dev.Uplink(kUltrasonicFPort, UltrasonicPayload(500, 20, 20.0, 3.6, false, false)), gw1->Tmst())}).ok());
+  ASSERT_TRUE(WaitN("bin-abp", "telemetry", 1)) << GatewayLog();
+  // From there on the counter runs as usual.
+  ASSERT_TRUE(gw1->Push({MakeRxpk(dev.Uplink(kUltrasonicFPort, UltrasonicPayload(500, 22, 20.0, 3.6, false, false)), gw1->Tmst())}).ok());
+  ASSERT_TRUE(WaitN("bin-abp", "telemetry", 2)) << GatewayLog();
+  EXPECT_EQ(Fcnts("bin-abp"), (std::vector<int64_t>{70000, 70001}));
+}
+
+// Issue 15 item 5: ... and one far beyond the search by its counter seeded in the config.
+TEST_F(LorawanTest, AbpCounterSeededInTheConfigIsFoundFarBeyondTheSearch) {
+  StartAll("", R"(
+[[lorawan.devices]]
+id = "bin-seeded"
+dev_eui = "010203040506070B"
+activation = "abp"
+dev_addr = "260B5555"
+nwk_s_key = "2B7E151628AED2A6ABF7158809CF4F3C"
+app_s_key = "000102030405060708090A0B0C0D0E0F"
+profile = "bin-monitor-ultrasonic-v1"
+fcnt_up_start = 5242880
+)");
+  auto seeded = LoraDevice::Abp(0x260B5555, kNwkSKey, kAppSKey, 0x500010);
+  ASSERT_TRUE(gw1->Push({MakeRxpk(seeded.Uplink(kUltrasonicFPort, UltrasonicPayload(500, 21, 20.0, 3.6, false, false)), gw1->Tmst())}).ok());
+  ASSERT_TRUE(WaitN("bin-seeded", "telemetry", 1)) << GatewayLog();
+  EXPECT_EQ(Fcnts("bin-seeded"), (std::vector<int64_t>{0x500010}));
+  // A frame from below the seed is an old one.
+  seeded.set_fcnt_up(0x4FFFF0);
+  ASSERT_TRUE(gw1->Push({MakeRxpk(seeded.Uplink(kUltrasonicFPort, UltrasonicPayload(500, 22, 20.0, 3.6, false, false)), gw1->Tmst())}).ok());
+  auto d = WaitDetails([](const json& d) { return d.value("replays", -1) == 1; });
+  EXPECT_EQ(d["replays"], 1) << d.dump();
+  EXPECT_EQ(Fcnts("bin-seeded"), (std::vector<int64_t>{0x500010}));
+}
+
+// Issue 15 item 6: a jump past the 1.0.3 MAX_FCNT_GAP (the default) is dropped, counted and
+// logged with the setting that changes it.
+TEST_F(LorawanTest, CounterGapDropsAreCountedAndLogged) {
+  StartAll();
+  auto dev = LoraDevice::Abp(kAbpAddr, kNwkSKey, kAppSKey, 10);
+  ASSERT_TRUE(gw1->Push({MakeRxpk(dev.Uplink(kUltrasonicFPort, UltrasonicPayload(500, 10, 20.0, 3.6, false, false)), gw1->Tmst())}).ok());
+  dev.set_fcnt_up(20010);
+  ASSERT_TRUE(gw1->Push({MakeRxpk(dev.Uplink(kUltrasonicFPort, UltrasonicPayload(500, 11, 20.0, 3.6, false, false)), gw1->Tmst())}).ok());
+  auto d = WaitDetails([](const json& d) { return d.value("fcnt_gap_drops", -1) == 1; });
+  EXPECT_EQ(d["fcnt_gap_drops"], 1) << d.dump();
+  EXPECT_EQ(d["bad_mic"], 0) << d.dump();
+  EXPECT_EQ(Fcnts("bin-abp"), (std::vector<int64_t>{10}));
+  std::string log = GatewayLog();
+  EXPECT_NE(log.find("bin-abp: frame counter 20010 is 20000 ahead of 10"), std::string::npos) << log;
+  EXPECT_NE(log.find("max_fcnt_gap"), std::string::npos) << log;
+}
+
+// Issue 15 item 6: the counter gap limit follows the device's LoRaWAN version (16,384 up to
+// 1.0.3, none in 1.0.4) or its own max_fcnt_gap.
+TEST_F(LorawanTest, CounterGapLimitFollowsTheVersionOrTheSetting) {
+  StartAll("", R"(
+[[lorawan.devices]]
+id = "bin-104"
+dev_eui = "010203040506070C"
+activation = "abp"
+dev_addr = "260B7777"
+nwk_s_key = "2B7E151628AED2A6ABF7158809CF4F3C"
+app_s_key = "000102030405060708090A0B0C0D0E0F"
+profile = "bin-monitor-ultrasonic-v1"
+lorawan_version = "1.0.4"
+
+[[lorawan.devices]]
+id = "bin-wide"
+dev_eui = "010203040506070D"
+activation = "abp"
+dev_addr = "260B8888"
+nwk_s_key = "2B7E151628AED2A6ABF7158809CF4F3C"
+app_s_key = "000102030405060708090A0B0C0D0E0F"
+profile = "bin-monitor-ultrasonic-v1"
+max_fcnt_gap = 30000
+)");
+  auto p = [](int fill) { return UltrasonicPayload(500, fill, 20.0, 3.6, false, false); };
+  auto v104 = LoraDevice::Abp(0x260B7777, kNwkSKey, kAppSKey, 10);
+  auto wide = LoraDevice::Abp(0x260B8888, kNwkSKey, kAppSKey, 10);
+  for (auto* d : {&v104, &wide}) {
+    ASSERT_TRUE(gw1->Push({MakeRxpk(d->Uplink(kUltrasonicFPort, p(10)), gw1->Tmst())}).ok());
+    d->set_fcnt_up(20010);  // 19,999 frames lost
+    ASSERT_TRUE(gw1->Push({MakeRxpk(d->Uplink(kUltrasonicFPort, p(11)), gw1->Tmst())}).ok());
+  }
+  ASSERT_TRUE(WaitN("bin-104", "telemetry", 2)) << GatewayLog();
+  ASSERT_TRUE(WaitN("bin-wide", "telemetry", 2)) << GatewayLog();
+  EXPECT_EQ(Fcnts("bin-104"), (std::vector<int64_t>{10, 20010}));
+  EXPECT_EQ(Of("bin-104", "telemetry")[1].payload["source"]["frames_lost"], 19999);
+  EXPECT_EQ(Fcnts("bin-wide"), (std::vector<int64_t>{10, 20010}));
 }
 
 TEST_F(LorawanTest, OtaaJoinConfirmedUplinkAckAndSessionSurvivesRestart) {
@@ -264,6 +516,43 @@ TEST_F(LorawanTest, MalformedDatagramsAreIgnoredWithoutHarm) {
   ASSERT_TRUE(gw1->Push({MakeRxpk(dev.Uplink(kUltrasonicFPort, UltrasonicPayload(400, 50, 20.0, 3.6, false, false)), gw1->Tmst())}).ok());
   ASSERT_TRUE(WaitN("bin-abp", "telemetry", 1));
   EXPECT_TRUE(gateway.Running());
+}
+
+// The counter settings of issue 15 are checked like every other key: each mistake is named
+// with its place and the allowed values.
+TEST_F(GatewayTest, CounterSettingsAreValidated) {
+  std::ofstream(path("bad.toml")) << "[gateway]\nid = \"gw\"\nsite = \"s\"\ndata_dir = \"" << path("data")
+                                  << "\"\n[lorawan]\nprofiles_dir = \"" << SourceDir() << "/config/profiles\"\n" << R"(fcnt_search_epochs = 0
+lorawan_version = "1.1"
+
+[[lorawan.devices]]
+id = "bin-otaa"
+dev_eui = "0102030405060708"
+app_key = "2B7E151628AED2A6ABF7158809CF4F3C"
+profile = "bin-monitor-ultrasonic-v1"
+fcnt_up_start = 100
+
+[[lorawan.devices]]
+id = "bin-abp"
+dev_eui = "0102030405060709"
+activation = "abp"
+dev_addr = "260B1234"
+nwk_s_key = "2B7E151628AED2A6ABF7158809CF4F3C"
+app_s_key = "000102030405060708090A0B0C0D0E0F"
+profile = "bin-monitor-ultrasonic-v1"
+max_fcnt_gap = 70000
+fcnt_up_start = -1
+)";
+  int rc = Process::Run({SANIGATE_BIN, "--check-config", path("bad.toml")}, 10s, {.stderr_path = path("check.err")});
+  EXPECT_TRUE(ExitedWith(rc, 2)) << DescribeWaitStatus(rc);
+  std::string err = ReadFile(path("check.err"));
+  for (const char* want : {"lorawan.fcnt_search_epochs: ", "lorawan.lorawan_version: ",
+                           "lorawan.devices[0].fcnt_up_start: only ABP devices take a starting counter",
+                           "lorawan.devices[1].max_fcnt_gap: ", "lorawan.devices[1].fcnt_up_start: "})
+    EXPECT_NE(err.find(want), std::string::npos) << want << "\n" << err;
+  rc = Process::Run({SANIGATE_BIN, "--check-config", SourceDir() + "/config/lorawan.toml"}, 10s,
+                    {.stderr_path = path("sample.err")});
+  EXPECT_TRUE(ExitedWith(rc, 0)) << ReadFile(path("sample.err"));
 }
 
 // Sites with ChirpStack: its MQTT integration (v4 JSON, `application/+/device/+/event/up`) is

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <nlohmann/json.hpp>
 #include <random>
 
 namespace sanigate::test {
@@ -67,6 +68,15 @@ Rxpk MakeRxpk(const Bytes& phy, uint32_t tmst, uint32_t freq_hz, int rssi, doubl
   p.lsnr = snr;
   p.data = phy;
   return p;
+}
+
+std::string RxpkJson(const Rxpk& rx) {
+  auto d = BuildPushData(Token{}, 0, {rx});
+  if (!d.ok()) return "{}";
+  // The JSON body follows the 12-byte header (version, token, id, gateway EUI).
+  auto j = nlohmann::json::parse(d->begin() + 12, d->end(), nullptr, false);
+  if (j.is_discarded()) return "{}";
+  return j["rxpk"][0].dump();
 }
 
 // ---- Concentrator
@@ -149,6 +159,34 @@ Status Concentrator::Send(const Bytes& datagram) {
     if (errno != EINTR) break;
   }
   return Unavailable(std::string("sendto: ") + std::strerror(errno));
+}
+
+Result<Token> Concentrator::SendPushEntries(const std::vector<std::string>& rxpk_json) {
+  Token t = NextToken();
+  Bytes d = {version_, t[0], t[1], 0x00};
+  for (int i = 7; i >= 0; --i) d.push_back(static_cast<uint8_t>(eui_ >> (8 * i)));
+  std::string body = "{\"rxpk\":[";
+  for (size_t i = 0; i < rxpk_json.size(); ++i) body += (i ? "," : "") + rxpk_json[i];
+  body += "]}";
+  d.insert(d.end(), body.begin(), body.end());
+  auto at = Clock::now();
+  if (Status s = Send(d); !s.ok()) return s;
+  pending_push_[TokenKey(t)] = at;
+  ++stats_.push_sent;
+  return t;
+}
+
+Result<PushAck> Concentrator::PushEntries(const std::vector<std::string>& rxpk_json,
+                                          milliseconds timeout) {
+  auto token = SendPushEntries(rxpk_json);
+  if (!token.ok()) return token.status();
+  auto latency = WaitAck(*token, timeout);
+  if (!latency) {
+    pending_push_.erase(TokenKey(*token));
+    return Deadline("no PUSH_ACK for token " + TokenHex(*token) + " within " +
+                    std::to_string(timeout.count()) + " ms");
+  }
+  return PushAck{*token, *latency};
 }
 
 Status Concentrator::SendRaw(std::span<const uint8_t> bytes) {
@@ -382,6 +420,21 @@ Bytes LoraDevice::Uplink(uint8_t fport, const Bytes& payload, bool confirmed) {
   last_uplink_ = std::move(phy).value();
   last_error_ = Status::Ok();
   return last_uplink_;
+}
+
+Bytes LoraDevice::ForgedCopy(const Bytes& payload) const {
+  auto last = ParseDataFrame(last_uplink_);
+  if (!last.ok() || !has_session_) return {};
+  DataFrameSpec s;
+  s.mtype = last->mtype;
+  s.dev_addr = dev_addr_;
+  s.fcnt32 = fcnt_up_ - 1;  // the last uplink's counter
+  s.fport = last->fport;
+  s.payload = payload;
+  SessionKeys guessed = keys_;
+  for (auto& b : guessed.nwk_s_key) b ^= 0xA5;  // the forger does not know the NwkSKey
+  auto phy = BuildDataFrame(s, guessed);
+  return phy.ok() ? std::move(phy).value() : Bytes{};
 }
 
 Bytes LoraDevice::JoinRequest(uint16_t dev_nonce) {

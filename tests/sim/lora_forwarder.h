@@ -45,6 +45,10 @@ using dev::lorawan::Txpk;
 Rxpk MakeRxpk(const Bytes& phy, uint32_t tmst, uint32_t freq_hz = 486'300'000, int rssi = -80,
               double snr = 7.5, LoraRate rate = LoraRate{7, 125});
 
+// One rxpk object as JSON text, as BuildPushData writes it: a building block for datagrams that
+// mix good entries with bad ones (Concentrator::PushEntries).
+std::string RxpkJson(const Rxpk& rx);
+
 // A PUSH_ACK that matched a PUSH_DATA we sent, with the time between send and receipt.
 struct PushAck {
   Token token{};
@@ -118,6 +122,11 @@ class Concentrator {
   // The latency of the PUSH_ACK for `token` (sent by SendPush), or nullopt on timeout.
   std::optional<std::chrono::microseconds> WaitAck(const Token& token,
                                                    std::chrono::milliseconds timeout);
+  // A PUSH_DATA whose rxpk array holds these JSON texts as they are (RxpkJson() for good
+  // entries, anything for bad ones), then wait for its PUSH_ACK.
+  Result<PushAck> PushEntries(const std::vector<std::string>& rxpk_json,
+                              std::chrono::milliseconds timeout = std::chrono::seconds(1));
+  Result<Token> SendPushEntries(const std::vector<std::string>& rxpk_json);
   // Any bytes, e.g. a malformed datagram.
   Status SendRaw(std::span<const uint8_t> bytes);
 
@@ -193,6 +202,10 @@ class LoraDevice {
   Bytes Uplink(uint8_t fport, const Bytes& payload, bool confirmed = false);
   // The last uplink, byte for byte (a replay or a retransmission).
   Bytes Replay() const { return last_uplink_; }
+  // What a forger without the keys makes of the last uplink: the same MType, DevAddr and FCnt,
+  // another payload on the same port, and a MIC computed with a guessed key. Empty before the
+  // first uplink.
+  Bytes ForgedCopy(const Bytes& payload) const;
   // Join Request with this DevNonce (remembered for AcceptJoin). Empty for an ABP device.
   Bytes JoinRequest(uint16_t dev_nonce);
   // Decrypts the Join Accept with the AppKey, checks its MIC, derives the session keys with the

@@ -7,6 +7,10 @@
 // DevAddr (data) or by the expected RX1 tmst (join accepts, whose MIC alone cannot tell devices
 // that share a demo AppKey apart), and their timing is checked (RX1 = tmst + 1 s, join + 5 s).
 //
+// Hostile and odd traffic on request: forged copies of uplinks (same DevAddr and FCnt, another
+// payload, a guessed MIC) heard loudly by the last concentrator, datagrams with one bad rxpk entry
+// beside the good one, and ABP counters that start past 65535.
+//
 // Single-threaded: one poll() loop over the K sockets. Bounded by --duration-s; SIGINT/SIGTERM
 // end it early, and the stats are still printed and written.
 #include <poll.h>
@@ -67,6 +71,9 @@ struct Options {
   int interval_ms = 10'000;
   double duration_s = 0;
   int confirmed_every = 0;
+  uint32_t fcnt_start = 0;
+  int forge_every = 0;
+  int bad_rxpk_every = 0;
   double rate = 0;
   std::string stats_json;
   uint32_t seed = 1;
@@ -100,7 +107,7 @@ struct Stats {
   uint64_t uplinks = 0, confirmed = 0, overflow_reports = 0, join_requests = 0, joins_ok = 0,
            join_failures = 0, downlinks = 0, downlink_acks = 0, downlink_errors = 0,
            downlinks_unmatched = 0, downlink_timing_errors = 0, downlink_freq_errors = 0,
-           rate_resets = 0;
+           rate_resets = 0, forged_sent = 0, bad_rxpk_sent = 0;
   std::vector<int64_t> latencies_us;
   uint64_t latency_seen = 0;
 };
@@ -232,10 +239,33 @@ void Simulation::SendUplink(size_t d) {
   ++st_.uplinks;
   st_.confirmed += confirmed ? 1 : 0;
   s.up_freq_hz = 470'300'000 + 200'000 * static_cast<uint32_t>(rng_() % 96);
+  // Every K-th uplink's datagram at the first concentrator also carries an entry that does not
+  // parse: the server must still take the good one and acknowledge the datagram.
+  bool bad_entry =
+      o_.bad_rxpk_every > 0 && st_.uplinks % static_cast<uint64_t>(o_.bad_rxpk_every) == 0;
   for (size_t k = 0; k < concs_.size(); ++k) {
     uint32_t t = UniqueTmst(k);
     s.up_tmst[k] = t;
-    (void)concs_[k]->SendPush(Heard(d, k, phy, s.up_freq_hz, LoraRate{7, 125}, t));
+    auto heard = Heard(d, k, phy, s.up_freq_hz, LoraRate{7, 125}, t);
+    if (k == 0 && bad_entry) {
+      ++st_.bad_rxpk_sent;
+      (void)concs_[k]->SendPushEntries({R"({"tmst":"bad","data":"!"})", RxpkJson(heard[0])});
+    } else {
+      (void)concs_[k]->SendPush(heard);
+    }
+  }
+  // Every K-th uplink gets a forged twin, heard louder than any genuine copy by the last
+  // concentrator: it must be counted as bad_mic, never published or used for the ACK.
+  if (o_.forge_every > 0 && st_.uplinks % static_cast<uint64_t>(o_.forge_every) == 0) {
+    // A fake "bin full" report: what a prankster would send.
+    Bytes fake = o_.payload == "compact" ? CompactMeasurementPayload(false, false, 90, 40, 20.0f)
+                                         : UltrasonicPayload(40, 100, 20.0, 3.6, false, false);
+    Bytes forged = s.dev->ForgedCopy(fake);
+    size_t k = concs_.size() - 1;
+    if (!forged.empty()) {
+      ++st_.forged_sent;
+      (void)concs_[k]->SendPush({MakeRxpk(forged, UniqueTmst(k), s.up_freq_hz, -30, 13.0)});
+    }
   }
 }
 
@@ -486,6 +516,8 @@ nlohmann::json Simulation::Report(double elapsed_s) {
   j["stray_acks"] = sum.stray_acks;
   j["undecodable"] = sum.undecodable + sum.unexpected;
   j["rate_resets"] = st_.rate_resets;
+  j["forged_sent"] = st_.forged_sent;
+  j["bad_rxpk_sent"] = st_.bad_rxpk_sent;
   return j;
 }
 
@@ -541,6 +573,20 @@ int Main(int argc, char** argv) {
                  "every K-th uplink of a device is confirmed (0: never)")
       ->check(CLI::Range(0, 1'000'000))
       ->capture_default_str();
+  app.add_option(
+         "--fcnt-start", o.fcnt_start,
+         "ABP: uplink counter of every device's first frame (e.g. 70000, past the 16-bit wrap)")
+      ->capture_default_str();
+  app.add_option("--forge-every", o.forge_every,
+                 "every K-th uplink also comes as a forged copy (same DevAddr/FCnt, bad MIC) from "
+                 "the last concentrator, louder (0: never)")
+      ->check(CLI::Range(0, 1'000'000))
+      ->capture_default_str();
+  app.add_option("--bad-rxpk-every", o.bad_rxpk_every,
+                 "every K-th uplink's PUSH_DATA at the first concentrator also carries a bad rxpk "
+                 "entry (0: never)")
+      ->check(CLI::Range(0, 1'000'000))
+      ->capture_default_str();
   app.add_option("--rate", o.rate, "uplinks/s in total over all devices (benchmarks)")
       ->check(CLI::Range(0.0, 1'000'000.0));
   app.add_option("--stats-json", o.stats_json, "also write the stats to this file");
@@ -576,7 +622,7 @@ int Main(int argc, char** argv) {
       s.dev = std::make_unique<LoraDevice>(LoraDevice::Otaa(eui, *join_eui, *app_key));
     } else {
       auto addr = static_cast<uint32_t>(*addr_base + i);
-      s.dev = std::make_unique<LoraDevice>(LoraDevice::Abp(addr, *nwk, *aps));
+      s.dev = std::make_unique<LoraDevice>(LoraDevice::Abp(addr, *nwk, *aps, o.fcnt_start));
     }
     // DevNonces must not repeat per device (the server keeps the used ones): a random start per
     // device and run, then counting up.
@@ -646,6 +692,10 @@ int Main(int argc, char** argv) {
       report["downlinks_unmatched"].get<unsigned long long>(),
       report["downlink_timing_errors"].get<unsigned long long>(),
       report["downlink_freq_errors"].get<unsigned long long>());
+  if (o.forge_every > 0 || o.bad_rxpk_every > 0)
+    std::printf("  forged copies sent %llu, datagrams with a bad rxpk entry %llu\n",
+                report["forged_sent"].get<unsigned long long>(),
+                report["bad_rxpk_sent"].get<unsigned long long>());
   std::fflush(stdout);
 
   if (!o.stats_json.empty()) {

@@ -238,6 +238,49 @@ TEST_F(OverflowTest, HysteresisRaisesOnceAndClearsBelowTheLowerLevel) {
   EXPECT_EQ(pipeline_->Stats().events_out, 3u);
 }
 
+// Issue 19: the last announced state survives a restart (a new pipeline on the same outbox file),
+// so an overflow that ended while the gateway was down is cleared exactly once.
+TEST_F(OverflowTest, AnOverflowAnnouncedBeforeARestartIsClearedAfterIt) {
+  EXPECT_EQ(Step(0, 95), States{"active"});
+  // Restart: the outbox is closed (its writer flushed) and opened again, with a fresh pipeline.
+  pipeline_.reset();
+  outbox_.reset();
+  store::OutboxOptions o;
+  o.path = dir_.File("outbox.db");
+  outbox_ = std::move(store::Outbox::Open(o)).value();
+  (void)Drain();  // the records left from before the restart
+  pipeline_ = std::make_unique<Pipeline>(*outbox_, EncodeContext{.gateway = "gw", .site = "houpu"});
+  DeviceRules rules;
+  rules.overflow = OverflowRule{"fill_level_pct", 90, 80};
+  SetRules(rules);
+  EXPECT_EQ(pipeline_->LastAnnounced("room-1", "overflow"), std::optional<bool>(true));
+  EXPECT_EQ(Step(1000, 96), States{}) << "still overflowing: not announced again";
+  EXPECT_EQ(Step(2000, 40), States{"cleared"});
+  EXPECT_EQ(Step(3000, 30), States{});
+  EXPECT_EQ(pipeline_->LastAnnounced("room-1", "overflow"), std::optional<bool>(false));
+}
+
+TEST_F(PipelineTest, AdapterStateEventsAreRememberedAndAClearOfNothingIsDropped) {
+  Record clear = MakeEvent("truck-1", "vehicle", "jt808", t0_, "sos", EventState::kCleared, Severity::kCritical);
+  pipeline_->Emit(clear);
+  EXPECT_TRUE(Drain().empty()) << "sos was never announced active";
+  EXPECT_EQ(pipeline_->Stats().repeated_events, 1u);
+  Record sos = MakeEvent("truck-1", "vehicle", "jt808", t0_ + 1, "sos", EventState::kActive, Severity::kCritical);
+  pipeline_->Emit(sos);
+  EXPECT_EQ(Drain().size(), 1u);
+  EXPECT_EQ(pipeline_->LastAnnounced("truck-1", "sos"), std::optional<bool>(true));
+  // A back-filled event is history: it is published but is not the state now.
+  Record old = MakeEvent("truck-1", "vehicle", "jt808", t0_ - 60000, "sos", EventState::kCleared, Severity::kCritical);
+  old.source_extra.push_back({"backfill", true});
+  pipeline_->Emit(old);
+  EXPECT_EQ(Drain().size(), 1u);
+  EXPECT_EQ(pipeline_->LastAnnounced("truck-1", "sos"), std::optional<bool>(true));
+  pipeline_->Emit(clear);
+  EXPECT_EQ(Drain().size(), 1u);
+  EXPECT_EQ(pipeline_->LastAnnounced("truck-1", "sos"), std::optional<bool>(false));
+  EXPECT_EQ(pipeline_->LastAnnounced("truck-2", "sos"), std::nullopt);
+}
+
 TEST_F(OverflowTest, ActiveAtIsInclusiveAndClearBelowIsExclusive) {
   EXPECT_EQ(Step(0, 90), States{"active"});
   EXPECT_EQ(Step(1000, 80), States{});
