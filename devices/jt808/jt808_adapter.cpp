@@ -177,6 +177,18 @@ struct Jt808Adapter::Impl : std::enable_shared_from_this<Jt808Adapter::Impl> {
     refused++;
     last_error = why;
   }
+  // A message other than register/authenticate on a connection that has not authenticated:
+  // counted on its own (not with garbage or refused terminals) and logged once a minute.
+  void Unauthenticated(const std::string& why) {
+    std::lock_guard lk(stats_mu);
+    unauthenticated++;
+    last_error = why;
+    int64_t now = NowMs();
+    if (now - unauthenticated_logged_ms >= 60000) {
+      unauthenticated_logged_ms = now;
+      spdlog::warn("jt808: refused {} ({} so far)", why, unauthenticated);
+    }
+  }
 
   void Emit(std::vector<Record> records) {
     if (sink && !records.empty()) sink->EmitBatch(std::move(records));
@@ -262,6 +274,7 @@ struct Jt808Adapter::Impl : std::enable_shared_from_this<Jt808Adapter::Impl> {
   std::unordered_map<std::string, int64_t> refused_logged;  // phone -> last log (ms)
   std::unordered_map<std::string, std::shared_ptr<UpgradeJob>> upgrades;  // by device
   std::unordered_map<std::string, std::string> maker_by_phone;  // from 0x0100, kept across reconnects
+  std::unordered_map<std::string, std::pair<std::string, uint8_t>> plate_by_phone;  // 0x0100: plate, colour
 
   // InstallFirmware posts only while this is true (Stop clears it before posting CloseAll, so
   // every posted job is seen by CloseAll and answered "gateway stopping").
@@ -271,7 +284,8 @@ struct Jt808Adapter::Impl : std::enable_shared_from_this<Jt808Adapter::Impl> {
   // any thread
   mutable std::mutex stats_mu;
   std::map<std::string, DeviceStats> stats;
-  uint64_t messages = 0, malformed = 0, refused = 0, connections = 0;
+  uint64_t messages = 0, malformed = 0, refused = 0, unauthenticated = 0, connections = 0;
+  int64_t unauthenticated_logged_ms = 0;
   std::string last_error;
 };
 
@@ -540,7 +554,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     if (!authenticated_) {
       // Everything else needs an authenticated terminal; "fail" makes it register or re-auth.
-      a_.Refused("message " + std::to_string(h.msg_id) + " before authentication from " + Name());
+      a_.Unauthenticated("message " + std::to_string(h.msg_id) + " before authentication from " + Name());
       return Respond(h, ResponseResult::kFail);
     }
     switch (h.msg_id) {
@@ -631,6 +645,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     registration_ = *reg;
     a_.maker_by_phone[h.phone] = reg->maker;
+    if (!reg->plate.empty()) a_.plate_by_phone[h.phone] = {reg->plate, reg->plate_color};
     spdlog::info("jt808: {} ({}) registered: maker {} model {} terminal {} plate {}", term->device, h.phone,
                  reg->maker, reg->model, reg->terminal_id, reg->plate);
     Send(msg::kRegisterResponse, BuildRegisterResponse(h.serial, RegisterResult::kOk, a_.CodeFor(*term)));
@@ -716,9 +731,16 @@ class Session : public std::enable_shared_from_this<Session> {
     a_.AnnounceOfflineLater(term_, reason);
   }
 
+  // The plate: the configured one wins, else what the terminal registered with (0x0100).
   void AddSource(Record& r) const {
     r.source_extra.push_back({"phone", term_.phone});
-    if (!term_.plate.empty()) r.source_extra.push_back({"plate", term_.plate});
+    if (!term_.plate.empty()) {
+      r.source_extra.push_back({"plate", term_.plate});
+    } else if (auto it = a_.plate_by_phone.find(term_.phone); it != a_.plate_by_phone.end()) {
+      r.source_extra.push_back({"plate", it->second.first});
+      // Plate colour (JT/T 415): 1 blue, 2 yellow, 3 black, 4 white, 9 other; 0 = the plate field is a VIN.
+      r.source_extra.push_back({"plate_color", static_cast<int64_t>(it->second.second)});
+    }
   }
 
   Record Reading(const Location& p, bool backfill) const {
@@ -1215,10 +1237,11 @@ AdapterHealth Jt808Adapter::Health() const {
   for (const auto& [d, s] : a.stats) devices.insert(d);
   h.devices = static_cast<uint32_t>(devices.size());
   h.polls = a.messages;
-  h.errors = a.malformed + a.refused;
+  h.errors = a.malformed + a.refused + a.unauthenticated;
   h.last_error = a.last_error;
   // Kept apart: garbage on the wire, terminals refused, and reconnects too quick to announce.
   h.details_json = "{\"malformed\":" + std::to_string(a.malformed) + ",\"refused\":" + std::to_string(a.refused) +
+                   ",\"unauthenticated\":" + std::to_string(a.unauthenticated) +
                    ",\"reconnects_debounced\":" + std::to_string(a.reconnects_debounced) + "}";
   for (const auto& d : devices) {
     DeviceCounters c;

@@ -1,5 +1,7 @@
 #include "jt808/messages.h"
 
+#include "core/untrusted.h"
+
 #include <iconv.h>
 
 #include <cerrno>
@@ -461,7 +463,10 @@ Result<Bytes> BuildTextMessage(const std::string& utf8_text, bool v2019) {
   b.push_back(0x04 | 0x08);  // flags: show on the terminal display, and read it aloud (TTS)
   if (v2019) b.push_back(1);  // text type 1: notice
   b.insert(b.end(), gbk->begin(), gbk->end());
-  if (b.size() > 1023) return Invalid("text is " + std::to_string(gbk->size()) + " bytes in GBK; a message holds at most 1021");
+  // The body is at most 1023 bytes: flags (1) and, in 2019, the text type (1) come first.
+  if (b.size() > 1023)
+    return Invalid("text is " + std::to_string(gbk->size()) + " bytes in GBK; a message holds at most " +
+                   std::to_string(v2019 ? 1021 : 1022));
   return b;
 }
 
@@ -553,9 +558,24 @@ Result<std::string> GbkToUtf8(std::span<const uint8_t> gbk) {
 }
 
 Result<Bytes> Utf8ToGbk(const std::string& utf8) {
+  if (size_t bad = FirstInvalidUtf8(utf8); bad != std::string::npos)
+    return Invalid("text is not valid UTF-8 (byte " + std::to_string(bad) + ")");
   auto s = IconvConvert("GBK", "UTF-8", utf8.data(), utf8.size());
-  if (!s.ok()) return s.status();
-  return Bytes(s->begin(), s->end());
+  if (s.ok()) return Bytes(s->begin(), s->end());
+  // Valid UTF-8 that GBK has no code for (an emoji, a rare character): name the first one.
+  for (size_t i = 0; i < utf8.size();) {
+    auto lead = static_cast<unsigned char>(utf8[i]);
+    size_t len = lead < 0x80 ? 1 : lead < 0xE0 ? 2 : lead < 0xF0 ? 3 : 4;
+    if (!IconvConvert("GBK", "UTF-8", utf8.data() + i, len).ok()) {
+      uint32_t cp = len == 1 ? lead : lead & (0xFF >> (len + 1));
+      for (size_t k = 1; k < len; ++k) cp = (cp << 6) | (static_cast<unsigned char>(utf8[i + k]) & 0x3F);
+      char buf[16];
+      std::snprintf(buf, sizeof buf, "U+%04X", cp);
+      return Invalid(std::string("text has a character GBK cannot encode (") + buf + " at byte " + std::to_string(i) + ")");
+    }
+    i += len;
+  }
+  return s.status();
 }
 
 namespace {

@@ -372,6 +372,27 @@ TEST_F(Jt808Test, ManyTerminalsAtOnceAndAReconnectStorm) {
   ASSERT_TRUE(capture->WaitFor([&](const auto& m) { return Unique(m, "/telemetry").size() >= kTerminals; }, 20s));
 }
 
+TEST_F(Jt808Test, ThePlateComesFromTheRegistrationUnlessConfigured) {
+  StartAll();
+  // truck-02 has no plate in the config: the one it registers with (闽D·45679, yellow) is used.
+  Jt808Terminal t2(kPhone2);
+  Login(t2);
+  int64_t t0 = NowMsForTest() - 10000;
+  ASSERT_EQ(t2.Report(SampleLocation(t0, 0)).value_or(99), 0);
+  // truck-01's configured plate wins over what its terminal says.
+  Jt808Terminal t1(kPhone1);
+  Login(t1);
+  ASSERT_EQ(t1.Report(SampleLocation(t0, 0)).value_or(99), 0);
+  ASSERT_TRUE(WaitN("truck-02", "telemetry", 1));
+  ASSERT_TRUE(WaitN("truck-01", "telemetry", 1));
+  auto src2 = Of("truck-02", "telemetry").back().payload["source"];
+  EXPECT_EQ(src2["plate"], "闽D·45679") << src2.dump();
+  EXPECT_EQ(src2["plate_color"], 2);
+  auto src1 = Of("truck-01", "telemetry").back().payload["source"];
+  EXPECT_EQ(src1["plate"], "闽D·H1234") << src1.dump();
+  EXPECT_FALSE(src1.contains("plate_color"));
+}
+
 // Issue 19: alarm and offline states outlive the process. An SOS set before a restart and
 // cleared after it is published as cleared exactly once, whatever ended the old process.
 enum class Restart { kKill, kTerm, kHup };

@@ -374,6 +374,20 @@ TEST(Jt808Messages, TextMessageIsGbk) {
   EXPECT_EQ((*t)[2], 0xEB);
   auto bad = BuildTextMessage(std::string("\xff\xfe"), false);
   EXPECT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().message(), "text is not valid UTF-8 (byte 0)");
+}
+
+TEST(Jt808Messages, TextErrorsSayWhatIsWrongAndTheLimitOfTheEdition) {
+  // Valid UTF-8, but GBK has no code for an emoji: say so, not "not valid UTF-8".
+  auto emoji = BuildTextMessage("SOS \xf0\x9f\x9a\xa8 received", false);
+  EXPECT_EQ(emoji.status().message(), "text has a character GBK cannot encode (U+1F6A8 at byte 4)");
+  // The body holds 1023 bytes: flags + 1022 text bytes in 2013, flags + type + 1021 in 2019.
+  EXPECT_TRUE(BuildTextMessage(std::string(1022, 'a'), false).ok());
+  EXPECT_EQ(BuildTextMessage(std::string(1023, 'a'), false).status().message(),
+            "text is 1023 bytes in GBK; a message holds at most 1022");
+  EXPECT_TRUE(BuildTextMessage(std::string(1021, 'a'), true).ok());
+  EXPECT_EQ(BuildTextMessage(std::string(1022, 'a'), true).status().message(),
+            "text is 1022 bytes in GBK; a message holds at most 1021");
 }
 
 TEST(Jt808Messages, SetParamsLayout) {
