@@ -11,15 +11,19 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <list>
 #include <map>
 #include <mutex>
 #include <optional>
+#include <sstream>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
 
+#include "core/atomic_file.h"
 #include "core/clock.h"
 #include "jt808/auth_codes.h"
 #include "jt808/frame.h"
@@ -275,6 +279,45 @@ struct Jt808Adapter::Impl : std::enable_shared_from_this<Jt808Adapter::Impl> {
   std::unordered_map<std::string, std::shared_ptr<UpgradeJob>> upgrades;  // by device
   std::unordered_map<std::string, std::string> maker_by_phone;  // from 0x0100, kept across reconnects
   std::unordered_map<std::string, std::pair<std::string, uint8_t>> plate_by_phone;  // 0x0100: plate, colour
+  // Phones that obtained their auth code by registering, with the address they last registered
+  // from (registration policies, impersonation checks). Saved beside the secret, at most once a
+  // second (a crash loses at most the last second's registrations).
+  std::map<std::string, std::string> registered_from;
+  bool registrations_dirty = false;
+  std::string RegistrationsFile() const {
+    return (std::filesystem::path(cfg.secret_file).parent_path() / "jt808-registrations.json").string();
+  }
+  void LoadRegistrations() {
+    std::ifstream in(RegistrationsFile());
+    if (!in) return;
+    std::stringstream text;
+    text << in.rdbuf();
+    auto j = nlohmann::json::parse(text.str(), nullptr, false);
+    if (!j.is_object()) {
+      spdlog::error("jt808: {} is not a JSON object; registrations start empty", RegistrationsFile());
+      return;
+    }
+    for (const auto& [phone, ip] : j.items())
+      if (ip.is_string()) registered_from[phone] = ip.get<std::string>();
+  }
+  void SaveRegistrations() {
+    if (!registrations_dirty) return;
+    registrations_dirty = false;
+    nlohmann::json j(registered_from);
+    if (Status st = WriteFileAtomically(RegistrationsFile(), j.dump(1), 0600); !st.ok())
+      spdlog::error("jt808: cannot save the registrations: {}", st.message());
+  }
+  // A one-off warning event on the vehicle: somebody else may be speaking for it.
+  void SuspectImpersonation(const Terminal& term, const std::string& why) {
+    spdlog::warn("jt808: {} ({}): impersonation suspected: {}", term.device, term.phone, why);
+    Record ev = MakeEvent(term.device, term.kind, "jt808", NowMs(), "impersonation_suspected", EventState::kActive,
+                          Severity::kCritical);
+    ev.source_extra.push_back({"phone", term.phone});
+    ev.message = why;
+    Emit({std::move(ev)});
+    std::lock_guard lk(stats_mu);
+    impersonations++;
+  }
 
   // InstallFirmware posts only while this is true (Stop clears it before posting CloseAll, so
   // every posted job is seen by CloseAll and answered "gateway stopping").
@@ -284,7 +327,7 @@ struct Jt808Adapter::Impl : std::enable_shared_from_this<Jt808Adapter::Impl> {
   // any thread
   mutable std::mutex stats_mu;
   std::map<std::string, DeviceStats> stats;
-  uint64_t messages = 0, malformed = 0, refused = 0, unauthenticated = 0, connections = 0;
+  uint64_t messages = 0, malformed = 0, refused = 0, unauthenticated = 0, connections = 0, impersonations = 0;
   int64_t unauthenticated_logged_ms = 0;
   std::string last_error;
 };
@@ -365,6 +408,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void WriteFrame(Bytes frame) { Write(std::move(frame)); }
   uint16_t SendMessage(uint16_t id, const Bytes& body) { return Send(id, body); }
   bool authenticated() const { return authenticated_; }
+  SteadyClock::time_point last_activity() const { return last_activity_; }
+  const std::string& ip() const { return ip_; }
   const Terminal& terminal() const { return term_; }
 
   // Called every second by the adapter's sweeper.
@@ -643,6 +688,24 @@ class Session : public std::enable_shared_from_this<Session> {
       RefuseUnknown(h.phone, "registration");
       return Send(msg::kRegisterResponse, BuildRegisterResponse(h.serial, RegisterResult::kTerminalUnknown, {})), void();
     }
+    // Who may obtain this phone's code again (JT/T 808's only credential).
+    if (auto known = a_.registered_from.find(h.phone); known != a_.registered_from.end()) {
+      auto live = a_.by_device.find(term->device);
+      bool online = live != a_.by_device.end() && live->second.lock() != nullptr;
+      bool new_address = known->second != ip_;
+      const char* refusal = nullptr;
+      if (a_.cfg.registration == RegistrationPolicy::kLocked) refusal = "registration is locked (release it with the release_registration command)";
+      else if (a_.cfg.registration == RegistrationPolicy::kKnown && online) refusal = "the terminal is online";
+      if (new_address)
+        a_.SuspectImpersonation(*term, "registration from " + ip_ + ", last registered from " + known->second +
+                                                            (refusal ? std::string("; refused: ") + refusal : std::string()));
+      if (refusal) {
+        a_.Refused("registration of " + term->device + " refused: " + refusal);
+        return Send(msg::kRegisterResponse, BuildRegisterResponse(h.serial, RegisterResult::kTerminalRegistered, {})), void();
+      }
+    }
+    a_.registered_from[h.phone] = ip_;
+    a_.registrations_dirty = true;
     registration_ = *reg;
     a_.maker_by_phone[h.phone] = reg->maker;
     if (!reg->plate.empty()) a_.plate_by_phone[h.phone] = {reg->plate, reg->plate_color};
@@ -676,6 +739,20 @@ class Session : public std::enable_shared_from_this<Session> {
       Respond(h, ResponseResult::kFail);
       if (++auth_failures_ >= 3) Close("3 failed authentications");
       return;
+    }
+    // A second session for a truck that is online and talking is refused: it may be someone
+    // who knows the phone number and the code. A silent old session (half-open after a cell
+    // change) is replaced.
+    if (auto old = a_.by_device[term->device].lock(); old && old.get() != this && a_.cfg.takeover_after_s > 0 &&
+        SteadyClock::now() - old->last_activity() < std::chrono::seconds(a_.cfg.takeover_after_s)) {
+      a_.SuspectImpersonation(*term, "second session from " + ip_ + " refused while the terminal is online from " +
+                                         old->ip() + " (active " +
+                                         std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
+                                                            SteadyClock::now() - old->last_activity()).count()) +
+                                         " s ago)");
+      a_.Refused("second session for " + term->device + " from " + ip_);
+      Respond(h, ResponseResult::kFail);
+      return Close("a second session for an online terminal");
     }
     term_ = *term;
     authenticated_ = true;
@@ -1147,6 +1224,7 @@ asio::awaitable<void> Jt808Adapter::Impl::SweepLoop() {
     auto now = SteadyClock::now();
     std::vector<std::shared_ptr<Session>> all(sessions.begin(), sessions.end());
     for (auto& s : all) s->Sweep(now);
+    SaveRegistrations();
   }
 }
 
@@ -1156,6 +1234,7 @@ void Jt808Adapter::Impl::CloseAll(const std::string& reason) {
   if (sweep_timer) sweep_timer->cancel();
   for (auto& [device, timer] : offline_pending) timer->cancel();
   offline_pending.clear();
+  SaveRegistrations();
   std::vector<std::shared_ptr<Session>> all(sessions.begin(), sessions.end());
   for (auto& s : all) s->Close(reason);
   auto jobs = std::move(upgrades);
@@ -1177,6 +1256,7 @@ Status Jt808Adapter::Start(RecordSink& sink) {
   if (!codes.ok()) return codes.status();
   a.codes = *codes;
   a.sink = &sink;
+  a.LoadRegistrations();
   asio::error_code ec;
   auto addr = asio::ip::make_address(a.cfg.host, ec);
   if (ec) return Invalid("jt808.listen: \"" + a.cfg.host + "\" is not an IP address");
@@ -1242,6 +1322,7 @@ AdapterHealth Jt808Adapter::Health() const {
   // Kept apart: garbage on the wire, terminals refused, and reconnects too quick to announce.
   h.details_json = "{\"malformed\":" + std::to_string(a.malformed) + ",\"refused\":" + std::to_string(a.refused) +
                    ",\"unauthenticated\":" + std::to_string(a.unauthenticated) +
+                   ",\"impersonations_suspected\":" + std::to_string(a.impersonations) +
                    ",\"reconnects_debounced\":" + std::to_string(a.reconnects_debounced) + "}";
   for (const auto& d : devices) {
     DeviceCounters c;
@@ -1291,6 +1372,17 @@ void Jt808Adapter::Execute(CommandRequest request, ReplyFn reply) {
   auto& a = *impl_;
   if (!a.running) return reply({false, "jt808 is not running", {}});
   asio::post(a.io, [impl = impl_, req = std::move(request), reply = std::move(reply)]() mutable {
+    if (req.name == "release_registration") {
+      // The operator lets the terminal register (and obtain its code) once more.
+      std::string phone;
+      if (auto p = impl->phone_by_device.find(req.device); p != impl->phone_by_device.end()) phone = p->second;
+      else if (req.device.rfind(impl->cfg.device_prefix, 0) == 0) phone = req.device.substr(impl->cfg.device_prefix.size());
+      bool had = impl->registered_from.erase(phone) > 0;
+      impl->registrations_dirty = true;
+      impl->SaveRegistrations();
+      spdlog::info("jt808: registration of {} released by an operator", req.device);
+      return reply({true, {}, nlohmann::json({{"released", had}, {"phone", phone}}).dump()});
+    }
     auto it = impl->by_device.find(req.device);
     auto s = it == impl->by_device.end() ? nullptr : it->second.lock();
     if (!s || s->closed()) return reply({false, req.device + " is not connected", {}});

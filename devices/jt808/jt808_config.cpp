@@ -30,6 +30,11 @@ std::any ParseJt808Section(settings::Node& node, const settings::GatewaySection&
 
   std::string policy = node.OneOf("unknown_terminals", "refuse", {"refuse", "register"});
   cfg.unknown = policy == "register" ? UnknownPolicy::kRegister : UnknownPolicy::kRefuse;
+  std::string registration = node.OneOf("registration", "known", {"open", "known", "locked"});
+  cfg.registration = registration == "open"    ? RegistrationPolicy::kOpen
+                     : registration == "known" ? RegistrationPolicy::kKnown
+                                               : RegistrationPolicy::kLocked;
+  cfg.takeover_after_s = node.Int("takeover_after_s", cfg.takeover_after_s, 0, 86400);
   cfg.device_prefix = node.String("device_prefix", cfg.device_prefix);
   if (!settings::IsValidId(cfg.device_prefix + "0"))
     node.Problem("device_prefix", "\"" + cfg.device_prefix + "\" cannot start a device id ([a-z0-9._-]+)");

@@ -22,12 +22,23 @@ struct TerminalConfig {
 };
 
 enum class UnknownPolicy { kRefuse, kRegister };
+// Who may (re-)register and so obtain a phone's auth code (0x0100 → 0x8100). JT/T 808 has no
+// other credential than the phone number and this code.
+//   open:   any time (the behaviour of most platforms);
+//   known:  a phone that registered before may register again only while it has no live session;
+//   locked: a phone that registered before may not register again until an operator releases it
+//           (command `release_registration` on the device, e.g. `sanictl cmd truck-01 release_registration`).
+enum class RegistrationPolicy { kOpen, kKnown, kLocked };
 
 struct Jt808Config {
   std::string host = "0.0.0.0";
   uint16_t port = 6808;
   std::vector<TerminalConfig> terminals;
   UnknownPolicy unknown = UnknownPolicy::kRefuse;
+  RegistrationPolicy registration = RegistrationPolicy::kKnown;
+  // A second session for a phone that is online is refused unless the first has been silent
+  // this long (a half-open connection of a truck that changed cell). 0 = always take over.
+  int64_t takeover_after_s = 30;
   std::string device_prefix = "vehicle-";  // unknown terminals get device_prefix + phone
   std::string secret_file;                 // the secret auth codes derive from (auth_codes.h)
   int64_t auth_timeout_s = 30;     // a connection must authenticate within this

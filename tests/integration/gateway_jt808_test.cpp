@@ -393,6 +393,65 @@ TEST_F(Jt808Test, ThePlateComesFromTheRegistrationUnlessConfigured) {
   EXPECT_FALSE(src1.contains("plate_color"));
 }
 
+// Issue 19 item 4: the phone number must not be enough to speak for a truck.
+TEST_F(Jt808Test, AnImpersonatorOfALockedOnlinePhoneIsRefusedAndRaisesTheEvent) {
+  StartAll("registration = \"locked\"\n");
+  Jt808Terminal truck(kPhone1);
+  std::string code;
+  Login(truck, &code);  // registers from 127.0.0.1
+  int64_t t0 = NowMsForTest() - 10000;
+  ASSERT_EQ(truck.Report(SampleLocation(t0, 0)).value_or(99), 0);
+
+  // Someone who knows the phone number asks for the code from elsewhere: refused, and reported.
+  Jt808Terminal thief(kPhone1);
+  ASSERT_TRUE(thief.Connect(port, "127.0.0.5").ok());
+  auto stolen = thief.Register();
+  EXPECT_FALSE(stolen.ok());
+  EXPECT_EQ(stolen.status().message(), "register result 3");
+  // Even with the code (sniffed on the 4G link), no second session while the truck is talking.
+  thief.Close();
+  ASSERT_TRUE(thief.Connect(port, "127.0.0.5").ok());
+  EXPECT_FALSE(thief.Authenticate(code).ok());
+  ASSERT_TRUE(capture->WaitFor([&](const auto& m) { return EventsNamed("truck-01", "impersonation_suspected", &m).size() >= 2; }, 10s))
+      << GatewayLog();
+  auto ev = EventsNamed("truck-01", "impersonation_suspected");
+  EXPECT_EQ(ev[0].payload["severity"], "critical");
+  EXPECT_NE(ev[0].payload["message"].get<std::string>().find("127.0.0.5"), std::string::npos) << ev[0].payload.dump();
+  // The real truck was not kicked off.
+  ASSERT_EQ(truck.Report(SampleLocation(t0 + 1000, 1)).value_or(99), 0);
+  ASSERT_TRUE(WaitN("truck-01", "telemetry", 2));
+
+  // The operator releases the phone (e.g. a new terminal was fitted): it may register again.
+  json released = Command("truck-01", "release_registration", "");
+  EXPECT_EQ(released["ok"], true) << released.dump();
+  EXPECT_EQ(released["result"]["released"], true);
+  truck.Close();
+  Jt808Terminal fitted(kPhone1);
+  ASSERT_TRUE(fitted.Connect(port).ok());
+  auto again = fitted.Register();
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  ASSERT_TRUE(fitted.Authenticate(*again).ok());
+}
+
+TEST_F(Jt808Test, UnderTheDefaultPolicyAnOnlinePhoneCannotBeRegisteredAgain) {
+  StartAll();  // registration = "known"
+  Jt808Terminal truck(kPhone1);
+  std::string code;
+  Login(truck, &code);
+  Jt808Terminal other(kPhone1);
+  ASSERT_TRUE(other.Connect(port, "127.0.0.6").ok());
+  EXPECT_FALSE(other.Register().ok());
+  ASSERT_TRUE(capture->WaitFor([&](const auto& m) { return EventsNamed("truck-01", "impersonation_suspected", &m).size() >= 1; }, 10s));
+  // Offline, the same terminal may register again (a reset terminal forgets its code).
+  truck.Close();
+  std::this_thread::sleep_for(300ms);
+  Jt808Terminal reset(kPhone1);
+  ASSERT_TRUE(reset.Connect(port).ok());
+  auto code2 = reset.Register();
+  ASSERT_TRUE(code2.ok()) << code2.status().ToString();
+  EXPECT_EQ(*code2, code);
+}
+
 // Issue 19: alarm and offline states outlive the process. An SOS set before a restart and
 // cleared after it is published as cleared exactly once, whatever ended the old process.
 enum class Restart { kKill, kTerm, kHup };
