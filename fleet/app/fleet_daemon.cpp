@@ -117,6 +117,15 @@ Result<std::unique_ptr<FleetDaemon>> FleetDaemon::Create(FleetConfig config) {
   mqtt::ClientHandlers h;
   FleetDaemon* self = d.get();
   h.on_message = [self](mqtt::InboundMessage m) { self->Enqueue(std::move(m)); };
+  h.on_refused = [self](const std::string& topic, const std::string& why) {
+    // The broker's ACL (or a quota) refused it: say so once per topic, count every one.
+    self->refused_publishes_++;
+    std::lock_guard lk(self->refused_mu_);
+    if (self->refused_topics_.size() < 1000 && self->refused_topics_.insert(topic).second)
+      spdlog::error("mqtt: the broker refused a publish to {}: {} (check its ACL for user {}); further refusals "
+                    "of this topic are only counted", topic, why,
+                    self->cfg_.mqtt.username.empty() ? "(none)" : self->cfg_.mqtt.username);
+  };
   h.on_state = [self](bool connected, const std::string& why) {
     if (connected) {
       spdlog::info("mqtt: connected to {}", self->cfg_.mqtt.url);
@@ -522,6 +531,11 @@ std::string FleetDaemon::StatusPayload(bool online, int64_t now) const {
   j["by_state"] = by_state;
   j["messages"] = messages_;
   j["malformed"] = malformed_;
+  j["refused_publishes"] = refused_publishes_.load();
+  {
+    std::lock_guard lk(refused_mu_);
+    if (!refused_topics_.empty()) j["refused_topics"] = refused_topics_;
+  }
   if (cfg_.heatmap.enabled) {
     heatmap::HeatmapStats total;
     for (const auto& [site, engine] : heatmaps_) {

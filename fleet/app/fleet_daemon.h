@@ -5,10 +5,14 @@
 // Thread-safety: Start/Stop/Reload from the owner (main) thread.
 #pragma once
 
+
+#include <atomic>
+
 #include <condition_variable>
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <unordered_set>
@@ -90,6 +94,10 @@ class FleetDaemon {
 
   int64_t started_ms_ = 0;
   uint64_t messages_ = 0, malformed_ = 0, event_seq_ = 0;
+  // Publishes the broker refused (PUBACK reason code >= 0x80), and their topics (first 1000).
+  std::atomic<uint64_t> refused_publishes_{0};
+  mutable std::mutex refused_mu_;
+  std::set<std::string> refused_topics_;
 };
 
 }  // namespace sanigate::fleet

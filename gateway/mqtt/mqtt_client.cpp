@@ -25,8 +25,17 @@ MqttClient::MqttClient(ClientOptions options, ClientHandlers handlers)
     last_error_ = why;
     cv_.notify_all();
   };
-  h.on_published = [this](uint64_t, bool, bool, const std::string&) {
+  h.on_published = [this](uint64_t token, bool, bool refused, const std::string& why) {
     if (unsettled_ > 0) --unsettled_;
+    std::string topic;
+    {
+      std::lock_guard lk(inflight_mu_);
+      if (auto it = inflight_topics_.find(token); it != inflight_topics_.end()) {
+        topic = std::move(it->second);
+        inflight_topics_.erase(it);
+      }
+    }
+    if (refused && handlers_.on_refused) handlers_.on_refused(topic, why);
   };
   h.on_message = [this](InboundMessage m) {
     if (handlers_.on_message) handlers_.on_message(std::move(m));
@@ -71,6 +80,10 @@ void MqttClient::Loop() {
     if (link_->connected()) {
       backoff = opt_.reconnect_min;
       unsettled_ = 0;  // whatever the old connection left unsettled is gone with it
+      {
+        std::lock_guard lk2(inflight_mu_);
+        inflight_topics_.clear();
+      }
       auto filters = opt_.filters;
       lk.unlock();
       for (const auto& f : filters) (void)link_->Subscribe(f);
@@ -111,8 +124,19 @@ std::string MqttClient::last_error() const {
 }
 
 Status MqttClient::Publish(const std::string& topic, const std::string& payload, bool retain) {
-  Status st = link_->Publish(topic, payload, retain, 0);
-  if (st.ok()) ++unsettled_;
+  uint64_t token;
+  {
+    std::lock_guard lk(inflight_mu_);
+    token = ++next_token_;
+    inflight_topics_[token] = topic;
+  }
+  Status st = link_->Publish(topic, payload, retain, token);
+  if (st.ok()) {
+    ++unsettled_;
+  } else {
+    std::lock_guard lk(inflight_mu_);
+    inflight_topics_.erase(token);
+  }
   return st;
 }
 

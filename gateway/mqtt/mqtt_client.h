@@ -14,6 +14,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "mqtt/mqtt_link.h"
@@ -31,6 +32,9 @@ struct ClientHandlers {
   std::function<void(InboundMessage)> on_message;
   // Connected (after the subscriptions were sent) or lost, with the reason.
   std::function<void(bool connected, const std::string& why)> on_state;
+  // A Publish() the broker refused (MQTT 5 PUBACK reason code >= 0x80, e.g. not authorized by
+  // its ACL): retrying cannot help, somebody must be told.
+  std::function<void(const std::string& topic, const std::string& why)> on_refused;
 };
 
 class MqttClient {
@@ -74,6 +78,10 @@ class MqttClient {
   std::string last_error_;
   std::thread thread_;
   std::atomic<size_t> unsettled_{0};
+  // Topics of publishes awaiting their PUBACK, by token, to name a refused one.
+  std::mutex inflight_mu_;
+  uint64_t next_token_ = 0;
+  std::unordered_map<uint64_t, std::string> inflight_topics_;
 };
 
 }  // namespace sanigate::mqtt

@@ -325,6 +325,16 @@ TEST_F(FleetTest, ShippedAclLetsOnlyTheAdminUserUseTheAdminApi) {
   ASSERT_TRUE(ExitedWith(rc, 0)) << ReadFile(path("sub.err"));
   json health = json::parse(ReadFile(path("sub.out")), nullptr, false);
   EXPECT_EQ(health["device"], "room-1") << ReadFile(path("sub.out"));
+  // ... and the heat-map feed (issue 16: the shipped ACL refused every heat-map publish).
+  rc = Process::Run({"mosquitto_sub", "-h", "127.0.0.1", "-p", std::to_string(broker->port()), "-u", "upstream", "-P",
+                     "up-secret", "-t", "sanigate/v1/houpu/heatmap/#", "-C", "1", "-W", "15"},
+                    20s, {.stdout_path = path("heat.out"), .stderr_path = path("heat.err")});
+  ASSERT_TRUE(ExitedWith(rc, 0)) << "no heat-map feed reached the upstream user\n" << ReadFile(path("heat.err")) << FleetLog();
+  // Nothing sanifleet published was refused by the broker.
+  ASSERT_TRUE(ExitedWith(rr("admin", "admin-secret", "sanigate/v1/houpu/fleet/admin/status", 5), 0));
+  json status = json::parse(ReadFile(path("rr.out")), nullptr, false);
+  EXPECT_EQ(status["result"]["refused_publishes"], 0) << status.dump();
+  EXPECT_EQ(FleetLog().find("the broker refused a publish"), std::string::npos) << FleetLog();
 }
 
 }  // namespace
