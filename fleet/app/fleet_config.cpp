@@ -24,6 +24,7 @@ void ParseFleet(Node& n, FleetSection& f) {
   f.topic_prefix = settings::ReadTopicPrefix(n, f.topic_prefix);
   f.log_level = n.OneOf("log_level", f.log_level, {"trace", "debug", "info", "warn", "error"});
   f.registry_flush_ms = n.Int("registry_flush_ms", f.registry_flush_ms, 10, 60000);
+  f.session_expiry_s = n.Int("session_expiry_s", f.session_expiry_s, 0, 7 * 86400);
   f.status_interval_s = n.Int("status_interval_s", f.status_interval_s, 1, 3600);
   f.shutdown_drain_ms = n.Int("shutdown_drain_ms", f.shutdown_drain_ms, 0, 60000);
   n.Finish();

@@ -22,6 +22,7 @@ struct FleetSection {
   std::string data_dir = "/var/lib/sanifleet";
   std::string topic_prefix = "sanigate/v1";
   std::string log_level = "info";
+  int64_t session_expiry_s = 3600;     // the broker queues the fleet's messages this long while sanifleet is away
   int64_t registry_flush_ms = 5000;     // registry changes reach SQLite within this (a flush writes every changed device)
   int64_t status_interval_s = 30;       // the fleet's retained status
   int64_t shutdown_drain_ms = 2000;

@@ -80,8 +80,14 @@ Result<std::unique_ptr<FleetDaemon>> FleetDaemon::Create(FleetConfig config) {
   d->started_ms_ = NowMs();
   // Known devices resume from what was stored: a device that stayed silent across the restart
   // is judged from its stored last_seen, not from the restart.
-  for (const auto& [key, e] : d->registry_.devices())
+  int64_t last_heard = 0;
+  for (const auto& [key, e] : d->registry_.devices()) {
     d->health_.Restore(key, e.kind, e.profile, e.last_seen_ms, e.expected_interval_ms, d->started_ms_);
+    last_heard = std::max(last_heard, e.last_seen_ms);
+  }
+  // The previous run heard the fleet until about its newest last_seen; silence that began
+  // while nobody listened is judged only after a grace (its messages may still be queued).
+  if (last_heard > 0) d->health_.PauseSilence(last_heard, d->started_ms_);
   spdlog::info("registry: {} devices and {} gateways loaded from {}", d->registry_.devices().size(),
                d->registry_.gateways().size(), d->cfg_.RegistryPath());
   for (const auto& entry : std::filesystem::directory_iterator(std::filesystem::path(d->cfg_.fleet.data_dir) / "heatmap", ec))
@@ -97,6 +103,7 @@ Result<std::unique_ptr<FleetDaemon>> FleetDaemon::Create(FleetConfig config) {
   l.keepalive_s = static_cast<int>(d->cfg_.mqtt.keepalive_s);
   l.connect_timeout_s = static_cast<int>(d->cfg_.mqtt.connect_timeout_s);
   l.max_inflight = static_cast<int>(d->cfg_.mqtt.inflight_window);
+  l.session_expiry_s = d->cfg_.fleet.session_expiry_s;  // the broker queues for us while we are away
   const auto& t = d->cfg_.mqtt.tls;
   l.tls = {t.enabled, t.ca_file, t.cert_file, t.key_file, t.verify_peer};
   l.will_topic = topics::FleetStatus(f.topic_prefix, f.site);
@@ -134,6 +141,8 @@ Result<std::unique_ptr<FleetDaemon>> FleetDaemon::Create(FleetConfig config) {
       self->cv_.notify_all();
     } else {
       spdlog::warn("mqtt: connection lost: {}", why);
+      int64_t expected = 0;
+      self->link_down_ms_.compare_exchange_strong(expected, NowMs());
     }
   };
   d->client_ = std::make_unique<mqtt::MqttClient>(std::move(o), std::move(h));
@@ -226,8 +235,17 @@ void FleetDaemon::WorkerLoop() {
     }
     for (auto& m : batch) Handle(m, now);
     batch.clear();
-    if (republish) RepublishAll(now);
-    if (now >= health_.NextDeadline())
+    if (republish) {
+      // Back after an outage of our own link: what the fleet said meanwhile may still be on its
+      // way, so silence in that window is judged only after a grace.
+      if (int64_t down = link_down_ms_.exchange(0); down > 0) {
+        health_.PauseSilence(down, now);
+        spdlog::info("mqtt: link was down {} ms; silence in that time is not held against devices", now - down);
+      }
+      RepublishAll(now);
+    }
+    // Silence is judged only while sanifleet itself can hear the fleet.
+    if (client_->connected() && now >= health_.NextDeadline())
       for (const auto& change : health_.Tick(now)) PublishHealth(change, now);
     if (now >= next_gateways) {
       EvaluateGateways(now);

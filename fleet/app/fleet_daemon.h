@@ -96,6 +96,7 @@ class FleetDaemon {
   uint64_t messages_ = 0, malformed_ = 0, event_seq_ = 0;
   // Publishes the broker refused (PUBACK reason code >= 0x80), and their topics (first 1000).
   std::atomic<uint64_t> refused_publishes_{0};
+  std::atomic<int64_t> link_down_ms_{0};  // when our own MQTT link was lost; 0 while up
   mutable std::mutex refused_mu_;
   std::set<std::string> refused_topics_;
 };

@@ -159,6 +159,8 @@ struct HealthEvaluator::Impl {
   uint32_t gen = 1;
   std::unordered_map<std::string, Device> devices;
   detail::DeadlineHeap<Device> heap;
+  // The last window in which sanifleet could not hear the fleet (PauseSilence).
+  int64_t deaf_from_ms = kNoTime, deaf_until_ms = kNoTime;
   HealthStats stats;
 
   Device& GetOrCreate(const std::string& id) {
@@ -298,6 +300,13 @@ struct HealthEvaluator::Impl {
     if (interval > 0 && d.seen_ms != kNoTime && (off_k > 0 || deg_k > 0)) {
       int64_t off_at = off_k > 0 ? AddTimes(d.seen_ms, interval, off_k) : kNever;
       int64_t deg_at = deg_k > 0 ? AddTimes(d.seen_ms, interval, deg_k) : kNever;
+      if (deaf_from_ms != kNoTime) {
+        // A deadline that passed while sanifleet could not listen proves nothing: it gets one
+        // expected interval after sanifleet can listen again.
+        int64_t grace_until = AddTimes(deaf_until_ms, interval, 1);
+        if (off_at != kNever && off_at >= deaf_from_ms) off_at = std::max(off_at, grace_until);
+        if (deg_at != kNever && deg_at >= deaf_from_ms) deg_at = std::max(deg_at, grace_until);
+      }
       auto detail = [&](int k) {
         return "no traffic for " + Duration(interval * k) + " (" + std::to_string(k) +
                " x expected interval " + Duration(interval) + ")";
@@ -575,6 +584,13 @@ std::vector<const HealthVerdict*> HealthEvaluator::All() const {
 size_t HealthEvaluator::size() const { return impl_->devices.size(); }
 
 int64_t HealthEvaluator::NextDeadline() const { return impl_->heap.NextDeadline(); }
+
+void HealthEvaluator::PauseSilence(int64_t from_ms, int64_t resume_ms) {
+  Impl& im = *impl_;
+  im.deaf_from_ms = std::min(from_ms, resume_ms);
+  im.deaf_until_ms = resume_ms;
+  for (auto& [id, d] : im.devices) im.heap.Schedule(&d, resume_ms);
+}
 
 void HealthEvaluator::SetConfig(HealthConfig config) {
   Impl& im = *impl_;

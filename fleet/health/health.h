@@ -121,6 +121,12 @@ class HealthEvaluator {
   size_t size() const;
   // ms of the earliest pending timer, or INT64_MAX. 0 right after SetConfig (everything due).
   int64_t NextDeadline() const;
+  // sanifleet could not hear the fleet from `from_ms` to `resume_ms` (its own link was down, or it
+  // was not running): silence deadlines that fell in that window move to resume_ms + the
+  // device's expected interval, so nobody is declared silent for messages sanifleet could not
+  // receive. Devices already silent before `from_ms` keep their verdict. Every device is
+  // re-judged at the next Tick.
+  void PauseSilence(int64_t from_ms, int64_t resume_ms);
   // Replaces the thresholds. Every device is re-judged with the new ones at the next Tick (its
   // changes are reported there), not here.
   void SetConfig(HealthConfig config);

@@ -111,7 +111,15 @@ MqttLink::MqttLink(LinkOptions options, LinkHandlers handlers) : impl_(std::make
 
   auto& c = d.conn_opts;
   c.set_mqtt_version(MQTTVERSION_5);
-  c.set_clean_start(true);
+  if (d.opts.session_expiry_s > 0) {
+    // Paho refuses a v5 connect that also carries the v3 clean-session flag.
+    c.set_clean_session(false);
+    c.set_clean_start(false);
+    c.set_properties(::mqtt::properties{
+        {::mqtt::property::SESSION_EXPIRY_INTERVAL, static_cast<uint32_t>(d.opts.session_expiry_s)}});
+  } else {
+    c.set_clean_start(true);
+  }
   c.set_keep_alive_interval(d.opts.keepalive_s);
   c.set_connect_timeout(d.opts.connect_timeout_s);
   c.set_max_inflight(d.opts.max_inflight);

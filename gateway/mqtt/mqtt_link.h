@@ -30,6 +30,9 @@ struct LinkOptions {
   int max_inflight = 64;
   TlsOptions tls;
   std::string will_topic, will_payload;  // retained, QoS 1
+  // > 0: a persistent MQTT 5 session (clean start off) that the broker keeps this long after a
+  // disconnect, queueing QoS 1 messages of the subscriptions meanwhile. 0: a clean session.
+  int64_t session_expiry_s = 0;
 };
 
 struct InboundMessage {

@@ -12,6 +12,10 @@ namespace {
 
 using namespace dev::lorawan;
 
+int64_t NowMsForFleet() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
 const Key kNwkSKey = ParseKey("2B7E151628AED2A6ABF7158809CF4F3C").value();
 const Key kAppSKey = ParseKey("000102030405060708090A0B0C0D0E0F").value();
 
@@ -263,6 +267,27 @@ TEST_F(FleetTest, HostileAdminRequestsAndModelMessagesAreRefusedAndSanifleetCarr
   ASSERT_EQ(status["ok"], true) << status.dump();
   EXPECT_TRUE(fleet.Running());
   EXPECT_LT(FleetLog().size(), 1u << 20) << "a payload was echoed into the log";
+}
+
+// Issue 16: with a clean session, what the fleet published while sanifleet was stopped never
+// reached it. Its persistent session lets the broker queue it.
+TEST_F(FleetTest, WhatIsPublishedWhileSanifleetIsStoppedReachesItAfterTheRestart) {
+  StartAll();
+  ASSERT_EQ(Admin("status")["ok"], true);
+  ASSERT_EQ(fleet.Stop(10s), 0) << FleetLog();
+  // While it is down, a device it has never seen reports once.
+  capture->Publish("sanigate/v1/houpu/devices/marker-1/telemetry",
+                   R"({"id":"gw-test:999999","ts":)" + std::to_string(NowMsForFleet()) +
+                       R"(,"device":"marker-1","kind":"bin","source":{"protocol":"modbus","gateway":"gw-test"},"metrics":{"fill_level_pct":42}})");
+  StartFleet();
+  json device;
+  for (int i = 0; i < 50; ++i) {
+    device = Admin("device", {{"device", "marker-1"}});
+    if (device["ok"] == true) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_EQ(device["ok"], true) << "the report made while sanifleet was down was lost to it: " << device.dump();
+  EXPECT_EQ(device["result"]["metrics"]["fill_level_pct"], 42);
 }
 
 TEST_F(FleetTest, GatewayThatStopsIsOffline) {

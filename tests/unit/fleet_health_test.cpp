@@ -188,6 +188,31 @@ TEST(FleetHealthTest, LearnedIntervalSilenceAtExactBoundariesThenBackToOk) {
   EXPECT_EQ(ev.NextDeadline(), back + 20 * kMin);
 }
 
+// Issue 16: a broker outage of sanifleet's own link made healthy devices offline, because
+// silence was judged while nothing could be heard. Deadlines inside the deaf window get one
+// expected interval after the link is back; a device silent before the outage stays offline.
+TEST(FleetHealthTest, SilenceWhileSanifleetCouldNotListenIsNotHeldAgainstDevices) {
+  HealthEvaluator ev;
+  const int64_t last = Feed(ev, "room-1", kT0, 10 * kMin, 4);          // talks every 10 min
+  const int64_t dead = Feed(ev, "room-2", kT0 - 5 * kHour, 10 * kMin, 4);  // silent for hours
+  (void)ev.Tick(last);
+  EXPECT_EQ(StateOf(ev, "room-2"), HealthState::kOffline);
+  // sanifleet's link goes down 5 min after room-1's last report and comes back 40 min later:
+  // room-1's degraded (last+20) and offline (last+30) deadlines fell inside the outage.
+  const int64_t down = last + 5 * kMin, up = last + 45 * kMin;
+  ev.PauseSilence(down, up);
+  EXPECT_TRUE(ev.Tick(up).empty()) << "no verdict for silence nobody could hear";
+  EXPECT_EQ(StateOf(ev, "room-1"), HealthState::kOk);
+  EXPECT_EQ(StateOf(ev, "room-2"), HealthState::kOffline) << "silent before the outage: still offline";
+  // Its queued report arrives: fine. Had it not, it would be judged one interval after `up`.
+  EXPECT_TRUE(ev.Tick(up + 10 * kMin - 1).empty());
+  auto changes = ev.Tick(up + 10 * kMin);
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_EQ(changes[0].verdict.device, "room-1");
+  EXPECT_EQ(changes[0].verdict.state, HealthState::kOffline);
+  (void)dead;
+}
+
 TEST(FleetHealthTest, NoSilenceVerdictBeforeThreeGaps) {
   HealthEvaluator ev;
   const int64_t last = Feed(ev, "bin-1", kT0, 10 * kMin, 3);  // only 2 gaps
