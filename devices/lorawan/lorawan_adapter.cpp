@@ -23,6 +23,7 @@
 #include <unordered_map>
 
 #include "core/clock.h"
+#include "core/untrusted.h"
 #include "lorawan/band_plan.h"
 #include "lorawan/chirpstack_uplink.h"
 #include "lorawan/lorawan_frame.h"
@@ -54,6 +55,31 @@ struct Session {
   std::deque<uint16_t> dev_nonces;  // OTAA: used DevNonces, newest last
 };
 
+// A downlink command waiting for (or in) one of its device's class A windows.
+enum class DlState { kQueued, kTx, kAwaitAck };  // kTx: PULL_RESP out, TX_ACK awaited
+const char* DlStateName(DlState s) {
+  switch (s) {
+    case DlState::kQueued: return "queued";
+    case DlState::kTx: return "tx";
+    case DlState::kAwaitAck: return "await_ack";
+  }
+  return "queued";
+}
+
+struct QueuedDownlink {
+  uint64_t id = 0;
+  std::string command;  // "downlink" or the profile's command name
+  uint8_t fport = 1;
+  Bytes payload;  // plain FRMPayload
+  bool confirmed = false;
+  int64_t queued_ms = 0, expires_ms = 0, tx_ms = 0;
+  uint32_t attempts = 0;  // transmissions so far
+  DlState state = DlState::kQueued;
+  uint32_t fcnt_down = 0;  // of the last transmission
+  std::string window, concentrator;
+  ReplyFn reply;  // empty for a command restored after a restart (its requester is gone)
+};
+
 struct DeviceState {
   const LoraDeviceConfig* cfg = nullptr;
   Session s;
@@ -71,6 +97,9 @@ struct DeviceState {
   uint64_t uplinks = 0, errors = 0, lost = 0;
   std::map<std::string, int64_t> last_warn_ms;  // by kind of problem: logged once a minute each
   std::deque<std::string> recent_ids;           // ChirpStack deduplicationIds seen last
+  // Downlink commands, oldest first; only the front is ever on the air. Changed on the io
+  // thread under Impl::mu (Health reads it from any thread).
+  std::deque<QueuedDownlink> downlinks;
 };
 
 struct Copy {
@@ -116,6 +145,9 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
     std::string device;
     Txpk txpk;
     std::optional<Txpk> rx2;
+    DeviceState* dev = nullptr;
+    uint64_t cmd_id = 0;  // the queued command this frame carries (0: a bare ACK or a join accept)
+    const char* window = "rx1";
   };
   struct GatewayInfo {
     udp::endpoint pull_ep;
@@ -186,12 +218,59 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
         }
         d.stored_fcnt_up = d.s.fcnt_up;
         d.s.fcnt_down = v.value("fcnt_down", 0u);
+        LoadDownlinks(d, v.value("downlinks", json::array()));
         restored++;
       } catch (const json::exception&) {
         continue;
       }
     }
     if (restored) spdlog::info("lorawan: restored {} sessions from {}", restored, cfg.state_file);
+  }
+
+  // The downlink queue of a session-file entry. A command that was waiting for its TX_ACK when
+  // the gateway stopped was most likely sent: a confirmed one waits for the device's ACK, an
+  // unconfirmed one is dropped (logged: its outcome is unknown).
+  void LoadDownlinks(DeviceState& d, const json& list) {
+    if (!list.is_array()) return;
+    for (const auto& e : list) {
+      if (!e.is_object() || d.downlinks.size() >= cfg.downlink_queue_max) continue;
+      QueuedDownlink q;
+      q.id = e.value("id", uint64_t{0});
+      q.command = e.value("command", std::string("downlink"));
+      q.fport = e.value("fport", uint8_t{1});
+      auto payload = ParseHex(e.value("hex", std::string()), "hex");
+      if (!q.id || !payload.ok() || q.fport == 0 || q.fport > 223) continue;
+      q.payload = std::move(*payload);
+      q.confirmed = e.value("confirmed", false);
+      q.queued_ms = e.value("queued", int64_t{0});
+      q.expires_ms = e.value("expires", int64_t{0});
+      q.attempts = e.value("attempts", 0u);
+      q.fcnt_down = e.value("fcnt_down", 0u);
+      std::string st = e.value("state", std::string("queued"));
+      q.state = st == "queued" ? DlState::kQueued : DlState::kAwaitAck;
+      if (st == "tx" && !q.confirmed) {
+        spdlog::warn("lorawan: {}: downlink #{} ({}) was waiting for its TX_ACK at the last stop: outcome unknown, dropped",
+                     d.cfg->id, q.id, q.command);
+        continue;
+      }
+      next_cmd_id = std::max(next_cmd_id, q.id + 1);
+      d.downlinks.push_back(std::move(q));
+    }
+    if (!d.downlinks.empty())
+      spdlog::info("lorawan: {}: {} queued downlink(s) restored", d.cfg->id, d.downlinks.size());
+  }
+
+  static json DownlinksJson(const DeviceState& d, bool for_status) {
+    json list = json::array();
+    for (const auto& q : d.downlinks) {
+      json e = {{"id", q.id}, {"command", q.command}, {"fport", q.fport}, {"confirmed", q.confirmed},
+                {"state", DlStateName(q.state)}, {"attempts", q.attempts}, {"queued", q.queued_ms},
+                {"expires", q.expires_ms}};
+      if (for_status) e["bytes"] = q.payload.size();
+      else e["hex"] = ToHex(q.payload), e["fcnt_down"] = q.fcnt_down;
+      list.push_back(std::move(e));
+    }
+    return list;
   }
 
   void MarkChanged(DeviceState& d) {
@@ -218,6 +297,7 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
         }
         v["fcnt_up"] = d->stored_fcnt_up ? json(*d->stored_fcnt_up) : json(nullptr);
         v["fcnt_down"] = d->s.fcnt_down;
+        if (!d->downlinks.empty()) v["downlinks"] = DownlinksJson(*d, false);
         d->state_json = json(EuiToHex(d->cfg->dev_eui)).dump() + ":" + v.dump();
         d->state_changed = false;
       }
@@ -551,6 +631,10 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
     // wait for; its counter goes with the next sweep (within a second), which spares the flash
     // a rewrite of the whole file per uplink.
     bool confirmed = p.frame.mtype == MType::kConfirmedUp;
+    // Downlink commands: this uplink's ACK bit settles a confirmed one on the air; the next one
+    // goes in this uplink's window (with the ACK, for a confirmed uplink, once that is stored).
+    CheckDownlinkAck(dev, p.frame);
+    if (!confirmed) SendDown(dev, best->gateway, best->rx, false);
     std::weak_ptr<Impl> w = weak_from_this();
     Copy via = *best;
     DeviceState* devp = &dev;  // devices live as long as the Impl
@@ -688,27 +772,209 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
     }
   }
 
-  void SendAck(DeviceState& dev, uint64_t gw, const Rxpk& rx) {
+  void SendAck(DeviceState& dev, uint64_t gw, const Rxpk& rx) { SendDown(dev, gw, rx, true); }
+
+  // ---- downlink commands ----
+  QueuedDownlink* FindCommand(DeviceState& dev, uint64_t id) {
+    for (auto& q : dev.downlinks)
+      if (q.id == id) return &q;
+    return nullptr;
+  }
+
+  // Takes command `id` off the queue and answers it (exactly once; a command restored after a
+  // restart has nobody to answer: the outcome is logged).
+  void FinishCommand(DeviceState& dev, uint64_t id, CommandReply reply, uint64_t Impl::*counter) {
+    ReplyFn fn;
+    std::string command;
+    {
+      std::lock_guard lk(mu);
+      auto it = std::find_if(dev.downlinks.begin(), dev.downlinks.end(), [&](const QueuedDownlink& q) { return q.id == id; });
+      if (it == dev.downlinks.end()) return;
+      fn = std::move(it->reply);
+      command = it->command;
+      dev.downlinks.erase(it);
+      this->*counter += 1;
+    }
+    MarkChanged(dev);
+    dirty = true;
+    if (reply.ok)
+      spdlog::info("lorawan: {}: downlink #{} ({}) done", dev.cfg->id, id, command);
+    else
+      spdlog::warn("lorawan: {}: downlink #{} ({}) failed: {}", dev.cfg->id, id, command, reply.error);
+    if (fn) fn(std::move(reply));
+    else if (reply.ok || !reply.error.empty())
+      spdlog::info("lorawan: {}: downlink #{} was queued before a restart: no requester to answer", dev.cfg->id, id);
+  }
+
+  std::string ResultJson(const QueuedDownlink& q, bool acked) const {
+    json r = {{"id", q.id}, {"command", q.command}, {"fport", q.fport}, {"bytes", q.payload.size()},
+              {"confirmed", q.confirmed}, {"fcnt_down", q.fcnt_down}, {"window", q.window},
+              {"concentrator", q.concentrator}, {"attempts", q.attempts}, {"queued_ms", NowMs() - q.queued_ms}};
+    if (q.confirmed) r["acked"] = acked;
+    return r.dump();
+  }
+
+  // The uplink `f` of `dev` was accepted: its ACK bit settles a confirmed downlink on the air;
+  // a missing ACK sends it again (a fresh FCntDown) until downlink_max_attempts.
+  void CheckDownlinkAck(DeviceState& dev, const DataFrame& f) {
+    if (dev.downlinks.empty() || dev.downlinks.front().state != DlState::kAwaitAck) return;
+    QueuedDownlink& q = dev.downlinks.front();
+    if (f.fctrl.ack())
+      return FinishCommand(dev, q.id, {true, {}, ResultJson(q, true)}, &Impl::commands_ok);
+    if (q.attempts >= cfg.downlink_max_attempts)
+      return FinishCommand(dev, q.id,
+                           {false,
+                            "confirmed downlink not acknowledged by the device after " + std::to_string(q.attempts) +
+                                " transmissions",
+                            ResultJson(q, false)},
+                           &Impl::commands_failed);
+    std::lock_guard lk(mu);
+    q.state = DlState::kQueued;  // again in this uplink's window
+  }
+
+  // The data downlink answering an uplink of `dev` heard through `gw`: the ACK of a confirmed
+  // uplink (`ack`) and/or the first queued command. Its FCntDown (and the queue) are on disk
+  // before it leaves, as for every downlink.
+  void SendDown(DeviceState& dev, uint64_t gw, const Rxpk& rx, bool ack) {
+    if (!running) return;
+    QueuedDownlink* q = !dev.downlinks.empty() && dev.downlinks.front().state == DlState::kQueued ? &dev.downlinks.front() : nullptr;
+    if (!ack && !q) return;
     DataFrameSpec spec;
-    spec.mtype = MType::kUnconfirmedDown;
+    spec.mtype = q && q->confirmed ? MType::kConfirmedDown : MType::kUnconfirmedDown;
     spec.dev_addr = dev.s.dev_addr;
     spec.fcnt32 = dev.s.fcnt_down++;
-    spec.fctrl_flags = kFCtrlAck;
+    spec.fctrl_flags = static_cast<uint8_t>((ack ? kFCtrlAck : 0) | (q && dev.downlinks.size() > 1 ? kFCtrlFPending : 0));
+    if (q) {
+      spec.fport = q->fport;
+      spec.payload = q->payload;
+    }
     MarkChanged(dev);
     auto phy = BuildDataFrame(spec, dev.s.keys);
-    if (!phy.ok()) return Warn(&dev, "cannot build the ACK: " + phy.status().message());
+    if (!phy.ok()) {
+      if (q) FinishCommand(dev, q->id, {false, "cannot build the downlink: " + phy.status().message(), {}}, &Impl::commands_failed);
+      return Warn(&dev, "cannot build the downlink: " + phy.status().message());
+    }
+    uint64_t id = 0;
+    if (q) {
+      std::lock_guard lk(mu);
+      id = q->id;
+      q->state = DlState::kTx;
+      q->tx_ms = NowMs();
+      q->attempts++;
+      q->fcnt_down = spec.fcnt32;
+      q->concentrator = EuiToHex(gw);
+    }
     // The FCntDown is on disk before the frame leaves: after a crash it is never sent twice.
-    RequestSave([this, devp = &dev, gw, rx, phy = std::move(*phy)](bool saved) {
-      if (!saved) return Warn(devp, "ACK not sent: its frame counter could not be saved", "state");
-      ScheduleDownlink(*devp, gw, rx, phy, kRxDelayUs);
+    RequestSave([this, devp = &dev, gw, rx, id, phy = std::move(*phy)](bool saved) {
+      if (!saved) {
+        if (id) RequeueCommand(*devp, id);
+        return Warn(devp, "downlink not sent: its frame counter could not be saved", "state");
+      }
+      ScheduleDownlink(*devp, gw, rx, phy, kRxDelayUs, id);
     });
+  }
+
+  // A command whose frame could not leave goes back to the queue for the next uplink.
+  void RequeueCommand(DeviceState& dev, uint64_t id) {
+    {
+      std::lock_guard lk(mu);
+      if (QueuedDownlink* q = FindCommand(dev, id)) q->state = DlState::kQueued;
+    }
+    MarkChanged(dev);
+    dirty = true;
+  }
+
+  // The concentrator's verdict on the frame of command `id` (after the RX2 fallback, if any).
+  void OnCommandTx(DeviceState& dev, uint64_t id, bool sent, const char* window, const std::string& error) {
+    QueuedDownlink* q = FindCommand(dev, id);
+    if (!q) return;
+    if (!sent)
+      return FinishCommand(dev, id, {false, "concentrator " + q->concentrator + " refused the downlink: " + error, ResultJson(*q, false)},
+                           &Impl::commands_failed);
+    {
+      std::lock_guard lk(mu);
+      q->window = window;
+    }
+    if (!q->confirmed) return FinishCommand(dev, id, {true, {}, ResultJson(*q, false)}, &Impl::commands_ok);
+    {
+      std::lock_guard lk(mu);
+      q->state = DlState::kAwaitAck;
+    }
+    MarkChanged(dev);
+    dirty = true;
+    spdlog::info("lorawan: {}: confirmed downlink #{} sent in {} (FCntDown {}, attempt {}); waiting for the device's ACK",
+                 dev.cfg->id, id, window, q->fcnt_down, q->attempts);
+  }
+
+  // Once a second: commands past their time, and frames whose TX_ACK never came.
+  void ExpireCommands(int64_t now) {
+    for (auto& d : devices) {
+      std::vector<std::pair<uint64_t, std::string>> gone;
+      for (const auto& q : d->downlinks) {
+        if (q.state == DlState::kTx) {
+          if (now - q.tx_ms > 10'000) gone.emplace_back(q.id, "concentrator " + q.concentrator + " sent no TX_ACK");
+          continue;
+        }
+        if (now < q.expires_ms) continue;
+        std::string secs = std::to_string((q.expires_ms - q.queued_ms + 999) / 1000);
+        if (q.state == DlState::kAwaitAck || q.attempts > 0)
+          gone.emplace_back(q.id, "expired: sent " + std::to_string(q.attempts) + " time(s), not acknowledged by the device within " + secs + " s");
+        else
+          gone.emplace_back(q.id, "expired: no downlink window within " + secs + " s (class A: the device sent no uplink)");
+      }
+      for (auto& [id, why] : gone) {
+        bool expired = why.rfind("expired", 0) == 0;
+        FinishCommand(*d, id, {false, why, {}}, expired ? &Impl::commands_expired : &Impl::commands_failed);
+      }
+    }
+  }
+
+  // Execute(), on the io thread.
+  void QueueCommand(CommandRequest req, ReplyFn reply) {
+    DeviceState* dev = nullptr;
+    for (auto& d : devices)
+      if (d->cfg->id == req.device) dev = d.get();
+    if (!dev) return reply({false, "unknown device " + QuotePrefix(req.device, 64), {}});
+    if (dev->cfg->via_chirpstack)
+      return reply({false, req.device + " is served by ChirpStack: send its downlinks through ChirpStack", {}});
+    if (!cfg.udp_enabled) return reply({false, "lorawan.listen is off: no concentrator to send downlinks through", {}});
+    if (!dev->s.active) return reply({false, req.device + " has not joined yet: no session to send a downlink in", {}});
+    auto max_mac = plan->MaxMacPayload(plan->Rx2DataRate());
+    size_t max_payload = max_mac.ok() && *max_mac > 8 ? static_cast<size_t>(*max_mac - 8) : 51;  // FHDR 7 + FPort 1
+    auto enc = EncodeDownlinkCommand(dev->cfg->profile.get(), req.name, req.args, max_payload);
+    if (!enc.ok()) return reply({false, enc.status().message(), {}});
+    if (dev->downlinks.size() >= cfg.downlink_queue_max)
+      return reply({false,
+                    "downlink queue of " + req.device + " is full (" + std::to_string(dev->downlinks.size()) +
+                        " commands wait for its next uplinks; lorawan.downlink_queue_max)",
+                    {}});
+    QueuedDownlink q;
+    q.id = next_cmd_id++;
+    q.command = req.name;
+    q.fport = enc->fport;
+    q.payload = std::move(enc->payload);
+    q.confirmed = enc->confirmed;
+    q.queued_ms = NowMs();
+    q.expires_ms = q.queued_ms + (req.timeout.count() > 0 ? req.timeout.count() : cfg.downlink_timeout_s * 1000);
+    q.reply = std::move(reply);
+    spdlog::info("lorawan: {}: downlink #{} ({}) queued: FPort {}, {} bytes, {}, {} waiting", dev->cfg->id, q.id, q.command,
+                 q.fport, q.payload.size(), q.confirmed ? "confirmed" : "unconfirmed", dev->downlinks.size() + 1);
+    {
+      std::lock_guard lk(mu);
+      dev->downlinks.push_back(std::move(q));
+      commands_queued++;
+    }
+    MarkChanged(*dev);
+    dirty = true;  // on disk within a second (and before any downlink leaves)
   }
 
   // RX1 (on the uplink's channel plan, `delay_us` after it) with RX2 one second later as the
   // fallback when the concentrator refuses RX1 (TX_ACK error).
-  void ScheduleDownlink(DeviceState& dev, uint64_t gw, const Rxpk& rx, const Bytes& phy, uint32_t delay_us) {
+  void ScheduleDownlink(DeviceState& dev, uint64_t gw, const Rxpk& rx, const Bytes& phy, uint32_t delay_us,
+                        uint64_t cmd_id = 0) {
     auto g = gateways.find(gw);
     if (g == gateways.end() || !g->second.has_pull) {
+      if (cmd_id) RequeueCommand(dev, cmd_id);
       return Warn(&dev, "no PULL_DATA from concentrator " + EuiToHex(gw) + " yet: downlink not sent");
     }
     auto up_dr = plan->DataRate(*rx.lora);
@@ -719,6 +985,8 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
     Downlink dl;
     dl.gateway = gw;
     dl.device = dev.cfg->id;
+    dl.dev = &dev;
+    dl.cmd_id = cmd_id;
     Txpk t;
     t.powe = cfg.tx_power_dbm;
     t.data = phy;
@@ -737,7 +1005,9 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
     } else if (dl.rx2) {
       dl.txpk = *dl.rx2;
       dl.rx2.reset();
+      dl.window = "rx2";
     } else {
+      if (cmd_id) RequeueCommand(dev, cmd_id);
       return Warn(&dev, "no downlink window for an uplink on " + std::to_string(rx.freq_hz) + " Hz");
     }
     SendPullResp(std::move(dl));
@@ -754,7 +1024,12 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
       std::lock_guard lk(mu);
       downlinks++;
     }
-    if (pending_tx.size() > 4096) pending_tx.erase(pending_tx.begin());  // forwarders without TX_ACK (v1)
+    // A v1 forwarder sends no TX_ACK: a command's frame counts as sent once it is handed over.
+    if (g.version < 2) {
+      if (dl.cmd_id && dl.dev) OnCommandTx(*dl.dev, dl.cmd_id, true, dl.window, {});
+      return;
+    }
+    if (pending_tx.size() > 4096) pending_tx.erase(pending_tx.begin());  // TX_ACKs that never came
     pending_tx[TokenKey(token)] = std::move(dl);
   }
 
@@ -763,13 +1038,22 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
     if (it == pending_tx.end()) return;
     Downlink dl = std::move(it->second);
     pending_tx.erase(it);
-    if (!d.tx_ack || d.tx_ack->error == TxAckError::kNone) return;
+    if (!d.tx_ack || d.tx_ack->error == TxAckError::kNone) {
+      if (dl.cmd_id && dl.dev) OnCommandTx(*dl.dev, dl.cmd_id, true, dl.window, {});
+      return;
+    }
     Bump(tx_errors);
     spdlog::warn("lorawan: concentrator {} refused the downlink to {}: {}{}", EuiToHex(dl.gateway), dl.device,
-                 d.tx_ack->text, dl.rx2 ? "; trying RX2" : "");
-    if (!dl.rx2) return;
+                 QuotePrefix(d.tx_ack->text, 32), dl.rx2 ? "; trying RX2" : "");
+    if (!dl.rx2) {
+      if (dl.cmd_id && dl.dev)
+        OnCommandTx(*dl.dev, dl.cmd_id, false, dl.window,
+                    QuotePrefix(d.tx_ack->text, 32) + (std::string_view(dl.window) == "rx2" ? " (in RX2)" : ""));
+      return;
+    }
     dl.txpk = *dl.rx2;
     dl.rx2.reset();
+    dl.window = "rx2";
     SendPullResp(std::move(dl));
   }
 
@@ -895,6 +1179,7 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
       spdlog::warn("lorawan: {} is offline: {}", d->cfg->id, out.back().message);
     }
     Emit(std::move(out));
+    ExpireCommands(now);
     if (dirty && !save_busy) RequestSave();  // a failed write is tried again
   }
 
@@ -956,6 +1241,12 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
   std::map<std::pair<uint32_t, uint32_t>, PendingUplink> pending_up;
   std::map<std::pair<uint64_t, uint16_t>, PendingJoin> pending_join;
   std::map<uint16_t, Downlink> pending_tx;
+  uint64_t next_cmd_id = 1;
+  // Execute() requests on their way to the io thread (answered by Stop if they never got there).
+  std::mutex exec_mu;
+  bool exec_closed = false;
+  uint64_t exec_seq = 0;
+  std::map<uint64_t, ReplyFn> exec_pending;
 
   // guarded by mu (read by Health from any thread); gateways' map itself changes on io only,
   // so Health copies it under mu as well.
@@ -964,6 +1255,7 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
   uint64_t uplinks = 0, malformed = 0, bad_mic = 0, replays = 0, duplicates = 0, joins = 0,
            unknown_devices = 0, downlinks = 0, tx_errors = 0, chirpstack_uplinks = 0,
            fcnt_gap_drops = 0;
+  uint64_t commands_queued = 0, commands_ok = 0, commands_failed = 0, commands_expired = 0;
   std::string last_error;
 };
 
@@ -975,6 +1267,9 @@ Status LorawanAdapter::Start(RecordSink& sink) {
   auto& a = *impl_;
   a.sink = &sink;
   a.LoadState();
+  // A monitor announced offline before a restart is cleared at its first uplink.
+  for (auto& d : a.devices)
+    if (sink.LastAnnounced(d->cfg->id, "offline").value_or(false)) d->offline_announced = true;
   if (a.cfg.chirpstack && !a.input_factory)
     return Status(Code::kFailedPrecondition, "lorawan.chirpstack: no MQTT input was given to the adapter");
   if (a.cfg.udp_enabled) {
@@ -994,6 +1289,10 @@ Status LorawanAdapter::Start(RecordSink& sink) {
     a.bound_port = a.sock->local_endpoint().port();
   }
   a.started_ms = NowMs();
+  {
+    std::lock_guard lk(a.exec_mu);
+    a.exec_closed = false;
+  }
   a.running = true;
   a.sweep_timer.emplace(a.io);
   a.save_timer.emplace(a.io);
@@ -1055,11 +1354,61 @@ void LorawanAdapter::Stop() {
   }
   a.state_writer.join();
   a.save_waiters.clear();  // downlinks that never got their write: too late now
+  std::map<uint64_t, ReplyFn> unseen;
+  {
+    std::lock_guard lk(a.exec_mu);
+    a.exec_closed = true;
+    unseen.swap(a.exec_pending);
+  }
+  for (auto& [seq, fn] : unseen) fn({false, "lorawan adapter stopped before the command was queued", {}});
+  // Queued commands stay in the session file and go out after the restart; their requesters
+  // get their answer now (the reply path ends with this process).
+  for (auto& d : a.devices)
+    for (auto& q : d->downlinks)
+      if (q.reply) {
+        auto fn = std::move(q.reply);
+        q.reply = nullptr;
+        fn({false, "gateway stopping: downlink #" + std::to_string(q.id) +
+                       " stays queued and is sent after the restart (its outcome will be logged, not answered)",
+            {}});
+      }
+  for (auto& d : a.devices)
+    if (!d->downlinks.empty()) a.MarkChanged(*d);
   if (Status st = a.WriteStateFile(a.Snapshot(), ++a.save_gen); !st.ok())
     spdlog::error("lorawan: {}", st.message());
 }
 
 uint16_t LorawanAdapter::port() const { return impl_->bound_port; }
+
+void LorawanAdapter::Execute(CommandRequest request, ReplyFn reply) {
+  auto& a = *impl_;
+  uint64_t seq;
+  {
+    // Held here until the io thread takes it, so Stop() can answer a request it never saw.
+    std::lock_guard lk(a.exec_mu);
+    if (a.exec_closed || !a.running) {
+      seq = 0;
+    } else {
+      seq = ++a.exec_seq;
+      a.exec_pending.emplace(seq, std::move(reply));
+    }
+  }
+  if (!seq) return reply({false, "lorawan adapter is not running", {}});
+  asio::post(a.io, [w = std::weak_ptr<Impl>(impl_), request = std::move(request), seq]() mutable {
+    auto self = w.lock();
+    if (!self) return;
+    ReplyFn fn;
+    {
+      std::lock_guard lk(self->exec_mu);
+      auto it = self->exec_pending.find(seq);
+      if (it == self->exec_pending.end()) return;
+      fn = std::move(it->second);
+      self->exec_pending.erase(it);
+    }
+    if (!self->running) return fn({false, "lorawan adapter is stopping", {}});
+    self->QueueCommand(std::move(request), std::move(fn));
+  });
+}
 
 AdapterHealth LorawanAdapter::Health() const {
   auto& a = *impl_;
@@ -1099,6 +1448,16 @@ AdapterHealth LorawanAdapter::Health() const {
   details["downlinks"] = a.downlinks;
   details["tx_errors"] = a.tx_errors;
   details["fcnt_gap_drops"] = a.fcnt_gap_drops;
+  json queues = json::object();
+  size_t waiting = 0;
+  for (const auto& d : a.devices)
+    if (!d->downlinks.empty()) {
+      queues[d->cfg->id] = Impl::DownlinksJson(*d, true);
+      waiting += d->downlinks.size();
+    }
+  details["downlink_queue"] = queues;
+  details["commands"] = {{"waiting", waiting}, {"queued", a.commands_queued}, {"ok", a.commands_ok},
+                         {"failed", a.commands_failed}, {"expired", a.commands_expired}};
   if (a.chirpstack)
     details["chirpstack"] = {{"connected", a.chirpstack->connected()},
                              {"uplinks", a.chirpstack_uplinks},

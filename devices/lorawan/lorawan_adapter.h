@@ -25,6 +25,10 @@ class LorawanAdapter : public Adapter {
   void Stop() override;
   AdapterHealth Health() const override;
   RulesByDevice Rules() const override;
+  // Downlink commands (class A): `downlink` (raw) or a command of the device's payload profile,
+  // queued per device and sent in the RX1/RX2 window after its next uplink; the reply comes
+  // with the TX_ACK (or, confirmed, with the device's ACK). Grammar: devices/lorawan/README.md.
+  void Execute(CommandRequest request, ReplyFn reply) override;
   uint16_t port() const;  // the bound UDP port (useful with port 0)
 
   struct Impl;

@@ -86,6 +86,10 @@ std::any ParseLorawanSection(settings::Node& node, const settings::GatewaySectio
   cfg.tx_power_dbm = static_cast<int>(node.Int("tx_power_dbm", cfg.tx_power_dbm, 0, 30));
   cfg.fcnt_search_epochs =
       static_cast<uint32_t>(node.Int("fcnt_search_epochs", cfg.fcnt_search_epochs, 1, 65536));
+  cfg.downlink_queue_max = static_cast<uint32_t>(node.Int("downlink_queue_max", cfg.downlink_queue_max, 1, 64));
+  cfg.downlink_timeout_s = node.Int("downlink_timeout_s", cfg.downlink_timeout_s, 10, 7 * 86400);
+  cfg.downlink_max_attempts =
+      static_cast<uint32_t>(node.Int("downlink_max_attempts", cfg.downlink_max_attempts, 1, 8));
   // The default LoRaWAN version of the devices; each entry may say its own.
   const std::string default_version = node.OneOf("lorawan_version", "1.0.3", kLorawanVersions);
   std::filesystem::path state = node.String("state_file", "lorawan-sessions.json");

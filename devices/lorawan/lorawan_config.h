@@ -64,6 +64,12 @@ struct LorawanConfig {
   // A session with no accepted uplink yet (ABP after a fresh install or a lost state file) may
   // be past 65535: this many 16-bit epochs of its counter are tried (one AES-CMAC each).
   uint32_t fcnt_search_epochs = 64;
+  // Downlink commands (class A): at most this many queued per device; a command with no
+  // timeout of its own expires after downlink_timeout_s without a window; a confirmed one is
+  // sent at most downlink_max_attempts times without the device's ACK before it fails.
+  uint32_t downlink_queue_max = 8;
+  int64_t downlink_timeout_s = 3600;
+  uint32_t downlink_max_attempts = 3;
   std::vector<LoraDeviceConfig> devices;
   std::optional<ChirpstackInput> chirpstack;
 };

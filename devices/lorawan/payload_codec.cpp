@@ -5,6 +5,10 @@
 #include <map>
 #include <regex>
 
+#include "core/untrusted.h"
+#include "lorawan/lorawan_crypto.h"
+#include "lorawan/semtech_udp.h"
+
 namespace sanigate::dev::lorawan {
 namespace {
 
@@ -125,6 +129,122 @@ PayloadLayout ParseLayout(settings::Node& n) {
   return l;
 }
 
+// The integer range of a type, for arguments.
+std::pair<double, double> TypeRange(FieldType t) {
+  switch (t) {
+    case FieldType::kU8: return {0, 255};
+    case FieldType::kI8: return {-128, 127};
+    case FieldType::kU16: return {0, 65535};
+    case FieldType::kI16: return {-32768, 32767};
+    case FieldType::kU32: return {0, 4294967295.0};
+    case FieldType::kI32: return {-2147483648.0, 2147483647.0};
+    case FieldType::kF32: return {-3.4e38, 3.4e38};
+  }
+  return {0, 0};
+}
+
+DownlinkArg ParseArg(settings::Node& n) {
+  DownlinkArg a;
+  if (auto m = n.RequiredString("name")) {
+    a.name = *m;
+    if (!IsMetricName(a.name) || a.name == "confirmed" || a.name == "port" || a.name == "hex" || a.name == "base64")
+      n.Problem("name", "\"" + a.name + "\" is not an argument name (snake_case; not confirmed, port, hex, base64)");
+  }
+  std::string type = n.OneOf("type", "u8", {"u8", "i8", "u16", "i16", "u32", "i32", "f32"});
+  for (const auto& t : kTypes)
+    if (type == t.name) a.type = t.type;
+  a.little_endian = n.OneOf("endian", "big", {"big", "little"}) == "little";
+  a.min = n.OptionalDouble("min", -1e15, 1e15);
+  a.max = n.OptionalDouble("max", -1e15, 1e15);
+  if (a.min && a.max && *a.min > *a.max) n.Problem("max", "is below min");
+  n.Finish();
+  return a;
+}
+
+DownlinkCommand ParseCommand(settings::Node& n) {
+  DownlinkCommand c;
+  if (auto m = n.RequiredString("name")) {
+    c.name = *m;
+    if (!IsMetricName(c.name) || c.name == "downlink")
+      n.Problem("name", "\"" + c.name + "\" is not a command name (snake_case, not \"downlink\")");
+  }
+  c.description = n.String("description", "");
+  if (auto p = n.RequiredInt("fport", 1, 223)) c.fport = static_cast<uint8_t>(*p);
+  std::string prefix = n.String("prefix", "");
+  if (!prefix.empty()) {
+    auto b = ParseHex(prefix, "prefix");
+    if (b.ok()) c.prefix = std::move(*b);
+    else n.Problem("prefix", b.status().message());
+  }
+  c.confirmed = n.Bool("confirmed", false);
+  std::map<std::string, std::string> seen;
+  for (auto& an : n.TableArray("args")) {
+    DownlinkArg a = ParseArg(an);
+    if (!a.name.empty()) {
+      auto [it, fresh] = seen.emplace(a.name, an.path());
+      if (!fresh) an.Problem("name", "\"" + a.name + "\" is already an argument in " + it->second);
+    }
+    c.args.push_back(std::move(a));
+  }
+  size_t size = c.prefix.size();
+  for (const auto& a : c.args) size += FieldSize(a.type);
+  if (size == 0) n.Problem("args", "a command needs a prefix or at least one [[downlinks.args]] entry");
+  if (size > kMaxPayload) n.Problem("args", "the payload would be " + std::to_string(size) + " bytes");
+  n.Finish();
+  return c;
+}
+
+// `text` as a number of `a`'s type, within its range. Decimal integers only for integer types.
+Result<double> ArgNumber(const DownlinkArg& a, std::string_view text) {
+  std::string t(text);
+  auto bad = [&] { return Invalid(a.name + ": " + QuotePrefix(text, 24) + " is not a number"); };
+  if (t.empty() || t.size() > 32) return bad();
+  double v = 0;
+  size_t used = 0;
+  try {
+    if (a.type == FieldType::kF32) {
+      v = std::stod(t, &used);
+    } else {
+      if (t.find_first_not_of("+-0123456789") != std::string::npos) return bad();
+      v = static_cast<double>(std::stoll(t, &used, 10));
+    }
+  } catch (const std::exception&) {
+    return bad();
+  }
+  if (used != t.size() || !std::isfinite(v)) return bad();
+  auto [lo, hi] = TypeRange(a.type);
+  if (a.min) lo = std::max(lo, *a.min);
+  if (a.max) hi = std::min(hi, *a.max);
+  if (v < lo || v > hi) {
+    auto fmt = [](double d) {
+      std::string s = std::to_string(d);
+      s.erase(s.find_last_not_of('0') + 1);
+      if (!s.empty() && s.back() == '.') s.pop_back();
+      return s;
+    };
+    return Invalid(a.name + ": " + QuotePrefix(text, 24) + " is outside " + fmt(lo) + ".." + fmt(hi));
+  }
+  return v;
+}
+
+void PutArg(const DownlinkArg& a, double v, std::vector<uint8_t>& out) {
+  uint32_t bits = 0;
+  if (a.type == FieldType::kF32) bits = std::bit_cast<uint32_t>(static_cast<float>(v));
+  else bits = static_cast<uint32_t>(static_cast<int64_t>(v));
+  const size_t n = FieldSize(a.type);
+  for (size_t i = 0; i < n; ++i) {
+    size_t shift = 8 * (a.little_endian ? i : n - 1 - i);
+    out.push_back(static_cast<uint8_t>(bits >> shift));
+  }
+}
+
+// `confirmed`, `confirmed=true|false`: true/false; anything else: nullopt.
+std::optional<bool> ConfirmedToken(std::string_view t) {
+  if (t == "confirmed" || t == "confirmed=true" || t == "confirmed=1") return true;
+  if (t == "confirmed=false" || t == "confirmed=0") return false;
+  return std::nullopt;
+}
+
 Result<PayloadProfile> Collect(settings::ParsedFile parsed, settings::ConfigErrors& errors) {
   PayloadProfile p;
   if (parsed.table) {
@@ -190,8 +310,105 @@ PayloadProfile ParsePayloadProfile(settings::Node& node) {
     }
     p.layouts.push_back(std::move(l));
   }
+  std::map<std::string, std::string> names;
+  for (auto& cn : node.TableArray("downlinks")) {
+    DownlinkCommand c = ParseCommand(cn);
+    if (!c.name.empty()) {
+      auto [it, fresh] = names.emplace(c.name, cn.path());
+      if (!fresh) cn.Problem("name", "command \"" + c.name + "\" is already in " + it->second);
+    }
+    p.downlinks.push_back(std::move(c));
+  }
   node.Finish();
   return p;
+}
+
+const DownlinkCommand* PayloadProfile::CommandFor(std::string_view name) const {
+  for (const auto& c : downlinks)
+    if (c.name == name) return &c;
+  return nullptr;
+}
+
+Result<EncodedDownlink> EncodeDownlinkCommand(const PayloadProfile* profile, std::string_view name,
+                                              const std::vector<std::string>& args,
+                                              size_t max_payload) {
+  EncodedDownlink out;
+  std::optional<bool> confirmed;
+  std::vector<std::string_view> rest;
+  for (const auto& a : args) {
+    if (auto c = ConfirmedToken(a)) confirmed = c;
+    else rest.push_back(a);
+  }
+  if (name == "downlink") {
+    std::optional<std::string_view> port, hex, b64;
+    std::vector<std::string_view> positional;
+    for (auto t : rest) {
+      auto eq = t.find('=');
+      std::string_view key = eq == std::string_view::npos ? std::string_view() : t.substr(0, eq);
+      std::string_view val = eq == std::string_view::npos ? t : t.substr(eq + 1);
+      if (key == "port") port = val;
+      else if (key == "hex") hex = val;
+      else if (key == "base64") b64 = val;
+      else if (eq != std::string_view::npos)
+        return Invalid("unknown argument " + QuotePrefix(t, 24) + " (port=N, hex=HEX or base64=B64, confirmed)");
+      else positional.push_back(t);
+    }
+    if (!positional.empty() && !port) port = positional[0], positional.erase(positional.begin());
+    if (!positional.empty() && !hex && !b64) hex = positional[0], positional.erase(positional.begin());
+    if (!positional.empty()) return Invalid("too many arguments: " + QuotePrefix(positional[0], 24) + " (downlink PORT HEX [confirmed])");
+    if (!port) return Invalid("downlink needs a port: port=N (1..223)");
+    if (hex && b64) return Invalid("give either hex= or base64=, not both");
+    if (!hex && !b64) return Invalid("downlink needs data: hex=HEX or base64=B64");
+    DownlinkArg p{"port", FieldType::kU8, false, 1.0, 223.0};
+    auto pv = ArgNumber(p, *port);
+    if (!pv.ok()) return pv.status();
+    out.fport = static_cast<uint8_t>(*pv);
+    auto data = hex ? ParseHex(*hex, "hex") : Base64Decode(*b64);
+    if (!data.ok()) return Invalid((hex ? "hex: " : "base64: ") + QuotePrefix(hex ? *hex : *b64, 24) + " is not valid");
+    if (data->empty()) return Invalid("downlink data is empty");
+    out.payload = std::move(*data);
+    out.confirmed = confirmed.value_or(false);
+  } else {
+    const DownlinkCommand* c = profile ? profile->CommandFor(name) : nullptr;
+    if (!c) {
+      std::string known = "downlink";
+      if (profile)
+        for (const auto& k : profile->downlinks) known += ", " + k.name;
+      return Invalid("unknown command " + QuotePrefix(name, 32) + " (this device takes: " + known + ")");
+    }
+    std::vector<std::optional<std::string_view>> values(c->args.size());
+    size_t next = 0;
+    for (auto t : rest) {
+      auto eq = t.find('=');
+      if (eq != std::string_view::npos) {
+        std::string_view key = t.substr(0, eq);
+        size_t i = 0;
+        while (i < c->args.size() && c->args[i].name != key) ++i;
+        if (i == c->args.size()) return Invalid(c->name + " has no argument " + QuotePrefix(key, 24));
+        if (values[i]) return Invalid(c->name + ": " + c->args[i].name + " given twice");
+        values[i] = t.substr(eq + 1);
+        continue;
+      }
+      while (next < values.size() && values[next]) ++next;
+      if (next == values.size())
+        return Invalid(c->name + " takes " + std::to_string(c->args.size()) + " argument" + (c->args.size() == 1 ? "" : "s") +
+                       "; " + QuotePrefix(t, 24) + " is one too many");
+      values[next] = t;
+    }
+    out.fport = c->fport;
+    out.payload = c->prefix;
+    for (size_t i = 0; i < c->args.size(); ++i) {
+      if (!values[i]) return Invalid(c->name + " needs " + c->args[i].name);
+      auto v = ArgNumber(c->args[i], *values[i]);
+      if (!v.ok()) return v.status();
+      PutArg(c->args[i], *v, out.payload);
+    }
+    out.confirmed = confirmed.value_or(c->confirmed);
+  }
+  if (out.payload.size() > max_payload)
+    return Invalid("payload of " + std::to_string(out.payload.size()) + " bytes is over the " + std::to_string(max_payload) +
+                   " a downlink can carry at the slowest data rate");
+  return out;
 }
 
 Result<PayloadProfile> LoadPayloadProfile(const std::string& path) {

@@ -40,12 +40,32 @@ struct PayloadLayout {
   size_t min_size = 0;  // the end of the last field
 };
 
+// A downlink command of the profile ([[downlinks]]): the FRMPayload is `prefix` (fixed bytes,
+// e.g. a command code) followed by each argument in order, encoded as its type and byte order.
+struct DownlinkArg {
+  std::string name;  // snake_case; `name=value` in a request
+  FieldType type = FieldType::kU8;
+  bool little_endian = false;
+  std::optional<double> min, max;  // the accepted values (integer types: also the type's range)
+};
+
+struct DownlinkCommand {
+  std::string name;  // ^[a-z][a-z0-9_]*$, not "downlink" (the raw command)
+  std::string description;
+  uint8_t fport = 1;
+  std::vector<uint8_t> prefix;
+  bool confirmed = false;  // the default; a request may say confirmed / confirmed=false
+  std::vector<DownlinkArg> args;
+};
+
 struct PayloadProfile {
   std::string description;
   std::string kind = "bin";
   std::vector<PayloadLayout> layouts;
+  std::vector<DownlinkCommand> downlinks;
   // The layout of `fport`, else the any-port one, else null.
   const PayloadLayout* LayoutFor(uint8_t fport) const;
+  const DownlinkCommand* CommandFor(std::string_view name) const;  // null: no such command
 };
 
 struct DecodedPayload {
@@ -66,5 +86,23 @@ Result<PayloadProfile> ParsePayloadProfileText(std::string_view toml, const std:
 // Integers with scale 1 and offset 0 stay integers; flags are bools; the rest are doubles.
 Result<DecodedPayload> DecodePayload(const PayloadProfile& profile, uint8_t fport,
                                      std::span<const uint8_t> payload);
+
+// A downlink ready to queue: port, plain FRMPayload, confirmed or not.
+struct EncodedDownlink {
+  uint8_t fport = 1;
+  std::vector<uint8_t> payload;
+  bool confirmed = false;
+};
+
+// Turns a command request into a downlink (the argument grammar, devices/lorawan/README.md):
+//  - name "downlink" (raw): `port=N` (1..223) and `hex=HEX` or `base64=B64`, or positionally
+//    `N HEX`;
+//  - a command of the profile: its arguments positionally in order, or as `name=value`;
+//  - either may add `confirmed` (= `confirmed=true`) or `confirmed=false`.
+// `max_payload` bounds the FRMPayload (the band plan's smallest). Errors name the bad argument
+// and quote at most a short prefix of it. `profile` may be null (raw downlinks only).
+Result<EncodedDownlink> EncodeDownlinkCommand(const PayloadProfile* profile, std::string_view name,
+                                              const std::vector<std::string>& args,
+                                              size_t max_payload);
 
 }  // namespace sanigate::dev::lorawan

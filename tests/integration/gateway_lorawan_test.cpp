@@ -112,6 +112,28 @@ offline_after_missed = 2
     for (int i = 0; i < 20 && !pulled; ++i) pulled = c.Pull(500ms).ok();
     ASSERT_TRUE(pulled) << GatewayLog();
   }
+  // A command for `device` as an MQTT 5 request; its answer goes to sanigate/v1/houpu/replies/{reply}.
+  void Command(const std::string& device, const std::string& name, const std::string& payload, const std::string& reply) {
+    capture->Publish("sanigate/v1/houpu/devices/" + device + "/cmd/" + name, payload, "sanigate/v1/houpu/replies/" + reply);
+  }
+  // The answer on replies/{reply}, or null after `t`.
+  json WaitReply(const std::string& reply, std::chrono::milliseconds t = 10s) {
+    json found;
+    capture->WaitFor([&](const std::vector<Captured>& m) {
+      for (const auto& c : m)
+        if (c.topic == "sanigate/v1/houpu/replies/" + reply) {
+          found = json::parse(c.payload, nullptr, false);
+          return true;
+        }
+      return false;
+    }, t);
+    return found;
+  }
+  // An unconfirmed uplink of `dev` heard by gw1 at `tmst`, with the ACK bit when `ack`.
+  void UplinkVia1(LoraDevice& dev, uint32_t tmst, bool ack = false) {
+    dev.set_ack_next(ack);
+    ASSERT_TRUE(gw1->Push({MakeRxpk(dev.Uplink(kUltrasonicFPort, UltrasonicPayload(500, 60, 20.0, 3.6, false, false)), tmst)}).ok());
+  }
   // Both concentrators hear the frame; gw2 better.
   void HearTwice(const Bytes& phy) {
     ASSERT_TRUE(gw1->Push({MakeRxpk(phy, gw1->Tmst(), 486'300'000, -110, -5.0)}).ok());
@@ -474,6 +496,183 @@ TEST_F(LorawanTest, RefusedRx1FallsBackToRx2AndConcentratorsShowInTheStatus) {
     }
     return false;
   }, 15s)) << GatewayLog();
+}
+
+// Downlink commands (issue 15): a profile command queued over MQTT 5 goes out in the RX1 window
+// after the device's next uplink, with a fresh FCntDown and a MIC the device verifies; the
+// simulated monitor applies it and the reply comes back when the TX_ACK does.
+TEST_F(LorawanTest, QueuedSetIntervalReachesTheDeviceInRx1AndTheReplyComesBack) {
+  StartAll();
+  auto dev = LoraDevice::Abp(kAbpAddr, kNwkSKey, kAppSKey, 10);
+  // A confirmed uplink first: its ACK uses FCntDown 0, so the command must take a fresh one.
+  uint32_t t0 = gw1->Tmst();
+  ASSERT_TRUE(gw1->Push({MakeRxpk(dev.Uplink(kUltrasonicFPort, UltrasonicPayload(400, 50, 20.0, 3.6, false, false), true), t0)}).ok());
+  auto ack = gw1->WaitDownlink(5s);
+  ASSERT_TRUE(ack.has_value()) << GatewayLog();
+  auto ack_info = dev.OpenDownlink(ack->data);
+  ASSERT_TRUE(ack_info.ok()) << ack_info.status().ToString();
+  EXPECT_FALSE(ack_info->fport.has_value());
+
+  Command("bin-abp", "set_interval", R"({"args":["600"]})", "r1");
+  // Queued, visible in the gateway status, nothing sent before the device speaks.
+  json d = WaitDetails([](const json& d) { return d.contains("downlink_queue") && d["downlink_queue"].contains("bin-abp"); });
+  ASSERT_FALSE(d.is_null()) << GatewayLog();
+  EXPECT_EQ(d["downlink_queue"]["bin-abp"][0]["command"], "set_interval");
+  EXPECT_EQ(d["downlink_queue"]["bin-abp"][0]["state"], "queued");
+  EXPECT_FALSE(gw1->WaitDownlink(300ms).has_value());
+  EXPECT_TRUE(WaitReply("r1", 100ms).is_null());
+
+  uint32_t t1 = gw1->Tmst();
+  UplinkVia1(dev, t1);
+  auto down = gw1->WaitDownlink(5s);
+  ASSERT_TRUE(down.has_value()) << GatewayLog();
+  EXPECT_EQ(down->tmst, t1 + 1'000'000u);  // RX1
+  EXPECT_EQ(down->freq_hz, 506'700'000u);
+  EXPECT_TRUE(down->ipol);
+  auto info = dev.OpenDownlink(down->data);  // MIC checked with the NwkSKey, FCntDown rebuilt
+  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  EXPECT_EQ(info->mtype, MType::kUnconfirmedDown);
+  EXPECT_EQ(info->fcnt, ack_info->fcnt + 1);
+  EXPECT_FALSE(info->repeat);
+  // The MIC again, by hand: B0 with Dir = 1 and the 32-bit FCntDown.
+  auto f = ParseDataFrame(down->data);
+  ASSERT_TRUE(f.ok());
+  auto mic = ComputeDataMic(kNwkSKey, Direction::kDown, kAbpAddr, info->fcnt, f->mic_input);
+  ASSERT_TRUE(mic.ok());
+  EXPECT_EQ(*mic, f->mic);
+  ASSERT_EQ(info->fport, kUltrasonicCommandFPort);
+  EXPECT_EQ(ToHex(info->payload), "0100000258");
+  BinMonitorSettings settings;
+  auto applied = ApplyBinMonitorCommand(BinMonitorModel::kUltrasonic, *info->fport, info->payload, settings);
+  ASSERT_TRUE(applied.ok()) << applied.status().ToString();
+  EXPECT_EQ(settings.interval_s, 600u);
+
+  json reply = WaitReply("r1");
+  ASSERT_FALSE(reply.is_null()) << GatewayLog();
+  EXPECT_EQ(reply["ok"], true) << reply.dump();
+  EXPECT_EQ(reply["result"]["fcnt_down"], info->fcnt);
+  EXPECT_EQ(reply["result"]["window"], "rx1");
+  EXPECT_EQ(reply["result"]["fport"], 3);
+  EXPECT_EQ(reply["result"]["concentrator"], "AA555A0000000001");
+  // Done: the next uplink carries nothing back.
+  UplinkVia1(dev, gw1->Tmst());
+  EXPECT_FALSE(gw1->WaitDownlink(1500ms).has_value());
+  ASSERT_FALSE(WaitDetails([](const json& d) { return d["commands"]["ok"] == 1 && d["downlink_queue"].empty(); }).is_null());
+}
+
+TEST_F(LorawanTest, UnacknowledgedConfirmedDownlinkIsRetriedThenFailsAndAnAckedOneSucceeds) {
+  StartAll("downlink_max_attempts = 2\n");
+  auto dev = LoraDevice::Abp(kAbpAddr, kNwkSKey, kAppSKey, 100);
+  Command("bin-abp", "downlink", R"({"args":["port=10","hex=0102","confirmed"]})", "c1");
+  ASSERT_FALSE(WaitDetails([](const json& d) { return d["downlink_queue"].contains("bin-abp"); }).is_null());
+  std::optional<uint32_t> last_fcnt;
+  for (int attempt = 1; attempt <= 2; ++attempt) {
+    uint32_t t = gw1->Tmst();
+    UplinkVia1(dev, t);  // never the ACK bit
+    auto down = gw1->WaitDownlink(5s);
+    ASSERT_TRUE(down.has_value()) << "attempt " << attempt << "\n" << GatewayLog();
+    EXPECT_EQ(down->tmst, t + 1'000'000u);
+    auto info = dev.OpenDownlink(down->data);
+    ASSERT_TRUE(info.ok()) << info.status().ToString();
+    EXPECT_EQ(info->mtype, MType::kConfirmedDown);
+    EXPECT_EQ(info->fport, 10);
+    EXPECT_EQ(ToHex(info->payload), "0102");
+    if (last_fcnt) {
+      EXPECT_GT(info->fcnt, *last_fcnt);  // each attempt a fresh FCntDown
+    }
+    last_fcnt = info->fcnt;
+    EXPECT_TRUE(WaitReply("c1", 200ms).is_null());
+  }
+  UplinkVia1(dev, gw1->Tmst());  // still no ACK: given up
+  json reply = WaitReply("c1");
+  ASSERT_FALSE(reply.is_null()) << GatewayLog();
+  EXPECT_EQ(reply["ok"], false);
+  EXPECT_NE(reply["error"].get<std::string>().find("not acknowledged by the device after 2 transmissions"), std::string::npos)
+      << reply.dump();
+  EXPECT_FALSE(gw1->WaitDownlink(1500ms).has_value());
+
+  // The profile's reboot is confirmed by default: the device's ACK bit completes it.
+  Command("bin-abp", "reboot", "", "c2");
+  ASSERT_FALSE(WaitDetails([](const json& d) { return d["downlink_queue"].contains("bin-abp"); }).is_null());
+  UplinkVia1(dev, gw1->Tmst());
+  auto down = gw1->WaitDownlink(5s);
+  ASSERT_TRUE(down.has_value()) << GatewayLog();
+  auto info = dev.OpenDownlink(down->data);
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->mtype, MType::kConfirmedDown);
+  EXPECT_GT(info->fcnt, *last_fcnt);
+  BinMonitorSettings settings;
+  ASSERT_TRUE(ApplyBinMonitorCommand(BinMonitorModel::kUltrasonic, *info->fport, info->payload, settings).ok());
+  EXPECT_EQ(settings.reboots, 1u);
+  EXPECT_TRUE(WaitReply("c2", 300ms).is_null());  // sent, not yet acknowledged
+  UplinkVia1(dev, gw1->Tmst(), true);
+  reply = WaitReply("c2");
+  ASSERT_FALSE(reply.is_null()) << GatewayLog();
+  EXPECT_EQ(reply["ok"], true) << reply.dump();
+  EXPECT_EQ(reply["result"]["acked"], true);
+  EXPECT_EQ(reply["result"]["attempts"], 1);
+}
+
+TEST_F(LorawanTest, DownlinkCommandsExpireFailOnTxErrorsAndAreRefusedWhenBad) {
+  StartAll();
+  auto dev = LoraDevice::Abp(kAbpAddr, kNwkSKey, kAppSKey, 200);
+  // Bad requests are answered at once, with what is wrong.
+  Command("bin-abp", "set_interval", R"({"args":["5"]})", "b1");
+  json r = WaitReply("b1");
+  ASSERT_FALSE(r.is_null());
+  EXPECT_EQ(r["ok"], false);
+  EXPECT_NE(r["error"].get<std::string>().find("outside 10..86400"), std::string::npos) << r.dump();
+  Command("bin-abp", "open_lid", "", "b2");
+  r = WaitReply("b2");
+  EXPECT_NE(r["error"].get<std::string>().find("set_interval"), std::string::npos) << r.dump();
+  Command("bin-abp", "downlink", R"({"args":["port=0","hex=01"]})", "b3");
+  EXPECT_EQ(WaitReply("b3")["ok"], false);
+  Command("bin-abp", "downlink", R"({"args":["10","zz"]})", "b4");
+  EXPECT_EQ(WaitReply("b4")["ok"], false);
+
+  // No uplink before the request's timeout: expired, with a clear error.
+  Command("bin-abp", "set_overflow_threshold", R"({"args":["85"],"timeout_ms":1500})", "e1");
+  r = WaitReply("e1", 6s);
+  ASSERT_FALSE(r.is_null()) << GatewayLog();
+  EXPECT_EQ(r["ok"], false);
+  EXPECT_NE(r["error"].get<std::string>().find("expired: no downlink window"), std::string::npos) << r.dump();
+
+  // The concentrator refuses RX1 and RX2: failed.
+  Command("bin-abp", "downlink", R"({"args":["10","0A0B"]})", "t1");
+  ASSERT_FALSE(WaitDetails([](const json& d) { return d["downlink_queue"].contains("bin-abp"); }).is_null());
+  gw1->set_tx_ack(TxAckError::kTooLate);
+  uint32_t t = gw1->Tmst();
+  UplinkVia1(dev, t);
+  auto rx1 = gw1->WaitDownlink(5s);
+  auto rx2 = gw1->WaitDownlink(5s);
+  ASSERT_TRUE(rx1.has_value() && rx2.has_value()) << GatewayLog();
+  EXPECT_EQ(rx2->tmst, t + 2'000'000u);  // RX2
+  EXPECT_EQ(rx2->data, rx1->data);
+  r = WaitReply("t1");
+  ASSERT_FALSE(r.is_null()) << GatewayLog();
+  EXPECT_EQ(r["ok"], false);
+  EXPECT_NE(r["error"].get<std::string>().find("refused the downlink"), std::string::npos) << r.dump();
+}
+
+TEST_F(LorawanTest, QueuedDownlinkSurvivesARestart) {
+  StartAll();
+  auto dev = LoraDevice::Abp(kAbpAddr, kNwkSKey, kAppSKey, 300);
+  Command("bin-abp", "set_interval", R"({"args":["seconds=900"]})", "p1");
+  ASSERT_FALSE(WaitDetails([](const json& d) { return d["downlink_queue"].contains("bin-abp"); }).is_null());
+  gateway.Stop(5s);
+  json r = WaitReply("p1", 2s);
+  ASSERT_FALSE(r.is_null());
+  EXPECT_NE(r["error"].get<std::string>().find("stays queued"), std::string::npos) << r.dump();
+  StartGateway();
+  Repull(*gw1);
+  uint32_t t = gw1->Tmst();
+  UplinkVia1(dev, t);
+  auto down = gw1->WaitDownlink(5s);
+  ASSERT_TRUE(down.has_value()) << GatewayLog();
+  auto info = dev.OpenDownlink(down->data);
+  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  EXPECT_EQ(ToHex(info->payload), "0100000384");
+  EXPECT_NE(GatewayLog().find("1 queued downlink(s) restored"), std::string::npos);
 }
 
 TEST_F(LorawanTest, AMonitorThatMissesItsReportsGoesOfflineAndComesBack) {

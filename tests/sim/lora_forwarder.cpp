@@ -540,4 +540,36 @@ Bytes CompactMeasurementPayload(bool tilted, bool lid_open, int battery_pct, int
                static_cast<uint8_t>(t >> 24)};
 }
 
+Result<std::string> ApplyBinMonitorCommand(BinMonitorModel model, uint8_t fport,
+                                           std::span<const uint8_t> p, BinMonitorSettings& st) {
+  const bool ultrasonic = model == BinMonitorModel::kUltrasonic;
+  const uint8_t port = ultrasonic ? kUltrasonicCommandFPort : kCompactCommandFPort;
+  const uint8_t base = ultrasonic ? 0x01 : 0xA1;
+  if (fport != port) return Invalid("FPort " + std::to_string(fport) + " carries no commands");
+  if (p.empty()) return Invalid("empty command");
+  const int code = p[0] - base;
+  if (code == 0) {
+    uint32_t secs = 0;
+    if (ultrasonic && p.size() == 5) secs = uint32_t{p[1]} << 24 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 8 | p[4];
+    else if (!ultrasonic && p.size() == 3) secs = uint32_t{p[1]} | uint32_t{p[2]} << 8;
+    else return Invalid("set_interval of " + std::to_string(p.size()) + " bytes");
+    if (secs == 0) return Invalid("interval 0");
+    st.interval_s = secs;
+    ++st.commands_applied;
+    return "interval " + std::to_string(secs) + " s";
+  }
+  if (code == 1) {
+    if (p.size() != 2 || p[1] > 100) return Invalid("bad overflow threshold");
+    st.overflow_threshold_pct = p[1];
+    ++st.commands_applied;
+    return "overflow threshold " + std::to_string(p[1]) + " %";
+  }
+  if (code == 2 && p.size() == 1) {
+    ++st.reboots;
+    ++st.commands_applied;
+    return std::string("reboot");
+  }
+  return Invalid("unknown command byte " + std::to_string(p[0]));
+}
+
 }  // namespace sanigate::test

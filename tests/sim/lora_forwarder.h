@@ -273,4 +273,23 @@ Bytes CompactMeasurementPayload(bool tilted, bool lid_open, int battery_pct, int
                                 float temp_c);
 inline constexpr uint8_t kCompactMeasurementFPort = 1;
 
+// The settings a simulated bin monitor takes by downlink, and the device side of the commands in
+// the bin-monitor profiles (written here by hand from the profiles' comments, independent of
+// the gateway's encoder): ultrasonic FPort 3, 01 + u32 BE seconds / 02 + u8 % / 03 reboot;
+// compact FPort 5, A1 + u16 LE seconds / A2 + u8 % / A3 reboot.
+enum class BinMonitorModel { kUltrasonic, kCompact };
+inline constexpr uint8_t kUltrasonicCommandFPort = 3;
+inline constexpr uint8_t kCompactCommandFPort = 5;
+struct BinMonitorSettings {
+  uint32_t interval_s = 0;  // 0: not set by downlink yet
+  int overflow_threshold_pct = 90;
+  uint32_t reboots = 0;
+  uint32_t commands_applied = 0;
+};
+// Applies one decrypted downlink to `settings`; a description of what changed, or an error for
+// a port or payload the monitor does not know (a real one ignores such downlinks).
+Result<std::string> ApplyBinMonitorCommand(BinMonitorModel model, uint8_t fport,
+                                           std::span<const uint8_t> payload,
+                                           BinMonitorSettings& settings);
+
 }  // namespace sanigate::test

@@ -100,6 +100,7 @@ struct SimDevice {
   std::vector<std::optional<uint32_t>> up_tmst;  // per concentrator: tmst of the last uplink
   std::vector<uint32_t> join_tmst;               // per concentrator: tmst of the pending join
   bool join_pending = false;
+  BinMonitorSettings settings;  // what downlink commands set (e.g. the report interval)
   Clock::time_point next_due;  // the live entry of this device in the due queue
 };
 
@@ -107,7 +108,8 @@ struct Stats {
   uint64_t uplinks = 0, confirmed = 0, overflow_reports = 0, join_requests = 0, joins_ok = 0,
            join_failures = 0, downlinks = 0, downlink_acks = 0, downlink_errors = 0,
            downlinks_unmatched = 0, downlink_timing_errors = 0, downlink_freq_errors = 0,
-           rate_resets = 0, forged_sent = 0, bad_rxpk_sent = 0;
+           rate_resets = 0, forged_sent = 0, bad_rxpk_sent = 0, commands_applied = 0,
+           commands_refused = 0;
   std::vector<int64_t> latencies_us;
   uint64_t latency_seen = 0;
 };
@@ -322,6 +324,23 @@ void Simulation::HandleDownlink(size_t k, const Downlink& dl) {
   if (!rx1.ok() || tx.freq_hz != *rx1) ++st_.downlink_freq_errors;
   // A confirmed downlink wants an ACK in the next uplink.
   if (info->mtype == MType::kConfirmedDown) s.dev->set_ack_next(true);
+  // A command (set_interval, set_overflow_threshold, reboot): applied as the monitor would.
+  if (info->fport && *info->fport > 0) {
+    auto model = o_.payload == "compact" ? BinMonitorModel::kCompact : BinMonitorModel::kUltrasonic;
+    auto applied = ApplyBinMonitorCommand(model, *info->fport, info->payload, s.settings);
+    if (!applied.ok()) {
+      ++st_.commands_refused;
+      if (!o_.quiet) std::cerr << "lora_sim: device " << it->second << " ignored a downlink: " << applied.status().message() << "\n";
+      return;
+    }
+    ++st_.commands_applied;
+    if (!o_.quiet) std::cerr << "lora_sim: device " << it->second << " applied " << *applied << "\n";
+    // A new interval counts from now; a reboot reports again soon.
+    if (o_.rate <= 0 && s.dev->joined()) {
+      if (applied->rfind("interval", 0) == 0) Schedule(it->second, Clock::now() + std::chrono::seconds(s.settings.interval_s));
+      else if (*applied == "reboot") Schedule(it->second, Clock::now() + std::chrono::seconds(1));
+    }
+  }
 }
 
 void Simulation::Collect(size_t k) {
@@ -403,7 +422,9 @@ void Simulation::Run() {
         Schedule(d, now + kJoinRetry);
       } else if (o_.rate <= 0) {
         SendUplink(d);
-        Schedule(d, now + interval);
+        const auto& set = devs_[d].settings;
+        Schedule(d, now + (set.interval_s ? std::chrono::duration_cast<Clock::duration>(std::chrono::seconds(set.interval_s))
+                                          : std::chrono::duration_cast<Clock::duration>(interval)));
       }  // with --rate, a joined device leaves the queue: the rate loop drives it
     }
     if (o_.rate > 0) {
@@ -518,6 +539,12 @@ nlohmann::json Simulation::Report(double elapsed_s) {
   j["rate_resets"] = st_.rate_resets;
   j["forged_sent"] = st_.forged_sent;
   j["bad_rxpk_sent"] = st_.bad_rxpk_sent;
+  j["commands_applied"] = st_.commands_applied;
+  j["commands_refused"] = st_.commands_refused;
+  nlohmann::json intervals = nlohmann::json::object();
+  for (size_t d = 0; d < devs_.size(); ++d)
+    if (devs_[d].settings.interval_s) intervals[std::to_string(d)] = devs_[d].settings.interval_s;
+  j["intervals_set_s"] = intervals;
   return j;
 }
 

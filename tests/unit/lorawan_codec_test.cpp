@@ -1324,5 +1324,147 @@ TEST(ChirpstackUplink, Rfc3339TimesWithOffsetsAndFractions) {
   EXPECT_FALSE(ParseRfc3339Ms("2026-12-03T10:00:00Zjunk"));
 }
 
+// ---- downlinks: frames and the command encoder (issue 15) -----------------------------------
+
+// Independent vectors (python3 `cryptography` 48: AES-ECB for the A blocks, CMAC for the MIC)
+// with the V1-V3 keys: Dir = 1 in A_i and B0, the 32-bit FCntDown in both.
+TEST(LorawanDownlinkTest, ConfirmedDownlinkWithAckAndFPendingMatchesTheIndependentVector) {
+  DataFrameSpec spec;
+  spec.mtype = MType::kConfirmedDown;
+  spec.dev_addr = kDevAddr;
+  spec.fcnt32 = 0x00010007;
+  spec.fctrl_flags = kFCtrlAck | kFCtrlFPending;
+  spec.fport = 3;
+  spec.payload = H("0100000258");  // set_interval 600, ultrasonic profile
+  Bytes phy = V(BuildDataFrame(spec, kKeys));
+  EXPECT_EQ(Hx(phy), "A034120B26300700032F696864F65A74257C");
+  auto f = V(ParseDataFrame(phy));
+  EXPECT_EQ(f.direction(), Direction::kDown);
+  EXPECT_TRUE(f.fctrl.ack());
+  EXPECT_TRUE(f.fctrl.f_pending());
+  EXPECT_TRUE(V(VerifyDataMic(f, kNwk, 0x00010007)));
+  EXPECT_FALSE(V(VerifyDataMic(f, kNwk, 0x00000007)));  // the upper half counts
+  EXPECT_EQ(Hx(V(DecryptFrmPayload(f, kKeys, 0x00010007))), "0100000258");
+}
+
+TEST(LorawanDownlinkTest, UnconfirmedDownlinkMatchesTheIndependentVector) {
+  DataFrameSpec spec;
+  spec.mtype = MType::kUnconfirmedDown;
+  spec.dev_addr = kDevAddr;
+  spec.fcnt32 = 5;
+  spec.fport = 5;
+  spec.payload = H("A15802");  // set_interval 600, compact profile
+  EXPECT_EQ(Hx(V(BuildDataFrame(spec, kKeys))), "6034120B2600050005457F1136CA7CA6");
+  // B0 of that frame: 49 | 0000 0000 | 01 | DevAddr | FCnt 5 | 00 | 12 bytes.
+  auto f = V(ParseDataFrame(H("6034120B2600050005457F1136CA7CA6")));
+  EXPECT_EQ(f.mic, V(ComputeDataMic(kNwk, Direction::kDown, kDevAddr, 5, f.mic_input)));
+}
+
+class DownlinkEncoderTest : public ::testing::Test {
+ protected:
+  PayloadProfile Load(const std::string& name) {
+    return V(LoadPayloadProfile(std::string(SANIGATE_SOURCE_DIR) + "/config/profiles/" + name + ".toml"));
+  }
+  Result<EncodedDownlink> Enc(const PayloadProfile* p, std::string_view name, std::vector<std::string> args) {
+    return EncodeDownlinkCommand(p, name, args, 51);
+  }
+};
+
+TEST_F(DownlinkEncoderTest, ShippedProfilesEncodeTheirCommands) {
+  auto us = Load("bin-monitor-ultrasonic-v1");
+  auto e = V(Enc(&us, "set_interval", {"600"}));
+  EXPECT_EQ(e.fport, 3);
+  EXPECT_EQ(Hx(e.payload), "0100000258");
+  EXPECT_FALSE(e.confirmed);
+  EXPECT_EQ(Hx(V(Enc(&us, "set_interval", {"seconds=86400"})).payload), "0100015180");
+  EXPECT_EQ(Hx(V(Enc(&us, "set_overflow_threshold", {"85"})).payload), "0255");
+  auto rb = V(Enc(&us, "reboot", {}));
+  EXPECT_EQ(Hx(rb.payload), "03");
+  EXPECT_TRUE(rb.confirmed);  // the profile's default
+  EXPECT_FALSE(V(Enc(&us, "reboot", {"confirmed=false"})).confirmed);
+  EXPECT_TRUE(V(Enc(&us, "set_interval", {"600", "confirmed"})).confirmed);
+
+  auto le = Load("bin-monitor-compact-le-v1");
+  e = V(Enc(&le, "set_interval", {"600"}));
+  EXPECT_EQ(e.fport, 5);
+  EXPECT_EQ(Hx(e.payload), "A15802");  // u16 little-endian
+  EXPECT_EQ(Hx(V(Enc(&le, "reboot", {})).payload), "A3");
+}
+
+TEST_F(DownlinkEncoderTest, BadArgumentsAreRefusedWithWhatIsWrong) {
+  auto us = Load("bin-monitor-ultrasonic-v1");
+  EXPECT_EQ(Enc(&us, "set_interval", {"5"}).status().message(), "seconds: \"5\" is outside 10..86400");
+  EXPECT_EQ(Enc(&us, "set_interval", {}).status().message(), "set_interval needs seconds");
+  EXPECT_EQ(Enc(&us, "set_interval", {"1.5"}).status().message(), "seconds: \"1.5\" is not a number");
+  EXPECT_EQ(Enc(&us, "set_interval", {"0x10"}).status().message(), "seconds: \"0x10\" is not a number");
+  EXPECT_NE(Enc(&us, "set_interval", {"600", "700"}).status().message().find("one too many"), std::string::npos);
+  EXPECT_EQ(Enc(&us, "set_interval", {"secs=600"}).status().message(), "set_interval has no argument \"secs\"");
+  EXPECT_EQ(Enc(&us, "set_interval", {"seconds=600", "seconds=700"}).status().message(),
+            "set_interval: seconds given twice");
+  EXPECT_EQ(Enc(&us, "set_overflow_threshold", {"101"}).status().message(), "percent: \"101\" is outside 50..100");
+  EXPECT_EQ(Enc(&us, "open_lid", {}).status().message(),
+            "unknown command \"open_lid\" (this device takes: downlink, set_interval, set_overflow_threshold, reboot)");
+  // Huge or hostile text is quoted only as a short escaped prefix.
+  std::string junk(200, '9');
+  junk[0] = '\xff';
+  auto m = Enc(&us, "set_interval", {junk}).status().message();
+  EXPECT_LT(m.size(), 80u);
+  EXPECT_NE(m.find("\\xff"), std::string::npos) << m;
+}
+
+TEST_F(DownlinkEncoderTest, RawDownlinkGrammar) {
+  auto e = V(Enc(nullptr, "downlink", {"port=10", "hex=0102"}));
+  EXPECT_EQ(e.fport, 10);
+  EXPECT_EQ(Hx(e.payload), "0102");
+  EXPECT_FALSE(e.confirmed);
+  e = V(Enc(nullptr, "downlink", {"10", "0102", "confirmed"}));
+  EXPECT_EQ(e.fport, 10);
+  EXPECT_TRUE(e.confirmed);
+  EXPECT_EQ(Hx(V(Enc(nullptr, "downlink", {"port=7", "base64=AQI="})).payload), "0102");
+  EXPECT_TRUE(V(Enc(nullptr, "downlink", {"confirmed=true", "hex=ff", "port=223"})).confirmed);
+  EXPECT_EQ(Enc(nullptr, "downlink", {"port=0", "hex=01"}).status().message(), "port: \"0\" is outside 1..223");
+  EXPECT_EQ(Enc(nullptr, "downlink", {"port=224", "hex=01"}).status().message(), "port: \"224\" is outside 1..223");
+  EXPECT_EQ(Enc(nullptr, "downlink", {"hex=01"}).status().message(), "downlink needs a port: port=N (1..223)");
+  EXPECT_EQ(Enc(nullptr, "downlink", {"10"}).status().message(), "downlink needs data: hex=HEX or base64=B64");
+  EXPECT_EQ(Enc(nullptr, "downlink", {"10", "0G"}).status().message(), "hex: \"0G\" is not valid");
+  EXPECT_EQ(Enc(nullptr, "downlink", {"port=1", "hex=01", "base64=AQ=="}).status().message(),
+            "give either hex= or base64=, not both");
+  EXPECT_NE(Enc(nullptr, "downlink", {"10", "01", "02"}).status().message().find("too many arguments"), std::string::npos);
+  EXPECT_NE(Enc(nullptr, "downlink", {"fport=1", "hex=01"}).status().message().find("unknown argument"), std::string::npos);
+  // 51 bytes fit the slowest CN470 rate; 52 do not.
+  EXPECT_TRUE(Enc(nullptr, "downlink", {"1", std::string(102, 'A')}).ok());
+  EXPECT_EQ(Enc(nullptr, "downlink", {"1", std::string(104, 'A')}).status().message(),
+            "payload of 52 bytes is over the 51 a downlink can carry at the slowest data rate");
+}
+
+TEST_F(DownlinkEncoderTest, ProfileCommandsAreValidated) {
+  auto bad = ParsePayloadProfileText(R"(
+codec = "byte-layout"
+[[uplinks]]
+[[uplinks.fields]]
+metric = "x"
+offset = 0
+[[downlinks]]
+name = "downlink"
+fport = 0
+prefix = "0"
+[[downlinks]]
+name = "twice"
+fport = 3
+[[downlinks.args]]
+name = "a"
+[[downlinks.args]]
+name = "a"
+type = "u64"
+)", "p.toml");
+  ASSERT_FALSE(bad.ok());
+  const std::string m = bad.status().message();
+  EXPECT_NE(m.find("downlinks[0].name"), std::string::npos) << m;
+  EXPECT_NE(m.find("downlinks[0].fport"), std::string::npos) << m;
+  EXPECT_NE(m.find("downlinks[0].prefix"), std::string::npos) << m;
+  EXPECT_NE(m.find("already an argument"), std::string::npos) << m;
+  EXPECT_NE(m.find("downlinks[1].args[1].type"), std::string::npos) << m;
+}
+
 }  // namespace
 }  // namespace sanigate::dev::lorawan
