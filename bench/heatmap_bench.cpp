@@ -195,8 +195,8 @@ void Rebuild() {
     auto id = e.Device("bin-" + std::to_string(b));
     double lat = la(rng), lon = lo(rng);
     for (int h = 4; h > 0; --h) e.Fill(id, now - h * 3600'000, lat, lon, fill(rng), now);
-    if (b % 50 == 0) e.Event(id, now - 3 * 3600'000, lat, lon, "overflow", true, now);
-    if (b % 500 == 0) e.Event(id, now - 600'000, lat, lon, "fire", true, now);
+    if (b % 50 == 0) e.Event(id, now - 3 * 3600'000, lat, lon, "overflow", true, false, now);
+    if (b % 500 == 0) e.Event(id, now - 600'000, lat, lon, "fire", true, false, now);
   }
   // Queries as sanictl and the admin verb make them: the state and the current hour of the
   // city at each precision (S7a: a city bounding box with 20k vehicles, p99 <= 50 ms).
@@ -247,7 +247,7 @@ void CityDay(size_t vehicles) {
     if (ts % 3600'000 == 0) {
       for (size_t b = 0; b < bins; ++b) e.Fill(bin_ids[b], ts, bin_at[b].first, bin_at[b].second, fill(rng), ts);
       for (size_t b = ts / 3600'000 % 50; b < bins; b += 50)
-        e.Event(bin_ids[b], ts, bin_at[b].first, bin_at[b].second, "overflow", (ts / 3600'000) % 2 == 0, ts);
+        e.Event(bin_ids[b], ts, bin_at[b].first, bin_at[b].second, "overflow", (ts / 3600'000) % 2 == 0, false, ts);
       readings += bins;
     }
     if (ts % 10'000 == 0) e.TakeClosed(ts);

@@ -359,6 +359,8 @@ PollOutcome DevicePoller::Poll(modbus_t* ctx, std::vector<Record>& out) {
   modbus_set_slave(ctx, cfg_.unit_id);
   Record reading = MakeReading(cfg_.id, cfg_.kind, "modbus", 0);
   reading.location = cfg_.location;
+  // sanifleet selects rollouts and health overrides by profile, as for the other protocols.
+  if (!cfg_.profile.empty()) reading.source_extra.push_back({"profile", cfg_.profile});
 
   std::vector<ReadBlock> todo = plan_;
   // Points set aside are asked again on their own now and then: firmware may have changed.

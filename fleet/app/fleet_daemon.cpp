@@ -807,7 +807,7 @@ void FleetDaemon::FeedHeatmap(const std::string& site, const std::string& device
     std::string event = Str(j, "event");
     if (event != "overflow" && event != "sos" && event != "fire" && event != "odour") return;
     if (!at) return void(++unlocated_);
-    engine->Event(id, ts, at->first, at->second, event, Str(j, "state") == "active", now);
+    engine->Event(id, ts, at->first, at->second, event, Str(j, "state") == "active", backfill, now);
     return;
   }
   if (e.kind == "vehicle" || e.kind == "worker") {

@@ -338,7 +338,8 @@ void HeatmapEngine::Fill(DeviceId d, int64_t ts, double lat, double lon, double 
                     [&](StoredCell& c, int64_t offset) { c.Add(fill_pct, offset); });
 }
 
-void HeatmapEngine::Event(DeviceId d, int64_t ts, double lat, double lon, std::string_view event, bool active, int64_t now) {
+void HeatmapEngine::Event(DeviceId d, int64_t ts, double lat, double lon, std::string_view event, bool active,
+                          bool backfill, int64_t now) {
   Impl& m = *impl_;
   int alarm = AlarmType(event);
   bool overflow = event == "overflow";
@@ -349,7 +350,9 @@ void HeatmapEngine::Event(DeviceId d, int64_t ts, double lat, double lon, std::s
   uint64_t cell = *admitted;
   DeviceState& dev = m.devices[d];
   Layer layer = overflow ? Layer::kOverflow : Layer::kAlarms;
-  if (overflow) {
+  if (backfill) {
+    // History: counted in its windows below, never "active now".
+  } else if (overflow) {
     if (active && !dev.overflow) dev.overflow_since = ts;
     if (active) dev.overflow_cell = cell;
     dev.overflow = active;
@@ -360,6 +363,7 @@ void HeatmapEngine::Event(DeviceId d, int64_t ts, double lat, double lon, std::s
     else if (it != dev.alarms.end()) dev.alarms.erase(it);
   }
   if (!cfg_.Has(layer)) return;
+  if (!overflow && !active) return;  // the alarms layer counts raised alarms: a clear adds no cell
   ForEachWindowCell(m.series[static_cast<size_t>(Index(layer))], *this, ts, cell, [&](StoredCell& c, int64_t offset) {
     if (overflow) {
       if (active) c.Add(1.0, offset);

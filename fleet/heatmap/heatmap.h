@@ -104,7 +104,10 @@ class HeatmapEngine {
                 bool backfill, int64_t now);
   void Fill(DeviceId d, int64_t ts, double lat, double lon, double fill_pct, int64_t now);
   // Events the heat map does not use (tilt, door_open…) are ignored.
-  void Event(DeviceId d, int64_t ts, double lat, double lon, std::string_view event, bool active, int64_t now);
+  // A back-filled event (reported late) enters the windows of its own time but never changes
+  // what is active now; a cleared alarm creates no cell.
+  void Event(DeviceId d, int64_t ts, double lat, double lon, std::string_view event, bool active, bool backfill,
+             int64_t now);
 
   std::vector<CellOut> State(Layer layer, int precision, int64_t now) const;
   // The window of `size_s` containing `at_ms` (empty cells when nothing landed in it).

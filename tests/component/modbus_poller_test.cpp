@@ -288,6 +288,23 @@ TEST_F(PollerTest, TransientTimeoutsAndRefusalsLoseNoReadAndMuteNoMetric) {
   EXPECT_LT(per_poll, 2.5) << poller.counters().requests << " requests in " << kPolls << " polls";
 }
 
+TEST_F(PollerTest, AReadingNamesTheDevicesProfile) {
+  StartSim({});
+  auto cfg = Device({Point("fill_level_pct", 0, ValueType::kU16)});
+  cfg.profile = "garbage-room-v1";
+  DevicePoller poller(cfg, PlanLimits{});
+  std::vector<Record> out;
+  ASSERT_EQ(poller.Poll(ctx, out), PollOutcome::kOk);
+  const Record* reading = nullptr;
+  for (const auto& r : out)
+    if (r.type == RecordType::kReading) reading = &r;
+  ASSERT_NE(reading, nullptr);
+  bool named = false;
+  for (const auto& [k, v] : reading->source_extra)
+    named |= k == "profile" && std::get<std::string>(v) == "garbage-room-v1";
+  EXPECT_TRUE(named) << "source.profile missing: rollouts and health overrides by profile select nothing";
+}
+
 TEST_F(PollerTest, AValueOutsideItsRangeIsFlaggedNotPublished) {
   StartSim({"--set", "hr:0=1500"});  // 150.0 % from a fill sensor: a fault
   auto fill = Point("fill_level_pct", 0, ValueType::kU16);

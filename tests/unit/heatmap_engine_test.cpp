@@ -178,7 +178,7 @@ TEST(HeatmapEngine, UnattendedOverflowUntilATruckPasses) {
   auto bin = e.Device("bin-0412"), truck = e.Device("truck-1");
   LatLon at = Centre("ws7gr2my");
   int64_t t0 = kNow;
-  e.Event(bin, t0, at.lat, at.lon, "overflow", true, t0);
+  e.Event(bin, t0, at.lat, at.lon, "overflow", true, false, t0);
   EXPECT_EQ(e.State(Layer::kOverflow, 7, t0).size(), 1u);
   EXPECT_TRUE(e.State(Layer::kUnattended, 7, t0 + 3600'000 - 1).empty());
   auto un = e.State(Layer::kUnattended, 7, t0 + 3600'000);
@@ -198,7 +198,7 @@ TEST(HeatmapEngine, UnattendedOverflowUntilATruckPasses) {
   auto again = e.State(Layer::kUnattended, 7, t0 + 3900'000 + 3600'000);
   ASSERT_EQ(again.size(), 1u);
   EXPECT_DOUBLE_EQ(again[0].value.extra[0], static_cast<double>(t0 + 3900'000));
-  e.Event(bin, t0 + 7600'000, at.lat, at.lon, "overflow", false, t0 + 7600'000);
+  e.Event(bin, t0 + 7600'000, at.lat, at.lon, "overflow", false, false, t0 + 7600'000);
   EXPECT_TRUE(e.State(Layer::kUnattended, 7, t0 + 9000'000).empty());
   EXPECT_TRUE(e.State(Layer::kOverflow, 7, t0 + 9000'000).empty());
   WindowOut w = e.Window(Layer::kOverflow, 86400, t0, 7);
@@ -211,10 +211,10 @@ TEST(HeatmapEngine, AlarmsCountByTypeAndKeepActiveOnesInTheState) {
   HeatmapEngine e({});
   auto truck = e.Device("truck-1"), room = e.Device("room-07");
   LatLon p = Centre("ws7gr2my");
-  e.Event(truck, kNow - 1000, p.lat, p.lon, "sos", true, kNow);
-  e.Event(room, kNow - 900, p.lat, p.lon, "fire", true, kNow);
-  e.Event(room, kNow - 800, p.lat, p.lon, "tilt", true, kNow);  // not an alarm of this map
-  e.Event(truck, kNow - 500, p.lat, p.lon, "sos", false, kNow);
+  e.Event(truck, kNow - 1000, p.lat, p.lon, "sos", true, false, kNow);
+  e.Event(room, kNow - 900, p.lat, p.lon, "fire", true, false, kNow);
+  e.Event(room, kNow - 800, p.lat, p.lon, "tilt", true, false, kNow);  // not an alarm of this map
+  e.Event(truck, kNow - 500, p.lat, p.lon, "sos", false, false, kNow);
   auto state = e.State(Layer::kAlarms, 8, kNow);
   ASSERT_EQ(state.size(), 1u);
   EXPECT_EQ(state[0].value.agg.n, 1u);
@@ -224,6 +224,25 @@ TEST(HeatmapEngine, AlarmsCountByTypeAndKeepActiveOnesInTheState) {
   EXPECT_EQ(w.cells[0].value.agg.n, 2u);
   EXPECT_DOUBLE_EQ(w.cells[0].value.extra[0], 1.0);  // sos
   EXPECT_DOUBLE_EQ(w.cells[0].value.extra[2], 0.0);  // odour
+}
+
+// Issue 16: a back-filled SOS showed as active for 12 minutes; a clear made an empty cell.
+TEST(HeatmapEngine, ABackfilledSosIsHistoryAndAClearMakesNoCell) {
+  HeatmapEngine e({});
+  auto truck = e.Device("truck-1"), other = e.Device("truck-2");
+  LatLon p = Centre("ws7gr2my"), q = Centre("ws7gr2mz");
+  e.Event(truck, kNow - 600'000, p.lat, p.lon, "sos", true, /*backfill=*/true, kNow);
+  e.Event(truck, kNow - 590'000, p.lat, p.lon, "sos", false, /*backfill=*/true, kNow);
+  EXPECT_TRUE(e.State(Layer::kAlarms, 8, kNow).empty()) << "a late SOS is not active now";
+  e.Event(truck, kNow - 599'000, p.lat, p.lon, "sos", true, /*backfill=*/true, kNow);
+  EXPECT_TRUE(e.State(Layer::kAlarms, 8, kNow).empty()) << "not even without its clear";
+  WindowOut w = e.Window(Layer::kAlarms, 900, kNow - 600'000, 8);
+  ASSERT_EQ(w.cells.size(), 1u) << "it is in the history of its own time";
+  EXPECT_EQ(w.cells[0].value.agg.n, 2u);
+  // A live clear of an alarm never raised, elsewhere: no cell.
+  size_t before = e.Window(Layer::kAlarms, 900, kNow - 100, 8).cells.size();
+  e.Event(other, kNow - 100, q.lat, q.lon, "sos", false, false, kNow);
+  EXPECT_EQ(e.Window(Layer::kAlarms, 900, kNow - 100, 8).cells.size(), before);
 }
 
 TEST(HeatmapEngine, Gcj02CellsAreGeohashesOfTheConvertedPoint) {
@@ -261,8 +280,8 @@ TEST(HeatmapEngine, MergingTwoSitesEqualsTheUnion) {
       u.Position(u.Device(id), false, ts, la, lo, 25.0, true, kNow);
     } else {
       bool on = i % 4 != 0;
-      s.Event(s.Device(id), ts, la, lo, "overflow", on, kNow);
-      u.Event(u.Device(id), ts, la, lo, "overflow", on, kNow);
+      s.Event(s.Device(id), ts, la, lo, "overflow", on, false, kNow);
+      u.Event(u.Device(id), ts, la, lo, "overflow", on, false, kNow);
     }
   }
   for (int p = 6; p <= 8; ++p) {
@@ -347,7 +366,7 @@ TEST(HeatmapEngine, SnapshotRestoresEverythingAndRefusesWhatDoesNotFit) {
     double la = lat(rng), lo = lon(rng);
     e.Position(e.Device(id), i % 7 == 0, now, la, lo, 20.0, false, now);
     if (i % 3 == 0) e.Fill(e.Device("bin-" + std::to_string(i % 11)), now, la, lo, i % 100, now);
-    if (i % 17 == 0) e.Event(e.Device("bin-" + std::to_string(i % 11)), now, la, lo, i % 2 ? "overflow" : "sos", i % 4 != 1, now);
+    if (i % 17 == 0) e.Event(e.Device("bin-" + std::to_string(i % 11)), now, la, lo, i % 2 ? "overflow" : "sos", i % 4 != 1, false, now);
     if (i % 40 == 0) e.TakeClosed(now);
   };
   for (int i = 0; i < 1500; ++i) {
