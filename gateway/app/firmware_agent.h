@@ -45,6 +45,9 @@ class FirmwareAgent {
   // ({"ok":true,"result":{"accepted":true}} or a refusal with the reason).
   nlohmann::json Accept(const nlohmann::json& job);
 
+  // The version the box runs: [firmware] version_file, or this binary's own version.
+  std::string RunningVersion() const;
+
  private:
   struct Job {
     std::string campaign, device, manifest_text, chunks_topic;
@@ -76,7 +79,6 @@ class FirmwareAgent {
   void CheckSelf(int64_t now);
   void RollBack(const std::string& why, int64_t now);
   void SaveSelf();
-  std::string RunningVersion() const;
   void Post(std::function<void()> task);
   void Loop();
   void Pump(int64_t now);

@@ -154,7 +154,11 @@ std::string Gateway::StatusPayload(bool online) const {
   j["site"] = cfg_.gateway.site;
   j["ts"] = NowMs();
   if (!online) return j.dump();
-  j["version"] = SANIGATE_VERSION;
+  // The box's installed version ([firmware] version_file after a self-update), which rollouts
+  // compare with; the daemon's own build beside it when they differ.
+  std::string installed = firmware_ ? firmware_->RunningVersion() : std::string();
+  j["version"] = installed.empty() ? std::string(SANIGATE_VERSION) : installed;
+  if (j["version"] != SANIGATE_VERSION) j["sanigate_version"] = SANIGATE_VERSION;
   j["started"] = started_ms_;
   json adapters = json::object();
   {

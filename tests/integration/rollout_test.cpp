@@ -264,6 +264,22 @@ TEST_F(SelfUpdateTest, GoodVersionIsInstalledAndReportedAfterTheRestart) {
   EXPECT_NE(log.find("restarting into the installed image"), std::string::npos) << log;
   EXPECT_NE(log.find("this gateway now runs 2.1.0 and is healthy"), std::string::npos) << log;
   EXPECT_FALSE(std::filesystem::exists(path("data/firmware/self-update.json")));
+  // Issue 16: the gateway status (and so sanifleet's registry, which a second campaign selects
+  // by) says the box now runs 2.1.0.
+  ASSERT_TRUE(capture->WaitFor([](const std::vector<Captured>& m) {
+    for (const auto& c : m)
+      if (c.topic.find("/gateway/gw-test/status") != std::string::npos &&
+          c.payload.find("\"version\":\"2.1.0\"") != std::string::npos)
+        return true;
+    return false;
+  }, 15s)) << "the status still shows the old version";
+  json gw;
+  for (int i = 0; i < 50; ++i) {
+    gw = Admin("status")["result"]["gateways"];
+    if (gw.dump().find("\"2.1.0\"") != std::string::npos) break;
+    std::this_thread::sleep_for(200ms);
+  }
+  EXPECT_NE(gw.dump().find("\"2.1.0\""), std::string::npos) << gw.dump();
 }
 
 TEST_F(SelfUpdateTest, VersionThatFailsItsHealthCheckIsRolledBack) {
