@@ -244,12 +244,13 @@ int DevicePoller::Read(modbus_t* ctx, const ReadBlock& blk, std::vector<uint16_t
     }
     err = errno;
     if (after_request) after_request();
-    if (rc == blk.count) {
+    auto answered = [&] {
       double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
       counters_.last_latency_ms = ms;
       counters_.max_latency_ms = std::max(counters_.max_latency_ms, ms);
       return rc;
-    }
+    };
+    if (rc == blk.count) return answered();
     if (rc >= 0) err = EMBBADDATA;
     if (err == EMBBADSLAVE) {
       // On a serial line: another slave's late answer arrived first. Ours is probably right
@@ -257,12 +258,7 @@ int DevicePoller::Read(modbus_t* ctx, const ReadBlock& blk, std::vector<uint16_t
       counters_.wrong_answers++;
       rc = ReceiveOwnAnswer(ctx, blk, regs, bits, err);
       if (after_request) after_request();
-      if (rc == blk.count) {
-        double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-        counters_.last_latency_ms = ms;
-        counters_.max_latency_ms = std::max(counters_.max_latency_ms, ms);
-        return rc;
-      }
+      if (rc == blk.count) return answered();
     } else if (IsWrongAnswer(err)) {
       counters_.wrong_answers++;
     }
