@@ -76,7 +76,8 @@ constexpr int64_t kChinaOffsetMs = 8 * 3600 * 1000;
 Result<std::string> IconvConvert(const char* to, const char* from, const char* in, size_t len) {
   iconv_t cd = iconv_open(to, from);
   if (cd == reinterpret_cast<iconv_t>(-1)) return Internal(std::string("iconv cannot convert ") + from + " to " + to);
-  std::string out(len * 2 + 8, '\0');
+  // One input byte can become up to 3 output bytes (GBK 0x80 is U+20AC, 3 bytes of UTF-8).
+  std::string out(len * 4 + 8, '\0');
   char* inp = const_cast<char*>(in);
   size_t inleft = len;
   char* outp = out.data();

@@ -200,9 +200,10 @@ Result<const BandPlan*> FindBandPlan(std::string_view name) {
 }
 
 Result<uint32_t> MhzToHz(double mhz) {
-  if (!(mhz > 0 && mhz <= 10'000)) {
+  // Hz must fit 32 bits (the GWMP and LoRaWAN fields): at most 4294.967295 MHz.
+  if (!(mhz > 0 && mhz <= 4294.967295)) {
     std::ostringstream os;
-    os << "frequency " << mhz << " MHz is outside 0..10000";
+    os << "frequency " << mhz << " MHz is outside 0..4294.967295";
     return Invalid(os.str());
   }
   return static_cast<uint32_t>(std::llround(mhz * 1e6));

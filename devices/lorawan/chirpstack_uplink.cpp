@@ -4,6 +4,9 @@
 
 #include <cctype>
 #include <charconv>
+#include <cmath>
+#include <limits>
+#include <type_traits>
 #include <ctime>
 
 #include "lorawan/semtech_udp.h"
@@ -18,7 +21,28 @@ template <typename T>
 std::optional<T> Number(const json& obj, const char* key) {
   auto it = obj.find(key);
   if (it == obj.end() || it->is_null()) return std::nullopt;
-  if (it->is_number()) return it->get<T>();
+  if constexpr (std::is_floating_point_v<T>) {
+    if (it->is_number()) return it->get<T>();
+  } else if (it->is_number_integer()) {
+    // Within T's range, else not a value (a huge or negative count is not a counter).
+    if (it->is_number_unsigned()) {
+      auto u = it->get<uint64_t>();
+      if (u > static_cast<uint64_t>(std::numeric_limits<T>::max())) return std::nullopt;
+      return static_cast<T>(u);
+    }
+    auto v = it->get<int64_t>();
+    if (v < static_cast<int64_t>(std::numeric_limits<T>::lowest()) ||
+        (v > 0 && static_cast<uint64_t>(v) > static_cast<uint64_t>(std::numeric_limits<T>::max())))
+      return std::nullopt;
+    return static_cast<T>(v);
+  } else if (it->is_number()) {
+    // A float: only a whole number inside T's range converts (a cast outside it is undefined).
+    double d = it->get<double>();
+    if (!(d >= static_cast<double>(std::numeric_limits<T>::lowest()) && d < static_cast<double>(std::numeric_limits<T>::max())) ||
+        d != std::floor(d))
+      return std::nullopt;
+    return static_cast<T>(d);
+  }
   if (it->is_string()) {
     const auto& s = it->get_ref<const std::string&>();
     T v{};

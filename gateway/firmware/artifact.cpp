@@ -298,9 +298,26 @@ Result<ImageDigest> DigestFile(const std::string& path) {
   return DigestFd(fd.get(), path);
 }
 
+// Nesting of a JSON value, iteratively (a manifest from outside may be nested 30,000 deep).
+size_t Depth(const json& root) {
+  size_t deepest = 0;
+  std::vector<std::pair<const json*, size_t>> todo{{&root, 1}};
+  while (!todo.empty()) {
+    auto [j, d] = todo.back();
+    todo.pop_back();
+    if (!j->is_structured()) continue;
+    deepest = std::max(deepest, d);
+    if (deepest > 64) return deepest;
+    for (const auto& child : *j) todo.push_back({&child, d + 1});
+  }
+  return deepest;
+}
+
 Result<std::string> CanonicalBytes(const json& manifest) {
   if (!manifest.is_object())
     return Malformed("a manifest is a JSON object, got " + TypeOf(manifest));
+  // Copying and dumping are recursive: refuse deep nesting before either runs.
+  if (Depth(manifest) > 16) return Malformed("a manifest nests objects or arrays more than 16 deep");
   json unsigned_part = manifest;
   unsigned_part.erase("signature");
   try {

@@ -734,7 +734,7 @@ TEST(SemtechUdpTest, MalformedDatagramsAreErrors) {
       {Concat(head, R"({"rxpk":[{"tmst":1,"freq":"486.3"}]})"),
        "PUSH_DATA rxpk[0].freq: expected a number, got \"486.3\""},
       {Concat(head, R"({"rxpk":[{"tmst":1,"freq":-1}]})"),
-       "PUSH_DATA rxpk[0].freq: frequency -1 MHz is outside 0..10000"},
+       "PUSH_DATA rxpk[0].freq: frequency -1 MHz is outside 0..4294.967295"},
       {Concat(head, R"({"rxpk":[{"tmst":1,"freq":486.3,"stat":2}]})"),
        "PUSH_DATA rxpk[0].stat: expected an integer in -1..1, got 2"},
       {Concat(head, R"({"rxpk":[{"tmst":1,"freq":486.3,"stat":1,"modu":"OOK"}]})"),
