@@ -233,7 +233,16 @@ void FleetDaemon::WorkerLoop() {
         spdlog::warn("reload: [heatmap] changes take effect after a restart (the cells binned so far follow the old settings)");
       spdlog::info("reload: thresholds applied");
     }
-    for (auto& m : batch) Handle(m, now);
+    for (auto& m : batch) {
+      // A field of an unexpected type (e.g. "ts":"yesterday") must cost one message, not the
+      // daemon: nlohmann's value()/get() throw on a type mismatch.
+      try {
+        Handle(m, now);
+      } catch (const nlohmann::json::exception& e) {
+        ++malformed_;
+        spdlog::debug("ignored a malformed message on {}: {}", QuotePrefix(m.topic, 96), e.what());
+      }
+    }
     batch.clear();
     if (republish) {
       // Back after an outage of our own link: what the fleet said meanwhile may still be on its

@@ -263,6 +263,9 @@ TEST_F(FleetTest, HostileAdminRequestsAndModelMessagesAreRefusedAndSanifleetCarr
   capture->Publish("sanigate/v1/houpu/devices/bin-a/telemetry", std::string(50000, '[') + std::string(50000, ']'));
   capture->Publish("sanigate/v1/houpu/devices/bin-a/telemetry", "{\"device\":\"\xc0\xaf\"}");
   capture->Publish("sanigate/v1/houpu/gateway/gw-x/status", std::string(20000, '{'));
+  // Well-formed JSON with a field of the wrong type aborted sanifleet (found by a fuzzing helper).
+  capture->Publish("sanigate/v1/houpu/devices/bin-a/telemetry", R"({"ts":"yesterday","metrics":{"fill_level_pct":1}})");
+  capture->Publish("sanigate/v1/houpu/gateway/gw-x/status", R"({"online":"yes","started":"never"})");
   json status = Admin("status");
   ASSERT_EQ(status["ok"], true) << status.dump();
   EXPECT_TRUE(fleet.Running());
