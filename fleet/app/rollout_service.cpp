@@ -86,6 +86,7 @@ Status RolloutService::SaveCampaign(const rollout::Campaign& c) {
 
 void RolloutService::Publish(const rollout::Campaign& c, int64_t now_ms) {
   send_(cfg_.topic_prefix + "/" + cfg_.site + "/fleet/rollouts/" + c.spec().id, c.StatusJson(now_ms).dump(), true);
+  published_rev_[c.spec().id] = c.revision();
 }
 
 void RolloutService::RepublishAll(int64_t now_ms) {
@@ -321,7 +322,6 @@ void RolloutService::OnDevice(const std::string& key, const DeviceEntry& e, bool
 
 void RolloutService::Tick(int64_t now_ms) {
   for (auto& [id, c] : campaigns_) {
-    int64_t before = c.updated_ms();
     auto starts = c.Tick(now_ms);
     for (const auto& s : starts) {
       const auto& d = c.devices().at(s.key);
@@ -332,7 +332,10 @@ void RolloutService::Tick(int64_t now_ms) {
       request_(cfg_.topic_prefix + "/" + site + "/gateway/" + d.gateway + "/admin/install", job.dump(),
                id + '\x1f' + s.key + '\x1f' + std::to_string(s.attempt));
     }
-    if (c.updated_ms() != before || !starts.empty()) {
+    // Changes since the last publish, made here or by a report or observation in between (a
+    // device's failure and the pause it causes can fall in the same millisecond).
+    auto published = published_rev_.find(id);
+    if (published == published_rev_.end() || published->second != c.revision() || !starts.empty()) {
       if (Status st = SaveCampaign(c); !st.ok()) spdlog::error("rollout {}: cannot save its state: {}", id, st.ToString());
       Publish(c, now_ms);
     }

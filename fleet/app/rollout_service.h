@@ -79,6 +79,7 @@ class RolloutService {
   std::map<std::string, std::string> manifests_;  // sha256 → signed manifest text (stored images)
   std::map<std::string, std::string> uploads_;    // sha256 → signed manifest text (being uploaded)
   std::map<std::string, rollout::Campaign> campaigns_;
+  std::map<std::string, uint64_t> published_rev_;  // campaign id -> revision last saved and published
   std::map<std::string, std::string> saved_;      // id → last saved document, to save on change only
 };
 

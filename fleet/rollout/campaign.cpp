@@ -290,7 +290,7 @@ Status Campaign::Start(int64_t now_ms) {
   if (state_ != CampaignState::kDraft) return Invalid("campaign " + spec_.id + " is " + CampaignStateName(state_) + ", not draft");
   state_ = CampaignState::kRunning;
   reason_.clear();
-  updated_ms_ = now_ms;
+  Touch(now_ms);
   if (devices_.empty()) {
     state_ = CampaignState::kCompleted;
     reason_ = "no device needs this image";
@@ -302,7 +302,7 @@ Status Campaign::Pause(const std::string& why, int64_t now_ms) {
   if (state_ != CampaignState::kRunning) return Invalid("campaign " + spec_.id + " is " + CampaignStateName(state_) + ", not running");
   state_ = CampaignState::kPaused;
   reason_ = why;
-  updated_ms_ = now_ms;
+  Touch(now_ms);
   return Status::Ok();
 }
 
@@ -317,7 +317,7 @@ Status Campaign::Resume(int64_t now_ms) {
   }
   state_ = CampaignState::kRunning;
   reason_.clear();
-  updated_ms_ = now_ms;
+  Touch(now_ms);
   return Status::Ok();
 }
 
@@ -326,7 +326,7 @@ Status Campaign::Abort(const std::string& why, int64_t now_ms) {
     return Invalid("campaign " + spec_.id + " is already " + CampaignStateName(state_));
   state_ = CampaignState::kAborted;
   reason_ = why;
-  updated_ms_ = now_ms;
+  Touch(now_ms);
   return Status::Ok();
 }
 
@@ -349,7 +349,7 @@ void Campaign::OnOnline(const std::string& key, bool online, int64_t now_ms) {
   if (!online && d.state == DeviceState::kPending) d.state = DeviceState::kDeferred;
   else if (online && d.state == DeviceState::kDeferred) d.state = DeviceState::kPending;
   else return;
-  updated_ms_ = now_ms;
+  Touch(now_ms);
 }
 
 void Campaign::OnVersion(const std::string& key, const std::string& version, int64_t now_ms, int64_t reported_ms) {
@@ -366,7 +366,7 @@ void Campaign::OnVersion(const std::string& key, const std::string& version, int
   } else {
     return;
   }
-  updated_ms_ = now_ms;
+  Touch(now_ms);
 }
 
 void Campaign::OnHealth(const std::string& key, bool healthy, int64_t observed_ms, int64_t now_ms) {
@@ -388,7 +388,7 @@ void Campaign::Fail(DeviceProgress& d, const std::string& reason, int64_t now_ms
   d.reason = reason;
   d.state = d.attempts <= spec_.retries ? DeviceState::kPending : DeviceState::kFailed;
   if (d.state == DeviceState::kFailed) d.finished_ms = now_ms;
-  updated_ms_ = now_ms;
+  Touch(now_ms);
 }
 
 bool Campaign::InBlackout(int64_t now_ms) const {
@@ -421,7 +421,7 @@ std::vector<StartJob> Campaign::Tick(int64_t now_ms) {
     else if (d.state == DeviceState::kVerifying && now_ms - d.version_seen_ms >= spec_.health_gate_s * 1000 && !unhealthy_.count(key)) {
       d.state = DeviceState::kSucceeded;
       d.finished_ms = now_ms;
-      updated_ms_ = now_ms;
+      Touch(now_ms);
     }
   }
   CheckFailureLimit(now_ms);
@@ -446,7 +446,7 @@ std::vector<StartJob> Campaign::Tick(int64_t now_ms) {
       return starts;
     }
     ++group_;
-    updated_ms_ = now_ms;
+    Touch(now_ms);
   }
   int waiting = 0;
   for (const auto& [key, d] : devices_)
@@ -454,7 +454,7 @@ std::vector<StartJob> Campaign::Tick(int64_t now_ms) {
   if (group_ >= groups_ && waiting == 0) {
     state_ = CampaignState::kCompleted;
     reason_.clear();
-    updated_ms_ = now_ms;
+    Touch(now_ms);
     return starts;
   }
   if (InBlackout(now_ms)) return starts;
@@ -476,7 +476,7 @@ std::vector<StartJob> Campaign::Tick(int64_t now_ms) {
     d.started_ms = now_ms;
     ++d.attempts;
     starts.push_back({key, d.attempts});
-    updated_ms_ = now_ms;
+    Touch(now_ms);
   }
   return starts;
 }

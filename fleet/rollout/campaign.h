@@ -120,6 +120,9 @@ class Campaign {
   const std::string& reason() const { return reason_; }
   int current_group() const { return group_; }
   int64_t updated_ms() const { return updated_ms_; }
+  // Bumped by every change. Callers compare it, not updated_ms(), to know whether there is
+  // something to save and publish: two changes can fall in the same millisecond.
+  uint64_t revision() const { return revision_; }
   const std::map<std::string, DeviceProgress>& devices() const { return devices_; }
   // Where a device sits, for the per-gateway and per-bus caps (from the registry and profile).
   void SetPlacement(const std::string& key, const std::string& gateway, const std::string& bus);
@@ -148,6 +151,10 @@ class Campaign {
   bool InBlackout(int64_t now_ms) const;
   void CheckFailureLimit(int64_t now_ms);
   int Count(DeviceState s) const;
+  void Touch(int64_t now_ms) {
+    updated_ms_ = now_ms;
+    ++revision_;
+  }
   std::string GroupName(int group) const;
 
   CampaignSpec spec_;
@@ -156,6 +163,7 @@ class Campaign {
   int group_ = 0;
   int groups_ = 0;
   int64_t created_ms_ = 0, updated_ms_ = 0;
+  uint64_t revision_ = 0;
   std::map<std::string, DeviceProgress> devices_;
   std::map<std::string, bool> unhealthy_;  // devices whose latest health is not ok
   int failure_baseline_ = 0;               // failures accepted by the last Resume

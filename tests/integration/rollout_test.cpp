@@ -95,6 +95,13 @@ class RolloutTest : public FleetFixture {
       if (c.topic == "sanigate/v1/houpu/gateway/gw-test/firmware/" + device) last = json::parse(c.payload, nullptr, false);
     return last;
   }
+  // Every job report the capture saw, in order: what a failed wait needs to be understood.
+  static std::string JobReports(const std::vector<Captured>& m) {
+    std::string out = "\n---- job reports ----\n";
+    for (const auto& c : m)
+      if (c.topic.find("/firmware/") != std::string::npos) out += c.topic + " " + c.payload + "\n";
+    return out;
+  }
 };
 
 TEST_F(RolloutTest, CanaryAndTwoWavesFlashEveryRoomAndBadImagesAreRefused) {
@@ -286,7 +293,8 @@ TEST_F(SelfUpdateTest, VersionThatFailsItsHealthCheckIsRolledBack) {
   StartBox();
   RunCampaign("box-bad", StoreBoxImage("BROKEN build\n"));
   json paused = WaitRollout("box-bad", "paused", 60s);
-  ASSERT_TRUE(paused.is_object()) << Rollout(capture->Messages(), "box-bad").dump() << GatewayLog() << FleetLog();
+  ASSERT_TRUE(paused.is_object()) << Rollout(capture->Messages(), "box-bad").dump() << JobReports(capture->Messages())
+                                  << GatewayLog() << FleetLog();
   json job = Job(capture->Messages(), "gw-test");
   EXPECT_EQ(job["state"], "failed") << job.dump();
   EXPECT_EQ(job["error"], "rolled back to 2.0.3: self_check_command failed (exit 1)") << job.dump();
