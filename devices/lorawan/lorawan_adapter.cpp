@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -171,6 +172,41 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
       }
       by_eui[d.dev_eui] = st.get();
       devices.push_back(std::move(st));
+    }
+  }
+
+  // ---- counters committed with their readings ----
+  static constexpr const char* kCounterMark = "lorawan.fcnt_up";
+  // The session an uplink counter belongs to: the DevAddr and, for OTAA, the join's DevNonce
+  // (a new join starts the counters again). No key material: the outbox is not a secret.
+  static std::string SessionTag(const DeviceState& d) {
+    std::string tag = fmt::format("{:08X}", d.s.dev_addr);
+    if (d.cfg->otaa) tag += d.s.dev_nonces.empty() ? "/-" : fmt::format("/{}", d.s.dev_nonces.back());
+    return tag;
+  }
+  static std::string CounterMark(const DeviceState& d, uint32_t fcnt) { return SessionTag(d) + " " + std::to_string(fcnt); }
+
+  // The session file is written within a second of a commit; a crash in that second leaves the
+  // last counters only in the outbox, committed with their readings. Take them from there.
+  void RestoreCommittedCounters() {
+    for (auto& d : devices) {
+      if (!d->s.active) continue;
+      auto mark = sink->LastMark(d->cfg->id, kCounterMark);
+      if (!mark) continue;
+      auto space = mark->rfind(' ');
+      if (space == std::string::npos || mark->compare(0, space, SessionTag(*d)) != 0) continue;  // another session
+      uint32_t fcnt = 0;
+      const char* end = mark->data() + mark->size();
+      if (auto [ptr, ec] = std::from_chars(mark->data() + space + 1, end, fcnt); ec != std::errc() || ptr != end) continue;
+      if (d->cfg->fcnt_up_start && fcnt + 1 < *d->cfg->fcnt_up_start) continue;  // the operator's seed wins, as above
+      std::lock_guard lk(state_mu);
+      if (d->stored_fcnt_up && *d->stored_fcnt_up >= fcnt) continue;
+      spdlog::info("lorawan: {}: uplink {} was stored after the session file was last written (it says {}); continuing from it",
+                   d->cfg->id, fcnt, d->stored_fcnt_up ? std::to_string(*d->stored_fcnt_up) : std::string("none"));
+      d->s.fcnt_up = fcnt;
+      d->stored_fcnt_up = fcnt;
+      d->state_changed = true;
+      dirty = true;
     }
   }
 
@@ -624,7 +660,15 @@ struct LorawanAdapter::Impl : std::enable_shared_from_this<LorawanAdapter::Impl>
     radio.concentrator = EuiToHex(best->gateway);
     radio.concentrators = static_cast<int>(p.copies.size());
     Record r = UplinkReading(dev, p.received_ms, p.fcnt, p.frame.fport.value_or(0), plain, radio);
-    if (!r.metrics.empty()) out.push_back(std::move(r));
+    // The counter is committed with the reading, in the outbox's transaction: a crash before
+    // the session file catches up cannot make this uplink's retransmission a new record.
+    Record::Mark mark{kCounterMark, CounterMark(dev, p.fcnt)};
+    if (!r.metrics.empty()) {
+      r.mark = std::move(mark);
+      out.push_back(std::move(r));
+    } else if (!out.empty()) {
+      out.front().mark = std::move(mark);
+    }
     // Once the reading is committed its counter may go to the session file. A confirmed uplink
     // gets its ACK only after that write: after a crash the device's retransmission is known as
     // one (ACKed again, not published again under a new id). An unconfirmed one has no ACK to
@@ -1267,6 +1311,7 @@ Status LorawanAdapter::Start(RecordSink& sink) {
   auto& a = *impl_;
   a.sink = &sink;
   a.LoadState();
+  a.RestoreCommittedCounters();
   // A monitor announced offline before a restart is cleared at its first uplink.
   for (auto& d : a.devices)
     if (sink.LastAnnounced(d->cfg->id, "offline").value_or(false)) d->offline_announced = true;

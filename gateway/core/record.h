@@ -62,6 +62,15 @@ struct Record {
   // Events default to their severity; a caller may raise it (e.g. shed alarms).
   std::optional<Priority> priority_override;
 
+  // Adapter progress that must become durable with this record, in the same outbox transaction
+  // (e.g. the LoRaWAN uplink counter a reading came with): after a crash the adapter reads it
+  // back (RecordSink::LastMark) and knows the record was stored, so a retransmission is not
+  // published again under a new id. Not part of the published payload.
+  struct Mark {
+    std::string key, value;
+  };
+  std::optional<Mark> mark;
+
   Priority priority() const;
   const Metric* FindMetric(const std::string& name) const;
 };

@@ -35,6 +35,13 @@ class RecordSink {
     (void)event;
     return std::nullopt;
   }
+  // The value of the last Record::mark `key` of `device` that was committed, kept across
+  // restarts and crashes; nullopt when none was.
+  virtual std::optional<std::string> LastMark(const std::string& device, const std::string& key) const {
+    (void)device;
+    (void)key;
+    return std::nullopt;
+  }
 };
 
 }  // namespace sanigate

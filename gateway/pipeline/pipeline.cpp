@@ -33,6 +33,11 @@ bool IsBackfill(const Record& r) {
 }  // namespace
 
 Pipeline::Pipeline(store::Outbox& outbox, EncodeContext ctx) : outbox_(outbox), ctx_(std::move(ctx)) {
+  if (auto marks = outbox_.Marks(); marks.ok()) {
+    for (auto& m : *marks) marks_[m.device][m.key] = std::move(m.value);
+  } else {
+    spdlog::error("pipeline: cannot read the adapters' marks ({}); starting without them", marks.status().message());
+  }
   auto rows = outbox_.EventStates();
   if (!rows.ok()) {
     spdlog::error("pipeline: cannot read the announced event states ({}); starting without them",
@@ -60,6 +65,15 @@ std::optional<bool> Pipeline::LastAnnounced(const std::string& device, const std
   auto d = announced_.find(device);
   if (d == announced_.end()) return std::nullopt;
   auto k = d->second.find(event);
+  if (k == d->second.end()) return std::nullopt;
+  return k->second;
+}
+
+std::optional<std::string> Pipeline::LastMark(const std::string& device, const std::string& key) const {
+  std::lock_guard lk(mu_);
+  auto d = marks_.find(device);
+  if (d == marks_.end()) return std::nullopt;
+  auto k = d->second.find(key);
   if (k == d->second.end()) return std::nullopt;
   return k->second;
 }
@@ -200,7 +214,19 @@ void Pipeline::EmitDurable(std::vector<Record> records, DurableFn on_durable) {
   out.reserve(records.size() + 1);
   {
     std::lock_guard lk(mu_);
-    for (auto& r : records) Process(r, out);
+    for (auto& r : records) {
+      std::optional<store::MarkRow> mark;
+      if (r.mark) mark = store::MarkRow{r.device, std::move(r.mark->key), std::move(r.mark->value)};
+      size_t first = out.size();
+      Process(r, out);
+      // The mark rides on the first record this one became; when everything was suppressed,
+      // on another record of the batch. With none at all nothing was published, so there is
+      // nothing a later copy could duplicate.
+      if (mark && !out.empty()) {
+        size_t at = first < out.size() ? first : out.size() - 1;
+        if (!out[at].mark) out[at].mark = std::move(mark);
+      }
+    }
     for (const auto& o : out) {
       switch (o.record.type) {
         case RecordType::kReading: stats_.readings_out++; break;
@@ -220,6 +246,7 @@ void Pipeline::EmitDurable(std::vector<Record> records, DurableFn on_durable) {
     const Record& r = out[i].record;
     store::OutMessage m;
     m.state = out[i].state;
+    m.mark = out[i].mark;
     m.priority = r.priority();
     m.ts_ms = r.ts_ms;
     m.topic = RecordTopic(r, ctx_);

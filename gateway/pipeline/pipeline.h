@@ -41,6 +41,7 @@ class Pipeline : public RecordSink {
   void EmitBatch(std::vector<Record> records) override;
   void EmitDurable(std::vector<Record> records, DurableFn on_durable) override;
   std::optional<bool> LastAnnounced(const std::string& device, const std::string& event) const override;
+  std::optional<std::string> LastMark(const std::string& device, const std::string& key) const override;
   PipelineStats Stats() const;
   const EncodeContext& context() const { return ctx_; }
 
@@ -56,6 +57,7 @@ class Pipeline : public RecordSink {
   struct Outgoing {
     Record record;
     std::optional<store::EventStateRow> state;
+    std::optional<store::MarkRow> mark;
   };
 
   // Filters a reading in place and appends derived events. Caller holds mu_.
@@ -74,6 +76,8 @@ class Pipeline : public RecordSink {
   // device -> key (event, or "event/metric" for rule events) -> active; mirrors the outbox's
   // event_state table.
   std::unordered_map<std::string, std::unordered_map<std::string, bool>> announced_;
+  // device -> key -> value of the adapter marks committed before this start (outbox adapter_mark).
+  std::unordered_map<std::string, std::unordered_map<std::string, std::string>> marks_;
   PipelineStats stats_;
 };
 

@@ -41,6 +41,10 @@ CREATE TABLE IF NOT EXISTS event_state (
   device TEXT NOT NULL, key TEXT NOT NULL, active INTEGER NOT NULL, ts INTEGER NOT NULL,
   PRIMARY KEY (device, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS adapter_mark (
+  device TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+  PRIMARY KEY (device, key)
+) WITHOUT ROWID;
 )sql";
 
 Status CheckHeader(const std::string& path) {
@@ -61,7 +65,7 @@ Status CheckHeader(const std::string& path) {
 struct Outbox::Impl {
   OutboxOptions opt;
   Db writer_db, reader_db;
-  Stmt insert, remove, bump_seq, lease, dead_insert, dead_trim, oldest, state_upsert;
+  Stmt insert, remove, bump_seq, lease, dead_insert, dead_trim, oldest, state_upsert, mark_upsert;
 
   struct Queued {
     Envelope env;
@@ -272,6 +276,8 @@ Status Outbox::Impl::Init() {
   if (auto st = prep(state_upsert, "INSERT OR REPLACE INTO event_state(device,key,active,ts) VALUES(?,?,?,?)");
       !st.ok())
     return st;
+  if (auto st = prep(mark_upsert, "INSERT OR REPLACE INTO adapter_mark(device,key,value) VALUES(?,?,?)"); !st.ok())
+    return st;
 
   auto r = Db::Open(opt.path, SQLITE_OPEN_READWRITE);
   if (!r.ok()) return r.status();
@@ -318,6 +324,10 @@ Status Outbox::Impl::Commit(std::vector<Queued>& batch, std::vector<uint64_t>& d
     if (m.state) {
       st = state_upsert.Bind(1, m.state->device).Bind(2, m.state->key).Bind(3, m.state->active ? 1 : 0)
                .Bind(4, m.state->ts_ms).Run();
+      if (!st.ok()) break;
+    }
+    if (m.mark) {
+      st = mark_upsert.Bind(1, m.mark->device).Bind(2, m.mark->key).Bind(3, m.mark->value).Run();
       if (!st.ok()) break;
     }
   }
@@ -736,6 +746,18 @@ Result<std::vector<EventStateRow>> Outbox::EventStates() const {
   std::vector<EventStateRow> rows;
   Status err;
   while (q->Step(&err)) rows.push_back({q->Text(0), q->Text(1), q->Int(2) != 0, q->Int(3)});
+  if (!err.ok()) return err;
+  return rows;
+}
+
+Result<std::vector<MarkRow>> Outbox::Marks() const {
+  auto db = Db::Open(impl_->opt.path, SQLITE_OPEN_READONLY);
+  if (!db.ok()) return db.status();
+  auto q = db->Prepare("SELECT device,key,value FROM adapter_mark");
+  if (!q.ok()) return q.status();
+  std::vector<MarkRow> rows;
+  Status err;
+  while (q->Step(&err)) rows.push_back({q->Text(0), q->Text(1), q->Text(2)});
   if (!err.ok()) return err;
   return rows;
 }

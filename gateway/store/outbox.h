@@ -40,6 +40,12 @@ struct EventStateRow {
   int64_t ts_ms = 0;
 };
 
+// An adapter's progress mark (Record::mark) of one device, stored in the same transaction as the
+// record it came with.
+struct MarkRow {
+  std::string device, key, value;
+};
+
 struct OutMessage {
   Priority priority = Priority::kTelemetry;
   int64_t ts_ms = 0;
@@ -47,6 +53,7 @@ struct OutMessage {
   std::string payload;
   bool retain = false;
   std::optional<EventStateRow> state;  // set for a state event: kept durable with the record
+  std::optional<MarkRow> mark;         // an adapter's progress, kept durable with the record
 };
 
 struct Envelope {
@@ -104,6 +111,8 @@ class Outbox {
   OutboxStats Stats() const;
   // The last announced state of every (device, state event) committed so far.
   Result<std::vector<EventStateRow>> EventStates() const;
+  // The last mark of every (device, key) committed so far.
+  Result<std::vector<MarkRow>> Marks() const;
   uint64_t last_seq() const;
 
  private:

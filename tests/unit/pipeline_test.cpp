@@ -1,6 +1,7 @@
 // The pipeline from adapter Records to the outbox: report-by-exception (deadband, max silence),
 // the overflow event with hysteresis, and pass-through of status and events. A real Outbox in a
 // temp dir; what the pipeline appended is read back with Lease after a Flush.
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -279,6 +280,37 @@ TEST_F(PipelineTest, AdapterStateEventsAreRememberedAndAClearOfNothingIsDropped)
   EXPECT_EQ(Drain().size(), 1u);
   EXPECT_EQ(pipeline_->LastAnnounced("truck-1", "sos"), std::optional<bool>(false));
   EXPECT_EQ(pipeline_->LastAnnounced("truck-2", "sos"), std::nullopt);
+}
+
+// Issue 15: an adapter's mark (the LoRaWAN uplink counter) is committed with the record it came
+// with and read back after a restart; it is never part of the published payload.
+TEST_F(PipelineTest, AdapterMarksAreCommittedWithTheirRecordAndReadBackAfterARestart) {
+  Record r = Reading(0, {{"fill_level_pct", 40.0}});
+  r.mark = Record::Mark{"lorawan.fcnt_up", "260B1234 41"};
+  std::atomic<bool> durable{false};
+  pipeline_->EmitDurable({r}, [&](bool ok) { durable = ok; });
+  auto out = Drain();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_TRUE(durable);
+  EXPECT_EQ(out[0].payload.find("lorawan.fcnt_up"), std::string::npos) << out[0].payload;
+  EXPECT_EQ(out[0].payload.find("260B1234"), std::string::npos) << out[0].payload;
+  // A reading the deadband suppresses still carries its mark on a record of the same batch.
+  SetRules(Deadband("fill_level_pct", 5));
+  Record same = Reading(1000, {{"fill_level_pct", 40.5}});
+  same.mark = Record::Mark{"lorawan.fcnt_up", "260B1234 42"};
+  Record status = MakeStatus("room-1", "garbage_room", "modbus", t0_ + 1000, true, t0_ + 1000);
+  pipeline_->EmitDurable({status, same}, [](bool) {});
+  EXPECT_EQ(Drain().size(), 1u) << "the status only";
+
+  pipeline_.reset();
+  outbox_.reset();
+  store::OutboxOptions o;
+  o.path = dir_.File("outbox.db");
+  outbox_ = std::move(store::Outbox::Open(o)).value();
+  pipeline_ = std::make_unique<Pipeline>(*outbox_, EncodeContext{.gateway = "gw", .site = "houpu"});
+  EXPECT_EQ(pipeline_->LastMark("room-1", "lorawan.fcnt_up"), std::optional<std::string>("260B1234 42"));
+  EXPECT_EQ(pipeline_->LastMark("room-1", "other"), std::nullopt);
+  EXPECT_EQ(pipeline_->LastMark("room-2", "lorawan.fcnt_up"), std::nullopt);
 }
 
 TEST_F(OverflowTest, ActiveAtIsInclusiveAndClearBelowIsExclusive) {
