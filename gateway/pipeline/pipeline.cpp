@@ -60,22 +60,27 @@ bool Pipeline::Active(const std::string& device, const std::string& key) const {
   return k != d->second.end() && k->second;
 }
 
-std::optional<bool> Pipeline::LastAnnounced(const std::string& device, const std::string& event) const {
-  std::lock_guard lk(mu_);
-  auto d = announced_.find(device);
-  if (d == announced_.end()) return std::nullopt;
-  auto k = d->second.find(event);
+namespace {
+// map[device][key], or nullopt.
+template <class Nested>
+auto Lookup(const Nested& map, const std::string& device, const std::string& key)
+    -> std::optional<typename Nested::mapped_type::mapped_type> {
+  auto d = map.find(device);
+  if (d == map.end()) return std::nullopt;
+  auto k = d->second.find(key);
   if (k == d->second.end()) return std::nullopt;
   return k->second;
+}
+}  // namespace
+
+std::optional<bool> Pipeline::LastAnnounced(const std::string& device, const std::string& event) const {
+  std::lock_guard lk(mu_);
+  return Lookup(announced_, device, event);
 }
 
 std::optional<std::string> Pipeline::LastMark(const std::string& device, const std::string& key) const {
   std::lock_guard lk(mu_);
-  auto d = marks_.find(device);
-  if (d == marks_.end()) return std::nullopt;
-  auto k = d->second.find(key);
-  if (k == d->second.end()) return std::nullopt;
-  return k->second;
+  return Lookup(marks_, device, key);
 }
 
 void Pipeline::AddStateEvent(Record e, const std::string& key, std::vector<Outgoing>& out) {

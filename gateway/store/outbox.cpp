@@ -737,29 +737,32 @@ OutboxStats Outbox::Stats() const {
   return s;
 }
 
-Result<std::vector<EventStateRow>> Outbox::EventStates() const {
-  // Its own connection: the reader connection belongs to the consumer thread.
-  auto db = Db::Open(impl_->opt.path, SQLITE_OPEN_READONLY);
+namespace {
+// Every row of `sql`, made by `row` from the statement. Its own connection: the reader
+// connection belongs to the consumer thread.
+template <class Row, class MakeRow>
+Result<std::vector<Row>> ReadRows(const std::string& path, const char* sql, MakeRow row) {
+  auto db = Db::Open(path, SQLITE_OPEN_READONLY);
   if (!db.ok()) return db.status();
-  auto q = db->Prepare("SELECT device,key,active,ts FROM event_state");
+  auto q = db->Prepare(sql);
   if (!q.ok()) return q.status();
-  std::vector<EventStateRow> rows;
+  std::vector<Row> rows;
   Status err;
-  while (q->Step(&err)) rows.push_back({q->Text(0), q->Text(1), q->Int(2) != 0, q->Int(3)});
+  while (q->Step(&err)) rows.push_back(row(*q));
   if (!err.ok()) return err;
   return rows;
 }
+}  // namespace
+
+Result<std::vector<EventStateRow>> Outbox::EventStates() const {
+  return ReadRows<EventStateRow>(impl_->opt.path, "SELECT device,key,active,ts FROM event_state", [](Stmt& q) {
+    return EventStateRow{q.Text(0), q.Text(1), q.Int(2) != 0, q.Int(3)};
+  });
+}
 
 Result<std::vector<MarkRow>> Outbox::Marks() const {
-  auto db = Db::Open(impl_->opt.path, SQLITE_OPEN_READONLY);
-  if (!db.ok()) return db.status();
-  auto q = db->Prepare("SELECT device,key,value FROM adapter_mark");
-  if (!q.ok()) return q.status();
-  std::vector<MarkRow> rows;
-  Status err;
-  while (q->Step(&err)) rows.push_back({q->Text(0), q->Text(1), q->Text(2)});
-  if (!err.ok()) return err;
-  return rows;
+  return ReadRows<MarkRow>(impl_->opt.path, "SELECT device,key,value FROM adapter_mark",
+                           [](Stmt& q) { return MarkRow{q.Text(0), q.Text(1), q.Text(2)}; });
 }
 
 uint64_t Outbox::last_seq() const {

@@ -1,9 +1,9 @@
 // The pipeline from adapter Records to the outbox: report-by-exception (deadband, max silence),
 // the overflow event with hysteresis, and pass-through of status and events. A real Outbox in a
 // temp dir; what the pipeline appended is read back with Lease after a Flush.
-#include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <future>
 #include <string>
 #include <vector>
 
@@ -287,11 +287,13 @@ TEST_F(PipelineTest, AdapterStateEventsAreRememberedAndAClearOfNothingIsDropped)
 TEST_F(PipelineTest, AdapterMarksAreCommittedWithTheirRecordAndReadBackAfterARestart) {
   Record r = Reading(0, {{"fill_level_pct", 40.0}});
   r.mark = Record::Mark{"lorawan.fcnt_up", "260B1234 41"};
-  std::atomic<bool> durable{false};
-  pipeline_->EmitDurable({r}, [&](bool ok) { durable = ok; });
+  std::promise<bool> durable;
+  pipeline_->EmitDurable({r}, [&](bool ok) { durable.set_value(ok); });
   auto out = Drain();
   ASSERT_EQ(out.size(), 1u);
-  EXPECT_TRUE(durable);
+  auto committed = durable.get_future();
+  ASSERT_EQ(committed.wait_for(30s), std::future_status::ready);
+  EXPECT_TRUE(committed.get());
   EXPECT_EQ(out[0].payload.find("lorawan.fcnt_up"), std::string::npos) << out[0].payload;
   EXPECT_EQ(out[0].payload.find("260B1234"), std::string::npos) << out[0].payload;
   // A reading the deadband suppresses still carries its mark on a record of the same batch.
