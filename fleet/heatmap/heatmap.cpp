@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
+#include <limits>
 #include <type_traits>
 #include <utility>
 
@@ -29,10 +31,44 @@ int AlarmType(std::string_view event) {
   return -1;
 }
 
+// A point of a vehicle's track in 12 bytes (a truck keeps up to kTrackPoints of them): the
+// precision-8 cell (40 bits), the time in ms biased by 2^54 (55 bits) and whether it was
+// binned as a worker (which layer holds its passes and dwell).
+class TrackPoint {
+ public:
+  static constexpr int64_t kBias = int64_t{1} << 54;
+  static bool Fits(int64_t ts) { return ts > -kBias && ts < kBias; }
+  TrackPoint() = default;
+  TrackPoint(int64_t ts, uint64_t cell, bool worker) {
+    auto t = static_cast<uint64_t>(ts + kBias);
+    cell_lo_ = static_cast<uint32_t>(cell);
+    ts_lo_ = static_cast<uint32_t>(t);
+    rest_ = static_cast<uint32_t>((t >> 32) << 9 | (worker ? 1u << 8 : 0u) | ((cell >> 32) & 0xff));
+  }
+  int64_t ts() const { return static_cast<int64_t>((uint64_t{rest_ >> 9} << 32) | ts_lo_) - kBias; }
+  uint64_t cell() const { return (uint64_t{rest_ & 0xff} << 32) | cell_lo_; }
+  bool worker() const { return (rest_ >> 8) & 1; }
+
+ private:
+  uint32_t cell_lo_, ts_lo_, rest_;
+};
+static_assert(sizeof(TrackPoint) == 12 && std::is_trivially_copyable_v<TrackPoint>);
+
+// A vehicle's one track, in time order. `gone` is the newest time of a point of it that is not
+// kept (let go for the bounds, or untracked); a point older than the oldest kept one is only
+// merged when it is more than max(pass_gap_s, max_gap_s) after `gone`, where what came before
+// cannot change its entry or dwell.
 struct Track {
-  int64_t ts = 0;
-  uint64_t cell = 0;
-  bool valid = false;
+  std::deque<TrackPoint> points;
+  int64_t gone = std::numeric_limits<int64_t>::min();
+};
+
+// A point's contribution to its cell besides the sample: an entry per precision 6..8, and
+// dwell in tenths of a second.
+struct Credit {
+  std::array<uint32_t, 3> passes{};
+  uint32_t dwell = 0;
+  bool operator==(const Credit&) const = default;
 };
 
 struct ActiveAlarm {
@@ -42,7 +78,7 @@ struct ActiveAlarm {
 };
 
 struct DeviceState {
-  Track live, backfill;  // backfilled points are a stream of their own (older, in order)
+  std::unique_ptr<Track> track;  // vehicles and workers only
   bool has_position = false, worker = false;
   int64_t position_ts = 0;
   uint64_t position_cell = 0;
@@ -255,6 +291,58 @@ void ForEachWindowCell(std::vector<Series>& all, const HeatmapEngine& e, int64_t
   }
 }
 
+// The entry and dwell of `p` after `prev` (none: the first point of a track).
+Credit CreditOf(const HeatmapConfig& cfg, const TrackPoint* prev, const TrackPoint& p) {
+  Credit c;
+  int64_t dt = prev ? p.ts() - prev->ts() : 0;
+  bool fresh = !prev || dt > cfg.pass_gap_s * 1000;
+  for (int q = kCoarsestPrecision; q <= kStoragePrecision; ++q)
+    c.passes[static_cast<size_t>(q - kCoarsestPrecision)] =
+        fresh || Parent(p.cell(), kStoragePrecision, q) != Parent(prev->cell(), kStoragePrecision, q) ? 1 : 0;
+  if (prev && dt > 0 && dt <= cfg.max_gap_s * 1000) c.dwell = static_cast<uint32_t>((dt + 50) / 100);
+  return c;
+}
+
+// Beyond this gap a point's predecessor changes neither its entry (always one) nor its dwell.
+int64_t Slack(const HeatmapConfig& cfg) { return std::max(cfg.pass_gap_s, cfg.max_gap_s) * 1000; }
+
+// Lets go of the points no longer needed: a point admitted from now on is within retention, so
+// it is more than Slack after them and they could not change its entry or dwell.
+void Prune(Track& t, const HeatmapConfig& cfg, int64_t now) {
+  int64_t horizon = now - cfg.retention_s * 1000 - Slack(cfg);
+  while (!t.points.empty() && t.points.front().ts() < horizon) {
+    t.gone = std::max(t.gone, t.points.front().ts());
+    t.points.pop_front();
+  }
+}
+
+uint32_t Replace(uint32_t value, uint32_t before, uint32_t after) {
+  return value >= before ? value - before + after : after;  // never below zero, come what may
+}
+
+// Replaces a stored point's credit in the windows that hold it: the smallest window and, once
+// that was folded, the larger ones. Unlike ForEachWindowCell it creates nothing: a window
+// already dropped stays dropped.
+void AmendCredit(std::vector<Series>& all, const HeatmapEngine& e, const TrackPoint& p, const Credit& before,
+                 const Credit& after) {
+  if (all.empty()) return;
+  auto amend = [&](Series& s) -> WindowData* {
+    auto w = s.windows.find(e.WindowStart(p.ts(), s.size_ms / 1000));
+    if (w == s.windows.end()) return nullptr;
+    auto c = w->second.cells.find(p.cell());
+    if (c != w->second.cells.end()) {
+      for (size_t i = 0; i < after.passes.size(); ++i)
+        c->second.extra[i] = Replace(c->second.extra[i], before.passes[i], after.passes[i]);
+      c->second.extra[kDwell] = Replace(c->second.extra[kDwell], before.dwell, after.dwell);
+      w->second.dirty = true;
+    }
+    return &w->second;
+  };
+  WindowData* base = amend(all[0]);
+  if (base && !base->folded) return;  // the larger windows add it on read
+  for (size_t i = 1; i < all.size(); ++i) amend(all[i]);
+}
+
 }  // namespace
 
 std::optional<uint64_t> HeatmapEngine::Admit(int64_t ts, double lat, double lon, int64_t now) {
@@ -275,13 +363,29 @@ std::optional<uint64_t> HeatmapEngine::Admit(int64_t ts, double lat, double lon,
 }
 
 void HeatmapEngine::Position(DeviceId d, bool worker, int64_t ts, double lat, double lon,
-                             std::optional<double> speed_kmh, bool backfill, int64_t now) {
+                             std::optional<double> speed_kmh, bool /*backfill*/, int64_t now) {
   Impl& m = *impl_;
   auto admitted = Admit(ts, lat, lon, now);
   if (!admitted) return;
-  ++m.stats.points;
   uint64_t cell = *admitted;
   DeviceState& dev = m.devices[d];
+  Layer layer = worker ? Layer::kWorkers : Layer::kVehicleCoverage;
+  bool binned = cfg_.Has(layer);
+  std::deque<TrackPoint>::iterator at;  // where it goes in the track
+  if (binned) {
+    if (!dev.track) dev.track = std::make_unique<Track>();
+    Prune(*dev.track, cfg_, now);
+    auto& points = dev.track->points;
+    // Live points come in order: only a late one needs the search.
+    at = points.empty() || points.back().ts() < ts
+             ? points.end()
+             : std::lower_bound(points.begin(), points.end(), ts, [](const TrackPoint& p, int64_t v) { return p.ts() < v; });
+    if (at != points.end() && at->ts() == ts) {  // delivered again (a batch resent, a redelivery)
+      ++m.stats.duplicates;
+      return;
+    }
+  }
+  ++m.stats.points;
   double speed = speed_kmh.value_or(0.0);
   if (!worker) {
     uint64_t near = Parent(cell, kStoragePrecision, cfg_.unattended_precision);
@@ -295,28 +399,38 @@ void HeatmapEngine::Position(DeviceId d, bool worker, int64_t ts, double lat, do
     dev.position_cell = cell;
     dev.speed = speed;
   }
-  Layer layer = worker ? Layer::kWorkers : Layer::kVehicleCoverage;
-  if (!cfg_.Has(layer)) return;
+  if (!binned) return;
   auto& series = m.series[static_cast<size_t>(Index(layer))];
 
-  Track& t = backfill ? dev.backfill : dev.live;
-  std::array<uint32_t, 3> passes{};
-  uint32_t dwell = 0;  // tenths of a second since the previous point, credited to this point's cell
-  if (t.valid && ts < t.ts) {
-    // Out of order within its stream: counted, but neither a pass nor dwell.
+  // One track per vehicle in the terminal's time order; see heatmap.h.
+  Credit credit;  // none for an untracked point
+  Track& t = *dev.track;
+  bool untracked = !TrackPoint::Fits(ts) || (at == t.points.begin() && ts <= t.gone + Slack(cfg_));
+  if (untracked) {
+    ++m.stats.late_untracked;
+    t.gone = std::max(t.gone, ts);
   } else {
-    int64_t dt = t.valid ? ts - t.ts : 0;
-    bool fresh = !t.valid || dt > cfg_.pass_gap_s * 1000;
-    for (int p = kCoarsestPrecision; p <= kStoragePrecision; ++p)
-      passes[static_cast<size_t>(p - kCoarsestPrecision)] =
-          fresh || Parent(cell, kStoragePrecision, p) != Parent(t.cell, kStoragePrecision, p) ? 1 : 0;
-    if (t.valid && dt > 0 && dt <= cfg_.max_gap_s * 1000) dwell = static_cast<uint32_t>((dt + 50) / 100);
-    t = {ts, cell, true};
+    TrackPoint p(ts, cell, worker);
+    const TrackPoint* prev = at == t.points.begin() ? nullptr : &*std::prev(at);
+    credit = CreditOf(cfg_, prev, p);
+    if (at != t.points.end()) {
+      // Late: the next point's entry and dwell were counted from `prev`; now they follow p.
+      ++m.stats.late_merged;
+      Credit before = CreditOf(cfg_, prev, *at), after = CreditOf(cfg_, &p, *at);
+      if (before != after)
+        AmendCredit(m.series[static_cast<size_t>(Index(at->worker() ? Layer::kWorkers : Layer::kVehicleCoverage))],
+                    *this, *at, before, after);
+    }
+    t.points.insert(at, p);
+    while (t.points.size() > kTrackPoints) {
+      t.gone = std::max(t.gone, t.points.front().ts());
+      t.points.pop_front();
+    }
   }
   ForEachWindowCell(series, *this, ts, cell, [&](StoredCell& c, int64_t offset) {
     c.Add(speed, offset);
-    for (size_t i = 0; i < passes.size(); ++i) c.extra[i] += passes[i];
-    c.extra[kDwell] += dwell;
+    for (size_t i = 0; i < credit.passes.size(); ++i) c.extra[i] += credit.passes[i];
+    c.extra[kDwell] += credit.dwell;
   });
 }
 
@@ -446,6 +560,12 @@ WindowOut HeatmapEngine::Window(Layer layer, int64_t size_s, int64_t at_ms, int 
 
 std::vector<HeatmapEngine::ClosedWindow> HeatmapEngine::TakeClosed(int64_t now) {
   std::vector<ClosedWindow> out;
+  // A vehicle gone quiet would keep its track forever otherwise.
+  for (DeviceState& dev : impl_->devices) {
+    if (!dev.track) continue;
+    Prune(*dev.track, cfg_, now);
+    if (dev.track->points.empty()) dev.track.reset();  // what it let go is too old to matter
+  }
   for (int l = 0; l < kLayers; ++l) {
     auto& all = impl_->series[static_cast<size_t>(l)];
     if (all.empty()) continue;
@@ -499,7 +619,21 @@ HeatmapStats HeatmapEngine::stats() const {
 
 namespace {
 
-constexpr char kMagic[] = "SGHM1";
+// The format's version is in the magic. 2: one track per vehicle. 1 (still read): a live and a
+// back-fill stream per vehicle, each only its last point, and fewer stats.
+constexpr char kMagic[] = "SGHM2";
+constexpr char kMagicV1[] = "SGHM1";
+static_assert(sizeof kMagic == sizeof kMagicV1);
+
+struct V1Track {
+  int64_t ts;
+  uint64_t cell;
+  bool valid;
+};
+
+struct V1Stats {
+  uint64_t points, readings, events, late_dropped, future_dropped, cells, windows;
+};
 
 struct Writer {
   std::string out;
@@ -550,8 +684,12 @@ std::string HeatmapEngine::Snapshot() const {
   for (size_t i = 0; i < m.devices.size(); ++i) {
     const DeviceState& d = m.devices[i];
     w.Str(*names[i]);
-    w.Put(d.live);
-    w.Put(d.backfill);
+    w.Put(static_cast<uint8_t>(d.track != nullptr));
+    if (d.track) {
+      w.Put(d.track->gone);
+      w.Put(static_cast<uint32_t>(d.track->points.size()));
+      for (const TrackPoint& p : d.track->points) w.Put(p);
+    }
     w.Put(d.has_position), w.Put(d.worker), w.Put(d.position_ts), w.Put(d.position_cell), w.Put(d.speed);
     w.Put(d.has_fill), w.Put(d.fill_ts), w.Put(d.fill_cell), w.Put(d.fill);
     w.Put(d.overflow), w.Put(d.overflow_since), w.Put(d.overflow_cell);
@@ -578,8 +716,9 @@ std::string HeatmapEngine::Snapshot() const {
 
 Status HeatmapEngine::Restore(std::string_view snapshot) {
   Reader r{snapshot};
-  if (snapshot.size() < sizeof kMagic || snapshot.substr(0, sizeof kMagic) != std::string_view(kMagic, sizeof kMagic))
-    return Invalid("not a heat-map snapshot");
+  std::string_view magic = snapshot.substr(0, std::min(snapshot.size(), sizeof kMagic));
+  int version = magic == std::string_view(kMagic, sizeof kMagic) ? 2 : magic == std::string_view(kMagicV1, sizeof kMagicV1) ? 1 : 0;
+  if (version == 0) return Invalid("not a heat-map snapshot");
   r.in.remove_prefix(sizeof kMagic);
   auto crs = r.Get<int32_t>();
   auto offset = r.Get<int64_t>();
@@ -594,14 +733,33 @@ Status HeatmapEngine::Restore(std::string_view snapshot) {
   for (uint32_t i = 0; i < devices && r.ok; ++i) {
     m.ids[r.Str()] = i;
     DeviceState& d = m.devices.emplace_back();
-    d.live = r.Get<Track>();
-    d.backfill = r.Get<Track>();
+    V1Track v1{};
+    if (version == 1) {
+      auto live = r.Get<V1Track>(), backfill = r.Get<V1Track>();
+      v1 = live.valid && (!backfill.valid || live.ts >= backfill.ts) ? live : backfill;
+    } else if (r.Get<uint8_t>() != 0) {
+      auto& t = d.track = std::make_unique<Track>();
+      t->gone = r.Get<int64_t>();
+      auto points = r.Get<uint32_t>();
+      if (!r.ok || points > r.in.size() / sizeof(TrackPoint)) return Invalid("truncated heat-map snapshot");
+      for (uint32_t k = 0; k < points; ++k) {
+        auto p = r.Get<TrackPoint>();
+        if (!t->points.empty() && p.ts() <= t->points.back().ts()) return Invalid("corrupt heat-map snapshot");
+        t->points.push_back(p);
+      }
+    }
     d.has_position = r.Get<bool>(), d.worker = r.Get<bool>(), d.position_ts = r.Get<int64_t>();
     d.position_cell = r.Get<uint64_t>(), d.speed = r.Get<double>();
     d.has_fill = r.Get<bool>(), d.fill_ts = r.Get<int64_t>(), d.fill_cell = r.Get<uint64_t>(), d.fill = r.Get<double>();
     d.overflow = r.Get<bool>(), d.overflow_since = r.Get<int64_t>(), d.overflow_cell = r.Get<uint64_t>();
     uint32_t alarms = r.Get<uint32_t>();
     for (uint32_t a = 0; a < alarms && r.ok; ++a) d.alarms.push_back(r.Get<ActiveAlarm>());
+    if (v1.valid && TrackPoint::Fits(v1.ts)) {
+      // Only the newest point is known: the track goes on from it; anything older is untracked.
+      d.track = std::make_unique<Track>();
+      d.track->points.emplace_back(v1.ts, v1.cell, d.worker);
+      d.track->gone = v1.ts;
+    }
   }
   for (auto& layer : m.series) {
     uint32_t count = r.Get<uint32_t>();
@@ -626,7 +784,13 @@ Status HeatmapEngine::Restore(std::string_view snapshot) {
     auto cell = r.Get<uint64_t>();
     m.last_vehicle[cell] = r.Get<int64_t>();
   }
-  m.stats = r.Get<HeatmapStats>();
+  if (version == 1) {
+    auto old = r.Get<V1Stats>();
+    m.stats.points = old.points, m.stats.readings = old.readings, m.stats.events = old.events;
+    m.stats.late_dropped = old.late_dropped, m.stats.future_dropped = old.future_dropped;
+  } else {
+    m.stats = r.Get<HeatmapStats>();
+  }
   if (!r.ok || !r.in.empty()) return Invalid("truncated or corrupt heat-map snapshot");
   // Layers configured now but not then (or the reverse) start empty / are dropped.
   for (int l = 0; l < kLayers; ++l)

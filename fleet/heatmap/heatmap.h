@@ -10,6 +10,18 @@
 //                              since the vehicle's previous point, credited to the cell it
 //                              arrived in, to 0.1 s; gaps over max_gap_s ignored). State: vehicles seen there within
 //                              state_max_age_s.
+//                              "Previous" is in the vehicle's one track, ordered by the terminal's
+//                              time: a late point (older than the vehicle's latest, back-filled or
+//                              not) is merged in at its time, and the point after it loses its old
+//                              entry and dwell and gets them anew, so passes and dwell are what
+//                              the points in time order would give. A point at the same time as
+//                              one already in the track is a duplicate and ignored.
+//                              Bound: per vehicle the track keeps its newest points (12 bytes
+//                              each), at most kTrackPoints (4096: ~48 KiB, 11 h of 10 s reports)
+//                              and none older than retention_s + max(pass_gap_s, max_gap_s). A
+//                              point older than all kept ones (when some were let go, less than
+//                              that margin after the newest let go) is a sample without passes
+//                              or dwell (late_untracked).
 //   bin_fill                   one sample per reading, value fill_level_pct. State: each bin's
 //                              latest fill.
 //   overflow                   one sample (value 1) per activation; extra cleared. State: the
@@ -23,6 +35,7 @@
 // Times are the measurement's own, so backfilled points land in the window of their timestamp.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -70,6 +83,9 @@ struct HeatmapConfig {
   int64_t max_gap_s = 300;
   int64_t pass_gap_s = 600;
   int64_t max_future_s = 300;      // points further ahead of the clock are refused
+  // For the owner, not the engine: sanifleet saves the map this often (0 = only at a clean stop),
+  // so a crash loses at most this much of it.
+  int64_t snapshot_interval_s = 60;
   bool Has(Layer layer) const;
 };
 
@@ -88,7 +104,13 @@ struct HeatmapStats {
   uint64_t points = 0, readings = 0, events = 0;
   uint64_t late_dropped = 0, future_dropped = 0;
   uint64_t cells = 0, windows = 0;  // stored (precision 8) cells over all windows and layers
+  // Positions: merged into a track before its latest point; older than a track's kept points
+  // (a sample without passes or dwell); duplicates ignored (not in `points`).
+  uint64_t late_merged = 0, late_untracked = 0, duplicates = 0;
 };
+
+// The most points a vehicle's track keeps for merging late points (see the top of this file).
+constexpr size_t kTrackPoints = 4096;
 
 class HeatmapEngine {
  public:
@@ -100,6 +122,7 @@ class HeatmapEngine {
   DeviceId Device(std::string_view key);
 
   // Inputs, in WGS-84. `now` is the wall clock, for lateness and future checks.
+  // A position's `backfill` changes nothing: late or not, it is merged into the one track.
   void Position(DeviceId d, bool worker, int64_t ts, double lat, double lon, std::optional<double> speed_kmh,
                 bool backfill, int64_t now);
   void Fill(DeviceId d, int64_t ts, double lat, double lon, double fill_pct, int64_t now);
@@ -127,7 +150,8 @@ class HeatmapEngine {
 
   // Everything the engine holds (windows, devices' state), so a restart of sanifleet keeps the
   // day's map. A compact binary form for this machine (native byte order), not an exchange
-  // format; Load refuses a snapshot made with other crs, windows or UTC offset.
+  // format; Load refuses a snapshot made with other crs, windows or UTC offset. Versioned: the
+  // format before the one track per vehicle is still read (each track resumes from the last point).
   std::string Snapshot() const;
   Status Restore(std::string_view snapshot);
 

@@ -2,8 +2,12 @@
 // points, the unattended layer, GCJ-02 cells, merging partials, and the JSON feed.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <memory>
 #include <random>
+#include <utility>
 
 #include "heatmap/feed.h"
 #include "heatmap/gcj02.h"
@@ -37,7 +41,10 @@ void ExpectSameCells(const std::vector<CellOut>& got, const std::vector<CellOut>
     EXPECT_EQ(g.max, w.max) << what;
     EXPECT_EQ(g.first, w.first) << what;
     EXPECT_EQ(g.last, w.last) << what;
-    EXPECT_EQ(got[i].value.extra, want[i].value.extra) << what;
+    // dwell_s is exported as tenths × 0.1, so merged sums may differ in the last bit.
+    for (size_t x = 0; x < want[i].value.extra.size(); ++x)
+      EXPECT_NEAR(got[i].value.extra[x], want[i].value.extra[x], 1e-9 * std::max(1.0, std::abs(want[i].value.extra[x])))
+          << what << " extra " << x;
   }
 }
 
@@ -401,6 +408,348 @@ TEST(HeatmapEngine, SnapshotRestoresEverythingAndRefusesWhatDoesNotFit) {
   EXPECT_FALSE(HeatmapEngine(other).Restore(snap).ok());
   EXPECT_FALSE(HeatmapEngine({}).Restore(snap.substr(0, snap.size() / 2)).ok());
   EXPECT_FALSE(HeatmapEngine({}).Restore("garbage").ok());
+}
+
+// ---- issue 16: one track per vehicle, late points merged at their time ----
+
+// A position as the terminal reported it.
+struct Fix {
+  int64_t ts;
+  double lat, lon, speed;
+};
+
+// A truck's day: 10 s reports, mostly driving ~15 m east or north (a new 40 m cell every few
+// points, a new 150 m cell every ten or so), sometimes standing, with a stop longer than
+// max_gap_s (no dwell) and one longer than pass_gap_s (a new pass even in the same cell).
+std::vector<Fix> Drive(uint32_t seed, int64_t t0, int count, const char* from = "ws7gr2my") {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> move(0, 9);
+  LatLon at = Centre(from);
+  std::vector<Fix> out;
+  int64_t ts = t0;
+  for (int i = 0; i < count; ++i) {
+    out.push_back({ts, at.lat, at.lon, 5.0 + i % 30});
+    int m = move(rng);
+    if (m < 5) at.lon += 0.00015;
+    else if (m < 8) at.lat += 0.00012;
+    // else: standing
+    ts += i == count / 3 ? 400'000 : i == 2 * count / 3 ? 700'000 : 10'000;
+  }
+  return out;
+}
+
+void Feed(HeatmapEngine& e, const std::string& vehicle, const Fix& f, bool backfill, int64_t now) {
+  e.Position(e.Device(vehicle), false, f.ts, f.lat, f.lon, f.speed, backfill, now);
+}
+
+// The same fixes fed in time order to a fresh engine: what any arrival order must give.
+struct Reference {
+  std::vector<std::pair<std::string, Fix>> fixes;
+  void Add(const std::string& vehicle, const std::vector<Fix>& f) {
+    for (const Fix& x : f) fixes.push_back({vehicle, x});
+  }
+  std::unique_ptr<HeatmapEngine> Build(const HeatmapConfig& cfg, int64_t now) {
+    std::stable_sort(fixes.begin(), fixes.end(), [](const auto& a, const auto& b) { return a.second.ts < b.second.ts; });
+    auto e = std::make_unique<HeatmapEngine>(cfg);
+    for (const auto& [v, f] : fixes) Feed(*e, v, f, false, now);
+    return e;
+  }
+};
+
+// Every window of every size over [from, to] and the state, at every precision.
+void ExpectSameMaps(const HeatmapEngine& got, const HeatmapEngine& want, int64_t from, int64_t to, const std::string& what) {
+  ASSERT_FALSE(want.Window(Layer::kVehicleCoverage, 86400, from, 8).cells.empty()) << what;
+  for (Layer l : {Layer::kVehicleCoverage, Layer::kWorkers})
+    for (int64_t size : want.config().windows_s)
+      for (int64_t at = want.WindowStart(from, size); at <= to; at += size * 1000)
+        for (int p = kCoarsestPrecision; p <= kStoragePrecision; ++p)
+          ExpectSameCells(got.Window(l, size, at, p).cells, want.Window(l, size, at, p).cells,
+                          what + " " + LayerName(l) + " " + std::to_string(size) + " at " + std::to_string(at) + " p" +
+                              std::to_string(p));
+  for (int p = kCoarsestPrecision; p <= kStoragePrecision; ++p)
+    ExpectSameCells(got.State(Layer::kVehicleCoverage, p, to), want.State(Layer::kVehicleCoverage, p, to), what + " state");
+}
+
+// Sums of passes and dwell over a day window at one precision.
+std::pair<double, double> Totals(const HeatmapEngine& e, int64_t at, int precision) {
+  double passes = 0, dwell = 0;
+  for (const CellOut& c : e.Window(Layer::kVehicleCoverage, 86400, at, precision).cells) {
+    passes += c.value.extra[0];
+    dwell += c.value.extra[1];
+  }
+  return {passes, dwell};
+}
+
+// Issue 16: a JT/T 808 blind-area batch was a stream of its own, so each batch re-entered its
+// cells and the gap since the previous batch counted as dwell.
+TEST(HeatmapTrack, ABlindAreaBatchBetweenLivePointsCountsAsIfItHadArrivedInOrder) {
+  HeatmapConfig cfg;
+  HeatmapEngine e(cfg);
+  // Live: cell A, then B a minute later, then C (the network was gone in between).
+  LatLon a = Centre("ws7gr2my"), b = Centre("ws7gr2mz"), c = Centre("ws7gr2qb");
+  int64_t t0 = kNow - 2 * 3600'000;
+  std::vector<Fix> live = {{t0, a.lat, a.lon, 10}, {t0 + 60'000, b.lat, b.lon, 12}, {t0 + 120'000, c.lat, c.lon, 14}};
+  // What the terminal stored meanwhile: the way from A to B (through A and B) and from B to C,
+  // through q8, the 40 m cell west of C.
+  LatLon q8 = Centre("ws7gr2q8");
+  std::vector<Fix> batch = {{t0 + 20'000, a.lat, a.lon, 8},  {t0 + 40'000, b.lat, b.lon, 9},
+                            {t0 + 80'000, b.lat, b.lon, 11}, {t0 + 100'000, q8.lat, q8.lon, 13}};
+  for (const Fix& f : live) Feed(e, "truck-1", f, false, f.ts);
+  for (const Fix& f : batch) Feed(e, "truck-1", f, true, t0 + 130'000);
+  Reference ref;
+  ref.Add("truck-1", live);
+  ref.Add("truck-1", batch);
+  auto want = ref.Build(cfg, t0 + 130'000);
+  ExpectSameMaps(e, *want, t0, t0 + 130'000, "A-B-C");
+  // In time order: my, my, mz, mz, mz, q8, qb: 120 s of driving; entries into my, mz, q8 and qb
+  // at precision 8, into ws7gr2m and ws7gr2q at 7.
+  EXPECT_EQ(Totals(e, t0, 8), std::make_pair(4.0, 120.0));
+  EXPECT_EQ(Totals(e, t0, 7), std::make_pair(2.0, 120.0));
+  EXPECT_EQ(e.stats().late_merged, 4u);
+  EXPECT_EQ(e.stats().late_untracked, 0u);
+
+  // A longer drive: the network is lost twice; each batch arrives after the reconnect.
+  HeatmapEngine f(cfg);
+  auto day = Drive(1, kNow - 3 * 3600'000, 240);
+  int64_t now = day.back().ts + 1000;
+  for (size_t i = 0; i < day.size(); ++i) {
+    bool blind = (i >= 30 && i < 75) || (i >= 150 && i < 154);
+    if (!blind) Feed(f, "truck-1", day[i], false, day[i].ts);
+    if (i == 80)
+      for (size_t k = 30; k < 75; ++k) Feed(f, "truck-1", day[k], true, day[i].ts);
+    if (i == 200)
+      for (size_t k = 150; k < 154; ++k) Feed(f, "truck-1", day[k], true, day[i].ts);
+  }
+  Reference r2;
+  r2.Add("truck-1", day);
+  auto want2 = r2.Build(cfg, now);
+  ExpectSameMaps(f, *want2, day.front().ts, now, "drive");
+  // 239 intervals of 10 s but two stops longer than max_gap_s: 237 × 10 s of dwell.
+  EXPECT_DOUBLE_EQ(Totals(f, day.front().ts, 7).second, 2370.0);
+}
+
+TEST(HeatmapTrack, BatchesInsideAGapBeforeTheFirstPointAndAcrossVehiclesMerge) {
+  HeatmapConfig cfg;
+  int64_t t0 = kNow - 5 * 3600'000;
+  {  // A batch entirely between two live points.
+    HeatmapEngine e(cfg);
+    auto day = Drive(2, t0, 26);
+    Feed(e, "truck-1", day.front(), false, day.front().ts);
+    Feed(e, "truck-1", day.back(), false, day.back().ts);
+    for (size_t i = 1; i + 1 < day.size(); ++i) Feed(e, "truck-1", day[i], true, day.back().ts + 5000);
+    Reference ref;
+    ref.Add("truck-1", day);
+    ExpectSameMaps(e, *ref.Build(cfg, day.back().ts + 5000), t0, day.back().ts, "inside a gap");
+  }
+  {  // The truck's first points were in a blind area: the batch is older than the whole track.
+    HeatmapEngine e(cfg);
+    auto day = Drive(3, t0, 60);
+    for (size_t i = 20; i < day.size(); ++i) Feed(e, "truck-1", day[i], false, day[i].ts);
+    for (size_t i = 0; i < 20; ++i) Feed(e, "truck-1", day[i], true, day.back().ts);
+    Reference ref;
+    ref.Add("truck-1", day);
+    ExpectSameMaps(e, *ref.Build(cfg, day.back().ts), t0, day.back().ts, "before the first point");
+  }
+  {  // Two trucks, both back from a blind area; their batches arrive interleaved.
+    HeatmapEngine e(cfg);
+    auto one = Drive(4, t0, 90), two = Drive(5, t0 + 3000, 90, "ws7gr2qb");
+    for (size_t i = 0; i < 90; ++i) {
+      if (i < 20 || i >= 60) {
+        Feed(e, "truck-1", one[i], false, one[i].ts);
+        Feed(e, "truck-2", two[i], false, two[i].ts);
+      }
+      if (i == 70)
+        for (size_t k = 20; k < 60; ++k) {
+          Feed(e, "truck-2", two[k], true, two[i].ts);
+          Feed(e, "truck-1", one[k], true, two[i].ts);
+        }
+    }
+    Reference ref;
+    ref.Add("truck-1", one);
+    ref.Add("truck-2", two);
+    ExpectSameMaps(e, *ref.Build(cfg, two.back().ts), t0, two.back().ts, "two trucks");
+  }
+  {  // Any arrival order at all gives the map of the time order.
+    HeatmapEngine e(cfg);
+    auto day = Drive(6, t0, 300);
+    auto shuffled = day;
+    std::shuffle(shuffled.begin(), shuffled.end(), std::mt19937(11));
+    for (const Fix& f : shuffled) Feed(e, "truck-1", f, true, day.back().ts);
+    Reference ref;
+    ref.Add("truck-1", day);
+    ExpectSameMaps(e, *ref.Build(cfg, day.back().ts), t0, day.back().ts, "shuffled");
+  }
+}
+
+TEST(HeatmapTrack, PointsReportedTwiceCountOnce) {
+  HeatmapConfig cfg;
+  HeatmapEngine e(cfg);
+  int64_t t0 = kNow - 3600'000;
+  auto day = Drive(7, t0, 80);
+  int64_t now = day.back().ts;
+  for (size_t i = 0; i < day.size(); ++i) {
+    if (i >= 20 && i < 40) continue;
+    Feed(e, "truck-1", day[i], false, day[i].ts);
+    if (i % 10 == 0) Feed(e, "truck-1", day[i], false, day[i].ts);  // a live point delivered again
+  }
+  // The blind-area batch, sent again because its acknowledgement was lost.
+  for (int round = 0; round < 2; ++round)
+    for (size_t i = 20; i < 40; ++i) Feed(e, "truck-1", day[i], true, now);
+  Reference ref;
+  ref.Add("truck-1", day);
+  auto want = ref.Build(cfg, now);
+  ExpectSameMaps(e, *want, t0, now, "duplicates");
+  EXPECT_EQ(e.stats().points, want->stats().points);
+  EXPECT_EQ(e.stats().duplicates, 6u + 20u);
+}
+
+TEST(HeatmapTrack, LatePointsAfterARestartMergeAsWithoutIt) {
+  HeatmapConfig cfg;
+  int64_t t0 = kNow - 4 * 3600'000;
+  auto one = Drive(8, t0, 200), two = Drive(9, t0 + 1000, 200, "ws7gr2qb");
+  int64_t now = one.back().ts + 2000;
+  HeatmapEngine kept(cfg), before(cfg);
+  auto live = [&](HeatmapEngine& e, size_t from, size_t to) {
+    for (size_t i = from; i < to; ++i) {
+      if (i >= 50 && i < 120) continue;  // both trucks in a blind area
+      Feed(e, "truck-1", one[i], false, one[i].ts);
+      Feed(e, "truck-2", two[i], false, two[i].ts);
+    }
+  };
+  auto batch = [&](HeatmapEngine& e, size_t from, size_t to) {
+    for (size_t i = from; i < to; ++i) {
+      Feed(e, "truck-1", one[i], true, now);
+      Feed(e, "truck-2", two[i], true, now);
+    }
+  };
+  live(kept, 0, 150);
+  live(before, 0, 150);
+  batch(kept, 50, 80);  // part of the batch before the restart, the rest after
+  batch(before, 50, 80);
+  kept.TakeClosed(one[150].ts);
+  before.TakeClosed(one[150].ts);
+  HeatmapEngine after(cfg);
+  ASSERT_TRUE(after.Restore(before.Snapshot()).ok());
+  for (HeatmapEngine* e : {&kept, &after}) {
+    batch(*e, 80, 120);
+    live(*e, 150, 200);
+  }
+  Reference ref;
+  ref.Add("truck-1", one);
+  ref.Add("truck-2", two);
+  auto want = ref.Build(cfg, now);
+  ExpectSameMaps(after, *want, t0, now, "restored");
+  ExpectSameMaps(after, kept, t0, now, "restored vs kept");
+}
+
+// A late point changes the dwell and passes of the point after it, which may lie in a window
+// already published as closed: that window is published again, amended.
+TEST(HeatmapTrack, AMergeAmendsTheClosedWindowOfTheNextPoint) {
+  HeatmapConfig cfg;
+  cfg.windows_s = {900};
+  HeatmapEngine e(cfg);
+  LatLon a = Centre("ws7gr2my"), b = Centre("ws7gr2qb");
+  // A at 14:58, B at 15:02 (another window); the late point is at 14:59:30, in A's window.
+  int64_t a_ts = kNow - 62 * kMin, b_ts = kNow - 58 * kMin, late = kNow - 60 * kMin - 30'000;
+  e.Position(e.Device("truck-1"), false, a_ts, a.lat, a.lon, 10.0, false, a_ts);
+  e.Position(e.Device("truck-1"), false, b_ts, b.lat, b.lon, 10.0, false, b_ts);
+  ASSERT_EQ(e.TakeClosed(kNow).size(), 2u);
+  e.Position(e.Device("truck-1"), false, late, b.lat, b.lon, 10.0, true, kNow);
+  auto closed = e.TakeClosed(kNow + 1000);
+  ASSERT_EQ(closed.size(), 2u);
+  for (const auto& c : closed) EXPECT_TRUE(c.amended);
+  // B is no longer an entry into its cell (the truck was there 2.5 min before) and its dwell is
+  // 150 s instead of 240 s; the late point has the entry and 90 s.
+  auto wb = e.Window(Layer::kVehicleCoverage, 900, b_ts, 8);
+  ASSERT_EQ(wb.cells.size(), 1u);
+  EXPECT_DOUBLE_EQ(wb.cells[0].value.extra[0], 0.0);
+  EXPECT_DOUBLE_EQ(wb.cells[0].value.extra[1], 150.0);
+  auto wa = e.Window(Layer::kVehicleCoverage, 900, late, 8);
+  const CellOut* late_cell = Find(wa.cells, "ws7gr2qb");
+  ASSERT_NE(late_cell, nullptr);
+  EXPECT_DOUBLE_EQ(late_cell->value.extra[0], 1.0);
+  EXPECT_DOUBLE_EQ(late_cell->value.extra[1], 90.0);
+}
+
+// The track is bounded (kTrackPoints); a point older than all it kept is a sample only.
+TEST(HeatmapTrack, ATrackKeepsItsNewestPointsAndOlderOnesAreSamplesOnly) {
+  HeatmapConfig cfg;
+  HeatmapEngine e(cfg), want(cfg);
+  const int count = static_cast<int>(kTrackPoints) + 100;
+  auto day = Drive(10, kNow - 20 * 3600'000, count);  // ~12 h of 10 s reports, within retention
+  const size_t old_point = 5, recent = static_cast<size_t>(count) - 50;
+  for (size_t i = 0; i < day.size(); ++i) {
+    if (i != old_point) Feed(want, "truck-1", day[i], false, day[i].ts);
+    if (i != old_point && i != recent) Feed(e, "truck-1", day[i], false, day[i].ts);
+  }
+  int64_t now = day.back().ts;
+  auto before = Totals(e, now, 8);
+  auto samples = [&] {
+    uint64_t n = 0;
+    for (const CellOut& c : e.Window(Layer::kVehicleCoverage, 86400, day[old_point].ts, 8).cells) n += c.value.agg.n;
+    return n;
+  };
+  uint64_t n_before = samples();
+  // Long let go (the track keeps the newest kTrackPoints): counted, but no entry, no dwell.
+  Feed(e, "truck-1", day[old_point], true, now);
+  EXPECT_EQ(e.stats().late_untracked, 1u);
+  EXPECT_EQ(samples(), n_before + 1);
+  EXPECT_EQ(Totals(e, now, 8), before);
+  // Within the kept track: merged as usual.
+  Feed(e, "truck-1", day[recent], true, now);
+  EXPECT_EQ(e.stats().late_merged, 1u);
+  int64_t from = want.WindowStart(day[old_point].ts, 900) + 900'000;
+  for (int64_t at = from; at <= now; at += 900'000)
+    ExpectSameCells(e.Window(Layer::kVehicleCoverage, 900, at, 8).cells, want.Window(Layer::kVehicleCoverage, 900, at, 8).cells,
+                    "at " + std::to_string(at));
+}
+
+// A snapshot of the previous format (a live and a back-fill stream per vehicle, their last
+// point each) is still read: the track goes on from the newest point.
+TEST(HeatmapTrack, ASnapshotOfTheFormerFormatIsStillRead) {
+  HeatmapConfig cfg;
+  LatLon p = Centre("ws7gr2my");
+  uint64_t cell = Encode(p.lat, p.lon, 8);
+  int64_t last = kNow - 60'000;
+  std::string v1("SGHM1", 6);
+  auto put = [&](const auto& v) { v1.append(reinterpret_cast<const char*>(&v), sizeof v); };
+  put(int32_t{0}), put(cfg.utc_offset_s), put(static_cast<uint32_t>(cfg.windows_s.size()));
+  for (int64_t size : cfg.windows_s) put(size);
+  put(uint32_t{1}), put(uint32_t{7});
+  v1 += "truck-1";
+  struct OldTrack {
+    int64_t ts;
+    uint64_t cell;
+    bool valid;
+  };
+  OldTrack live, backfill;
+  std::memset(&live, 0, sizeof live), std::memset(&backfill, 0, sizeof backfill);
+  live = {last, cell, true};
+  backfill = {last - 3600'000, cell, true};
+  put(live), put(backfill);
+  put(true), put(false), put(last), put(cell), put(20.0);                // position
+  put(false), put(int64_t{0}), put(uint64_t{0}), put(0.0);              // fill
+  put(false), put(int64_t{0}), put(uint64_t{0}), put(uint32_t{0});      // overflow, alarms
+  for (int l = 0; l < kLayerCount; ++l) put(uint32_t{0});                // no windows
+  put(uint64_t{0});                                                      // last vehicle per cell
+  for (int i = 0; i < 7; ++i) put(uint64_t{i == 0 ? 1u : 0u});           // stats
+  HeatmapEngine e(cfg);
+  ASSERT_TRUE(e.Restore(v1).ok());
+  EXPECT_EQ(e.stats().points, 1u);
+  EXPECT_EQ(e.State(Layer::kVehicleCoverage, 8, kNow).size(), 1u);
+  e.Position(e.Device("truck-1"), false, last + 10'000, p.lat, p.lon, 20.0, false, kNow);  // goes on: 10 s, no entry
+  e.Position(e.Device("truck-1"), false, last - 5'000, p.lat, p.lon, 20.0, true, kNow);    // before it: unknown
+  EXPECT_EQ(e.stats().late_untracked, 1u);
+  auto w = e.Window(Layer::kVehicleCoverage, 86400, last, 8);
+  ASSERT_EQ(w.cells.size(), 1u);
+  EXPECT_EQ(w.cells[0].value.agg.n, 2u);
+  EXPECT_DOUBLE_EQ(w.cells[0].value.extra[0], 0.0);
+  EXPECT_DOUBLE_EQ(w.cells[0].value.extra[1], 10.0);
+  // And the current format round-trips the track.
+  HeatmapEngine again(cfg);
+  ASSERT_TRUE(again.Restore(e.Snapshot()).ok());
+  again.Position(again.Device("truck-1"), false, last + 20'000, p.lat, p.lon, 20.0, false, kNow);
+  EXPECT_DOUBLE_EQ(again.Window(Layer::kVehicleCoverage, 86400, last, 8).cells[0].value.extra[1], 20.0);
 }
 
 TEST(HeatmapFeed, FeedJsonRoundTripsThroughParseCells) {
