@@ -70,6 +70,11 @@ int main(int argc, char** argv) {
   cmd->add_option("NAME", cmd_name, "command name (as configured for the device)")->required();
   cmd->add_option("ARGS", cmd_args, "command arguments");
 
+  std::string dl_device;
+  CLI::App* downlinks = cli.add_subcommand(
+      "downlinks", "LoRaWAN commands queued for their devices' next uplinks (from the gateways' statuses)");
+  downlinks->add_option("DEVICE", dl_device, "only this device");
+
   HeatmapArgs hm;
   int precision = 0;
   CLI::App* heatmap = cli.add_subcommand("heatmap", "sanifleet's heat map: hottest cells, GeoJSON/CSV export, PNG picture");
@@ -241,6 +246,7 @@ int main(int argc, char** argv) {
     return RunTail(*ctx, tail_args);
   }
   if (*cmd) return RunCmd(*ctx, cmd_device, cmd_name, cmd_args);
+  if (*downlinks) return RunDownlinks(*ctx, dl_device);
   if (*heatmap) {
     for (CLI::Option* o : precision_opts)
       if (o->count() > 0) hm.precision = precision;

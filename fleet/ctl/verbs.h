@@ -37,6 +37,9 @@ struct TailArgs {
 int RunTail(const Context& ctx, const TailArgs& args);
 int RunCmd(const Context& ctx, const std::string& device, const std::string& name,
            const std::vector<std::string>& args);
+// LoRaWAN commands waiting for their device's next uplink, from the gateways' retained statuses
+// (no sanifleet needed): every device's, or one device's (`device` non-empty).
+int RunDownlinks(const Context& ctx, const std::string& device);
 
 // verbs_heatmap.cpp: sanifleet's heat map (admin verb `heatmap`): `show` prints the hottest
 // cells and a character map (--json: the raw result), `export` writes GeoJSON or CSV, `render`

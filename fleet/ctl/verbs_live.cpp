@@ -1,5 +1,6 @@
 // tail: the live normalized stream of a site, one line (or one JSON line) per message.
 // cmd: a device command as an MQTT 5 request to the device's gateway, waiting for its answer.
+// downlinks: the LoRaWAN command queues the gateways' retained statuses show.
 #include <signal.h>
 
 #include <algorithm>
@@ -178,6 +179,64 @@ int RunCmd(const Context& ctx, const std::string& device, const std::string& nam
   if (ok) return kExitOk;
   std::cerr << "sanictl: " << device << " " << name << " failed: " << (error.empty() ? a.dump() : error) << "\n";
   return IsUnknownDevice(a) ? kExitNotFound : kExitFailed;
+}
+
+int RunDownlinks(const Context& ctx, const std::string& device) {
+  if (!RequireSite(ctx)) return kExitUsage;
+  if (!ValidFilter(device) || device.find('*') != std::string::npos) {
+    std::cerr << "sanictl: \"" << device << "\" is not a device id\n";
+    return kExitUsage;
+  }
+  auto client = ConnectOrExplain(ctx);
+  if (!client) return kExitUnreachable;
+  auto statuses = client->CollectRetained(mqtt::topics::GatewayStatus(ctx.admin.prefix, ctx.admin.site, "+"),
+                                          kRetainedQuiet, ctx.timeout);
+  if (!statuses.ok()) {
+    std::cerr << "sanictl: " << statuses.status().message() << "\n";
+    return statuses.status().code() == Code::kFailedPrecondition ? kExitFailed : kExitUnreachable;
+  }
+  // One row per queued command: the gateway, the device and the command as the status lists it.
+  json rows = json::array();
+  for (const auto& m : statuses.value()) {
+    json s = json::parse(m.payload, nullptr, false);
+    if (!s.is_object()) continue;
+    const json queues = s.value("/adapters/lorawan/details/downlink_queue"_json_pointer, json::object());
+    if (!queues.is_object()) continue;
+    for (const auto& [dev, list] : queues.items()) {
+      if ((!device.empty() && dev != device) || !list.is_array()) continue;
+      for (const auto& q : list) {
+        if (!q.is_object()) continue;
+        json row = q;
+        row["gateway"] = s.value("gateway", m.topic);
+        row["device"] = dev;
+        rows.push_back(std::move(row));
+      }
+    }
+  }
+  if (ctx.json) {
+    std::cout << json{{"downlinks", rows}}.dump() << "\n";
+    return kExitOk;
+  }
+  if (rows.empty()) {
+    std::cout << (device.empty() ? std::string("no LoRaWAN commands are waiting") : "no LoRaWAN commands wait for " + device) << "\n";
+    return kExitOk;
+  }
+  int64_t now = NowMs();
+  auto ms = [](const json& row, const char* key) {
+    return row.contains(key) && row[key].is_number_integer() ? row[key].get<int64_t>() : int64_t{0};
+  };
+  Table t;
+  t.headers = {"GATEWAY", "DEVICE", "ID", "COMMAND", "PORT", "CONFIRMED", "STATE", "SENT", "QUEUED", "EXPIRES"};
+  for (const auto& row : rows) {
+    std::string expires = ms(row, "expires") > 0 ? RelativeTime(ms(row, "expires"), now) : "-";
+    t.rows.push_back({ValueText(row["gateway"]), ValueText(row["device"]), ValueText(row.value("id", json())),
+                      ValueText(row.value("command", json())), ValueText(row.value("fport", json())),
+                      row.value("confirmed", json()).is_boolean() && row["confirmed"].get<bool>() ? "yes" : "no",
+                      ValueText(row.value("state", json())), ValueText(row.value("attempts", json())) + "x",
+                      RelativeTime(ms(row, "queued"), now), expires});
+  }
+  std::cout << RenderTable(t, ctx.color);
+  return kExitOk;
 }
 
 }  // namespace sanigate::ctl

@@ -724,6 +724,39 @@ TEST_F(LorawanTest, QueuedDownlinkSurvivesARestart) {
   EXPECT_NE(GatewayLog().find("1 queued downlink(s) restored"), std::string::npos);
 }
 
+// Issue 15: the queue is visible in sanictl (from the gateway's retained status, so a technician
+// sees it without sanifleet), as a table and as JSON; `downlinks DEVICE` filters.
+TEST_F(LorawanTest, SanictlShowsTheQueuedCommands) {
+  StartAll();
+  std::ofstream(path("sanictl.toml")) << "[mqtt]\nurl = \"" << broker->url() << "\"\n\n[ctl]\nsite = \"houpu\"\n";
+  auto ctl = [&](std::vector<std::string> args) {
+    std::vector<std::string> argv = {SANICTL_BIN, "--config", path("sanictl.toml")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    int rc = Process::Run(argv, 30s, {.stdout_path = path("ctl.out"), .stderr_path = path("ctl.err")});
+    EXPECT_TRUE(ExitedWith(rc, 0)) << DescribeWaitStatus(rc) << ReadFile(path("ctl.err"));
+    return ReadFile(path("ctl.out"));
+  };
+  EXPECT_NE(ctl({"downlinks"}).find("no LoRaWAN commands are waiting"), std::string::npos);
+  Command("bin-abp", "set_interval", R"({"args":["seconds=900"]})", "q1");
+  Command("bin-abp", "downlink", R"({"args":["port=5","hex=0102","confirmed"]})", "q2");
+  ASSERT_FALSE(WaitDetails([](const json& d) {
+                 return d["downlink_queue"].contains("bin-abp") && d["downlink_queue"]["bin-abp"].size() == 2;
+               }).is_null()) << GatewayLog();
+  std::string table = ctl({"downlinks"});
+  EXPECT_NE(table.find("GATEWAY"), std::string::npos) << table;
+  EXPECT_NE(table.find("set_interval"), std::string::npos) << table;
+  EXPECT_NE(table.find("bin-abp"), std::string::npos) << table;
+  EXPECT_NE(table.find("queued"), std::string::npos) << table;
+  json j = json::parse(ctl({"--json", "downlinks", "bin-abp"}), nullptr, false);
+  ASSERT_TRUE(j.is_object()) << j;
+  ASSERT_EQ(j["downlinks"].size(), 2u) << j.dump();
+  EXPECT_EQ(j["downlinks"][0]["gateway"], "gw-test");
+  EXPECT_EQ(j["downlinks"][0]["command"], "set_interval");
+  EXPECT_EQ(j["downlinks"][1]["fport"], 5);
+  EXPECT_EQ(j["downlinks"][1]["confirmed"], true);
+  EXPECT_EQ(json::parse(ctl({"--json", "downlinks", "bin-otaa"}))["downlinks"].size(), 0u);
+}
+
 TEST_F(LorawanTest, AMonitorThatMissesItsReportsGoesOfflineAndComesBack) {
   StartAll();
   auto dev = LoraDevice::Abp(0x260B9999, kNwkSKey, kAppSKey, 1);
