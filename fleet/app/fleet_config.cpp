@@ -128,6 +128,7 @@ void ParseHeatmap(Node& n, heatmap::HeatmapConfig& h) {
   h.max_gap_s = n.Int("max_gap_s", h.max_gap_s, 1, 86400);
   h.pass_gap_s = n.Int("pass_gap_s", h.pass_gap_s, 1, 86400);
   h.max_future_s = n.Int("max_future_s", h.max_future_s, 0, 86400);
+  h.snapshot_interval_s = n.Int("snapshot_interval_s", h.snapshot_interval_s, 0, 86400);
   n.Finish();
 }
 

@@ -10,6 +10,7 @@
 #include "core/clock.h"
 #include "core/atomic_file.h"
 #include "core/untrusted.h"
+#include "health/memory_json.h"
 #include "heatmap/feed.h"
 #include "mqtt/topics.h"
 
@@ -79,15 +80,30 @@ Result<std::unique_ptr<FleetDaemon>> FleetDaemon::Create(FleetConfig config) {
   if (Status st = d->store_->Load(d->registry_); !st.ok()) return st;
   d->started_ms_ = NowMs();
   // Known devices resume from what was stored: a device that stayed silent across the restart
-  // is judged from its stored last_seen, not from the restart.
+  // is judged from its stored last_seen, not from the restart; its verdict, active conditions
+  // (overflow, alarms, low battery, ...) and trackers resume from its health memory.
   int64_t last_heard = 0;
+  size_t remembered = 0;
+  std::vector<std::pair<std::string, std::string>> with_memory;  // site, device
   for (const auto& [key, e] : d->registry_.devices()) {
-    d->health_.Restore(key, e.kind, e.profile, e.last_seen_ms, e.expected_interval_ms, d->started_ms_);
+    if (auto memory = DecodeHealthMemory(e.health)) {
+      d->health_.Restore(key, e.kind, e.profile, e.last_seen_ms, e.expected_interval_ms, d->started_ms_, *memory);
+      ++remembered;
+    } else {
+      d->health_.Restore(key, e.kind, e.profile, e.last_seen_ms, e.expected_interval_ms, d->started_ms_);
+    }
+    if (!e.health.empty()) with_memory.emplace_back(e.site, e.device);
     last_heard = std::max(last_heard, e.last_seen_ms);
   }
-  // The previous run heard the fleet until about its newest last_seen; silence that began
-  // while nobody listened is judged only after a grace (its messages may still be queued).
-  if (last_heard > 0) d->health_.PauseSilence(last_heard, d->started_ms_);
+  // The text is used once; from now on the evaluator is the memory (flushes ask it).
+  for (const auto& [site, device] : with_memory) d->registry_.Device(site, device, 0).health.clear();
+  // The previous run heard the fleet until about its newest last_seen: silence from then until
+  // sanifleet is connected again (loading a big heat map may take a while) is judged only after
+  // a grace of each device's interval from that moment (its messages may still be queued).
+  d->link_down_ms_ = last_heard > 0 ? last_heard : d->started_ms_;
+  if (remembered < d->registry_.devices().size())
+    spdlog::info("health: {} of {} devices resume without a saved verdict (new, or stored by an older sanifleet)",
+                 d->registry_.devices().size() - remembered, d->registry_.devices().size());
   spdlog::info("registry: {} devices and {} gateways loaded from {}", d->registry_.devices().size(),
                d->registry_.gateways().size(), d->cfg_.RegistryPath());
   for (const auto& entry : std::filesystem::directory_iterator(std::filesystem::path(d->cfg_.fleet.data_dir) / "heatmap", ec))
@@ -164,6 +180,7 @@ Result<std::unique_ptr<FleetDaemon>> FleetDaemon::Create(FleetConfig config) {
 }
 
 void FleetDaemon::Start() {
+  snapshot_writer_ = std::thread([this] { SnapshotWriterLoop(); });
   worker_ = std::thread([this] { WorkerLoop(); });
   client_->Start();
 }
@@ -176,13 +193,14 @@ void FleetDaemon::Stop() {
     cv_.notify_all();
   }
   worker_.join();
+  StopSnapshotWriter();  // the final snapshot below replaces whatever it was still writing
   // What is still waiting goes out within the drain time (the worker has stopped: no races).
   auto deadline = Clock::now() + std::chrono::milliseconds(cfg_.fleet.shutdown_drain_ms);
   while ((!outgoing_.empty() || !health_due_.empty()) && client_->connected() && Clock::now() < deadline) {
     Drain(NowMs());
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  if (Status st = store_->Flush(registry_); !st.ok()) spdlog::error("registry: final flush failed: {}", st.ToString());
+  FlushRegistry("final");
   SaveHeatmaps();
   if (client_->connected())
     (void)client_->PublishAndWait(topics::FleetStatus(cfg_.fleet.topic_prefix, cfg_.fleet.site), StatusPayload(false, NowMs()),
@@ -205,6 +223,7 @@ void FleetDaemon::Enqueue(mqtt::InboundMessage m) {
 void FleetDaemon::WorkerLoop() {
   std::deque<mqtt::InboundMessage> batch;
   int64_t next_flush = 0, next_status = 0, next_gateways = 0, next_rollout_tick = 0;
+  int64_t next_snapshot = NowMs() + cfg_.heatmap.snapshot_interval_s * 1000;
   while (true) {
     bool republish = false;
     std::unique_ptr<FleetConfig> reload;
@@ -222,6 +241,10 @@ void FleetDaemon::WorkerLoop() {
     if (reload) {
       cfg_.health = reload->health;
       cfg_.gateways = reload->gateways;
+      if (reload->heatmap.snapshot_interval_s != cfg_.heatmap.snapshot_interval_s) {
+        cfg_.heatmap.snapshot_interval_s = reload->heatmap.snapshot_interval_s;
+        next_snapshot = now + cfg_.heatmap.snapshot_interval_s * 1000;
+      }
       health_.SetConfig(cfg_.health);
       spdlog::set_level(spdlog::level::from_str(reload->fleet.log_level));
       if (reload->fleet.id != cfg_.fleet.id || reload->fleet.site != cfg_.fleet.site || reload->fleet.sites != cfg_.fleet.sites ||
@@ -249,28 +272,42 @@ void FleetDaemon::WorkerLoop() {
       // way, so silence in that window is judged only after a grace.
       if (int64_t down = link_down_ms_.exchange(0); down > 0) {
         health_.PauseSilence(down, now);
-        spdlog::info("mqtt: link was down {} ms; silence in that time is not held against devices", now - down);
+        spdlog::info("mqtt: sanifleet could not hear the fleet for {} ms (its link was down or it was not running); "
+                     "silence in that time is not held against devices", now - down);
       }
       RepublishAll(now);
     }
-    // Silence is judged only while sanifleet itself can hear the fleet.
-    if (client_->connected() && now >= health_.NextDeadline())
+    // Silence is judged only while sanifleet itself can hear the fleet, and not before the
+    // grace of a (re)connect was given (the link may be up before its callback was handled).
+    if (client_->connected() && link_down_ms_.load() == 0 && now >= health_.NextDeadline())
       for (const auto& change : health_.Tick(now)) PublishHealth(change, now);
     if (now >= next_gateways) {
       EvaluateGateways(now);
       next_gateways = now + 1000;
     }
+    // A changed condition is stored before its verdict is published, so a crash cannot forget
+    // it; the other changes wait for the periodic flush.
     if (now >= next_flush) {
-      if (Status st = store_->Flush(registry_); !st.ok()) spdlog::error("registry: flush failed (kept for the next try): {}", st.ToString());
+      FlushRegistry("periodic");
       next_flush = now + cfg_.fleet.registry_flush_ms;
+    } else if (!persist_now_.empty()) {
+      FlushRegistry("condition", &persist_now_);
     }
+    persist_now_.clear();
     if (now >= next_rollout_tick) {
       rollouts_->Tick(now);
       next_rollout_tick = now + 1000;
     }
-    if (now >= next_heatmap_) {
-      PublishHeatmaps(now, republish);
+    ThawHeatmapsIfFree();
+    // While a snapshot reads the engines, closing windows (TakeClosed) waits with the feed.
+    heatmap_force_ |= republish;
+    if (now >= next_heatmap_ && !heatmaps_frozen_) {
+      PublishHeatmaps(now, std::exchange(heatmap_force_, false));
       next_heatmap_ = now + cfg_.heatmap.feed_interval_ms;
+    }
+    if (cfg_.heatmap.snapshot_interval_s > 0 && now >= next_snapshot) {
+      SnapshotHeatmaps(now);
+      next_snapshot = now + cfg_.heatmap.snapshot_interval_s * 1000;
     }
     if (now >= next_status) {
       PublishStatus(true, now);
@@ -424,6 +461,7 @@ void FleetDaemon::HandleGatewayStatus(const std::string& site, const std::string
         uint64_t failed = d->value("timeouts", uint64_t{0}) + d->value("exceptions", uint64_t{0}) + d->value("errors", uint64_t{0});
         std::string key = RegistryKey(site, d.key());
         if (!registry_.FindDevice(key)) continue;  // counters alone do not make a device
+        registry_.MarkDirty(key);  // the counters are part of the device's health memory
         if (auto change = health_.ObserveRequestCounters(key, req, failed, now)) PublishHealth(*change, now);
       }
     }
@@ -516,6 +554,8 @@ bool FleetDaemon::PublishDeviceVerdict(const HealthVerdict& v, int64_t now) {
 void FleetDaemon::PublishHealth(const HealthChange& change, int64_t now) {
   const HealthVerdict& v = change.verdict;
   if (health_due_set_.insert(v.device).second) health_due_.push_back(v.device);
+  registry_.MarkDirty(v.device);
+  persist_now_.push_back(v.device);
   if (!change.state_changed) return;
   const DeviceEntry* e = registry_.FindDevice(v.device);
   if (!e) return;
@@ -795,11 +835,98 @@ void FleetDaemon::SaveHeatmaps() {
       spdlog::error("heatmap: cannot save {}: {}", site, st.ToString());
 }
 
+void FleetDaemon::SnapshotHeatmaps(int64_t now) {
+  if (heatmaps_frozen_ || heatmaps_.empty()) return;
+  std::lock_guard lk(snapshot_mu_);
+  if (snapshot_writing_) {
+    // The disk is slower than the interval: skip a round rather than queue copies in memory.
+    spdlog::warn("heatmap: the previous snapshot is still being written; the one due at {} is skipped", now);
+    return;
+  }
+  snapshot_job_.clear();
+  for (const auto& [site, engine] : heatmaps_) snapshot_job_.emplace_back(HeatmapFile(site), engine.get());
+  snapshot_in_use_ = true;
+  heatmaps_frozen_ = true;
+  snapshot_cv_.notify_all();
+}
+
+void FleetDaemon::ThawHeatmapsIfFree() {
+  if (!heatmaps_frozen_) return;
+  {
+    std::lock_guard lk(snapshot_mu_);
+    if (snapshot_in_use_) return;
+  }
+  ThawHeatmaps();
+}
+
+void FleetDaemon::ThawHeatmaps() {
+  heatmaps_frozen_ = false;
+  for (const auto& in : heatmap_deferred_) ApplyHeatmap(in);
+  heatmap_deferred_.clear();
+}
+
+void FleetDaemon::SnapshotWriterLoop() {
+  std::unique_lock lk(snapshot_mu_);
+  while (true) {
+    snapshot_cv_.wait(lk, [&] { return snapshot_stop_ || !snapshot_job_.empty(); });
+    if (snapshot_stop_) break;
+    auto job = std::move(snapshot_job_);
+    snapshot_job_.clear();
+    lk.unlock();
+    // Only const calls on the engines: the worker changes none of them until in_use is off.
+    auto started = Clock::now();
+    std::vector<std::pair<std::string, std::string>> files;
+    size_t bytes = 0;
+    for (const auto& [file, engine] : job) {
+      files.emplace_back(file, engine->Snapshot());
+      bytes += files.back().second.size();
+    }
+    auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
+    lk.lock();
+    snapshot_in_use_ = false;
+    if (snapshot_stop_) break;  // the final save at stop replaces it
+    snapshot_writing_ = true;
+    lk.unlock();
+    std::error_code ec;
+    for (const auto& [file, content] : files) {
+      std::filesystem::create_directories(std::filesystem::path(file).parent_path(), ec);
+      if (Status st = WriteFileAtomically(file, content); !st.ok())
+        spdlog::error("heatmap: snapshot not saved (the previous one stays): {}", st.ToString());
+    }
+    spdlog::debug("heatmap: snapshot of {} site(s), {} bytes, serialized in {} ms, written in {} ms", files.size(), bytes,
+                  took, std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count() - took);
+    lk.lock();
+    snapshot_writing_ = false;
+  }
+  snapshot_job_.clear();
+  snapshot_in_use_ = false;
+}
+
+void FleetDaemon::StopSnapshotWriter() {
+  if (snapshot_writer_.joinable()) {
+    {
+      std::lock_guard lk(snapshot_mu_);
+      snapshot_stop_ = true;
+      snapshot_cv_.notify_all();
+    }
+    snapshot_writer_.join();  // after a serialization or write in progress: the final save must not race it
+  }
+  if (heatmaps_frozen_) ThawHeatmaps();
+}
+
+void FleetDaemon::FlushRegistry(const char* when, const std::vector<std::string>* only) {
+  auto health_of = [this](const std::string& key) {
+    auto memory = health_.Memory(key);
+    return memory ? EncodeHealthMemory(*memory) : std::string();
+  };
+  if (Status st = store_->Flush(registry_, health_of, only); !st.ok())
+    spdlog::error("registry: {} flush failed (kept for the next try): {}", when, st.ToString());
+}
+
 void FleetDaemon::FeedHeatmap(const std::string& site, const std::string& device, const std::string& leaf, const json& j,
                               const DeviceEntry& e, bool backfill, int64_t now) {
   if (leaf == "status") return;
-  heatmap::HeatmapEngine* engine = HeatmapOf(site);
-  if (!engine) return;
+  if (!HeatmapOf(site)) return;
   int64_t ts = j.value("ts", int64_t{0});
   if (ts <= 0) return;
   // The record's own location, else where the device was last seen (fixed bins and rooms).
@@ -811,29 +938,55 @@ void FleetDaemon::FeedHeatmap(const std::string& site, const std::string& device
   const json empty = json::object();
   auto mit = j.find("metrics");
   const json& metrics = mit != j.end() && mit->is_object() ? *mit : empty;
-  auto id = engine->Device(device);
+  HeatmapInput in;
+  in.site = site;
+  in.device = device;
+  in.ts = ts;
+  in.now = now;
+  in.backfill = backfill;
   if (leaf == "event") {
-    std::string event = Str(j, "event");
-    if (event != "overflow" && event != "sos" && event != "fire" && event != "odour") return;
-    if (!at) return void(++unlocated_);
-    engine->Event(id, ts, at->first, at->second, event, Str(j, "state") == "active", backfill, now);
-    return;
-  }
-  if (e.kind == "vehicle" || e.kind == "worker") {
+    in.type = HeatmapInput::Type::kEvent;
+    in.event = Str(j, "event");
+    if (in.event != "overflow" && in.event != "sos" && in.event != "fire" && in.event != "odour") return;
+    in.active = Str(j, "state") == "active";
+  } else if (e.kind == "vehicle" || e.kind == "worker") {
     if (!j.contains("location")) return;  // a reading without a fix says nothing about where
-    if (!at) return void(++unlocated_);
-    engine->Position(id, e.kind == "worker", ts, at->first, at->second, Num(metrics, "speed_kmh"), backfill, now);
-    return;
+    in.type = HeatmapInput::Type::kPosition;
+    in.worker = e.kind == "worker";
+    in.value = Num(metrics, "speed_kmh");
+  } else {
+    // Fill: the bin's own value, or the fullest compartment of a sorted-waste room.
+    std::optional<double> fill = Num(metrics, "fill_level_pct");
+    if (!fill)
+      for (auto it = metrics.begin(); it != metrics.end(); ++it)
+        if (it->is_number() && it.key().size() > 15 && it.key().ends_with("_fill_level_pct"))
+          fill = std::max(fill.value_or(it->get<double>()), it->get<double>());
+    if (!fill) return;
+    in.type = HeatmapInput::Type::kFill;
+    in.value = fill;
   }
-  // Fill: the bin's own value, or the fullest compartment of a sorted-waste room.
-  std::optional<double> fill = Num(metrics, "fill_level_pct");
-  if (!fill)
-    for (auto it = metrics.begin(); it != metrics.end(); ++it)
-      if (it->is_number() && it.key().size() > 15 && it.key().ends_with("_fill_level_pct"))
-        fill = std::max(fill.value_or(it->get<double>()), it->get<double>());
-  if (!fill) return;
   if (!at) return void(++unlocated_);
-  engine->Fill(id, ts, at->first, at->second, *fill, now);
+  in.lat = at->first;
+  in.lon = at->second;
+  if (heatmaps_frozen_) return heatmap_deferred_.push_back(std::move(in));
+  ApplyHeatmap(in);
+}
+
+void FleetDaemon::ApplyHeatmap(const HeatmapInput& in) {
+  heatmap::HeatmapEngine* engine = HeatmapOf(in.site);
+  if (!engine) return;
+  auto id = engine->Device(in.device);
+  switch (in.type) {
+    case HeatmapInput::Type::kEvent:
+      engine->Event(id, in.ts, in.lat, in.lon, in.event, in.active, in.backfill, in.now);
+      break;
+    case HeatmapInput::Type::kPosition:
+      engine->Position(id, in.worker, in.ts, in.lat, in.lon, in.value, in.backfill, in.now);
+      break;
+    case HeatmapInput::Type::kFill:
+      engine->Fill(id, in.ts, in.lat, in.lon, in.value.value_or(0), in.now);
+      break;
+  }
 }
 
 void FleetDaemon::PublishHeatmaps(int64_t now, bool force) {

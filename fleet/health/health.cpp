@@ -272,7 +272,7 @@ struct HealthEvaluator::Impl {
       if (std::find(watched.begin(), watched.end(), metric) == watched.end()) continue;
       if (Flagged(obs, metric)) continue;
       auto it = std::find_if(d.stuck.begin(), d.stuck.end(),
-                             [&](const detail::StuckTracker& s) { return s.metric == metric; });
+                             [&m = metric](const detail::StuckTracker& s) { return s.metric == m; });
       if (it == d.stuck.end()) {
         d.stuck.push_back(detail::StuckTracker{metric});
         it = d.stuck.end() - 1;
@@ -560,6 +560,70 @@ void HealthEvaluator::Restore(const std::string& device, const std::string& kind
   d.verdict.expected_interval_ms = im.Interval(d);
   d.restore_pending = true;
   im.heap.Schedule(&d, now_ms);
+}
+
+void HealthEvaluator::Restore(const std::string& device, const std::string& kind,
+                              const std::string& profile, int64_t last_seen_ms,
+                              int64_t learned_interval_ms, int64_t now_ms,
+                              const HealthMemory& m) {
+  if (device.empty()) return;
+  Impl& im = *impl_;
+  bool existed = im.devices.count(device) > 0;
+  Restore(device, kind, profile, last_seen_ms, learned_interval_ms, now_ms);
+  Device& d = im.devices.at(device);
+  if (existed && d.observed) return;  // live traffic already said more than the saved state
+  HealthVerdict& v = d.verdict;
+  v.state = m.state;
+  v.since_ms = m.since_ms;
+  v.reasons = m.reasons;
+  std::sort(v.reasons.begin(), v.reasons.end(), Worse);
+  // A device with a saved verdict was heard before: it is never `unknown` again. Its trackers
+  // carry the threshold verdicts (battery, radio, loss, errors, stuck) as if nothing happened.
+  d.observed = m.state != HealthState::kUnknown;
+  d.overflow_since = m.overflow_since_ms.value_or(kNoTime);
+  d.battery_pct = m.battery_pct.value_or(kNoValue);
+  d.battery_v = m.battery_v.value_or(kNoValue);
+  d.modbus_error_pct = m.modbus_error_pct.value_or(kNoValue);
+  d.has_counters = m.has_counters;
+  d.requests = m.requests;
+  d.errors = m.errors;
+  d.delta_requests = m.delta_requests;
+  d.rssi = detail::MeanWindow();
+  for (double x : m.rssi_dbm) d.rssi.Add(x);
+  d.snr = detail::MeanWindow();
+  for (double x : m.snr_db) d.snr.Add(x);
+  d.loss.Load({m.loss.bits_lo, m.loss.bits_hi, m.loss.head, m.loss.filled, m.loss.last_fcnt,
+               m.loss.last_lost});
+  d.stuck.clear();
+  for (const auto& s : m.stuck)
+    d.stuck.push_back(detail::StuckTracker{s.metric, s.value, s.count, s.first_ts, s.last_ts});
+  d.thresholds_gen = 0;  // drops runs of metrics no longer watched at the next Judge
+  d.reasons_dirty = false;
+}
+
+std::optional<HealthMemory> HealthEvaluator::Memory(const std::string& device) const {
+  auto it = impl_->devices.find(device);
+  if (it == impl_->devices.end()) return std::nullopt;
+  const Device& d = it->second;
+  HealthMemory m;
+  m.state = d.verdict.state;
+  m.since_ms = d.verdict.since_ms;
+  m.reasons = d.verdict.reasons;
+  if (d.overflow_since != kNoTime) m.overflow_since_ms = d.overflow_since;
+  auto value = [](double x) { return std::isnan(x) ? std::nullopt : std::optional<double>(x); };
+  m.battery_pct = value(d.battery_pct);
+  m.battery_v = value(d.battery_v);
+  m.modbus_error_pct = value(d.modbus_error_pct);
+  m.has_counters = d.has_counters;
+  m.requests = d.requests;
+  m.errors = d.errors;
+  m.delta_requests = d.delta_requests;
+  m.rssi_dbm = d.rssi.Samples();
+  m.snr_db = d.snr.Samples();
+  auto loss = d.loss.Save();
+  m.loss = {loss.bits_lo, loss.bits_hi, loss.head, loss.filled, loss.last_fcnt, loss.last_lost};
+  for (const auto& s : d.stuck) m.stuck.push_back({s.metric, s.value, s.count, s.first_ts, s.last_ts});
+  return m;
 }
 
 void HealthEvaluator::Forget(const std::string& device) {

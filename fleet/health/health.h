@@ -82,6 +82,33 @@ struct HealthChange {
   bool state_changed = false;  // false when only the reasons changed
 };
 
+// What the evaluator knows about one device beyond its registry entry (last seen, interval):
+// the verdict with its reasons and the trackers behind the threshold verdicts. Saved by the
+// owner (sanifleet writes it to registry.db) and handed back to Restore after a restart, so
+// that an active overflow, alarm or low battery stays a reason until it clears. Plain values.
+struct HealthMemory {
+  HealthState state = HealthState::kUnknown;
+  int64_t since_ms = 0;
+  std::vector<HealthReason> reasons;
+  std::optional<int64_t> overflow_since_ms;  // measurement time the active overflow began
+  std::optional<double> battery_pct, battery_v, modbus_error_pct;
+  bool has_counters = false;  // Modbus request/error counters of the last gateway status
+  uint64_t requests = 0, errors = 0, delta_requests = 0;
+  std::vector<double> rssi_dbm, snr_db;  // the radio windows, oldest first
+  struct Loss {
+    uint64_t bits_lo = 0, bits_hi = 0;
+    int head = 0, filled = 0;
+    int64_t last_fcnt = -1, last_lost = -1;
+  } loss;
+  struct Stuck {
+    std::string metric;
+    double value = 0;
+    uint32_t count = 0;
+    int64_t first_ts = 0, last_ts = 0;
+  };
+  std::vector<Stuck> stuck;
+};
+
 // Counters for the owner's own status page and for tests.
 struct HealthStats {
   uint64_t timer_evaluations = 0;  // devices re-evaluated by Tick since construction
@@ -113,6 +140,14 @@ class HealthEvaluator {
   // state from silence (ok, degraded or offline). Merges into an existing device.
   void Restore(const std::string& device, const std::string& kind, const std::string& profile,
                int64_t last_seen_ms, int64_t learned_interval_ms, int64_t now_ms);
+  // The same with what Memory() returned before the restart: the device resumes with its stored
+  // verdict (state, since, reasons) and trackers instead of `unknown`; the next Tick re-judges
+  // what depends on time or thresholds and reports only real changes.
+  void Restore(const std::string& device, const std::string& kind, const std::string& profile,
+               int64_t last_seen_ms, int64_t learned_interval_ms, int64_t now_ms,
+               const HealthMemory& memory);
+  // What to save for a device (nullopt for an unknown device).
+  std::optional<HealthMemory> Memory(const std::string& device) const;
   void Forget(const std::string& device);
 
   // Pointers stay valid until the device is forgotten or the evaluator is destroyed.

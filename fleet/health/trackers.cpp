@@ -52,6 +52,41 @@ double MeanWindow::Mean() const {
   return sum / (10.0 * count_);
 }
 
+std::vector<double> MeanWindow::Samples() const {
+  std::vector<double> out;
+  out.reserve(count_);
+  // Before the ring is full the samples sit at 0..count-1; after, the oldest is at next_.
+  int start = count_ == kSize ? next_ : 0;
+  for (int i = 0; i < count_; ++i) out.push_back(tenths_[(start + i) % kSize] / 10.0);
+  return out;
+}
+
+LossWindow::Saved LossWindow::Save() const {
+  return Saved{bits_[0], bits_[1], head_, filled_, last_fcnt_, last_lost_};
+}
+
+void LossWindow::Load(const Saved& saved) {
+  *this = LossWindow();
+  if (saved.head < 0 || saved.head >= kFrames || saved.filled < 0 || saved.filled > kFrames) return;
+  bits_ = {saved.bits_lo, saved.bits_hi};
+  head_ = static_cast<uint8_t>(saved.head);
+  filled_ = static_cast<uint8_t>(saved.filled);
+  last_fcnt_ = saved.last_fcnt;
+  last_lost_ = saved.last_lost;
+  // Count the lost frames from the bits rather than trusting a stored count; bits outside the
+  // filled part are cleared so that they never count.
+  lost_ = 0;
+  for (int i = 0; i < kFrames; ++i) {
+    int slot = (head_ - filled_ + i + kFrames) % kFrames;  // the filled_ slots before head_
+    uint64_t mask = uint64_t{1} << (slot % 64);
+    if (i >= filled_) {
+      bits_[slot / 64] &= ~mask;
+    } else if (bits_[slot / 64] & mask) {
+      ++lost_;
+    }
+  }
+}
+
 void LossWindow::Push(bool lost) {
   uint64_t& word = bits_[head_ / 64];
   uint64_t mask = uint64_t{1} << (head_ % 64);

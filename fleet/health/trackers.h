@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <vector>
 
 namespace sanigate::fleet::detail {
 
@@ -47,6 +48,8 @@ class MeanWindow {
   void Add(double value);
   bool full() const { return count_ == kSize; }
   double Mean() const;  // of the samples held; 0 when empty
+  // The samples held, oldest first; Add-ing them to an empty window rebuilds it (persistence).
+  std::vector<double> Samples() const;
 
  private:
   std::array<int16_t, kSize> tenths_{};
@@ -65,6 +68,14 @@ class LossWindow {
   void AddFramesLost(int64_t cumulative_lost);
   int expected() const { return filled_; }
   int lost() const { return lost_; }
+  // The whole ring and its baselines, to carry the window across a restart of sanifleet.
+  struct Saved {
+    uint64_t bits_lo = 0, bits_hi = 0;
+    int head = 0, filled = 0;
+    int64_t last_fcnt = -1, last_lost = -1;
+  };
+  Saved Save() const;
+  void Load(const Saved& saved);  // out-of-range values leave an empty window
 
  private:
   void Push(bool lost);

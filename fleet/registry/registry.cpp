@@ -44,6 +44,13 @@ std::vector<std::string> Registry::TakeDirtyDevices() {
   return out;
 }
 
+std::vector<std::string> Registry::TakeDirtyDevices(const std::vector<std::string>& among) {
+  std::vector<std::string> out;
+  for (const auto& key : among)
+    if (dirty_devices_.erase(key) > 0) out.push_back(key);
+  return out;
+}
+
 std::vector<std::string> Registry::TakeDirtyGateways() {
   std::vector<std::string> out(dirty_gateways_.begin(), dirty_gateways_.end());
   dirty_gateways_.clear();
@@ -64,14 +71,14 @@ void Registry::Put(GatewayEntry e) {
 
 namespace {
 
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;  // 2: devices.health
 
 constexpr const char* kSchema = R"(
 CREATE TABLE IF NOT EXISTS devices (
   site TEXT NOT NULL, device TEXT NOT NULL,
   kind TEXT, protocol TEXT, gateway TEXT, profile TEXT, firmware TEXT, model TEXT,
   first_seen INTEGER, last_seen INTEGER, online INTEGER,
-  metrics TEXT, metrics_ts INTEGER, lat REAL, lon REAL, interval_ms INTEGER,
+  metrics TEXT, metrics_ts INTEGER, lat REAL, lon REAL, interval_ms INTEGER, health TEXT,
   PRIMARY KEY (site, device)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS gateways (
   site TEXT NOT NULL, gateway TEXT NOT NULL,
@@ -109,10 +116,13 @@ Result<std::unique_ptr<RegistryStore>> RegistryStore::Open(const std::string& pa
   for (const char* sql : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=5000"})
     if (Status st = d.Exec(sql); !st.ok()) return st;
   if (Status st = d.Exec(kSchema); !st.ok()) return st;
+  if (version == 1)  // written by an older sanifleet: its devices have no health memory yet
+    if (Status st = d.Exec("ALTER TABLE devices ADD COLUMN health TEXT"); !st.ok()) return st;
   if (Status st = d.Exec("PRAGMA user_version=" + std::to_string(kSchemaVersion)); !st.ok()) return st;
   auto pd = d.Prepare(
       "INSERT OR REPLACE INTO devices (site, device, kind, protocol, gateway, profile, firmware, model, first_seen,"
-      " last_seen, online, metrics, metrics_ts, lat, lon, interval_ms) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)");
+      " last_seen, online, metrics, metrics_ts, lat, lon, interval_ms, health)"
+      " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)");
   if (!pd.ok()) return pd.status();
   auto pg = d.Prepare(
       "INSERT OR REPLACE INTO gateways (site, gateway, version, online, first_seen, last_status, started, status)"
@@ -127,7 +137,7 @@ Status RegistryStore::Load(Registry& registry) {
   auto& d = impl_->db;
   auto q = d.Prepare(
       "SELECT site, device, kind, protocol, gateway, profile, firmware, model, first_seen, last_seen, online,"
-      " metrics, metrics_ts, lat, lon, interval_ms FROM devices");
+      " metrics, metrics_ts, lat, lon, interval_ms, health FROM devices");
   if (!q.ok()) return q.status();
   Status err;
   while (q->Step(&err)) {
@@ -148,6 +158,7 @@ Status RegistryStore::Load(Registry& registry) {
     e.metrics_ts_ms = q->Int(12);
     if (!q->IsNull(13) && !q->IsNull(14)) e.location = std::pair{q->Double(13), q->Double(14)};
     e.expected_interval_ms = q->Int(15);
+    if (!q->IsNull(16)) e.health = q->Text(16);
     registry.Put(std::move(e));
   }
   if (!err.ok()) return err;
@@ -169,9 +180,10 @@ Status RegistryStore::Load(Registry& registry) {
   return err;
 }
 
-Status RegistryStore::Flush(Registry& registry) {
-  auto devices = registry.TakeDirtyDevices();
-  auto gateways = registry.TakeDirtyGateways();
+Status RegistryStore::Flush(Registry& registry, const std::function<std::string(const std::string& key)>& health_of,
+                            const std::vector<std::string>* only) {
+  auto devices = only ? registry.TakeDirtyDevices(*only) : registry.TakeDirtyDevices();
+  auto gateways = only ? std::vector<std::string>() : registry.TakeDirtyGateways();
   if (devices.empty() && gateways.empty()) return Status::Ok();
   auto& d = impl_->db;
   if (Status st = d.Exec("BEGIN"); !st.ok()) return st;
@@ -194,6 +206,9 @@ Status RegistryStore::Flush(Registry& registry) {
     if (e->location) pd.BindDouble(14, e->location->first).BindDouble(15, e->location->second);
     else pd.BindNull(14).BindNull(15);
     pd.Bind(16, e->expected_interval_ms);
+    std::string health = health_of ? health_of(key) : e->health;
+    if (health.empty()) pd.BindNull(17);
+    else pd.Bind(17, health);
     if (Status st = pd.Run(); !st.ok()) return fail(st);
   }
   auto& pg = impl_->put_gateway;

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <map>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -27,6 +28,9 @@ struct DeviceEntry {
   int64_t metrics_ts_ms = 0;
   std::optional<std::pair<double, double>> location;  // lat, lon
   int64_t expected_interval_ms = 0;  // learned by the health evaluator; restored after a restart
+  // The health evaluator's memory of the device (verdict, active conditions, trackers) as its
+  // owner encoded it; filled by Load, written by Flush through its `health_of` argument.
+  std::string health;
 };
 
 struct GatewayEntry {
@@ -53,6 +57,7 @@ class Registry {
   void MarkDirty(const std::string& key) { dirty_devices_.insert(key); }
   void MarkGatewayDirty(const std::string& key) { dirty_gateways_.insert(key); }
   std::vector<std::string> TakeDirtyDevices();
+  std::vector<std::string> TakeDirtyDevices(const std::vector<std::string>& among);
   std::vector<std::string> TakeDirtyGateways();
 
   // Used by the store when loading.
@@ -71,8 +76,12 @@ class RegistryStore {
   ~RegistryStore();
   static Result<std::unique_ptr<RegistryStore>> Open(const std::string& path);
   Status Load(Registry& registry);
-  // Writes every dirty entry in one transaction.
-  Status Flush(Registry& registry);
+  // Writes every dirty entry in one transaction, or with `only` just those of these devices
+  // (the others stay dirty). `health_of(key)`, when given, supplies the device's current health
+  // memory (else the entry's `health` is written). A committed flush survives a crash of the
+  // process (WAL); synchronous=NORMAL may lose the last ones to a power cut.
+  Status Flush(Registry& registry, const std::function<std::string(const std::string& key)>& health_of = {},
+               const std::vector<std::string>* only = nullptr);
 
  private:
   RegistryStore();

@@ -4,6 +4,9 @@
 // retained topics. Covers: the registry's attributes, silence -> degraded -> offline -> ok, low
 // battery and packet loss as degraded with their reason, health change events, malformed input,
 // gateway verdicts, and a restart of sanifleet that keeps the registry.
+#include <atomic>
+#include <thread>
+
 #include "fleet_fixture.h"
 #include "lora_forwarder.h"
 
@@ -95,6 +98,64 @@ expected_interval_s = 1
       if (r["code"] == code) return true;
     return false;
   }
+
+  // Issue 16 item 4: model messages as the gateway would publish them, straight to the broker.
+  void Model(MqttCapture& client, const std::string& device, const std::string& leaf, json body) {
+    static int seq = 0;
+    body["id"] = "gw-test:" + std::to_string(900000 + ++seq);
+    body["ts"] = NowMsForFleet();
+    body["device"] = device;
+    body["source"] = {{"protocol", "lorawan"}, {"gateway", "gw-test"}};
+    client.Publish("sanigate/v1/houpu/devices/" + device + "/" + leaf, body.dump());
+  }
+  // Verdicts of `device` published from message `from` on, and its health_changed events.
+  static std::vector<json> VerdictsSince(const std::vector<Captured>& m, size_t from, const std::string& device) {
+    std::vector<json> out;
+    for (size_t i = from; i < m.size(); ++i)
+      if (m[i].topic == "sanigate/v1/houpu/fleet/health/" + device) out.push_back(json::parse(m[i].payload, nullptr, false));
+    return out;
+  }
+  static std::vector<json> ChangesSince(const std::vector<Captured>& m, size_t from, const std::string& device) {
+    std::vector<json> out;
+    for (size_t i = from; i < m.size(); ++i)
+      if (m[i].topic == "sanigate/v1/houpu/fleet/events") {
+        json e = json::parse(m[i].payload, nullptr, false);
+        if (e.is_object() && e["device"] == device) out.push_back(e);
+      }
+    return out;
+  }
+  static size_t CountTelemetry(const std::vector<Captured>& m, const std::string& device) {
+    size_t n = 0;
+    for (const auto& c : m) n += c.topic == "sanigate/v1/houpu/devices/" + device + "/telemetry";
+    return n;
+  }
+  // A device reporting on its own thread every `period` through its own MQTT client, carrying
+  // on through broker outages (a failed publish is dropped, as a device's would be).
+  struct Reporter {
+    std::atomic<bool> stop{false};
+    std::thread thread;
+    void Start(FleetTest* t, const std::string& device, std::chrono::milliseconds period) {
+      thread = std::thread([this, t, device, period] {
+        MqttCapture client(t->broker->url(), "test-reporter", true);
+        try {
+          client.Connect();
+        } catch (const std::exception&) {
+          return;
+        }
+        while (!stop) {
+          try {
+            t->Model(client, device, "telemetry", {{"kind", "fast"}, {"metrics", {{"fill_level_pct", 20}}}});
+          } catch (const std::exception&) {
+          }
+          for (auto waited = 0ms; waited < period && !stop; waited += 50ms) std::this_thread::sleep_for(50ms);
+        }
+      });
+    }
+    ~Reporter() {
+      stop = true;
+      if (thread.joinable()) thread.join();
+    }
+  };
 
 };
 
@@ -230,6 +291,129 @@ TEST_F(FleetTest, RestartKeepsTheRegistryAndMalformedInputIsIgnored) {
   std::string log = ReadFile(path("fleet.2.log"));
   EXPECT_NE(log.find("devices and 1 gateways loaded"), std::string::npos) << log;
   EXPECT_EQ(log.find("registry: 0 devices"), std::string::npos) << log;
+}
+
+// Issue 16 item 4: after a restart (kill -9 or SIGTERM) an active overflow, SOS or low battery
+// was forgotten and the device became ok while the condition continued. Each stays a reason,
+// with the same state and since, until the condition clears after the restart.
+TEST_F(FleetTest, ActiveConditionsSurviveRestartsUntilTheyClear) {
+  StartBroker();
+  Capture();
+  WriteFleetConfig();
+  StartFleet();
+  Model(*capture, "bin-over", "event",
+        {{"kind", "bin"}, {"event", "overflow"}, {"state", "active"}, {"severity", "warning"}, {"metrics", {{"fill_level_pct", 96}}}});
+  Model(*capture, "crew-sos", "event", {{"kind", "worker"}, {"event", "sos"}, {"state", "active"}, {"severity", "critical"}});
+  Model(*capture, "bin-batt", "telemetry", {{"kind", "bin"}, {"metrics", {{"battery_v", 3.1}, {"fill_level_pct", 30}}}});
+  const std::map<std::string, std::pair<std::string, std::string>> expected = {
+      {"bin-over", {"degraded", "overflow"}}, {"crew-sos", {"critical", "sos"}}, {"bin-batt", {"degraded", "low_battery"}}};
+  std::map<std::string, json> before;
+  for (const auto& [device, want] : expected) {
+    ASSERT_TRUE(WaitHealth(device, want.first)) << device << FleetLog();
+    before[device] = Health(capture->Messages(), device);
+    ASSERT_TRUE(HasReason(before[device], want.second)) << before[device].dump();
+  }
+  for (const char* how : {"kill -9", "SIGTERM"}) {
+    SCOPED_TRACE(how);
+    size_t mark = capture->Messages().size();
+    if (std::string(how) == "kill -9") fleet.Kill();
+    else ASSERT_EQ(fleet.Stop(10s), 0) << FleetLog();
+    StartFleet();
+    // What it answers at once, and the verdicts it republishes, are those of before the restart.
+    json health = Admin("health", {{"problems", true}});
+    std::map<std::string, json> listed;
+    for (const auto& v : health["result"]["devices"]) listed[v["device"].get<std::string>()] = v;
+    for (const auto& [device, want] : expected) {
+      ASSERT_TRUE(listed.count(device)) << device << " is no longer a problem: " << health.dump() << FleetLog();
+      EXPECT_EQ(listed[device]["state"], want.first) << listed[device].dump();
+      EXPECT_TRUE(HasReason(listed[device], want.second)) << listed[device].dump();
+      EXPECT_EQ(listed[device]["since"], before[device]["since"]) << listed[device].dump();
+    }
+    ASSERT_TRUE(capture->WaitFor([&](const std::vector<Captured>& m) {
+      for (const auto& [device, want] : expected)
+        if (VerdictsSince(m, mark, device).empty()) return false;
+      return true;
+    }, 10s)) << FleetLog();
+    auto m = capture->Messages();
+    for (const auto& [device, want] : expected) {
+      for (const auto& v : VerdictsSince(m, mark, device)) {
+        EXPECT_EQ(v["state"], want.first) << v.dump();
+        EXPECT_TRUE(HasReason(v, want.second)) << v.dump();
+      }
+      EXPECT_TRUE(ChangesSince(m, mark, device).empty()) << ChangesSince(m, mark, device)[0].dump();
+    }
+  }
+  // The conditions clear after the restart, and the devices are ok again.
+  Model(*capture, "bin-over", "event",
+        {{"kind", "bin"}, {"event", "overflow"}, {"state", "cleared"}, {"severity", "warning"}, {"metrics", {{"fill_level_pct", 40}}}});
+  Model(*capture, "crew-sos", "event", {{"kind", "worker"}, {"event", "sos"}, {"state", "cleared"}, {"severity", "critical"}});
+  Model(*capture, "bin-batt", "telemetry", {{"kind", "bin"}, {"metrics", {{"battery_v", 3.6}, {"fill_level_pct", 30}}}});
+  for (const auto& [device, want] : expected) {
+    EXPECT_TRUE(WaitHealth(device, "ok")) << device << FleetLog();
+    EXPECT_FALSE(HasReason(Health(capture->Messages(), device), want.second));
+  }
+}
+
+// Issue 16 item 4: fast-polling devices flapped unknown -> offline -> ok on every restart. A
+// device reporting every second, killed sanifleet and restarted 3 s later: its verdict stays ok
+// (never unknown, degraded or offline) and no health change is announced.
+TEST_F(FleetTest, FastDeviceStaysOkAcrossAKilledSanifleet) {
+  StartBroker();
+  Capture();
+  WriteFleetConfigText(FleetBaseConfig() + "[[health.overrides]]\nkind = \"fast\"\nexpected_interval_s = 1\n");
+  StartFleet();
+  Reporter reporter;
+  reporter.Start(this, "fast-1", 1000ms);
+  ASSERT_TRUE(WaitHealth("fast-1", "ok")) << FleetLog();
+  auto reports_after = [&](size_t n) {
+    size_t base = CountTelemetry(capture->Messages(), "fast-1");
+    return capture->WaitFor([&](const std::vector<Captured>& m) { return CountTelemetry(m, "fast-1") >= base + n; }, 20s);
+  };
+  ASSERT_TRUE(reports_after(2));
+  size_t mark = capture->Messages().size();
+  fleet.Kill();
+  ASSERT_TRUE(reports_after(3));  // the restart window: the broker queues them for sanifleet
+  StartFleet();
+  ASSERT_TRUE(reports_after(5));
+  reporter.stop = true;
+  auto m = capture->Messages();
+  for (const auto& v : VerdictsSince(m, mark, "fast-1")) EXPECT_EQ(v["state"], "ok") << v.dump();
+  for (const auto& e : ChangesSince(m, mark, "fast-1")) ADD_FAILURE() << "announced after the restart: " << e.dump();
+  EXPECT_EQ(ReadFile(path("fleet.2.log")).find("health: houpu/fast-1"), std::string::npos) << ReadFile(path("fleet.2.log"));
+  json device = Admin("device", {{"device", "fast-1"}});
+  EXPECT_EQ(device["result"]["health"]["state"], "ok") << device.dump();
+}
+
+// Issue 16 item 4: the grace after a restart counts from when sanifleet can listen again, not
+// from when its process started. sanifleet is killed and restarted while the broker is away for
+// 10 s (three of the device's expected intervals); the device reports every 0.5 s whenever the
+// broker is there. It is never offline: after sanifleet connects it has its interval's grace.
+TEST_F(FleetTest, RestartDuringABrokerOutageGivesDevicesTheirGraceFromTheReconnect) {
+  StartBroker();
+  Capture();
+  WriteFleetConfigText(FleetBaseConfig() + "[[health.overrides]]\nkind = \"fast\"\nexpected_interval_s = 3\n");
+  StartFleet();
+  Reporter reporter;
+  reporter.Start(this, "fast-2", 500ms);
+  ASSERT_TRUE(WaitHealth("fast-2", "ok")) << FleetLog();
+  ASSERT_TRUE(capture->WaitFor([&](const std::vector<Captured>& m) { return CountTelemetry(m, "fast-2") >= 3; }, 10s));
+  fleet.Kill();
+  broker->Stop();
+  fleet_starts++;
+  fleet = Process::Start({SANIFLEET_BIN, "--config", path("sanifleet.toml")},
+                         {.stderr_path = path("fleet." + std::to_string(fleet_starts) + ".log")});
+  std::this_thread::sleep_for(10s);  // the outage, while sanifleet starts and cannot connect
+  broker->Start();
+  ASSERT_TRUE(capture->WaitConnected(15s));
+  size_t base = CountTelemetry(capture->Messages(), "fast-2");
+  ASSERT_TRUE(capture->WaitFor([&](const std::vector<Captured>& m) { return CountTelemetry(m, "fast-2") >= base + 12; }, 20s));
+  reporter.stop = true;
+  json device = Admin("device", {{"device", "fast-2"}});
+  EXPECT_EQ(device["result"]["health"]["state"], "ok") << device.dump();
+  std::string log = ReadFile(path("fleet.2.log"));
+  EXPECT_NE(log.find("could not hear the fleet"), std::string::npos) << log;
+  EXPECT_EQ(log.find("-> offline"), std::string::npos) << log;
+  EXPECT_EQ(log.find("-> unknown"), std::string::npos) << log;
 }
 
 TEST_F(FleetTest, HostileAdminRequestsAndModelMessagesAreRefusedAndSanifleetCarriesOn) {
