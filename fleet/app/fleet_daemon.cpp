@@ -612,14 +612,18 @@ std::string FleetDaemon::StatusPayload(bool online, int64_t now) const {
       total.events += s.events;
       total.late_dropped += s.late_dropped;
       total.future_dropped += s.future_dropped;
+      total.late_merged += s.late_merged;
+      total.late_untracked += s.late_untracked;
+      total.duplicates += s.duplicates;
       total.cells += s.cells;
       total.windows += s.windows;
     }
     j["heatmap"] = {{"sites", heatmaps_.size()},          {"points", total.points},
                     {"readings", total.readings},         {"events", total.events},
                     {"late_dropped", total.late_dropped}, {"future_dropped", total.future_dropped},
-                    {"unlocated", unlocated_},            {"cells", total.cells},
-                    {"windows", total.windows}};
+                    {"late_merged", total.late_merged},   {"late_untracked", total.late_untracked},
+                    {"duplicates", total.duplicates},     {"unlocated", unlocated_},
+                    {"cells", total.cells},               {"windows", total.windows}};
   }
   return j.dump();
 }

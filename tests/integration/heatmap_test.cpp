@@ -131,6 +131,11 @@ TEST_F(HeatmapTest, TrucksAndRoomsThroughTheGatewayBuildTheFeed) {
   if (next["result"]["window"]["start"] != r["window"]["start"])
     for (auto& [k, v] : next["result"]["cells"].items()) n += Field(r, v, "n").get<int64_t>();
   EXPECT_EQ(n, 20);
+  // One track per vehicle (issue 16 item 2): the batch older than the live points was merged
+  // into it, and the status says so.
+  json hs = Admin("status")["result"]["heatmap"];
+  EXPECT_EQ(hs["late_merged"], 20) << hs.dump();
+  EXPECT_EQ(hs["duplicates"], 0) << hs.dump();
 
   // The room's fill level, at the room's configured place.
   std::string room_cell = Geohash(24.5123, 118.1342, 7);
