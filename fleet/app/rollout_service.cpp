@@ -2,10 +2,12 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
 #include "core/atomic_file.h"
+#include "core/untrusted.h"
 #include "firmware/artifact.h"
 #include "firmware/base64.h"
 #include "firmware/version.h"
@@ -26,7 +28,30 @@ std::string ReadAll(const fs::path& p) {
 }
 
 std::string ErrorJson(const std::string& code, const std::string& error) {
-  return json{{"ok", false}, {"code", code}, {"error", error}}.dump();
+  return SafeDump(json{{"ok", false}, {"code", code}, {"error", error}});
+}
+
+// What the gateways send (chunk requests, job statuses, install answers) is parsed within these
+// limits: the largest legitimate one, a job status, is a few hundred bytes.
+constexpr JsonLimits kGatewayJsonLimits{.max_bytes = 64 * 1024, .max_depth = 8};
+
+// A reason a gateway gave, as it goes into a campaign's state and status: short, or quoted and cut.
+std::string ReasonText(std::string why) { return why.size() <= 200 ? why : QuotePrefix(why, 160); }
+
+// A name from a request (rollout id, image) as it goes back in an error: as is when short and
+// printable, else quoted and cut; replies quote at most a short prefix of what was received.
+std::string Named(const std::string& text) {
+  bool plain = text.size() <= 64 && std::all_of(text.begin(), text.end(), [](char c) { return c >= 0x20 && c < 0x7f; });
+  return plain ? text : QuotePrefix(text, 64);
+}
+
+// An error that may quote a request at length (a spec with many unknown keys, a long version
+// range): cut at a UTF-8 boundary.
+std::string Brief(const std::string& message) {
+  if (message.size() <= 400) return message;
+  size_t n = 400;
+  while (n > 0 && (static_cast<unsigned char>(message[n]) & 0xC0) == 0x80) --n;
+  return message.substr(0, n) + "... (" + std::to_string(message.size()) + " bytes)";
 }
 
 }  // namespace
@@ -126,7 +151,7 @@ AdminAnswer RolloutService::Admin(const std::string& verb, const json& args, con
   std::string id = str("id");
   auto it = campaigns_.find(id);
   if (id.empty()) return AdminAnswer::Fail("invalid", "argument \"id\" is required");
-  if (it == campaigns_.end()) return AdminAnswer::Fail("not_found", "no rollout " + id);
+  if (it == campaigns_.end()) return AdminAnswer::Fail("not_found", "no rollout " + Named(id));
   rollout::Campaign& c = it->second;
   Status st;
   if (verb == "rollout_start") st = c.Start(now_ms);
@@ -141,7 +166,7 @@ AdminAnswer RolloutService::Admin(const std::string& verb, const json& args, con
     Publish(c, now_ms);
   }
   json r = c.StatusJson(now_ms);
-  if (args.value("devices", false)) {
+  if (FieldBool(args, "devices").value_or(false)) {
     json devices = json::array();
     for (const auto& [key, d] : c.devices())
       devices.push_back({{"device", key}, {"gateway", d.gateway}, {"group", d.group}, {"state", rollout::DeviceStateName(d.state)},
@@ -152,12 +177,12 @@ AdminAnswer RolloutService::Admin(const std::string& verb, const json& args, con
 }
 
 AdminAnswer RolloutService::PutChunk(const json& args) {
-  std::string sha = args.value("sha256", "");
+  std::string sha = FieldString(args, "sha256").value_or("");
   if (!IsSha256(sha)) return AdminAnswer::Fail("invalid", "sha256 must be 64 lower-case hex digits");
   if (trusted_.empty())
     return AdminAnswer::Fail("invalid", "this sanifleet has no [firmware] trusted_keys, so it cannot check an image's signature");
   if (!args.contains("offset") || !args["offset"].is_number_unsigned()) return AdminAnswer::Fail("invalid", "offset is required");
-  auto data = firmware::Base64Decode(args.value("data", ""));
+  auto data = firmware::Base64Decode(FieldString(args, "data").value_or(""));
   if (!data) return AdminAnswer::Fail("invalid", "data must be base64");
   if (static_cast<int64_t>(data->size()) > cfg_.max_chunk_bytes)
     return AdminAnswer::Fail("invalid", "a chunk may hold at most " + std::to_string(cfg_.max_chunk_bytes) + " bytes");
@@ -167,10 +192,10 @@ AdminAnswer RolloutService::PutChunk(const json& args) {
     if (!args.contains("manifest") || !args["manifest"].is_object())
       return AdminAnswer::Fail("invalid", "the first chunk carries the signed manifest");
     std::string text = args["manifest"].dump();
-    auto target = firmware::ParseTarget(args["manifest"].value("target", ""));
-    if (!target.ok()) return AdminAnswer::Fail("invalid", target.status().message());
+    auto target = firmware::ParseTarget(FieldString(args["manifest"], "target").value_or(""));
+    if (!target.ok()) return AdminAnswer::Fail("invalid", Brief(target.status().message()));
     auto m = firmware::VerifyManifest(text, trusted_, {*target, std::nullopt});
-    if (!m.ok()) return AdminAnswer::Fail("invalid", m.status().message());
+    if (!m.ok()) return AdminAnswer::Fail("invalid", Brief(m.status().message()));
     if (m->sha256 != sha) return AdminAnswer::Fail("invalid", "the manifest is for image " + m->sha256 + ", not " + sha);
     uploads_[sha] = text;
     std::ofstream(part, std::ios::binary | std::ios::trunc).close();
@@ -187,13 +212,13 @@ AdminAnswer RolloutService::PutChunk(const json& args) {
     if (!out) return AdminAnswer::Fail("internal", "cannot write " + part.string());
   }
   uint64_t received = offset + data->size();
-  if (!args.value("last", false)) return AdminAnswer::Ok({{"sha256", sha}, {"received", received}});
+  if (!FieldBool(args, "last").value_or(false)) return AdminAnswer::Ok({{"sha256", sha}, {"received", received}});
   auto target = firmware::ParseTarget(json::parse(up->second).value("target", ""));
   auto m = firmware::VerifyFile(part.string(), up->second, trusted_, {*target, std::nullopt});
   if (!m.ok()) {
     fs::remove(part, ec);
     uploads_.erase(up);
-    return AdminAnswer::Fail("invalid", "image refused: " + m.status().message());
+    return AdminAnswer::Fail("invalid", "image refused: " + Brief(m.status().message()));
   }
   fs::rename(part, ImagePath(sha), ec);
   if (ec) return AdminAnswer::Fail("internal", "cannot store the image: " + ec.message());
@@ -212,22 +237,23 @@ AdminAnswer RolloutService::PutChunk(const json& args) {
 
 AdminAnswer RolloutService::Create(const json& args, const Registry& registry, int64_t now_ms) {
   json spec_json = args;
-  std::string sha = args.value("artifact_sha256", "");
+  std::string sha = FieldString(args, "artifact_sha256").value_or("");
   auto m = manifests_.find(sha);
-  if (m == manifests_.end()) return AdminAnswer::Fail("not_found", "no stored image " + sha + " (sanictl firmware add)");
+  if (m == manifests_.end())
+    return AdminAnswer::Fail("not_found", "no stored image " + Named(sha) + " (sanictl firmware add)");
   json manifest = json::parse(m->second);
   if (!spec_json.contains("model")) spec_json["model"] = manifest["model"];
   if (!spec_json.contains("version")) spec_json["version"] = manifest["version"];
   if (!spec_json.contains("target_type")) spec_json["target_type"] = manifest["target"];
   auto spec = rollout::ParseSpec(spec_json);
-  if (!spec.ok()) return AdminAnswer::Fail("invalid", spec.status().message());
+  if (!spec.ok()) return AdminAnswer::Fail("invalid", Brief(spec.status().message()));
   if (spec->version != manifest["version"] || spec->target_type != manifest["target"])
     return AdminAnswer::Fail("invalid", "the campaign's version and target type must be the image's");
   if (campaigns_.count(spec->id)) return AdminAnswer::Fail("invalid", "a rollout " + spec->id + " exists already");
   std::optional<firmware::VersionRange> range;
   if (!spec->filter.version_range.empty()) {
     auto r = firmware::VersionRange::Parse(spec->filter.version_range);
-    if (!r.ok()) return AdminAnswer::Fail("invalid", r.status().message());
+    if (!r.ok()) return AdminAnswer::Fail("invalid", Brief(r.status().message()));
     range = *r;
   }
   std::vector<rollout::Candidate> candidates;
@@ -257,12 +283,18 @@ AdminAnswer RolloutService::Create(const json& args, const Registry& registry, i
 }
 
 std::string RolloutService::ServeChunk(const std::string& payload) const {
-  json req = json::parse(payload, nullptr, false);
+  auto parsed = ParseUntrustedJson(payload, kGatewayJsonLimits);
+  if (!parsed.ok()) return ErrorJson("invalid", parsed.status().message());
+  const json& req = *parsed;
   if (!req.is_object()) return ErrorJson("invalid", "the request must be a JSON object");
-  std::string sha = req.value("sha256", "");
-  if (!manifests_.count(sha)) return ErrorJson("not_found", "no stored image " + sha);
-  uint64_t offset = req.value("offset", uint64_t{0});
-  int64_t length = std::min<int64_t>(req.value("length", cfg_.max_chunk_bytes), cfg_.max_chunk_bytes);
+  std::string sha = FieldString(req, "sha256").value_or("");
+  if (!manifests_.count(sha)) return ErrorJson("not_found", "no stored image " + Named(sha));
+  // Typed reads: a float offset beyond 2^64 would be an undefined conversion, a string a throw.
+  auto offset_field = req.contains("offset") ? FieldUint64(req, "offset") : std::optional<uint64_t>(0);
+  auto length_field = req.contains("length") ? FieldInt64(req, "length") : std::optional<int64_t>(cfg_.max_chunk_bytes);
+  if (!offset_field || !length_field) return ErrorJson("invalid", "offset and length must be whole numbers");
+  uint64_t offset = *offset_field;
+  int64_t length = std::min<int64_t>(*length_field, cfg_.max_chunk_bytes);
   std::ifstream in(ImagePath(sha), std::ios::binary);
   in.seekg(0, std::ios::end);
   auto size = static_cast<uint64_t>(in.tellg());
@@ -276,22 +308,24 @@ std::string RolloutService::ServeChunk(const std::string& payload) const {
 
 std::optional<std::string> RolloutService::OnJobStatus(const std::string& site, const std::string& device, const std::string& payload,
                                                        int64_t now_ms) {
-  json j = json::parse(payload, nullptr, false);
-  if (!j.is_object()) return std::nullopt;
-  std::string state = j.value("state", ""), version = j.value("version", "");
+  auto parsed = ParseUntrustedJson(payload, kGatewayJsonLimits);
+  if (!parsed.ok() || !parsed->is_object()) return std::nullopt;
+  const json& j = *parsed;
+  // Fields of another type read as missing (value() would throw on them).
+  std::string state = FieldString(j, "state").value_or(""), version = FieldString(j, "version").value_or("");
   std::optional<std::string> installed;
   if (state == "succeeded" && !version.empty()) installed = version;
-  auto it = campaigns_.find(j.value("campaign", ""));
+  auto it = campaigns_.find(FieldString(j, "campaign").value_or(""));
   if (it == campaigns_.end()) return installed;
   rollout::Campaign& c = it->second;
   std::string key = RegistryKey(site, device);
   auto dev = c.devices().find(key);
-  if (dev == c.devices().end() || dev->second.attempts != j.value("attempt", 0)) return installed;  // an older attempt's report
+  if (dev == c.devices().end() || dev->second.attempts != FieldInt64(j, "attempt").value_or(0)) return installed;  // an older attempt's report
   if (state == "succeeded") {
-    if (version == c.spec().version) c.OnVersion(key, version, now_ms, j.value("ts", int64_t{0}));
+    if (version == c.spec().version) c.OnVersion(key, version, now_ms, FieldInt64(j, "ts").value_or(0));
     else c.OnFailed(key, "device reports " + version + " after the install, not " + c.spec().version, now_ms);
   } else if (state == "failed") {
-    c.OnFailed(key, j.value("error", "failed"), now_ms);
+    c.OnFailed(key, ReasonText(FieldString(j, "error").value_or("failed")), now_ms);
   }
   return installed;
 }
@@ -302,11 +336,12 @@ void RolloutService::OnInstallAnswer(const std::string& correlation, const std::
   auto it = campaigns_.find(correlation.substr(0, a));
   if (it == campaigns_.end()) return;
   std::string key = correlation.substr(a + 1, b - a - 1);
-  json answer = json::parse(payload, nullptr, false);
-  if (answer.is_object() && answer.value("ok", false)) return;  // accepted: its job status follows
+  auto parsed = ParseUntrustedJson(payload, kGatewayJsonLimits);
+  json answer = parsed.ok() ? std::move(*parsed) : json();
+  if (FieldBool(answer, "ok") == true) return;  // accepted: its job status follows
   auto dev = it->second.devices().find(key);
   if (dev == it->second.devices().end() || std::to_string(dev->second.attempts) != correlation.substr(b + 1)) return;
-  std::string why = answer.is_object() ? answer.value("error", "refused") : "unreadable answer";
+  std::string why = answer.is_object() ? ReasonText(FieldString(answer, "error").value_or("refused")) : "unreadable answer";
   it->second.OnFailed(key, "gateway refused the job: " + why, now_ms);
 }
 

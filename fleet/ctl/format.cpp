@@ -61,7 +61,8 @@ std::string PadRight(const std::string& text, size_t width) {
 }
 
 struct tm LocalTm(int64_t ts_ms) {
-  time_t secs = static_cast<time_t>(ts_ms >= 0 ? ts_ms / 1000 : (ts_ms - 999) / 1000);
+  // Floor division without ts_ms - 999, which overflows for the smallest int64_t.
+  time_t secs = static_cast<time_t>(ts_ms / 1000 - (ts_ms % 1000 < 0 ? 1 : 0));
   struct tm tm {};
   localtime_r(&secs, &tm);
   return tm;
@@ -208,6 +209,42 @@ std::string MetricsText(const json& metrics) {
   return out;
 }
 
+namespace {
+
+// Text from the broker made safe for one terminal line: control characters (C0, DEL and the
+// UTF-8-encoded C1 range, which includes CSI) are written as escapes, so a message can neither
+// break the line nor send escape sequences to the operator's terminal.
+std::string Printable(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  char buf[8];
+  for (size_t i = 0; i < text.size(); ++i) {
+    auto c = static_cast<unsigned char>(text[i]);
+    if (c < 0x20 || c == 0x7F) {
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    } else if (c == 0xC2 && i + 1 < text.size() && static_cast<unsigned char>(text[i + 1]) < 0xA0 &&
+               static_cast<unsigned char>(text[i + 1]) >= 0x80) {
+      std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned char>(text[++i]));
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
+std::string Shown(const json& v) { return Printable(ValueText(v)); }
+
+// A field of a message off the broker as text: anyone may publish there, so a field of another
+// type is shown as its JSON (value() would throw and end `sanictl tail`).
+std::string FieldText(const json& obj, const char* key, const std::string& fallback) {
+  auto it = obj.find(key);
+  return it == obj.end() || it->is_null() ? fallback : Shown(*it);
+}
+
+}  // namespace
+
 std::string TailLine(const TailMessage& m, bool color) {
   const json& p = m.payload;
   int64_t ts = p.is_object() && p.contains("ts") && p["ts"].is_number_integer() ? p["ts"].get<int64_t>() : 0;
@@ -217,37 +254,42 @@ std::string TailLine(const TailMessage& m, bool color) {
 
   std::string body;
   if (!p.is_object()) {
-    body = p.is_discarded() ? "(not JSON)" : ValueText(p);
+    body = p.is_discarded() ? "(not JSON)" : Shown(p);
   } else if (m.type == "telemetry") {
-    body = MetricsText(p.value("metrics", json::object()));
+    body = Printable(MetricsText(p.value("metrics", json::object())));
     if (p.contains("location") && p["location"].is_object() && p["location"].contains("lat"))
-      body += (body.empty() ? "" : " ") + std::string("@") + ValueText(p["location"]["lat"]) + "," +
-              ValueText(p["location"].value("lon", json()));
+      body += (body.empty() ? "" : " ") + std::string("@") + Shown(p["location"]["lat"]) + "," +
+              Shown(p["location"].value("lon", json()));
   } else if (m.type == "event") {
-    std::string name = p.value("event", "?"), state = p.value("state", ""), sev = p.value("severity", "");
+    std::string name = FieldText(p, "event", "?"), state = FieldText(p, "state", ""), sev = FieldText(p, "severity", "");
     std::string head = name;
     if (!state.empty()) head += " " + state;
     if (!sev.empty()) head += " " + sev;
     body = Paint(head, EventColor(sev, state), color);
-    std::string metrics = MetricsText(p.value("metrics", json::object()));
+    std::string metrics = Printable(MetricsText(p.value("metrics", json::object())));
     if (!metrics.empty()) body += " " + metrics;
   } else if (m.type == "status") {
-    bool online = p.value("online", false);
-    body = Paint(online ? "online" : "offline", online ? Color::kGreen : Color::kRed, color);
+    auto online = p.find("online");
+    if (online != p.end() && !online->is_boolean() && !online->is_null())  // neither online nor offline: say so
+      body = Paint("online=" + Shown(*online), Color::kYellow, color);
+    else if (online != p.end() && online->is_boolean() && online->get<bool>())
+      body = Paint("online", Color::kGreen, color);
+    else
+      body = Paint("offline", Color::kRed, color);
     if (is_gateway) {
-      if (p.contains("version")) body += " v" + ValueText(p["version"]);
+      if (p.contains("version")) body += " v" + Shown(p["version"]);
       if (p.contains("adapters") && p["adapters"].is_object())
         for (const auto& [name, a] : p["adapters"].items())
-          body += " " + name + ":" + (a.is_object() ? ValueText(a.value("state", json())) : ValueText(a));
+          body += " " + Printable(name) + ":" + (a.is_object() ? Shown(a.value("state", json())) : Shown(a));
       if (p.contains("outbox") && p["outbox"].is_object())
-        body += " outbox=" + ValueText(p["outbox"].value("pending", json()));
+        body += " outbox=" + Shown(p["outbox"].value("pending", json()));
     } else if (p.contains("last_seen") && p["last_seen"].is_number_integer() && p["last_seen"].get<int64_t>() > 0) {
       body += " last seen " + LocalClock(p["last_seen"].get<int64_t>());
     }
   } else {
-    body = p.dump();
+    body = Printable(p.dump());
   }
-  std::string line = clock + "  " + PadRight(m.id, 16) + "  " + PadRight(type, 9) + "  " + body;
+  std::string line = clock + "  " + PadRight(Printable(m.id), 16) + "  " + PadRight(type, 9) + "  " + body;
   while (!line.empty() && line.back() == ' ') line.pop_back();
   return line;
 }

@@ -504,8 +504,11 @@ bool IsDurationField(const HeatmapResult& r, std::string_view name) {
 
 std::string FieldText(const HeatmapResult& r, std::string_view name, std::optional<double> v) {
   if (!v) return "-";
-  if (IsTimeField(name)) return *v > 0 ? LocalDateTime(static_cast<int64_t>(*v)) : "-";
-  if (IsDurationField(r, name)) return Duration(static_cast<int64_t>(std::llround(*v * 1000)));
+  // A time or duration beyond ±2^53 ms is no real value and would not convert to int64_t.
+  constexpr double kLimit = 9007199254740992.0;
+  if (IsTimeField(name)) return *v > 0 && *v <= kLimit ? LocalDateTime(static_cast<int64_t>(*v)) : "-";
+  if (IsDurationField(r, name))
+    return *v * 1000 >= -kLimit && *v * 1000 <= kLimit ? Duration(static_cast<int64_t>(std::llround(*v * 1000))) : NumText(*v);
   return NumText(*v);
 }
 

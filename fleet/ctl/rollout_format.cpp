@@ -18,9 +18,22 @@ std::string Str(const json& obj, const char* key, const std::string& def = "-") 
   return s.empty() ? def : s;
 }
 
+// Counts and times of an answer. Anything beyond ±2^53 (no count or epoch-ms time is) reads as
+// 0 like a missing field: converting a larger float is undefined, and sums of these must not
+// overflow. Floats inside the range are truncated.
 int64_t Int(const json& obj, const char* key) {
-  if (!obj.is_object() || !obj.contains(key) || !obj[key].is_number()) return 0;
-  return obj[key].get<int64_t>();
+  constexpr int64_t kLimit = int64_t{1} << 53;
+  if (!obj.is_object() || !obj.contains(key)) return 0;
+  const json& v = obj[key];
+  if (v.is_number_unsigned()) return v.get<uint64_t>() <= static_cast<uint64_t>(kLimit) ? v.get<int64_t>() : 0;
+  if (v.is_number_integer()) return v.get<int64_t>() >= -kLimit && v.get<int64_t>() <= kLimit ? v.get<int64_t>() : 0;
+  if (!v.is_number_float()) return 0;
+  double d = v.get<double>();
+  return d >= -static_cast<double>(kLimit) && d <= static_cast<double>(kLimit) ? static_cast<int64_t>(d) : 0;
+}
+
+bool Flag(const json& obj, const char* key) {
+  return obj.is_object() && obj.contains(key) && obj[key].is_boolean() && obj[key].get<bool>();
 }
 
 const json& Array(const json& obj, const char* key) {
@@ -335,12 +348,14 @@ std::string PlanSummary(const json& r, bool has_canary) {
 
 BarCounts CountsOf(const json& status) {
   const json& c = status.is_object() && status.contains("counts") && status["counts"].is_object() ? status["counts"] : json::object();
+  // A count below zero is no count: read as 0, so total() agrees with the bar, which ignores them.
+  auto count = [&](const char* key) { return std::max<int64_t>(Int(c, key), 0); };
   BarCounts b;
-  b.succeeded = Int(c, "succeeded");
-  b.failed = Int(c, "failed");
-  b.updating = Int(c, "updating") + Int(c, "verifying");
-  b.deferred = Int(c, "deferred");
-  b.pending = Int(c, "pending");
+  b.succeeded = count("succeeded");
+  b.failed = count("failed");
+  b.updating = count("updating") + count("verifying");
+  b.deferred = count("deferred");
+  b.pending = count("pending");
   return b;
 }
 
@@ -424,7 +439,7 @@ std::string RenderRolloutStatus(const json& st, const StatusViewOptions& opt) {
   kv.emplace_back("progress", total == 0 ? "no devices in this rollout"
                                          : ProgressBar(counts, bar, opt.color, opt.utf8) + "  " + done);
   if (total > 0) kv.emplace_back("", detail);
-  if (st.is_object() && st.value("blackout_now", false))
+  if (Flag(st, "blackout_now"))
     kv.emplace_back("blackout", Paint("now: no device starts until the window ends", Color::kYellow, opt.color));
   auto when = [&](int64_t ms) { return LocalDateTime(ms) + " (" + RelativeTime(ms, opt.now_ms) + ")"; };
   if (int64_t created = Int(st, "created"); created > 0) kv.emplace_back("created", when(created));
@@ -509,7 +524,7 @@ std::string RolloutStatusLine(const json& st) {
   out += ": succeeded " + std::to_string(c.succeeded) + "/" + std::to_string(Int(st, "total")) + ", failed " +
          std::to_string(c.failed) + ", updating " + std::to_string(c.updating) + ", deferred " + std::to_string(c.deferred) +
          ", pending " + std::to_string(c.pending);
-  if (st.is_object() && st.value("blackout_now", false)) out += ", blackout now";
+  if (Flag(st, "blackout_now")) out += ", blackout now";
   if (std::string reason = Str(st, "reason", ""); !reason.empty()) out += " (" + reason + ")";
   return out;
 }

@@ -122,7 +122,7 @@ struct BarCounts {
   int64_t succeeded = 0, failed = 0, updating = 0, deferred = 0, pending = 0;  // updating includes verifying
   int64_t total() const { return succeeded + failed + updating + deferred + pending; }
 };
-// From a status's `counts` (missing or non-numeric counts are 0).
+// From a status's `counts` (missing, non-numeric or negative counts are 0).
 BarCounts CountsOf(const nlohmann::json& status);
 // Cells per segment (succeeded, failed, updating, deferred, pending) for a bar `width` cells
 // wide: proportional (largest remainder), every

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "core/untrusted.h"
 #include "heatmap/geohash.h"
 
 namespace sanigate::heatmap {
@@ -111,15 +112,22 @@ std::optional<std::vector<CellOut>> ParseCells(const json& field_names, const js
       if (!v.is_number()) return std::nullopt;
       const std::string& f = fields[i];
       Agg& a = c.value.agg;
-      if (f == "n") a.n = v.get<uint64_t>();
-      else if (f == "sum") a.sum = v.get<double>();
+      // Counts and times are integers; a float beyond their range would be an undefined cast.
+      if (f == "n") {
+        auto n = AsUint64(v);
+        if (!n) return std::nullopt;
+        a.n = *n;
+      } else if (f == "sum") a.sum = v.get<double>();
       else if (f == "min") a.min = v.get<double>();
       else if (f == "max") a.max = v.get<double>();
-      else if (f == "first") a.first = v.get<int64_t>();
-      else if (f == "last") a.last = v.get<int64_t>();
-      else
+      else if (f == "first" || f == "last") {
+        auto t = AsInt64(v);
+        if (!t) return std::nullopt;
+        (f == "first" ? a.first : a.last) = *t;
+      } else {
         for (size_t e = 0; e < extras.size(); ++e)
           if (f == extras[e].name) c.value.extra[e] = v.get<double>();
+      }
     }
     out.push_back(c);
   }

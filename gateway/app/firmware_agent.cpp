@@ -6,11 +6,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <climits>
 #include <filesystem>
 #include <fstream>
 
 #include "core/atomic_file.h"
 #include "core/clock.h"
+#include "core/untrusted.h"
 #include "firmware/base64.h"
 
 namespace sanigate {
@@ -55,6 +57,49 @@ std::string Trimmed(std::string s) {
 
 }  // namespace
 
+Result<FirmwareJobRequest> DecodeFirmwareJob(const json& job) {
+  if (!job.is_object()) return Invalid("the job must be a JSON object");
+  FirmwareJobRequest r;
+  // Each field checked for its type: value() would throw on a job with, say, "device":7.
+  r.device = FieldString(job, "device").value_or("");
+  r.campaign = FieldString(job, "campaign").value_or("");
+  r.chunks_topic = FieldString(job, "chunks").value_or("");
+  auto manifest = job.find("manifest");
+  if (r.device.empty() || r.campaign.empty() || r.chunks_topic.empty() || manifest == job.end() || !manifest->is_object())
+    return Invalid("a job needs campaign, device, attempt, manifest and chunks");
+  if (auto a = job.find("attempt"); a != job.end()) {
+    auto attempt = AsInt64(*a);
+    if (!attempt || *attempt < 1 || *attempt > INT_MAX)
+      return Invalid("attempt must be a whole number from 1 to " + std::to_string(INT_MAX));
+    r.attempt = static_cast<int>(*attempt);
+  }
+  r.manifest = *manifest;
+  return r;
+}
+
+Result<ChunkAnswer> DecodeChunkAnswer(std::string_view payload, uint64_t max_chunk_bytes) {
+  // Base64 of the largest chunk plus room for the envelope; anything larger is not an answer.
+  size_t limit = static_cast<size_t>(std::min<uint64_t>(max_chunk_bytes, 16 << 20) / 3 * 4 + 4096);
+  auto parsed = ParseUntrustedJson(payload, {.max_bytes = limit, .max_depth = 4});
+  if (!parsed.ok() || !parsed->is_object()) return Invalid("unreadable answer");
+  const json& answer = *parsed;
+  if (FieldBool(answer, "ok") != true) {
+    // The reason goes into the job's status and the log: short, or quoted and cut.
+    std::string why = FieldString(answer, "error").value_or("");
+    if (why.empty()) return Invalid("refused");
+    return Invalid(why.size() <= 200 ? why : QuotePrefix(why, 160));
+  }
+  auto result = answer.find("result");
+  if (result == answer.end()) return Unavailable("an answer without a result");
+  auto offset = FieldUint64(*result, "offset");
+  auto text = FieldString(*result, "data");
+  if (!offset || !text) return Unavailable("an answer without offset and data");
+  auto data = firmware::Base64Decode(*text);
+  if (!data) return Unavailable("chunk data that is not base64");
+  if (data->size() > max_chunk_bytes) return Unavailable("a chunk larger than asked for");
+  return ChunkAnswer{*offset, std::move(*data)};
+}
+
 FirmwareAgent::FirmwareAgent(const settings::Config& cfg, WithAdapter with) : cfg_(cfg), with_adapter_(std::move(with)) {}
 
 Result<std::unique_ptr<FirmwareAgent>> FirmwareAgent::Create(const settings::Config& cfg, WithAdapter with, Healthy healthy,
@@ -94,14 +139,15 @@ Result<std::unique_ptr<FirmwareAgent>> FirmwareAgent::Create(const settings::Con
   json saved = json::parse(marker, nullptr, false);
   if (saved.is_object()) {
     SelfUpdate su;
-    su.campaign = saved.value("campaign", "");
-    su.device = saved.value("device", "");
-    su.expected = saved.value("expected", "");
-    su.previous = saved.value("previous", "");
-    su.state = saved.value("state", "");
-    su.reason = saved.value("reason", "");
-    su.attempt = saved.value("attempt", 0);
-    su.boots = saved.value("boots", 0) + 1;
+    // Our own file, but a damaged one must not stop the start: fields of another type read as unset.
+    su.campaign = FieldString(saved, "campaign").value_or("");
+    su.device = FieldString(saved, "device").value_or("");
+    su.expected = FieldString(saved, "expected").value_or("");
+    su.previous = FieldString(saved, "previous").value_or("");
+    su.state = FieldString(saved, "state").value_or("");
+    su.reason = FieldString(saved, "reason").value_or("");
+    su.attempt = static_cast<int>(std::clamp<int64_t>(FieldInt64(saved, "attempt").value_or(0), 0, INT_MAX));
+    su.boots = static_cast<int>(std::clamp<int64_t>(FieldInt64(saved, "boots").value_or(0), 0, 1000)) + 1;
     su.deadline_ms = NowMs() + cfg.firmware.self_health_s * 1000;
     Job job;
     job.campaign = su.campaign;
@@ -164,10 +210,9 @@ std::string FirmwareAgent::PartPath(const std::string& sha) const { return (fs::
 std::string FirmwareAgent::ImagePath(const std::string& sha) const { return (fs::path(cfg_.FirmwareDir()) / (sha + ".img")).string(); }
 
 json FirmwareAgent::Accept(const json& job) {
-  if (!job.is_object()) return Refuse("the job must be a JSON object");
-  std::string device = job.value("device", ""), campaign = job.value("campaign", ""), chunks = job.value("chunks", "");
-  if (device.empty() || campaign.empty() || chunks.empty() || !job.contains("manifest") || !job["manifest"].is_object())
-    return Refuse("a job needs campaign, device, attempt, manifest and chunks");
+  auto request = DecodeFirmwareJob(job);
+  if (!request.ok()) return Refuse(request.status().message());
+  const std::string& device = request->device;
   if (trusted_.empty()) return Refuse("this gateway has no [firmware] trusted_keys: it installs nothing");
   std::string protocol;
   if (device == cfg_.gateway.id) {
@@ -183,18 +228,18 @@ json FirmwareAgent::Accept(const json& job) {
   else if (protocol == "jt808") expect.target = firmware::Target::kJt808;
   else if (protocol == "lorawan") return Refuse("LoRaWAN FUOTA is not supported");
   else return Refuse(protocol + " devices have no firmware installer");
-  std::string text = job["manifest"].dump();
+  std::string text = SafeDump(request->manifest);  // a bad UTF-8 string only fails the signature
   auto manifest = firmware::VerifyManifest(text, trusted_, expect);
   if (!manifest.ok()) {
     spdlog::warn("firmware: job for {} refused: {}", device, manifest.status().message());
     return Refuse(manifest.status().message());
   }
   Job j;
-  j.campaign = campaign;
+  j.campaign = std::move(request->campaign);
   j.device = device;
-  j.attempt = job.value("attempt", 1);
+  j.attempt = request->attempt;
   j.manifest_text = std::move(text);
-  j.chunks_topic = chunks;
+  j.chunks_topic = std::move(request->chunks_topic);
   j.manifest = *manifest;
   Post([this, j = std::move(j)]() mutable {
     int64_t now = NowMs();
@@ -267,23 +312,22 @@ void FirmwareAgent::OnChunk(const std::string& correlation, const std::string& p
   Download& d = dit->second;
   size_t index = std::strtoul(correlation.c_str() + colon + 1, nullptr, 10);
   if (index >= d.have.size() || d.have[index]) return;
-  json answer = json::parse(payload, nullptr, false);
-  if (!answer.is_object() || !answer.value("ok", false)) {
-    std::string why = answer.is_object() ? answer.value("error", "refused") : "unreadable answer";
+  auto answer = DecodeChunkAnswer(payload, d.chunk);
+  if (!answer.ok() && answer.status().code() == Code::kInvalid) {
+    const std::string& why = answer.status().message();
     for (auto& [device, job] : jobs_)
       if (job.state == "downloading" && job.manifest.sha256 == d.sha256) Fail(job, "image not available from sanifleet: " + why, "", now);
     d.done = true;
     return;
   }
-  const json& r = answer["result"];
-  auto data = firmware::Base64Decode(r.value("data", ""));
   uint64_t offset = index * d.chunk, want = std::min(d.chunk, d.size - offset);
-  if (!data || r.value("offset", uint64_t{0}) != offset || data->size() != want) {
+  if (!answer.ok() || answer->offset != offset || answer->data.size() != want) {
     d.asked.erase(index);  // asked again on the next pump
     return;
   }
+  const std::string& data = answer->data;
   int fd = ::open(PartPath(d.sha256).c_str(), O_WRONLY | O_CLOEXEC);
-  bool ok = fd >= 0 && ::pwrite(fd, data->data(), data->size(), static_cast<off_t>(offset)) == static_cast<ssize_t>(data->size());
+  bool ok = fd >= 0 && ::pwrite(fd, data.data(), data.size(), static_cast<off_t>(offset)) == static_cast<ssize_t>(data.size());
   if (fd >= 0) ::close(fd);
   d.asked.erase(index);
   if (!ok) {
@@ -377,7 +421,7 @@ void FirmwareAgent::SaveSelf() {
   json m = {{"campaign", self_->campaign}, {"device", self_->device},     {"attempt", self_->attempt},
             {"expected", self_->expected}, {"previous", self_->previous}, {"state", self_->state},
             {"reason", self_->reason},     {"boots", self_->boots}};
-  if (Status st = WriteFileAtomically(path, m.dump()); !st.ok()) spdlog::error("firmware: self-update marker: {}", st.ToString());
+  if (Status st = WriteFileAtomically(path, SafeDump(m)); !st.ok()) spdlog::error("firmware: self-update marker: {}", st.ToString());
 }
 
 void FirmwareAgent::InstallSelf(Job& job, int64_t now) {
@@ -466,7 +510,9 @@ void FirmwareAgent::Report(Job& job, int64_t now) {
             {"version", job.version},
             {"ts", now}};
   std::string topic = cfg_.gateway.topic_prefix + "/" + cfg_.gateway.site + "/gateway/" + cfg_.gateway.id + "/firmware/" + job.device;
-  if (client_->Publish(topic, j.dump(), true).ok()) job.reported_ms = now;
+  // SafeDump: an error text from an adapter or a version file may hold bad UTF-8, and a throw
+  // here would end the worker thread.
+  if (client_->Publish(topic, SafeDump(j), true).ok()) job.reported_ms = now;
   else job.reported_ms = 0;  // link down: the next pump tries again (states that end a job too)
 }
 

@@ -15,17 +15,41 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "api/adapter.h"
+#include "core/status.h"
 #include "firmware/artifact.h"
 #include "mqtt/mqtt_client.h"
 #include "settings/gateway_config.h"
 
 namespace sanigate {
+
+// The two payloads the agent takes from outside, decoded without I/O (fuzzed: tests/fuzz).
+// An install job: {"campaign","device","attempt","manifest":{…},"chunks":topic}. Refused
+// (kInvalid, with the reason for the admin answer) when a field is missing or of another type;
+// "attempt" defaults to 1. The manifest is only checked to be an object here: the agent verifies
+// its signature.
+struct FirmwareJobRequest {
+  std::string campaign, device, chunks_topic;
+  int attempt = 1;
+  nlohmann::json manifest;
+};
+Result<FirmwareJobRequest> DecodeFirmwareJob(const nlohmann::json& job);
+
+// sanifleet's answer to one chunk request ({"ok":true,"result":{"offset","data"(base64)}} or
+// {"ok":false,"error"}) for chunks of at most `max_chunk_bytes`. kInvalid: a refusal or an
+// unreadable answer (the download fails, the message says why); kUnavailable: an answer that
+// says ok but carries no usable offset and data (the chunk is asked again).
+struct ChunkAnswer {
+  uint64_t offset = 0;
+  std::string data;  // decoded
+};
+Result<ChunkAnswer> DecodeChunkAnswer(std::string_view payload, uint64_t max_chunk_bytes);
 
 class FirmwareAgent {
  public:

@@ -1,5 +1,6 @@
 #include "core/untrusted.h"
 
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 
@@ -90,6 +91,63 @@ Result<nlohmann::json> ParseUntrustedJson(std::string_view text, const JsonLimit
 
 std::string SafeDump(const nlohmann::json& j) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::optional<int64_t> AsInt64(const nlohmann::json& v) {
+  if (v.is_number_unsigned()) {
+    auto u = v.get<uint64_t>();
+    if (u > static_cast<uint64_t>(INT64_MAX)) return std::nullopt;
+    return static_cast<int64_t>(u);
+  }
+  if (v.is_number_integer()) return v.get<int64_t>();
+  if (!v.is_number_float()) return std::nullopt;
+  // -2^63 is exact as a double, 2^63 is the first value above the range.
+  double d = v.get<double>();
+  if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0) || d != std::floor(d)) return std::nullopt;
+  return static_cast<int64_t>(d);
+}
+
+std::optional<uint64_t> AsUint64(const nlohmann::json& v) {
+  if (v.is_number_unsigned()) return v.get<uint64_t>();
+  if (v.is_number_integer()) {
+    auto i = v.get<int64_t>();
+    if (i < 0) return std::nullopt;
+    return static_cast<uint64_t>(i);
+  }
+  if (!v.is_number_float()) return std::nullopt;
+  double d = v.get<double>();
+  if (!(d >= 0 && d < 18446744073709551616.0) || d != std::floor(d)) return std::nullopt;
+  return static_cast<uint64_t>(d);
+}
+
+namespace {
+const nlohmann::json* Field(const nlohmann::json& obj, const char* key) {
+  if (!obj.is_object()) return nullptr;
+  auto it = obj.find(key);
+  return it == obj.end() ? nullptr : &*it;
+}
+}  // namespace
+
+std::optional<std::string> FieldString(const nlohmann::json& obj, const char* key) {
+  const nlohmann::json* v = Field(obj, key);
+  if (v == nullptr || !v->is_string()) return std::nullopt;
+  return v->get<std::string>();
+}
+
+std::optional<bool> FieldBool(const nlohmann::json& obj, const char* key) {
+  const nlohmann::json* v = Field(obj, key);
+  if (v == nullptr || !v->is_boolean()) return std::nullopt;
+  return v->get<bool>();
+}
+
+std::optional<int64_t> FieldInt64(const nlohmann::json& obj, const char* key) {
+  const nlohmann::json* v = Field(obj, key);
+  return v == nullptr ? std::nullopt : AsInt64(*v);
+}
+
+std::optional<uint64_t> FieldUint64(const nlohmann::json& obj, const char* key) {
+  const nlohmann::json* v = Field(obj, key);
+  return v == nullptr ? std::nullopt : AsUint64(*v);
 }
 
 }  // namespace sanigate

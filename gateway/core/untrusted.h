@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -37,5 +39,18 @@ Result<nlohmann::json> ParseUntrustedJson(std::string_view text, const JsonLimit
 
 // nlohmann's dump() that never throws: invalid UTF-8 inside strings is replaced (U+FFFD).
 std::string SafeDump(const nlohmann::json& j);
+
+// Typed reads of untrusted JSON. nlohmann's value() and get() throw type_error when a field has
+// another type, and get<int64_t>() of a float outside the integer's range is undefined behaviour;
+// these never throw and give nullopt for a wrong type or a number that does not fit. Integers
+// accept whole floats inside the range (1.0 is 1; 1.5 and 1e30 are not integers).
+std::optional<int64_t> AsInt64(const nlohmann::json& v);
+std::optional<uint64_t> AsUint64(const nlohmann::json& v);
+// The field `key` of `obj`: nullopt when `obj` is not an object, the key is missing or its value
+// has another type.
+std::optional<std::string> FieldString(const nlohmann::json& obj, const char* key);
+std::optional<bool> FieldBool(const nlohmann::json& obj, const char* key);
+std::optional<int64_t> FieldInt64(const nlohmann::json& obj, const char* key);
+std::optional<uint64_t> FieldUint64(const nlohmann::json& obj, const char* key);
 
 }  // namespace sanigate

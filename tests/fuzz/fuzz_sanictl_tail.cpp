@@ -1,8 +1,8 @@
 // What `sanictl tail` (and sanifleet's dispatcher) do with a message of the MQTT model: the topic
 // taken apart (mqtt/topics.h ParseModelTopic, checked against the topic builders) and the payload
 // rendered as one line (ctl/format.h TailLine, with and without colour), plus the text helpers it
-// uses (DisplayWidth, ValueText, MetricsText, GlobMatch, times). Input: the topic, a newline, the
-// payload.
+// uses (DisplayWidth, ValueText, MetricsText, GlobMatch, times). A tail line is one line, and
+// without colour it holds no control characters. Input: the topic, a newline, the payload.
 #include <cstdint>
 #include <nlohmann/json.hpp>
 
@@ -52,6 +52,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         std::string line = ctl::TailLine(m, color);
         FUZZ_CHECK(line.find('\n') == std::string::npos || line.find('\n') == line.size() - 1,
                    "a tail line with a line break inside: " + line);
+        // Without colour nothing in the line may control the terminal (ESC, CR, BEL, ...).
+        if (!color)
+          for (char c : line)
+            FUZZ_CHECK(static_cast<unsigned char>(c) >= 0x20 && c != 0x7F, "a control character in a tail line: " + line);
       }
     }
   }

@@ -314,4 +314,67 @@ put("sanictl_rollout", "firmware-list", json.dumps([{"sha256": "ab" * 32, "model
                                                     {"sha256": "ac" * 32, "model": "JT-1", "version": "1.0", "target": "jt808", "size": 1}]))
 put("sanictl_rollout", "chunk-limit", "a chunk may hold at most 65536 bytes")
 put("sanictl_rollout", "waves", "10%, 50%, 100%")
+
+# ---- device commands (gateway/app/command_payload.h and tests/unit/untrusted_input_test.cpp) ----
+for name, text in {"args": '{"args":["set_interval", 600]}', "value": '{"value": true}', "timeout": '{"args":[600, true, "x"], "timeout_ms": 2500}',
+                   "timeout-only": '{"timeout_ms": 2000}', "text": "set_interval 600", "string": '"open door"', "number": "42.5",
+                   "bad-utf8": b'{"value":"\xff\xfe"}', "deep": "[" * 5 + "]" * 5, "nested-arg": '{"args":[[1]]}', "unknown-key": '{"arg":["on"]}',
+                   "truncated": '{"args":["on"],', "too-many": '{"args":[' + ",".join(["1"] * 17) + "]}", "long-arg": '{"value":"' + "z" * 300 + '"}',
+                   "both": '{"args":[1],"value":2}', "cjk": '{"args":["门磁 开"]}', "escapes": '{"args":["a\\u0000b", "\\n"]}'}.items():
+    put("command_payload", name, text)
+
+# ---- the firmware agent: install jobs (first byte even) and chunk answers (odd; bits 1-2: chunk size) ----
+JOB_M = dict(M, sha256="5f" * 32, size=3000)
+job_manifest = json.loads(signed(JOB_M)) if subprocess.run(["which", "openssl"], capture_output=True).returncode == 0 else JOB_M
+JOB = {"campaign": "fw-1", "device": "room-1", "attempt": 1, "manifest": job_manifest, "chunks": "sanigate/v1/houpu/fleet/firmware/get"}
+put("firmware_agent", "job", b"\x00" + json.dumps(JOB).encode())
+put("firmware_agent", "job-wrong-types", b"\x00" + json.dumps(dict(JOB, device=7, attempt="1")).encode())
+put("firmware_agent", "job-attempt-float", b"\x00" + json.dumps(dict(JOB, attempt=1e30)).encode())
+put("firmware_agent", "job-no-manifest", b"\x00" + json.dumps({k: v for k, v in JOB.items() if k != "manifest"}).encode())
+chunk = bytes(range(256)) * 4
+put("firmware_agent", "chunk", b"\x05" + json.dumps({"ok": True, "result": {"offset": 1024, "size": 3000, "data": base64.b64encode(chunk).decode()}}).encode())
+put("firmware_agent", "chunk-refused", b"\x05" + json.dumps({"ok": False, "code": "not_found", "error": "no stored image " + "5f" * 32}).encode())
+put("firmware_agent", "chunk-no-result", b"\x03" + json.dumps({"ok": True}).encode())
+put("firmware_agent", "chunk-wrong-types", b"\x03" + json.dumps({"ok": 1, "result": {"offset": "0", "data": 5}}).encode())
+put("firmware_agent", "chunk-float-offset", b"\x01" + b'{"ok":true,"result":{"offset":1e300,"data":"AAAA"}}')
+
+# ---- sanifleet's rollout service (see fuzz_rollout_service.cpp for the fixture these refer to) ----
+# Byte 0: entry point (0 ServeChunk, 1 OnJobStatus, 2 OnInstallAnswer, 3 Admin), byte 1: device or
+# verb, byte 2: minutes the clock moves; then the payload.
+import hashlib
+IMAGE = bytes(i * 7 % 251 for i in range(3000))
+IMG_SHA = hashlib.sha256(IMAGE).hexdigest()
+def rs(op, pick, payload, minutes=0):
+    return bytes([op, pick, minutes]) + (payload.encode() if isinstance(payload, str) else payload)
+put("rollout_service", "chunk", rs(0, 0, json.dumps({"sha256": IMG_SHA, "offset": 1024, "length": 1024})))
+put("rollout_service", "chunk-last", rs(0, 0, json.dumps({"sha256": IMG_SHA, "offset": 2048})))
+put("rollout_service", "chunk-float", rs(0, 0, json.dumps({"sha256": IMG_SHA, "offset": 1e30, "length": -5})))
+put("rollout_service", "chunk-unknown", rs(0, 0, json.dumps({"sha256": "x" * 300})))
+for name, st in {"succeeded": {"campaign": "fw-1", "attempt": 1, "state": "succeeded", "version": "2.1.0", "ts": 1767225605000},
+                 "failed": {"campaign": "fw-1", "attempt": 1, "state": "failed", "error": "flash error"},
+                 "downloading": {"campaign": "fw-1", "attempt": 1, "state": "downloading", "bytes": 1024, "total": 3000},
+                 "wrong-types": {"campaign": "fw-1", "attempt": "1", "state": "failed", "error": 7, "ts": "now"},
+                 "float-attempt": {"campaign": "fw-1", "attempt": 1.0, "state": "succeeded", "version": "2.0.9", "ts": 1e300}}.items():
+    put("rollout_service", "status-" + name, rs(1, 0, json.dumps(st)))
+put("rollout_service", "install-refused", rs(2, 0, "fw-1\x1fhoupu/room-1\x1f1\n" + json.dumps({"ok": False, "code": "invalid", "error": "unknown device room-1"})))
+put("rollout_service", "install-accepted", rs(2, 0, "fw-1\x1fhoupu/room-1\x1f1\n" + json.dumps({"ok": True, "result": {"accepted": True}})))
+put("rollout_service", "install-wrong-types", rs(2, 0, "fw-1\x1fhoupu/room-1\x1f1\n" + json.dumps({"ok": "yes", "error": ["x"]})))
+VERBS = ["firmware_put", "firmware_list", "rollout_create", "rollout_start", "rollout_pause", "rollout_resume", "rollout_abort",
+         "rollout_status", "rollout_list"]
+def admin(verb, args):
+    return rs(3, VERBS.index(verb), json.dumps(args))
+put("rollout_service", "admin-list", admin("firmware_list", {}))
+put("rollout_service", "admin-create", admin("rollout_create", {"id": "fw-3", "artifact_sha256": IMG_SHA, "canary_count": 1, "waves_pct": [100]}))
+put("rollout_service", "admin-start", admin("rollout_start", {"id": "fw-2"}))
+put("rollout_service", "admin-pause", admin("rollout_pause", {"id": "fw-1", "reason": "night"}))
+put("rollout_service", "admin-abort", admin("rollout_abort", {"id": "fw-1"}))
+put("rollout_service", "admin-status", admin("rollout_status", {"id": "fw-1", "devices": True}))
+put("rollout_service", "admin-status-wrong-types", admin("rollout_status", {"id": "fw-1", "devices": "yes"}))
+put("rollout_service", "admin-put-wrong-types", admin("firmware_put", {"sha256": 5, "offset": 0, "data": [], "last": "yes"}))
+if subprocess.run(["which", "openssl"], capture_output=True).returncode == 0:
+    FIX_M = {"created": 1767225600000, "model": "GR-200", "notes": "fuzz", "sha256": IMG_SHA, "size": 3000, "target": "modbus", "v": 1,
+             "version": "2.1.0"}
+    put("rollout_service", "admin-put", admin("firmware_put", {"sha256": IMG_SHA, "offset": 0, "manifest": json.loads(signed(FIX_M)),
+                                                               "data": base64.b64encode(IMAGE[:1024]).decode(), "last": True}))
+
 print("seeds written under", CORPUS)
