@@ -10,6 +10,7 @@
 
 #include "app/fleet_config.h"
 #include "app/fleet_daemon.h"
+#include "service/systemd_notify.h"
 
 namespace {
 
@@ -74,19 +75,25 @@ int main(int argc, char** argv) {
   }
   (*daemon)->Start();
   spdlog::info("sanifleet {} running with {}", SANIGATE_VERSION, config_path);
+  // Ready for systemd only now: the config is loaded, the registry and the heat maps read.
+  namespace svc = sanigate::service;
+  svc::NotifyReady("running with " + config_path);
   while (true) {
-    int sig = 0;
-    if (sigwait(&signals, &sig) != 0) continue;
+    int sig = svc::WaitForSignal(signals);
     if (sig == SIGHUP) {
+      svc::NotifyReloading();
       auto next = sanigate::fleet::LoadFleetConfig(config_path);
       if (!next.ok()) {
         spdlog::error("reload refused, keeping the running config:\n{}", next.status().message());
+        svc::NotifyReady("reload refused (the config is invalid), running with the previous one");
         continue;
       }
       (*daemon)->Reload(std::move(next.value()));
+      svc::NotifyReady("running with " + config_path + " (reloaded)");
       continue;
     }
     spdlog::info("{}: flushing and stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    svc::NotifyStopping("saving the registry and heat maps and stopping");
     break;
   }
   (*daemon)->Stop();

@@ -18,6 +18,7 @@
 
 #include "app/config_loader.h"
 #include "app/gateway.h"
+#include "service/systemd_notify.h"
 
 namespace {
 
@@ -111,24 +112,32 @@ int main(int argc, char** argv) {
     return kExitFailure;
   }
   spdlog::info("sanigate {} running with {}", SANIGATE_VERSION, config_path);
+  // Ready for systemd only now: the config is loaded, the outbox open, the adapters started.
+  namespace svc = sanigate::service;
+  svc::NotifyReady("running with " + config_path);
 
   while (true) {
-    int sig = 0;
-    if (sigwait(&signals, &sig) != 0) continue;
+    int sig = svc::WaitForSignal(signals);
     if (sig == SIGHUP) {
+      svc::NotifyReloading();
       auto next = sanigate::app::LoadGatewayConfig(config_path);
       if (!next.ok()) {
         spdlog::error("reload refused, keeping the running config:\n{}", next.status().message());
+        svc::NotifyReady("reload refused (the config is invalid), running with the previous one");
         continue;
       }
-      if (auto st = (*gateway)->Reload(std::move(next.value())); !st.ok())
+      if (auto st = (*gateway)->Reload(std::move(next.value())); !st.ok()) {
         spdlog::error("reload: {}", st.ToString());
-      else
+        svc::NotifyReady("reload failed: " + st.ToString());
+      } else {
         spdlog::info("reloaded {}", config_path);
+        svc::NotifyReady("running with " + config_path + " (reloaded)");
+      }
       continue;
     }
     if (sig == SIGUSR1) {
       spdlog::warn("restarting into the installed image ({})", self_path);
+      svc::NotifyReloading();  // the same PID comes back with READY=1 from the new image
       (*gateway)->Stop();
       gateway.value().reset();
       spdlog::default_logger()->flush();
@@ -140,6 +149,7 @@ int main(int argc, char** argv) {
       return kExitFailure;
     }
     spdlog::info("{}: flushing and stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    svc::NotifyStopping("flushing the outbox and stopping");
     break;
   }
   (*gateway)->Stop();
