@@ -9,6 +9,7 @@
 
 #include "core/clock.h"
 #include "core/atomic_file.h"
+#include "app/model_message.h"
 #include "core/untrusted.h"
 #include "health/memory_json.h"
 #include "heatmap/feed.h"
@@ -24,7 +25,6 @@ constexpr auto kTick = std::chrono::milliseconds(200);
 // Limits on what arrives over MQTT (anyone with publish rights may send anything).
 constexpr size_t kMaxAdminBytes = 64 * 1024;
 constexpr size_t kMaxFirmwarePutBytes = 2 * 1024 * 1024;  // base64 of a 1 MiB chunk and its JSON
-constexpr size_t kMaxDeviceMessageBytes = 256 * 1024;
 constexpr size_t kMaxGatewayStatusBytes = 32 * 1024 * 1024;  // lists every device of a big site
 using Clock = std::chrono::steady_clock;
 
@@ -349,71 +349,21 @@ void FleetDaemon::Handle(const mqtt::InboundMessage& m, int64_t now) {
 
 void FleetDaemon::HandleDeviceMessage(const std::string& site, const std::string& device, const std::string& leaf,
                                       const std::string& payload, int64_t now) {
-  auto parsed = ParseUntrustedJson(payload, {.max_bytes = kMaxDeviceMessageBytes, .max_depth = 16});
-  if (!parsed.ok() || !parsed->is_object()) {
+  if (leaf != "telemetry" && leaf != "event" && leaf != "status") return;
+  std::string error;
+  auto decoded = DecodeModelMessage(leaf, payload, &error);
+  if (!decoded) {
     ++malformed_;
-    spdlog::debug("ignored a malformed {} of {}/{}: {}", leaf, site, device,
-                  parsed.ok() ? "not a JSON object" : parsed.status().message());
+    spdlog::debug("ignored a malformed {} of {}/{}: {}", leaf, site, device, error);
     return;
   }
-  json j = std::move(*parsed);
-  Observation obs;
+  Observation& obs = decoded->obs;
   obs.device = RegistryKey(site, device);
-  obs.ts_ms = j.value("ts", int64_t{0});
-  obs.kind = Str(j, "kind");
-  const json empty = json::object();
-  auto src_it = j.find("source");
-  const json& source = src_it != j.end() && src_it->is_object() ? *src_it : empty;
-  obs.profile = Str(source, "profile");
   bool created = false;
   DeviceEntry& e = registry_.Device(site, device, now, &created);
   if (created) spdlog::info("registry: new device {}/{}", site, device);
-  if (!obs.kind.empty()) e.kind = obs.kind;
-  if (!obs.profile.empty()) e.profile = obs.profile;
-  if (auto p = Str(source, "protocol"); !p.empty()) e.protocol = p;
-  if (auto g = Str(source, "gateway"); !g.empty()) e.gateway = g;
-  if (auto fw = Str(source, "firmware"); !fw.empty()) e.firmware = fw;
-  if (auto model = Str(source, "model"); !model.empty()) e.model = model;
-  obs.backfill = source.value("backfill", false);
-
-  if (leaf == "telemetry") {
-    obs.type = Observation::Type::kReading;
-    if (auto mit = j.find("metrics"); mit != j.end() && mit->is_object()) {
-      for (auto it = mit->begin(); it != mit->end(); ++it) {
-        if (it->is_number()) obs.metrics.emplace_back(it.key(), it->get<double>());
-        else if (it->is_boolean()) obs.metrics.emplace_back(it.key(), it->get<bool>() ? 1.0 : 0.0);
-        // The registry keeps the latest value of every metric; a backfilled point is history.
-        if (!obs.backfill || obs.ts_ms >= e.metrics_ts_ms) e.metrics[it.key()] = *it;
-      }
-      if (!obs.backfill || obs.ts_ms >= e.metrics_ts_ms) e.metrics_ts_ms = std::max(e.metrics_ts_ms, obs.ts_ms);
-    }
-    if (auto q = j.find("quality"); q != j.end() && q->is_object())
-      for (auto it = q->begin(); it != q->end(); ++it)
-        if (it->is_string()) obs.quality.emplace_back(it.key(), it->get<std::string>());
-    obs.rssi_dbm = Num(source, "rssi_dbm");
-    obs.snr_db = Num(source, "snr_db");
-    if (auto f = Num(source, "fcnt")) obs.fcnt = static_cast<int64_t>(*f);
-    if (auto f = Num(source, "frames_lost")) obs.frames_lost = static_cast<int64_t>(*f);
-    if (auto loc = j.find("location"); loc != j.end() && loc->is_object() && (!obs.backfill || obs.ts_ms >= e.metrics_ts_ms)) {
-      auto lat = Num(*loc, "lat"), lon = Num(*loc, "lon");
-      if (lat && lon) e.location = std::pair{*lat, *lon};
-    }
-    if (!obs.backfill) e.last_seen_ms = now;
-  } else if (leaf == "event") {
-    obs.type = Observation::Type::kEvent;
-    obs.event = Str(j, "event");
-    obs.event_active = Str(j, "state") == "active";
-    obs.severity = Str(j, "severity");
-    if (!obs.backfill) e.last_seen_ms = now;
-  } else if (leaf == "status") {
-    obs.type = Observation::Type::kStatus;
-    obs.online = j.value("online", false);
-    e.online = obs.online;
-    if (auto ls = j.find("last_seen"); ls != j.end() && ls->is_number_integer() && e.last_seen_ms == 0)
-      e.last_seen_ms = ls->get<int64_t>();
-  } else {
-    return;
-  }
+  ApplyToEntry(*decoded, e, now);
+  const json& j = decoded->doc;
   registry_.MarkDirty(obs.device);
   FeedHeatmap(site, device, leaf, j, e, obs.backfill, now);
   auto change = health_.Observe(obs, now);
@@ -435,7 +385,7 @@ void FleetDaemon::HandleGatewayStatus(const std::string& site, const std::string
   bool created = false;
   GatewayEntry& g = registry_.Gateway(site, gateway, now, &created);
   if (created) spdlog::info("registry: new gateway {}/{}", site, gateway);
-  bool online = j.value("online", false);
+  bool online = FieldBool(j, "online").value_or(false);
   if (online != g.online || created) {
     g.transitions_ms.push_back(now);
     if (g.transitions_ms.size() > 64) g.transitions_ms.erase(g.transitions_ms.begin());
@@ -764,7 +714,7 @@ void FleetDaemon::HandleAdmin(const mqtt::InboundMessage& m, const std::string& 
     return reply({{"ok", true}, {"result", r}});
   }
   if (verb == "health") {
-    bool problems = args.value("problems", false);
+    bool problems = FieldBool(args, "problems").value_or(false);
     std::string site = filter("site"), kind = filter("kind"), state = filter("state");
     json devices = json::array();
     std::vector<std::pair<const HealthVerdict*, const DeviceEntry*>> hits;
@@ -931,7 +881,7 @@ void FleetDaemon::FeedHeatmap(const std::string& site, const std::string& device
                               const DeviceEntry& e, bool backfill, int64_t now) {
   if (leaf == "status") return;
   if (!HeatmapOf(site)) return;
-  int64_t ts = j.value("ts", int64_t{0});
+  int64_t ts = FieldInt64(j, "ts").value_or(0);
   if (ts <= 0) return;
   // The record's own location, else where the device was last seen (fixed bins and rooms).
   std::optional<std::pair<double, double>> at = e.location;
