@@ -377,4 +377,21 @@ if subprocess.run(["which", "openssl"], capture_output=True).returncode == 0:
     put("rollout_service", "admin-put", admin("firmware_put", {"sha256": IMG_SHA, "offset": 0, "manifest": json.loads(signed(FIX_M)),
                                                                "data": base64.b64encode(IMAGE[:1024]).decode(), "last": True}))
 
+# ---- model messages sanifleet decodes (CONTRACT §3; byte 0: 0 telemetry, 1 event, 2 status) ----
+MODEL = {
+    "reading": (0, {"id": "gw-houpu-01:184467", "ts": 1763712000123, "device": "room-07", "kind": "garbage_room",
+                    "source": {"protocol": "modbus", "gateway": "gw-houpu-01", "profile": "garbage-room-v1"},
+                    "metrics": {"fill_level_pct": 81.5, "temperature_c": 26.1, "nh3_ppm": 3.2, "door_open": False},
+                    "quality": {"nh3_ppm": "timeout"}, "location": {"lat": 24.5123, "lon": 118.1342}}),
+    "uplink": (0, {"ts": 1763712000500, "kind": "bin", "source": {"protocol": "lorawan", "rssi_dbm": -97, "snr_db": 7.5,
+                                                                  "fcnt": 4242, "frames_lost": 3}, "metrics": {"fill_level_pct": 40}}),
+    "backfill": (0, {"ts": 1763700000000, "kind": "vehicle", "source": {"protocol": "jt808", "backfill": True},
+                     "metrics": {"speed_kmh": 31.5}, "location": {"lat": 24.51, "lon": 118.13}}),
+    "event": (1, {"id": "gw-houpu-01:184470", "ts": 1763712001000, "device": "bin-0412", "kind": "bin",
+                  "event": "overflow", "state": "active", "severity": "warning", "metrics": {"fill_level_pct": 96}}),
+    "status": (2, {"online": False, "last_seen": 1763712000000, "ts": 1763712009000}),
+}
+for name, (leaf, doc) in MODEL.items():
+    put("model_message", name, bytes([leaf]) + json.dumps(doc).encode())
+
 print("seeds written under", CORPUS)
