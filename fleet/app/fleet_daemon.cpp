@@ -39,11 +39,8 @@ int Severity(HealthState s) {
   return 0;
 }
 
-json ReasonsJson(const std::vector<HealthReason>& reasons) {
-  json out = json::array();
-  for (const auto& r : reasons) out.push_back({{"code", r.code}, {"level", HealthStateName(r.level)}, {"detail", r.detail}});
-  return out;
-}
+// The published reasons: code, level, detail, and what a threshold reason rests on.
+json ReasonsJson(const std::vector<HealthReason>& reasons) { return ReasonsToJson(reasons); }
 
 std::string Codes(const HealthVerdict& v) {
   std::string s = HealthStateName(v.state);
@@ -427,7 +424,11 @@ void FleetDaemon::EvaluateGateways(int64_t now) {
     v.kind = "gateway";
     v.last_seen_ms = g.last_status_ms;
     auto add = [&v](const char* code, HealthState level, std::string detail) {
-      v.reasons.push_back({code, level, std::move(detail), {}});
+      HealthReason r;
+      r.code = code;
+      r.level = level;
+      r.detail = std::move(detail);
+      v.reasons.push_back(std::move(r));
     };
     if (!g.online) {
       add("offline", HealthState::kOffline, "the gateway said goodbye or its MQTT will fired");

@@ -55,18 +55,19 @@ std::optional<ModelMessage> DecodeModelMessage(const std::string& leaf, const st
   d.model = Str(source, "model");
   obs.backfill = FieldBool(source, "backfill").value_or(false);
 
-  if (leaf == "telemetry") {
-    obs.type = Observation::Type::kReading;
-    if (auto mit = j.find("metrics"); mit != j.end() && mit->is_object()) {
-      d.metrics = *mit;
-      for (auto it = mit->begin(); it != mit->end(); ++it) {
-        if (it->is_number()) {
-          if (double v = it->get<double>(); std::isfinite(v)) obs.metrics.emplace_back(it.key(), v);
-        } else if (it->is_boolean()) {
-          obs.metrics.emplace_back(it.key(), it->get<bool>() ? 1.0 : 0.0);
-        }
+  // Numbers and booleans (0/1) are observed: a reading's values, an event's triggering value.
+  if (auto mit = j.find("metrics"); mit != j.end() && mit->is_object() && leaf != "status") {
+    for (auto it = mit->begin(); it != mit->end(); ++it) {
+      if (it->is_number()) {
+        if (double v = it->get<double>(); std::isfinite(v)) obs.metrics.emplace_back(it.key(), v);
+      } else if (it->is_boolean()) {
+        obs.metrics.emplace_back(it.key(), it->get<bool>() ? 1.0 : 0.0);
       }
     }
+    if (leaf == "telemetry") d.metrics = *mit;
+  }
+  if (leaf == "telemetry") {
+    obs.type = Observation::Type::kReading;
     if (auto q = j.find("quality"); q != j.end() && q->is_object())
       for (auto it = q->begin(); it != q->end(); ++it)
         if (it->is_string()) obs.quality.emplace_back(it.key(), it->get<std::string>());
@@ -83,6 +84,7 @@ std::optional<ModelMessage> DecodeModelMessage(const std::string& leaf, const st
     obs.event = Str(j, "event");
     obs.event_active = Str(j, "state") == "active";
     obs.severity = Str(j, "severity");
+    obs.threshold = Num(j, "threshold");  // the rule's level, when the event carries it
   } else {
     obs.type = Observation::Type::kStatus;
     obs.online = FieldBool(j, "online").value_or(false);

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <random>
 
+#include "ctl/answers.h"
 #include "mqtt/topics.h"
 
 namespace sanigate::ctl {
@@ -80,13 +81,18 @@ std::string TcpProblem(const std::string& url, std::chrono::milliseconds timeout
 
 // Paho's connect failure text, made readable: MQTT 5 CONNACK reason codes in words.
 std::string MqttProblem(const std::string& last_error) {
-  auto has = [&](const char* code) { return last_error.find("reason code " + std::string(code) + ")") != std::string::npos; };
-  if (has("134")) return "bad user name or password";
-  if (has("135")) return "not authorized";
-  if (has("133")) return "client identifier not valid";
-  if (has("136") || has("137")) return "the broker is unavailable or busy";
+  if (auto code = ReasonCodeIn(last_error)) return MqttReasonName(*code);
   if (last_error.empty()) return "no connection within the timeout";
   return last_error;
+}
+
+// How long to wait for a retained fleet status when Sync cannot tell whether it is in: the
+// broker sends retained messages right after the SUBACK, so this is ample on any link that
+// answers a request within the timeout.
+constexpr auto kRetainedSettle = std::chrono::milliseconds(250);
+
+int64_t NowEpochMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 }  // namespace
@@ -130,24 +136,61 @@ Result<std::unique_ptr<AdminClient>> AdminClient::Connect(AdminOptions options) 
   mqtt::ClientHandlers h;
   AdminClient* raw = c.get();
   h.on_message = [raw](mqtt::InboundMessage in) { raw->OnMessage(std::move(in)); };
+  h.on_refused = [raw](const std::string& topic, const std::string& why) { raw->OnRefused(topic, why); };
   try {
     c->client_ = std::make_unique<mqtt::MqttClient>(std::move(co), std::move(h));
   } catch (const std::exception& e) {
     return Unavailable(e.what());
   }
   c->client_->Start();
-  if (!c->client_->WaitConnected(c->opt_.timeout)) {
+  // The client retries a refused CONNECT with backoff; a refusal is final for sanictl, so stop
+  // waiting as soon as the broker has given one.
+  auto deadline = Clock::now() + c->opt_.timeout;
+  std::optional<int> refused;
+  while (!c->client_->WaitConnected(std::min(std::chrono::milliseconds(50),
+                                             std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now())))) {
+    refused = ReasonCodeIn(c->client_->last_error());
+    if (refused || Clock::now() >= deadline) break;
+  }
+  if (!c->client_->connected()) {
     std::string last = c->client_->last_error();
     c->Close();
+    if (refused && IsAccessRefusal(*refused)) {
+      std::string who = m.username.empty() ? "without a user name" : "of user " + m.username;
+      std::string hint = *refused == 0x87 ? (m.username.empty() ? " (give [mqtt] username and password in sanictl's config)"
+                                                                : " (a wrong password, or the user may not connect)")
+                                          : "";
+      return Status(Code::kFailedPrecondition, "the broker at " + m.url + " refused the connection " + who + ": " +
+                                                   MqttReasonName(*refused) + hint);
+    }
     std::string why = TcpProblem(m.url, std::min(c->opt_.timeout, std::chrono::milliseconds(1000)));
     if (why.empty()) why = MqttProblem(last);
-    return Unavailable(why);
+    return Unavailable("cannot reach the broker at " + m.url + ": " + why);
   }
-  if (Status st = c->client_->SubscribeAndWait(c->reply_topic_, c->opt_.timeout); !st.ok()) {
+  if (Status st = c->Subscribe(c->reply_topic_); !st.ok()) {
     c->Close();
-    return Unavailable("cannot subscribe to the reply topic " + c->reply_topic_ + ": " + st.message());
+    return st.code() == Code::kFailedPrecondition || st.code() == Code::kInvalid
+               ? st
+               : Unavailable("cannot subscribe to the reply topic " + c->reply_topic_ + ": " + st.message());
   }
   return c;
+}
+
+std::string AdminClient::Who() const {
+  return opt_.mqtt.username.empty() ? "anonymous clients" : "user " + opt_.mqtt.username;
+}
+
+void AdminClient::OnRefused(const std::string& topic, const std::string& why) {
+  int code = ReasonCodeIn(why).value_or(0x80);
+  std::lock_guard lk(mu_);
+  if (!topic.empty()) {
+    // Only the Sync probe goes out with Publish (it has a topic); requests have none.
+    if (topic == reply_topic_) probe_refused_ = true;
+  } else {
+    for (auto& [correlation, p] : pending_)
+      if (!p.answered && p.refused == 0) p.refused = code;
+  }
+  cv_.notify_all();
 }
 
 void AdminClient::Close() {
@@ -157,27 +200,73 @@ void AdminClient::Close() {
 void AdminClient::OnMessage(mqtt::InboundMessage m) {
   std::lock_guard lk(mu_);
   if (m.topic == reply_topic_) {
-    if (!m.correlation_data.empty()) replies_[m.correlation_data].push_back(std::move(m.payload));
+    if (!m.correlation_data.empty()) {
+      if (auto p = pending_.find(m.correlation_data); p != pending_.end()) p->second.answered = true;
+      replies_[m.correlation_data].push_back(std::move(m.payload));
+    } else if (!probe_.empty() && m.payload == probe_) {
+      probe_back_ = true;
+    }
+  } else if (!fleet_topic_.empty() && m.topic == fleet_topic_) {
+    fleet_seen_ = true;
+    fleet_status_ = m.payload.empty() ? json(nullptr) : json::parse(m.payload, nullptr, false);
+    if (fleet_status_.is_discarded()) fleet_status_ = nullptr;
   } else {
     live_.push_back({std::move(m.topic), std::move(m.payload)});
   }
   cv_.notify_all();
 }
 
-Result<std::string> AdminClient::Send(const std::string& topic, const std::string& payload) {
+std::string AdminClient::FleetOfflineLocked() const {
+  return FleetSaysOffline(fleet_status_) ? FleetOfflineText(fleet_status_, fleet_topic_, NowEpochMs()) : std::string();
+}
+
+json AdminClient::FleetStatus() {
+  std::lock_guard lk(mu_);
+  return fleet_status_;
+}
+
+std::string AdminClient::FleetOffline() {
+  std::lock_guard lk(mu_);
+  return FleetOfflineLocked();
+}
+
+Result<std::string> AdminClient::Send(const std::string& topic, const std::string& payload, bool to_fleet) {
   std::string correlation = RandomHex(16);
-  if (Status st = client_->PublishRequest(topic, payload, reply_topic_, correlation); !st.ok())
+  {
+    std::lock_guard lk(mu_);
+    if (to_fleet) {
+      if (std::string offline = FleetOfflineLocked(); !offline.empty()) return Unavailable(offline);
+    }
+    pending_[correlation] = Pending{topic, to_fleet};
+  }
+  if (Status st = client_->PublishRequest(topic, payload, reply_topic_, correlation); !st.ok()) {
+    std::lock_guard lk(mu_);
+    pending_.erase(correlation);
     return Unavailable("cannot publish to " + topic + ": " + st.message());
+  }
   return correlation;
 }
 
 Result<json> AdminClient::Await(const std::string& correlation, Clock::time_point deadline) {
   std::unique_lock lk(mu_);
+  const Pending* p = nullptr;
+  if (auto it = pending_.find(correlation); it != pending_.end()) p = &it->second;
   auto has_answer = [&] {
     auto it = replies_.find(correlation);
     return it != replies_.end() && !it->second.empty();
   };
-  if (!cv_.wait_until(lk, deadline, has_answer)) return Status(Code::kDeadline, "no answer in time");
+  auto ends_early = [&] { return p && (p->refused != 0 || (p->to_fleet && FleetSaysOffline(fleet_status_))); };
+  if (!cv_.wait_until(lk, deadline, [&] { return has_answer() || ends_early(); }))
+    return Status(Code::kDeadline, "no answer in time");
+  if (!has_answer()) {
+    if (p->refused != 0) {
+      if (p->refused == 0x87)
+        return Status(Code::kFailedPrecondition, "the broker refused the request on " + p->topic + " for " + Who() +
+                                                     ": not authorized (check its ACL)");
+      return Invalid("the broker refused the request on " + p->topic + ": " + MqttReasonName(p->refused));
+    }
+    return Unavailable(FleetOfflineLocked());
+  }
   auto& queue = replies_[correlation];
   std::string payload = std::move(queue.front());
   queue.pop_front();
@@ -187,16 +276,68 @@ Result<json> AdminClient::Await(const std::string& correlation, Clock::time_poin
   return answer;
 }
 
-Result<json> AdminClient::Request(const std::string& topic, const json& args, std::chrono::milliseconds timeout) {
+Result<json> AdminClient::Request(const std::string& topic, const json& args, std::chrono::milliseconds timeout,
+                                  bool to_fleet) {
   auto deadline = Clock::now() + timeout;
-  auto sent = Send(topic, args.dump());
+  auto sent = Send(topic, args.dump(), to_fleet);
   if (!sent.ok()) return sent.status();
   return Await(sent.value(), deadline);
 }
 
 Status AdminClient::Subscribe(const std::string& filter) {
   Status st = client_->SubscribeAndWait(filter, opt_.timeout);
-  if (!st.ok()) return {st.code(), "cannot subscribe to " + filter + ": " + st.message()};
+  if (st.ok()) return st;
+  if (st.code() == Code::kFailedPrecondition) {  // MqttLink: a SUBACK reason code >= 0x80
+    int code = ReasonCodeIn(st.message()).value_or(0x80);
+    if (IsAccessRefusal(code))
+      return Status(Code::kFailedPrecondition, "the broker refused the subscription to " + filter + " for " + Who() + ": " +
+                                                   MqttReasonName(code) + " (check its ACL)");
+    return Invalid("the broker refused the subscription to " + filter + ": " + MqttReasonName(code));
+  }
+  return {st.code(), "cannot subscribe to " + filter + ": " + st.message()};
+}
+
+Result<bool> AdminClient::Sync(Clock::time_point deadline) {
+  {
+    std::lock_guard lk(mu_);
+    if (synced_) return true;
+    probe_ = json{{"sanictl_probe", RandomHex(8)}}.dump();  // JSON, like everything on reply topics
+    probe_back_ = probe_refused_ = false;
+  }
+  auto started = Clock::now();
+  if (Status st = client_->Publish(reply_topic_, probe_, false); !st.ok())
+    return Unavailable("cannot publish to " + reply_topic_ + ": " + st.message());
+  std::unique_lock lk(mu_);
+  cv_.wait_until(lk, deadline, [&] { return probe_back_ || probe_refused_; });
+  if (probe_back_) return synced_ = true;
+  if (probe_refused_) return false;
+  auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
+  return Status(Code::kFailedPrecondition,
+                "the broker does not deliver sanictl's reply topic " + reply_topic_ + " for " + Who() +
+                    ": not authorized to read it (check its ACL); not even sanictl's own test message came back within " +
+                    std::to_string(waited) + " ms, so no answer could");
+}
+
+Status AdminClient::FollowFleetStatus(const std::string& topic, Clock::time_point deadline) {
+  {
+    std::lock_guard lk(mu_);
+    if (fleet_topic_ == topic) return Status::Ok();
+    fleet_topic_ = topic;
+    fleet_status_ = nullptr;
+    fleet_seen_ = false;
+  }
+  if (Status st = Subscribe(topic); !st.ok()) {
+    std::lock_guard lk(mu_);
+    fleet_topic_.clear();
+    // A user who may not read sanifleet's status still may call it: go on without.
+    return st.code() == Code::kFailedPrecondition ? Status::Ok() : st;
+  }
+  auto synced = Sync(deadline);
+  if (!synced.ok()) return synced.status();
+  if (!*synced) {
+    std::unique_lock lk(mu_);
+    cv_.wait_until(lk, std::min(deadline, Clock::now() + kRetainedSettle), [&] { return fleet_seen_; });
+  }
   return Status::Ok();
 }
 

@@ -115,13 +115,43 @@ bool RequireSite(const Context& ctx) {
   return false;
 }
 
-std::unique_ptr<AdminClient> ConnectOrExplain(const Context& ctx) {
+std::unique_ptr<AdminClient> ConnectOrExplain(const Context& ctx, int& exit_code) {
   auto client = AdminClient::Connect(ctx.admin);
   if (!client.ok()) {
-    std::cerr << "cannot reach the broker at " << ctx.admin.mqtt.url << ": " << client.status().message() << "\n";
+    exit_code = Explain(client.status());
     return nullptr;
   }
+  exit_code = kExitOk;
   return std::move(client.value());
+}
+
+int Explain(const Status& status) {
+  switch (status.code()) {
+    case Code::kFailedPrecondition:  // the broker refused the user: its words are the message
+      std::cerr << status.message() << "\n";
+      return kExitNotAuthorized;
+    case Code::kUnavailable:
+    case Code::kDeadline:
+      std::cerr << status.message() << "\n";
+      return kExitUnreachable;
+    case Code::kNotFound:
+      std::cerr << "sanictl: " << status.message() << "\n";
+      return kExitNotFound;
+    default:
+      std::cerr << "sanictl: " << status.message() << "\n";
+      return kExitFailed;
+  }
+}
+
+int FleetReady(const Context& ctx, AdminClient& client) {
+  auto deadline = std::chrono::steady_clock::now() + ctx.timeout;
+  if (Status st = client.FollowFleetStatus(mqtt::topics::FleetStatus(ctx.admin.prefix, ctx.admin.site), deadline); !st.ok())
+    return Explain(st);
+  if (std::string offline = client.FleetOffline(); !offline.empty()) {
+    std::cerr << offline << "\n";
+    return kExitUnreachable;
+  }
+  return kExitOk;
 }
 
 int FleetAnswer(const Context& ctx, const std::string& topic, Result<json> answer, json& result, int invalid_exit) {
@@ -131,8 +161,7 @@ int FleetAnswer(const Context& ctx, const std::string& topic, Result<json> answe
                 << " ms\n";
       return kExitUnreachable;
     }
-    std::cerr << "sanictl: " << answer.status().message() << "\n";
-    return answer.status().code() == Code::kUnavailable ? kExitUnreachable : kExitFailed;
+    return Explain(answer.status());
   }
   const json& a = answer.value();
   if (a.value("ok", false)) {
@@ -149,8 +178,9 @@ int FleetAnswer(const Context& ctx, const std::string& topic, Result<json> answe
 
 int FleetCall(const Context& ctx, AdminClient& client, const std::string& verb, const json& args, json& result,
               int invalid_exit) {
+  if (int rc = FleetReady(ctx, client); rc != kExitOk) return rc;
   std::string topic = mqtt::topics::FleetAdmin(ctx.admin.prefix, ctx.admin.site, verb);
-  return FleetAnswer(ctx, topic, client.Request(topic, args, ctx.timeout), result, invalid_exit);
+  return FleetAnswer(ctx, topic, client.Request(topic, args, ctx.timeout, /*to_fleet=*/true), result, invalid_exit);
 }
 
 }  // namespace sanigate::ctl

@@ -12,18 +12,11 @@
 #include <nlohmann/json.hpp>
 
 #include "ctl/admin_client.h"
+#include "ctl/exit_codes.h"
 
 namespace sanigate::ctl {
 
 using json = nlohmann::json;
-
-enum Exit : int {
-  kExitOk = 0,
-  kExitFailed = 1,       // the operation failed (an ok:false answer)
-  kExitUsage = 2,        // bad usage or input
-  kExitUnreachable = 3,  // cannot reach the broker or the daemon
-  kExitNotFound = 4,     // the named thing does not exist
-};
 
 // The global options as given on the command line (empty / unset when absent).
 struct GlobalFlags {
@@ -55,17 +48,28 @@ std::optional<Context> ResolveContext(const GlobalFlags& flags);
 // Prints "no site ..." on stderr and returns false when ctx has no site.
 bool RequireSite(const Context& ctx);
 
-// Connects; on failure prints "cannot reach the broker at URL: reason" and returns null (exit 3).
-std::unique_ptr<AdminClient> ConnectOrExplain(const Context& ctx);
+// Connects; on failure prints why ("cannot reach the broker at URL: reason", or the broker's
+// refusal of the user) and returns null with the exit code in `exit_code` (3, or 5).
+std::unique_ptr<AdminClient> ConnectOrExplain(const Context& ctx, int& exit_code);
+
+// Prints a failed AdminClient call's message on stderr and returns its exit code: refused by
+// the broker (kFailedPrecondition) 5; unreachable, offline or no answer 3; not found 4; else 1.
+int Explain(const Status& status);
+
+// Before calling sanifleet: follows its retained status (AdminClient::FollowFleetStatus). When it
+// says sanifleet is offline, prints that ("sanifleet ID is offline since ..., says TOPIC") and
+// returns 3; a reply topic the broker does not deliver to the user → 5; else kExitOk.
+int FleetReady(const Context& ctx, AdminClient& client);
 
 // Milliseconds since the Unix epoch, now.
 int64_t NowMs();
 
-// Calls sanifleet's admin `verb` and puts the `result` of an ok answer into `result`. Returns
-// kExitOk, or the exit code after printing the problem on stderr: no answer in time → 3
-// ("sanifleet did not answer on TOPIC within N ms"), code not_found → 4, invalid → `invalid_exit`
-// (2, bad input; verbs whose "invalid" means a refused operation, like resuming a running
-// rollout, pass 1), other → 1.
+// Calls sanifleet's admin `verb` (after FleetReady) and puts the `result` of an ok answer into
+// `result`. Returns kExitOk, or the exit code after printing the problem on stderr: sanifleet
+// offline or no answer in time → 3 ("sanifleet did not answer on TOPIC within N ms"), the
+// broker refused the request → 5, code not_found → 4, invalid → `invalid_exit` (2, bad input;
+// verbs whose "invalid" means a refused operation, like resuming a running rollout, pass 1),
+// other → 1.
 int FleetCall(const Context& ctx, AdminClient& client, const std::string& verb, const nlohmann::json& args,
               nlohmann::json& result, int invalid_exit = kExitUsage);
 // The same checks for an answer already awaited (status sends early and waits late).

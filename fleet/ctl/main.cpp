@@ -1,6 +1,7 @@
 // sanictl: the admin CLI of Sanigate (CONTRACT §4). This file is the command-line wiring only:
-// global options, verbs and their arguments, then one call into verbs.h. Exit codes: 0 ok,
-// 1 the operation failed, 2 bad usage or input, 3 cannot reach the broker or daemon, 4 not found.
+// global options, verbs and their arguments, then one call into verbs.h. Exit codes
+// (exit_codes.h): 0 ok, 1 the operation failed, 2 bad usage or input, 3 cannot reach the broker
+// or daemon, 4 not found, 5 the broker refused the user (credentials or ACL).
 #include <signal.h>
 
 #include <CLI/CLI.hpp>

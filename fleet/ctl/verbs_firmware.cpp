@@ -228,8 +228,9 @@ int RunFirmwareAdd(const Context& ctx, const FirmwareAddArgs& a) {
   }
   const std::string& sha = digest->sha256;
 
-  auto client = ConnectOrExplain(ctx);
-  if (!client) return kExitUnreachable;
+  int connect_exit = kExitOk;
+  auto client = ConnectOrExplain(ctx, connect_exit);
+  if (!client) return connect_exit;
   // Already there with the same label and signer: nothing to send over a slow link.
   json list;
   if (int rc = FleetCall(ctx, *client, "firmware_list", json::object(), list); rc != kExitOk) return rc;
@@ -277,7 +278,11 @@ int RunFirmwareAdd(const Context& ctx, const FirmwareAddArgs& a) {
     auto timeout = span.last ? chunk_timeout * 3 : chunk_timeout;
     enum class Next { kChunk, kSame, kRestart } next = Next::kChunk;
     for (int tries = 0;; ++tries) {
-      auto answer = client->Request(topic, args, timeout);
+      auto answer = client->Request(topic, args, timeout, /*to_fleet=*/true);
+      if (!answer.ok() && answer.status().code() == Code::kFailedPrecondition) {  // the broker refused the user
+        if (progress) std::cerr << "\r\x1b[K";
+        return Explain(answer.status());
+      }
       if (answer.ok() && answer->value("ok", false)) {
         if (span.last) stored = answer->contains("result") ? (*answer)["result"] : json::object();
         break;
@@ -339,8 +344,9 @@ int RunFirmwareAdd(const Context& ctx, const FirmwareAddArgs& a) {
 
 int RunFirmwareList(const Context& ctx) {
   if (!RequireSite(ctx)) return kExitUsage;
-  auto client = ConnectOrExplain(ctx);
-  if (!client) return kExitUnreachable;
+  int connect_exit = kExitOk;
+  auto client = ConnectOrExplain(ctx, connect_exit);
+  if (!client) return connect_exit;
   json result;
   if (int rc = FleetCall(ctx, *client, "firmware_list", json::object(), result); rc != kExitOk) return rc;
   if (ctx.json) {

@@ -2,10 +2,13 @@
 // admin API (fleet/README.md), rendered as tables or passed through as JSON.
 #include <algorithm>
 #include <iostream>
+#include <optional>
 
+#include "ctl/answers.h"
 #include "ctl/format.h"
 #include "ctl/verbs.h"
 #include "mqtt/topics.h"
+#include "settings/reader.h"
 
 namespace sanigate::ctl {
 namespace {
@@ -59,15 +62,29 @@ std::string Adapters(const json& status) {
   return out;
 }
 
-std::string Reasons(const json& verdict) {
+// The verdict's reasons as they read now (a silence counted up to now_ms).
+std::string Reasons(const json& verdict, int64_t now_ms) {
   std::string out;
   if (!verdict.contains("reasons") || !verdict["reasons"].is_array()) return out;
   for (const auto& r : verdict["reasons"]) {
     if (!out.empty()) out += "; ";
-    std::string detail = Str(r, "detail", "");
-    out += detail.empty() ? Str(r, "code", "?") : detail;
+    out += ReasonText(r, Ms(verdict, "last_seen"), now_ms);
   }
   return out;
+}
+
+// A --state filter names a health state; anything else is bad usage before anything is sent.
+bool ValidStateFilter(const std::string& state) {
+  if (state.empty() || IsHealthState(state)) return true;
+  std::cerr << "sanictl: --state \"" << state << "\" is not " << HealthStatesText() << "\n";
+  return false;
+}
+
+// --kind and --gateway name ids ([a-z0-9._-]+): another value could match nothing but a typo.
+bool ValidIdFilter(const char* option, const std::string& value) {
+  if (value.empty() || settings::IsValidId(value)) return true;
+  std::cerr << "sanictl: " << option << " \"" << value << "\" is not a valid id ([a-z0-9._-]+)\n";
+  return false;
 }
 
 void PrintJson(const json& doc) { std::cout << doc.dump() << "\n"; }
@@ -76,24 +93,25 @@ void PrintJson(const json& doc) { std::cout << doc.dump() << "\n"; }
 
 int RunStatus(const Context& ctx) {
   if (!RequireSite(ctx)) return kExitUsage;
-  auto client = ConnectOrExplain(ctx);
-  if (!client) return kExitUnreachable;
+  int connect_exit = kExitOk;
+  auto client = ConnectOrExplain(ctx, connect_exit);
+  if (!client) return connect_exit;
   const auto& p = ctx.admin.prefix;
   const auto& site = ctx.admin.site;
 
-  // Ask sanifleet first, gather the retained gateway statuses while it answers.
+  // Ask sanifleet first (unless its retained status says it is offline), gather the retained
+  // gateway statuses while it answers.
   std::string fleet_topic = mqtt::topics::FleetAdmin(p, site, "status");
+  int rc = FleetReady(ctx, *client);
   auto deadline = std::chrono::steady_clock::now() + ctx.timeout;
-  auto sent = client->Send(fleet_topic, "{}");
+  std::optional<Result<std::string>> sent;
+  if (rc == kExitOk) sent = client->Send(fleet_topic, "{}", /*to_fleet=*/true);
   std::string filter = mqtt::topics::GatewayStatus(p, site, "+");
   auto retained = client->CollectRetained(filter, kRetainedQuiet, ctx.timeout);
-  if (!retained.ok()) {
-    std::cerr << "sanictl: " << retained.status().message() << "\n";
-    return retained.status().code() == Code::kFailedPrecondition ? kExitFailed : kExitUnreachable;
-  }
+  if (!retained.ok()) return Explain(retained.status());
   json fleet;
-  int rc = FleetAnswer(ctx, fleet_topic, sent.ok() ? client->Await(sent.value(), deadline) : Result<json>(sent.status()),
-                       fleet);
+  if (sent)
+    rc = FleetAnswer(ctx, fleet_topic, sent->ok() ? client->Await(sent->value(), deadline) : Result<json>(sent->status()), fleet);
   client->Close();
 
   int64_t now = NowMs();
@@ -133,14 +151,17 @@ int RunStatus(const Context& ctx) {
 }
 
 int RunDevicesList(const Context& ctx, const DevicesListArgs& a) {
-  if (!RequireSite(ctx)) return kExitUsage;
+  if (!RequireSite(ctx) || !ValidStateFilter(a.state) || !ValidIdFilter("--kind", a.kind) ||
+      !ValidIdFilter("--gateway", a.gateway))
+    return kExitUsage;
   json args = json::object();
   if (!a.kind.empty()) args["kind"] = a.kind;
   if (!a.state.empty()) args["state"] = a.state;
   if (!a.gateway.empty()) args["gateway"] = a.gateway;
   if (a.limit) args["limit"] = *a.limit;
-  auto client = ConnectOrExplain(ctx);
-  if (!client) return kExitUnreachable;
+  int connect_exit = kExitOk;
+  auto client = ConnectOrExplain(ctx, connect_exit);
+  if (!client) return connect_exit;
   json result;
   if (int rc = FleetCall(ctx, *client, "devices", args, result); rc != kExitOk) return rc;
   if (ctx.json) {
@@ -168,8 +189,13 @@ int RunDevicesList(const Context& ctx, const DevicesListArgs& a) {
 
 int RunDevicesShow(const Context& ctx, const std::string& device) {
   if (!RequireSite(ctx)) return kExitUsage;
-  auto client = ConnectOrExplain(ctx);
-  if (!client) return kExitUnreachable;
+  if (!settings::IsValidId(device)) {
+    std::cerr << "sanictl: \"" << device << "\" is not a valid device id ([a-z0-9._-]+)\n";
+    return kExitUsage;
+  }
+  int connect_exit = kExitOk;
+  auto client = ConnectOrExplain(ctx, connect_exit);
+  if (!client) return connect_exit;
   json d;
   if (int rc = FleetCall(ctx, *client, "device", {{"device", device}}, d); rc != kExitOk) return rc;
   if (ctx.json) {
@@ -214,7 +240,7 @@ int RunDevicesShow(const Context& ctx, const std::string& device) {
     Table r;
     for (const auto& reason : health["reasons"]) {
       std::string level = Str(reason, "level");
-      r.rows.push_back({"  " + Str(reason, "code"), Cell(level, HealthColor(level)), Str(reason, "detail", "")});
+      r.rows.push_back({"  " + Str(reason, "code"), Cell(level, HealthColor(level)), ReasonText(reason, Ms(health, "last_seen"), now)});
     }
     std::cout << RenderTable(r, ctx.color);
   }
@@ -222,13 +248,14 @@ int RunDevicesShow(const Context& ctx, const std::string& device) {
 }
 
 int RunHealth(const Context& ctx, const HealthArgs& a) {
-  if (!RequireSite(ctx)) return kExitUsage;
+  if (!RequireSite(ctx) || !ValidStateFilter(a.state) || !ValidIdFilter("--kind", a.kind)) return kExitUsage;
   json args = json::object();
   if (a.problems) args["problems"] = true;
   if (!a.kind.empty()) args["kind"] = a.kind;
   if (!a.state.empty()) args["state"] = a.state;
-  auto client = ConnectOrExplain(ctx);
-  if (!client) return kExitUnreachable;
+  int connect_exit = kExitOk;
+  auto client = ConnectOrExplain(ctx, connect_exit);
+  if (!client) return connect_exit;
   json result;
   if (int rc = FleetCall(ctx, *client, "health", args, result); rc != kExitOk) return rc;
   if (ctx.json) {
@@ -239,7 +266,7 @@ int RunHealth(const Context& ctx, const HealthArgs& a) {
   Table t{{"DEVICE", "KIND", "STATE", "SINCE", "REASONS"}, {}};
   auto add = [&](const json& v, const std::string& id, const std::string& kind) {
     std::string state = Str(v, "state");
-    t.rows.push_back({id, kind, Cell(state, HealthColor(state)), RelativeTime(Ms(v, "since"), now), Reasons(v)});
+    t.rows.push_back({id, kind, Cell(state, HealthColor(state)), RelativeTime(Ms(v, "since"), now), Reasons(v, now)});
   };
   if (result.contains("devices") && result["devices"].is_array())
     for (const auto& v : result["devices"]) add(v, Str(v, "device"), Str(v, "kind"));

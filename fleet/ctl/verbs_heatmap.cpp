@@ -15,6 +15,7 @@
 #include "ctl/heatmap_render.h"
 #include "ctl/png_writer.h"
 #include "ctl/verbs.h"
+#include "settings/reader.h"
 
 namespace sanigate::ctl {
 namespace {
@@ -53,7 +54,13 @@ bool BuildRequest(const HeatmapArgs& a, json& request) {
     }
     request["precision"] = *a.precision;
   }
-  if (!a.site.empty()) request["site"] = a.site;
+  if (!a.site.empty()) {
+    if (!settings::IsValidId(a.site)) {
+      std::cerr << "sanictl: --site \"" << a.site << "\" is not a valid id ([a-z0-9._-]+)\n";
+      return false;
+    }
+    request["site"] = a.site;
+  }
   return true;
 }
 
@@ -66,8 +73,9 @@ int Fetch(const Context& given, const HeatmapArgs& a, json& raw, HeatmapResult& 
   Context ctx = given;
   if (ctx.admin.site.empty()) ctx.admin.site = a.site;
   if (!RequireSite(ctx)) return kExitUsage;
-  auto client = ConnectOrExplain(ctx);
-  if (!client) return kExitUnreachable;
+  int connect_exit = kExitOk;
+  auto client = ConnectOrExplain(ctx, connect_exit);
+  if (!client) return connect_exit;
   int rc = FleetCall(ctx, *client, "heatmap", request, raw);
   client->Close();
   if (rc != kExitOk) return rc;

@@ -7,6 +7,7 @@
 #include <iostream>
 #include <optional>
 
+#include "ctl/answers.h"
 #include "ctl/format.h"
 #include "ctl/verbs.h"
 #include "mqtt/topics.h"
@@ -93,15 +94,13 @@ int RunTail(const Context& ctx, const TailArgs& a) {
   bool glob = a.filter.find('*') != std::string::npos;
   std::string device_level = a.filter.empty() || glob ? "+" : a.filter;
 
-  auto client = ConnectOrExplain(ctx);
-  if (!client) return kExitUnreachable;
+  int connect_exit = kExitOk;
+  auto client = ConnectOrExplain(ctx, connect_exit);
+  if (!client) return connect_exit;
   CatchStopSignals();
   for (const std::string& filter :
        {mqtt::topics::Device(p, site, device_level, "+"), mqtt::topics::GatewayStatus(p, site, "+")}) {
-    if (Status st = client->Subscribe(filter); !st.ok()) {
-      std::cerr << "sanictl: " << st.message() << "\n";
-      return st.code() == Code::kFailedPrecondition ? kExitFailed : kExitUnreachable;
-    }
+    if (Status st = client->Subscribe(filter); !st.ok()) return Explain(st);
   }
 
   auto end = a.seconds ? Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(*a.seconds))
@@ -147,9 +146,12 @@ int RunCmd(const Context& ctx, const std::string& device, const std::string& nam
     request["timeout_ms"] = ctx.timeout.count();
     wait += 500ms;
   }
-  auto client = ConnectOrExplain(ctx);
-  if (!client) return kExitUnreachable;
+  int connect_exit = kExitOk;
+  auto client = ConnectOrExplain(ctx, connect_exit);
+  if (!client) return connect_exit;
   std::string topic = mqtt::topics::Device(ctx.admin.prefix, ctx.admin.site, device, "cmd/" + name);
+  // A reply topic the broker does not deliver to this user would look like a missing gateway.
+  if (auto synced = client->Sync(Clock::now() + ctx.timeout); !synced.ok()) return Explain(synced.status());
   auto answer = AwaitCommandAnswer(ctx, *client, topic, request, wait);
   client->Close();
   if (!answer.ok()) {
@@ -158,8 +160,7 @@ int RunCmd(const Context& ctx, const std::string& device, const std::string& nam
                 << " ms: no gateway took the command (is the device's gateway online?)\n";
       return kExitUnreachable;
     }
-    std::cerr << "sanictl: " << answer.status().message() << "\n";
-    return answer.status().code() == Code::kUnavailable ? kExitUnreachable : kExitFailed;
+    return Explain(answer.status());
   }
   const json& a = answer.value();
   bool ok = a.contains("ok") && a["ok"].is_boolean() && a["ok"].get<bool>();
@@ -178,7 +179,7 @@ int RunCmd(const Context& ctx, const std::string& device, const std::string& nam
   }
   if (ok) return kExitOk;
   std::cerr << "sanictl: " << device << " " << name << " failed: " << (error.empty() ? a.dump() : error) << "\n";
-  return IsUnknownDevice(a) ? kExitNotFound : kExitFailed;
+  return CommandFailureExit(a);
 }
 
 int RunDownlinks(const Context& ctx, const std::string& device) {
@@ -187,14 +188,12 @@ int RunDownlinks(const Context& ctx, const std::string& device) {
     std::cerr << "sanictl: \"" << device << "\" is not a device id\n";
     return kExitUsage;
   }
-  auto client = ConnectOrExplain(ctx);
-  if (!client) return kExitUnreachable;
+  int connect_exit = kExitOk;
+  auto client = ConnectOrExplain(ctx, connect_exit);
+  if (!client) return connect_exit;
   auto statuses = client->CollectRetained(mqtt::topics::GatewayStatus(ctx.admin.prefix, ctx.admin.site, "+"),
                                           kRetainedQuiet, ctx.timeout);
-  if (!statuses.ok()) {
-    std::cerr << "sanictl: " << statuses.status().message() << "\n";
-    return statuses.status().code() == Code::kFailedPrecondition ? kExitFailed : kExitUnreachable;
-  }
+  if (!statuses.ok()) return Explain(statuses.status());
   // One row per queued command: the gateway, the device and the command as the status lists it.
   json rows = json::array();
   for (const auto& m : statuses.value()) {

@@ -8,6 +8,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <iostream>
@@ -71,6 +72,16 @@ std::string StateText(const json& st, bool color) {
 
 size_t Lines(const std::string& text) { return static_cast<size_t>(std::count(text.begin(), text.end(), '\n')); }
 
+// A campaign id is [a-z0-9._-]{1,64} (fleet/rollout/campaign.h): anything else is bad usage,
+// said before anything is sent, as every verb's bad value.
+bool ValidCampaignId(const std::string& id) {
+  bool ok = !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+  });
+  if (!ok) std::cerr << "sanictl: \"" << id << "\" is not a campaign id ([a-z0-9._-]{1,64})\n";
+  return ok;
+}
+
 }  // namespace
 
 int RunRolloutCreate(const Context& ctx, const RolloutSpecArgs& a) {
@@ -95,8 +106,9 @@ int RunRolloutCreate(const Context& ctx, const RolloutSpecArgs& a) {
     std::cerr << "sanictl: " << spec.status().message() << "\n";
     return kExitUsage;
   }
-  auto client = ConnectOrExplain(ctx);
-  if (!client) return kExitUnreachable;
+  int connect_exit = kExitOk;
+  auto client = ConnectOrExplain(ctx, connect_exit);
+  if (!client) return connect_exit;
 
   // A prefix from `firmware list` is resolved against sanifleet's store.
   std::string artifact = (*spec)["artifact_sha256"].get<std::string>();
@@ -132,11 +144,12 @@ int RunRolloutCreate(const Context& ctx, const RolloutSpecArgs& a) {
 }
 
 int RunRolloutAction(const Context& ctx, const std::string& action, const std::string& id, const std::string& reason) {
-  if (!RequireSite(ctx)) return kExitUsage;
+  if (!RequireSite(ctx) || !ValidCampaignId(id)) return kExitUsage;
   json args = {{"id", id}};
   if (!reason.empty()) args["reason"] = reason;
-  auto client = ConnectOrExplain(ctx);
-  if (!client) return kExitUnreachable;
+  int connect_exit = kExitOk;
+  auto client = ConnectOrExplain(ctx, connect_exit);
+  if (!client) return connect_exit;
   json status;
   // "invalid" here is a refusal of the campaign's state machine (resume a running campaign…).
   if (int rc = FleetCall(ctx, *client, "rollout_" + action, args, status, kExitFailed); rc != kExitOk) return rc;
@@ -146,15 +159,16 @@ int RunRolloutAction(const Context& ctx, const std::string& action, const std::s
 }
 
 int RunRolloutStatus(const Context& ctx, const RolloutStatusArgs& a) {
-  if (!RequireSite(ctx)) return kExitUsage;
+  if (!RequireSite(ctx) || !ValidCampaignId(a.id)) return kExitUsage;
   if (a.watch && !(a.interval_s > 0 && std::isfinite(a.interval_s))) {
     std::cerr << "sanictl: --interval must be a positive number of seconds\n";
     return kExitUsage;
   }
   json args = {{"id", a.id}};
   if (a.devices) args["devices"] = true;
-  auto client = ConnectOrExplain(ctx);
-  if (!client) return kExitUnreachable;
+  int connect_exit = kExitOk;
+  auto client = ConnectOrExplain(ctx, connect_exit);
+  if (!client) return connect_exit;
 
   if (!a.watch) {
     json status;
@@ -164,6 +178,7 @@ int RunRolloutStatus(const Context& ctx, const RolloutStatusArgs& a) {
     return kExitOk;
   }
 
+  if (int rc = FleetReady(ctx, *client); rc != kExitOk) return rc;  // the first look fails as usual
   CatchStopSignals();
   std::string topic = mqtt::topics::FleetAdmin(ctx.admin.prefix, ctx.admin.site, "rollout_status");
   bool redraw = StdoutIsTerminal() && !ctx.json;
@@ -173,7 +188,8 @@ int RunRolloutStatus(const Context& ctx, const RolloutStatusArgs& a) {
   std::string last_key;         // of the last printed line (no terminal)
   int64_t silent_since = 0;     // sanifleet stopped answering at (epoch ms), 0 = it answers
   while (!g_stop) {
-    auto answer = client->Request(topic, args, ctx.timeout);
+    // While sanifleet's status says it is offline nothing is sent; the answer says so at once.
+    auto answer = client->Request(topic, args, ctx.timeout, /*to_fleet=*/true);
     bool no_answer = !answer.ok() && (answer.status().code() == Code::kDeadline || answer.status().code() == Code::kUnavailable);
     if (no_answer && !status.is_null()) {
       if (silent_since == 0) {
@@ -220,8 +236,9 @@ int RunRolloutStatus(const Context& ctx, const RolloutStatusArgs& a) {
 
 int RunRolloutList(const Context& ctx) {
   if (!RequireSite(ctx)) return kExitUsage;
-  auto client = ConnectOrExplain(ctx);
-  if (!client) return kExitUnreachable;
+  int connect_exit = kExitOk;
+  auto client = ConnectOrExplain(ctx, connect_exit);
+  if (!client) return connect_exit;
   json result;
   if (int rc = FleetCall(ctx, *client, "rollout_list", json::object(), result); rc != kExitOk) return rc;
   if (ctx.json) {

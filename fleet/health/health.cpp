@@ -49,6 +49,38 @@ std::string Duration(int64_t ms) {
   return out;
 }
 
+// What a threshold reason rests on (HealthReason::metric, value, threshold).
+struct Measure {
+  std::string metric;
+  std::optional<double> value, threshold;
+};
+
+// "nh3_ppm 12.4 >= 10", "fuel_pct 4 <= 5" (a value under its level), "tilt_deg 47"; "" when unknown.
+std::string MeasureText(const Measure& m) {
+  if (m.metric.empty() || !m.value) return {};
+  std::string out = m.metric + " " + Num(*m.value);
+  if (m.threshold) out += (*m.value < *m.threshold ? " <= " : " >= ") + Num(*m.threshold);
+  return out;
+}
+
+// The event's own measure: its first metric and the rule's level it carries.
+Measure EventMeasure(const Observation& obs) {
+  if (obs.metrics.empty() || !std::isfinite(obs.metrics.front().second)) return {};
+  return {obs.metrics.front().first, obs.metrics.front().second, obs.threshold};
+}
+
+// "odour: nh3_ppm 12.4 >= 10", or the event's name alone.
+std::string AlarmDetail(std::string_view event, const Measure& m) {
+  std::string text = MeasureText(m);
+  return std::string(event) + (text.empty() ? "" : ": " + text);
+}
+
+// Reasons that report something the device said (and that may no longer hold once it is gone).
+bool IsAlarm(std::string_view code) {
+  return code == reason::kAlarm || code == reason::kSos || code == reason::kOverflow ||
+         code == reason::kOverflowUnattended;
+}
+
 bool Worse(const HealthReason& a, const HealthReason& b) {
   if (a.level != b.level) return a.level > b.level;
   if (a.code != b.code) return a.code < b.code;
@@ -95,6 +127,9 @@ struct Device {
   bool has_counters = false;
   int64_t seen_ms = kNoTime;         // now_ms of the last live reading/event
   int64_t overflow_since = kNoTime;  // measurement time the overflow became active
+  // The active overflow's metric, its latest value and the rule's level (metric "" = unknown).
+  std::string overflow_metric;
+  double overflow_value = kNoValue, overflow_threshold = kNoValue;
   detail::IntervalLearner learner;
   detail::MeanWindow rssi, snr;
   detail::LossWindow loss;
@@ -107,8 +142,10 @@ struct Device {
 // Keeps the per-device footprint honest (strings and the reasons/stuck vectors allocate apart).
 static_assert(sizeof(Device) <= 512, "per-device state grew beyond its budget");
 
+// Sets the reason's level, detail and measure. Its `stale` flag is Finish's to change: the
+// detail given here never has the stale suffix, Finish adds it back when it still applies.
 void SetReason(Device& d, std::string_view code, std::string_view subject, HealthState level,
-               std::string detail) {
+               std::string detail, const Measure& m = {}) {
   for (HealthReason& r : d.verdict.reasons) {
     if (r.code == code && r.subject == subject) {
       if (r.level != level) {
@@ -116,12 +153,30 @@ void SetReason(Device& d, std::string_view code, std::string_view subject, Healt
         d.reasons_dirty = true;
       }
       r.detail = std::move(detail);
+      r.metric = m.metric;
+      r.value = m.value;
+      r.threshold = m.threshold;
       return;
     }
   }
-  d.verdict.reasons.push_back(
-      HealthReason{std::string(code), level, std::move(detail), std::string(subject)});
+  d.verdict.reasons.push_back(HealthReason{std::string(code), level, std::move(detail),
+                                           std::string(subject), m.metric, m.value, m.threshold});
   d.reasons_dirty = true;
+}
+
+// Alarms of an offline device say so (flag and detail suffix); a flip is a change to publish.
+void MarkStale(Device& d) {
+  bool offline = std::any_of(d.verdict.reasons.begin(), d.verdict.reasons.end(),
+                             [](const HealthReason& r) { return r.level == HealthState::kOffline; });
+  for (HealthReason& r : d.verdict.reasons) {
+    if (!IsAlarm(r.code)) continue;
+    if (r.detail.ends_with(kStaleSuffix)) r.detail.resize(r.detail.size() - kStaleSuffix.size());
+    if (offline) r.detail += kStaleSuffix;
+    if (r.stale != offline) {
+      r.stale = offline;
+      d.reasons_dirty = true;
+    }
+  }
 }
 
 void ClearReason(Device& d, std::string_view code, std::string_view subject = {}) {
@@ -215,18 +270,25 @@ struct HealthEvaluator::Impl {
   void ApplyEvent(Device& d, const Observation& obs, int64_t now_ms) {
     const std::string& ev = obs.event;
     if (ev.empty()) return;
+    Measure m = EventMeasure(obs);
     if (ev == reason::kOverflow) {
       if (!obs.event_active) {
         d.overflow_since = kNoTime;
+        d.overflow_metric.clear();
       } else {
         int64_t t = obs.ts_ms > 0 ? std::min(obs.ts_ms, now_ms) : now_ms;
         d.overflow_since = d.overflow_since == kNoTime ? t : std::min(d.overflow_since, t);
+        if (!m.metric.empty()) {
+          d.overflow_metric = m.metric;
+          d.overflow_value = *m.value;
+          d.overflow_threshold = m.threshold.value_or(kNoValue);
+        }
       }
       return;  // the overflow reasons depend on time: Judge sets them
     }
     if (ev == reason::kSos) {
       if (obs.event_active) {
-        SetReason(d, reason::kSos, {}, HealthState::kCritical, "sos");
+        SetReason(d, reason::kSos, {}, HealthState::kCritical, AlarmDetail("sos", m), m);
       } else {
         ClearReason(d, reason::kSos);
       }
@@ -239,7 +301,7 @@ struct HealthEvaluator::Impl {
       level = HealthState::kDegraded;  // warning, or unset (the gateway's default is warning)
     }
     if (obs.event_active && level) {
-      SetReason(d, reason::kAlarm, ev, *level, ev);
+      SetReason(d, reason::kAlarm, ev, *level, AlarmDetail(ev, m), m);
     } else {
       ClearReason(d, reason::kAlarm, ev);
     }
@@ -258,6 +320,19 @@ struct HealthEvaluator::Impl {
     }
     for (const auto& m : obs.metrics) {
       if (!Flagged(obs, m.first)) ClearReason(d, reason::kOutOfRange, m.first);
+    }
+
+    // An active alarm or overflow quotes the latest value of its metric.
+    for (HealthReason& r : d.verdict.reasons) {
+      if ((r.code != reason::kAlarm && r.code != reason::kSos) || r.metric.empty()) continue;
+      if (auto v = Usable(obs, r.metric)) {
+        r.value = *v;
+        r.detail = AlarmDetail(r.code == reason::kSos ? std::string_view("sos") : std::string_view(r.subject),
+                               Measure{r.metric, r.value, r.threshold});
+      }
+    }
+    if (!d.overflow_metric.empty()) {
+      if (auto v = Usable(obs, d.overflow_metric)) d.overflow_value = *v;
     }
 
     std::optional<double> rssi = obs.rssi_dbm ? obs.rssi_dbm : Usable(obs, "rssi_dbm");
@@ -307,14 +382,16 @@ struct HealthEvaluator::Impl {
         if (off_at != kNever && off_at >= deaf_from_ms) off_at = std::max(off_at, grace_until);
         if (deg_at != kNever && deg_at >= deaf_from_ms) deg_at = std::max(deg_at, grace_until);
       }
-      auto detail = [&](int k) {
-        return "no traffic for " + Duration(interval * k) + " (" + std::to_string(k) +
-               " x expected interval " + Duration(interval) + ")";
+      // The silence as it is now (it may be longer than the threshold: a verdict after a pause,
+      // or a restart), then the threshold it crossed.
+      auto detail = [&](const char* verdict, int k) {
+        return "no traffic for " + Duration(now_ms - d.seen_ms) + " (" + verdict + " after " +
+               std::to_string(k) + " x expected interval " + Duration(interval) + ")";
       };
       if (now_ms >= off_at) {
-        SetReason(d, reason::kSilent, {}, HealthState::kOffline, detail(off_k));
+        SetReason(d, reason::kSilent, {}, HealthState::kOffline, detail("offline", off_k));
       } else if (now_ms >= deg_at) {
-        SetReason(d, reason::kSilent, {}, HealthState::kDegraded, detail(deg_k));
+        SetReason(d, reason::kSilent, {}, HealthState::kDegraded, detail("degraded", deg_k));
         next = off_at;
       } else {
         ClearReason(d, reason::kSilent);
@@ -330,14 +407,24 @@ struct HealthEvaluator::Impl {
       int64_t at = limit > kNever - std::max<int64_t>(d.overflow_since, 0)
                        ? kNever
                        : d.overflow_since + limit;
+      Measure m;
+      if (!d.overflow_metric.empty() && !std::isnan(d.overflow_value)) {
+        m = {d.overflow_metric, d.overflow_value,
+             std::isnan(d.overflow_threshold) ? std::nullopt : std::optional<double>(d.overflow_threshold)};
+      }
+      std::string text = MeasureText(m);
       if (now_ms >= at) {
         ClearReason(d, reason::kOverflow);
         SetReason(d, reason::kOverflowUnattended, {}, HealthState::kCritical,
-                  "overflow active for more than " + Duration(limit) + " without being cleared");
+                  "overflow active for more than " + Duration(limit) + " without being cleared" +
+                      (text.empty() ? "" : " (" + text + ")"),
+                  m);
       } else {
         ClearReason(d, reason::kOverflowUnattended);
         SetReason(d, reason::kOverflow, {}, HealthState::kDegraded,
-                  "overflow active, unattended after " + Duration(limit));
+                  "overflow active" + (text.empty() ? "" : " (" + text + ")") + ", unattended after " +
+                      Duration(limit),
+                  m);
         next = std::min(next, at);
       }
     } else {
@@ -447,6 +534,7 @@ struct HealthEvaluator::Impl {
 
   std::optional<HealthChange> Finish(Device& d, int64_t now_ms) {
     HealthVerdict& v = d.verdict;
+    MarkStale(d);
     if (d.reasons_dirty) std::sort(v.reasons.begin(), v.reasons.end(), Worse);
     HealthState state = !v.reasons.empty() ? v.reasons.front().level
                         : d.observed       ? HealthState::kOk
@@ -581,6 +669,16 @@ void HealthEvaluator::Restore(const std::string& device, const std::string& kind
   // carry the threshold verdicts (battery, radio, loss, errors, stuck) as if nothing happened.
   d.observed = m.state != HealthState::kUnknown;
   d.overflow_since = m.overflow_since_ms.value_or(kNoTime);
+  // The overflow's measure lives in its saved reason; a stale alarm's in its detail's suffix.
+  d.overflow_metric.clear();
+  for (HealthReason& r : v.reasons) {
+    r.stale = IsAlarm(r.code) && r.detail.ends_with(kStaleSuffix);
+    if ((r.code == reason::kOverflow || r.code == reason::kOverflowUnattended) && !r.metric.empty() && r.value) {
+      d.overflow_metric = r.metric;
+      d.overflow_value = *r.value;
+      d.overflow_threshold = r.threshold.value_or(kNoValue);
+    }
+  }
   d.battery_pct = m.battery_pct.value_or(kNoValue);
   d.battery_v = m.battery_v.value_or(kNoValue);
   d.modbus_error_pct = m.modbus_error_pct.value_or(kNoValue);

@@ -43,9 +43,21 @@ inline constexpr std::string_view kAlarm = "alarm";
 struct HealthReason {
   std::string code;                            // one of reason::k*
   HealthState level = HealthState::kDegraded;  // kDegraded, kCritical or kOffline
-  std::string detail;   // human text with the numbers, e.g. "battery_pct 12 <= 20"
+  // Human text with the numbers, e.g. "battery_pct 12 <= 20", "odour: nh3_ppm 12.4 >= 10",
+  // "no traffic for 25m (offline after 3 x expected interval 5m)"; an alarm of a device that is
+  // offline ends with kStaleSuffix.
+  std::string detail;
   std::string subject;  // the metric or event concerned (stuck_value, out_of_range, alarm), or ""
+  // What a threshold reason rests on, when known: the metric, its latest value and the level it
+  // is judged against (alarm and overflow: the event's metric and its rule's level).
+  std::string metric;
+  std::optional<double> value, threshold;
+  // An alarm (alarm, sos, overflow, overflow_unattended) of a device that is offline: the last
+  // thing it said, not known to be true now.
+  bool stale = false;
 };
+
+inline constexpr std::string_view kStaleSuffix = " (stale: device offline)";
 
 // One message of the normalized model (CONTRACT §3) about one device, parsed by the caller.
 struct Observation {
@@ -53,7 +65,9 @@ struct Observation {
   Type type = Type::kReading;
   int64_t ts_ms = 0;                  // measurement time from the payload
   std::string device, kind, profile;  // kind/profile may be empty: the last non-empty one is kept
-  std::vector<std::pair<std::string, double>> metrics;  // numeric and boolean (0/1) metrics only
+  // Numeric and boolean (0/1) metrics only. kEvent: the event's own metrics (the value that
+  // raised or cleared it), which alarm and overflow reasons quote.
+  std::vector<std::pair<std::string, double>> metrics;
   std::vector<std::pair<std::string, std::string>> quality;  // {"fill_level_pct","out_of_range"}
   bool backfill = false;  // a late point (JT/T 808 batch): history, never "seen now"
   std::optional<double> rssi_dbm, snr_db;  // radio metadata from payload "source"
@@ -63,6 +77,9 @@ struct Observation {
   std::string event;  // overflow, fire, tilt, door_open, low_battery, sos, offline, odour, ...
   bool event_active = false;  // state "active" (true) vs "cleared"
   std::string severity;       // info, warning, critical
+  // The level of the gateway's rule that raised it, when the event carries one: the reason then
+  // reads "nh3_ppm 12.4 >= 10" ("<=" for a value below it).
+  std::optional<double> threshold;
   // kStatus (the gateway's retained device status)
   bool online = false;
 };

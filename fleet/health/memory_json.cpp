@@ -16,8 +16,14 @@ constexpr size_t kMaxText = 64 * 1024;  // a device's memory is well under 2 KiB
 std::string EncodeHealthMemory(const HealthMemory& m) {
   json j = {{"v", kVersion}, {"state", HealthStateName(m.state)}, {"since", m.since_ms}};
   json reasons = json::array();
-  for (const auto& r : m.reasons)
-    reasons.push_back({{"code", r.code}, {"level", HealthStateName(r.level)}, {"detail", r.detail}, {"subject", r.subject}});
+  for (const auto& r : m.reasons) {
+    json jr = {{"code", r.code}, {"level", HealthStateName(r.level)}, {"detail", r.detail}, {"subject", r.subject}};
+    // Optional keys: an older sanifleet reads the text without them (and ignores them).
+    if (!r.metric.empty()) jr["metric"] = r.metric;
+    if (r.value && std::isfinite(*r.value)) jr["value"] = *r.value;
+    if (r.threshold && std::isfinite(*r.threshold)) jr["threshold"] = *r.threshold;
+    reasons.push_back(std::move(jr));
+  }
   j["reasons"] = std::move(reasons);
   if (m.overflow_since_ms) j["overflow_since"] = *m.overflow_since_ms;
   // NaN and infinities are not JSON; the evaluator never keeps them, but be safe.
@@ -55,8 +61,16 @@ std::optional<HealthMemory> DecodeHealthMemory(std::string_view text) {
     for (const auto& r : j.at("reasons")) {
       auto level = ParseHealthState(r.at("level").get<std::string>());
       if (!level || *level == HealthState::kOk || *level == HealthState::kUnknown) return std::nullopt;
-      m.reasons.push_back({r.at("code").get<std::string>(), *level, r.at("detail").get<std::string>(),
-                           r.at("subject").get<std::string>()});
+      HealthReason reason;
+      reason.code = r.at("code").get<std::string>();
+      reason.level = *level;
+      reason.detail = r.at("detail").get<std::string>();
+      reason.subject = r.at("subject").get<std::string>();
+      if (r.contains("metric")) reason.metric = r["metric"].get<std::string>();
+      if (r.contains("value")) reason.value = r["value"].get<double>();
+      if (r.contains("threshold")) reason.threshold = r["threshold"].get<double>();
+      reason.stale = reason.detail.ends_with(kStaleSuffix);  // the evaluator keeps flag and suffix together
+      m.reasons.push_back(std::move(reason));
     }
     if (j.contains("overflow_since")) m.overflow_since_ms = j["overflow_since"].get<int64_t>();
     for (auto [key, field] : {std::pair{"battery_pct", &m.battery_pct}, std::pair{"battery_v", &m.battery_v},
@@ -84,6 +98,19 @@ std::optional<HealthMemory> DecodeHealthMemory(std::string_view text) {
   } catch (const json::exception&) {
     return std::nullopt;
   }
+}
+
+nlohmann::json ReasonsToJson(const std::vector<HealthReason>& reasons) {
+  json out = json::array();
+  for (const auto& r : reasons) {
+    json jr = {{"code", r.code}, {"level", HealthStateName(r.level)}, {"detail", r.detail}};
+    if (!r.metric.empty()) jr["metric"] = r.metric;
+    if (r.value && std::isfinite(*r.value)) jr["value"] = *r.value;
+    if (r.threshold && std::isfinite(*r.threshold)) jr["threshold"] = *r.threshold;
+    if (r.stale) jr["stale"] = true;
+    out.push_back(std::move(jr));
+  }
+  return out;
 }
 
 }  // namespace sanigate::fleet

@@ -5,6 +5,7 @@
 // battery and packet loss as degraded with their reason, health change events, malformed input,
 // gateway verdicts, and a restart of sanifleet that keeps the registry.
 #include <atomic>
+#include <regex>
 #include <thread>
 
 #include "fleet_fixture.h"
@@ -257,6 +258,13 @@ TEST_F(FleetTest, SilentDeviceGoesOfflineOnTimeAndBackToOk) {
   json h = Health(capture->Messages(), "bin-quiet");
   EXPECT_TRUE(HasReason(h, "silent")) << h.dump();
   EXPECT_EQ(h["expected_interval_ms"], 1000);
+  // The reason says the silence when judged and the threshold it crossed (issue 16 item 9).
+  for (const auto& r : h["reasons"]) {
+    if (r["code"] != "silent") continue;
+    EXPECT_TRUE(std::regex_match(r["detail"].get<std::string>(),
+                                 std::regex("no traffic for [0-9]+s \\(offline after 3 x expected interval 1s\\)")))
+        << h.dump();
+  }
   Uplink(bin_quiet, 3.6);
   ASSERT_TRUE(WaitHealth("bin-quiet", "ok")) << FleetLog();
 }

@@ -1,7 +1,8 @@
 // sanictl end to end: the real binary against a real Mosquitto, the real sanigate daemon with a
-// simulated Modbus garbage room, and (in one test) the real sanifleet. Checks what a user and a
+// simulated Modbus garbage room, and (in some tests) the real sanifleet. Checks what a user and a
 // script see: tables, --json documents, messages on stderr and the exit codes of CONTRACT §4
-// (0 ok, 1 failed, 2 bad usage or input, 3 cannot reach the broker or daemon, 4 not found).
+// (0 ok, 1 failed, 2 bad usage or input, 3 cannot reach the broker or daemon, 4 not found) and
+// sanictl's 5 (the broker refused the user), some under the shipped ACL and its users.
 #include <regex>
 #include <sstream>
 #include <thread>
@@ -27,18 +28,43 @@ class SanictlTest : public GatewayTest {
 
   Process fleet;
   int runs = 0;
+  std::string ctl_config = "sanictl.toml";  // the config file Ctl() passes
+  bool acl = false;                          // the broker runs the shipped ACL with its users
 
-  // sanictl's own config: the test broker and the site, as an operator would set them up.
-  void WriteCtlConfig() {
-    std::ofstream(path("sanictl.toml")) << "[mqtt]\nurl = \"" << broker->url()
-                                        << "\"\nreconnect_min_ms = 100\n\n[ctl]\nsite = \"houpu\"\n";
+  // sanictl's own config: the test broker and the site, as an operator would set them up; under
+  // the shipped ACL as the operator user unless another one is named.
+  void WriteCtlConfig(const std::string& user = "", const std::string& password = "",
+                      const std::string& file = "sanictl.toml") {
+    std::string u = user.empty() && acl ? "admin" : user, pw = user.empty() && acl ? "admin-secret" : password;
+    std::ofstream(path(file)) << "[mqtt]\nurl = \"" << broker->url() << "\"\nreconnect_min_ms = 100\n"
+                              << (u.empty() ? "" : "username = \"" + u + "\"\npassword = \"" + pw + "\"\n")
+                              << "\n[ctl]\nsite = \"houpu\"\n";
+  }
+
+  // The shipped ACL (packaging/sanigate.acl) and its users: each daemon under its own.
+  void StartAclBroker() {
+    acl = true;
+    MosquittoBroker::Options o;
+    o.require_password = true;
+    o.username = "gateway";
+    o.password = "gw-secret";
+    o.more_users = {{"fleet", "fleet-secret"}, {"admin", "admin-secret"}, {"upstream", "up-secret"}};
+    o.acl_file = SourceDir() + "/packaging/sanigate.acl";
+    StartBroker(o);
+  }
+
+  void Capture() {
+    capture = std::make_unique<MqttCapture>(broker->url(), "test-capture");
+    if (acl) capture->SetCredentials("admin", "admin-secret");
+    capture->Connect();
+    capture->Subscribe("sanigate/v1/#", 1);
   }
 
   // Runs sanictl with --config (so a machine's /etc/sanigate/sanictl.toml never leaks in).
   Result Ctl(const std::vector<std::string>& args, std::chrono::seconds limit = 30s) {
     runs++;
     std::string out = path("ctl." + std::to_string(runs) + ".out"), err = path("ctl." + std::to_string(runs) + ".err");
-    std::vector<std::string> argv = {SANICTL_BIN, "--config", path("sanictl.toml")};
+    std::vector<std::string> argv = {SANICTL_BIN, "--config", path(ctl_config)};
     argv.insert(argv.end(), args.begin(), args.end());
     Result r;
     r.status = Process::Run(argv, limit, {.stdout_path = out, .stderr_path = err});
@@ -52,18 +78,25 @@ class SanictlTest : public GatewayTest {
   }
 
   // Broker, one simulated room (uv lamp on coil 0, writable), the gateway, online.
-  void StartGatewayWithOneRoom(int interval_ms = 200) {
-    StartBroker();
+  // `with_acl`: the shipped ACL and users; `sim_extra`: more simulator flags; `room_extra`: more
+  // of the room's config (after its points and commands).
+  void StartGatewayWithOneRoom(int interval_ms = 200, bool with_acl = false, std::vector<std::string> sim_extra = {},
+                               const std::string& room_extra = "") {
+    if (with_acl) StartAclBroker();
+    else StartBroker();
     WriteCtlConfig();
-    StartSim(1, {"--set", "coil:0=1", "--set", "hr:0=815"});
+    std::vector<std::string> sim_args = {"--set", "coil:0=1", "--set", "hr:0=815"};
+    sim_args.insert(sim_args.end(), sim_extra.begin(), sim_extra.end());
+    StartSim(1, sim_args);
     Capture();
-    WriteConfig(BaseConfig() + "[modbus]\n" + RoomConfig("room-07", 0, interval_ms) + R"(
+    WriteConfig(BaseConfig(acl ? "username = \"gateway\"\npassword = \"gw-secret\"\n" : "") + "[modbus]\n" +
+                RoomConfig("room-07", 0, interval_ms) + R"(
 [[modbus.devices.commands]]
 name = "uv_lamp"
 table = "coil"
 address = 0
 verify = true
-)");
+)" + room_extra);
     StartGateway();
     WaitGatewayOnline();
   }
@@ -71,7 +104,8 @@ verify = true
   void StartFleet() {
     std::ofstream(path("sanifleet.toml")) << "[fleet]\nid = \"fleet-test\"\nsite = \"houpu\"\ndata_dir = \""
                                           << path("fleet") << "\"\nregistry_flush_ms = 100\n\n[mqtt]\nurl = \""
-                                          << broker->url() << "\"\nreconnect_min_ms = 100\n";
+                                          << broker->url() << "\"\nreconnect_min_ms = 100\n"
+                                          << (acl ? "username = \"fleet\"\npassword = \"fleet-secret\"\n" : "");
     fleet = Process::Start({SANIFLEET_BIN, "--config", path("sanifleet.toml")}, {.stderr_path = path("fleet.log")});
     ASSERT_TRUE(capture->WaitFor([](const std::vector<Captured>& m) {
       for (const auto& c : m)
@@ -196,10 +230,16 @@ TEST_F(SanictlTest, CommandsReachTheDeviceAndFailuresHaveTheirExitCodes) {
   EXPECT_EQ(answer["ok"], true) << r.out;
   EXPECT_EQ(answer["result"]["verified"], true) << r.out;
 
-  // A value the command does not take: ok:false → exit 1 with the gateway's error.
+  // A value the command does not take: bad input, exit 2 with the gateway's error (as every
+  // verb's bad value).
   r = Ctl({"cmd", "room-07", "uv_lamp", "dim"});
-  EXPECT_TRUE(ExitedWith(r.status, 1)) << Describe(r);
+  EXPECT_TRUE(ExitedWith(r.status, 2)) << Describe(r);
   EXPECT_NE(r.err.find("\"dim\" is not a value of uv_lamp"), std::string::npos) << r.err;
+
+  // A command the device does not have: not found, exit 4, like an unknown device.
+  r = Ctl({"cmd", "room-07", "frobnicate", "on"});
+  EXPECT_TRUE(ExitedWith(r.status, 4)) << Describe(r);
+  EXPECT_NE(r.err.find("unknown command frobnicate for room-07"), std::string::npos) << r.err;
 
   // A device nobody has: exit 4.
   r = Ctl({"cmd", "ghost-1", "uv_lamp", "on"});
@@ -249,6 +289,12 @@ TEST_F(SanictlTest, WithSanifleetStatusDevicesAndHealthAnswer) {
 
   r = Ctl({"devices", "list", "--state", "sideways"});
   EXPECT_TRUE(ExitedWith(r.status, 2)) << Describe(r);
+  // The same bad value is the same usage error in health (it used to list nothing, exit 0).
+  r = Ctl({"health", "--state", "sideways"});
+  EXPECT_TRUE(ExitedWith(r.status, 2)) << Describe(r);
+  EXPECT_EQ(r.err, "sanictl: --state \"sideways\" is not ok, degraded, critical, offline or unknown\n");
+  r = Ctl({"health", "--state", "degraded"});
+  EXPECT_TRUE(ExitedWith(r.status, 0)) << Describe(r);
 
   r = Ctl({"health"});
   EXPECT_TRUE(ExitedWith(r.status, 0)) << Describe(r);
@@ -344,6 +390,22 @@ TEST_F(SanictlTest, BadUsageExitsTwo) {
   r = Ctl({"--broker", "http://127.0.0.1:1883", "--site", "houpu", "status"});
   EXPECT_TRUE(ExitedWith(r.status, 2)) << Describe(r);
 
+  // A bad value is usage (2) in every verb, found before anything is sent: no broker listens
+  // here, so a check left to the daemons would end in 3.
+  std::string nobody = "tcp://127.0.0.1:" + std::to_string(FreeTcpPort());
+  for (const std::vector<std::string>& verb : std::vector<std::vector<std::string>>{
+           {"health", "--state", "bogus"}, {"devices", "list", "--state", "bogus"}, {"devices", "show", "Not An Id"},
+           {"cmd", "Not An Id", "uv_lamp", "on"}, {"rollout", "status", "Not/An/Id"}, {"rollout", "pause", "UPPER"},
+           {"downlinks", "Not An Id"}, {"tail", "Room*"}, {"heatmap", "show", "--layer", "potholes"},
+           {"heatmap", "show", "--layer", "bin_fill", "--site", "Not/A/Site"}, {"health", "--kind", "Garbage Room"},
+           {"devices", "list", "--gateway", "gw 1"}}) {
+    std::vector<std::string> args = {"--broker", nobody, "--site", "houpu", "--timeout", "1000"};
+    args.insert(args.end(), verb.begin(), verb.end());
+    r = Ctl(args);
+    EXPECT_TRUE(ExitedWith(r.status, 2)) << verb[0] << " " << verb[1] << ": " << Describe(r);
+    EXPECT_EQ(r.err.find("cannot reach"), std::string::npos) << Describe(r);
+  }
+
   // A bad sanictl config is refused with its errors, like the daemons' configs.
   std::ofstream(path("sanictl.toml")) << "[ctl]\nsite = \"Not An Id\"\n";
   r = Ctl({"status"});
@@ -353,6 +415,191 @@ TEST_F(SanictlTest, BadUsageExitsTwo) {
   r = Ctl({"--help"});
   EXPECT_TRUE(ExitedWith(r.status, 0)) << Describe(r);
   EXPECT_NE(r.out.find("tail"), std::string::npos);
+}
+
+// Partial access under the shipped ACL (issue 16 item 9): what the broker refuses is said as a
+// refusal, with its own exit code 5, at once, never as "sanifleet did not answer".
+TEST_F(SanictlTest, UnderTheShippedAclARefusalIsToldAsSuchWithExitFive) {
+  StartGatewayWithOneRoom(200, /*with_acl=*/true);
+  StartFleet();
+  ASSERT_TRUE(capture->WaitFor([](const std::vector<Captured>& m) {
+    for (const auto& c : m)
+      if (c.topic == "sanigate/v1/houpu/fleet/health/room-07") return true;
+    return false;
+  }, 15s)) << ReadFile(path("fleet.log"));
+
+  // The operator user reaches everything.
+  Result r = Ctl({"devices", "list"});
+  EXPECT_TRUE(ExitedWith(r.status, 0)) << Describe(r);
+  EXPECT_NE(r.out.find("room-07"), std::string::npos) << Describe(r);
+  r = Ctl({"cmd", "room-07", "uv_lamp", "on"});
+  EXPECT_TRUE(ExitedWith(r.status, 0)) << Describe(r);
+
+  // An upstream platform's user may not publish admin requests or commands: the broker says so
+  // in its PUBACK, and sanictl says it at once.
+  WriteCtlConfig("upstream", "up-secret", "upstream.toml");
+  ctl_config = "upstream.toml";
+  for (const std::vector<std::string>& verb : std::vector<std::vector<std::string>>{
+           {"devices", "list"}, {"health"}, {"heatmap", "show", "--layer", "bin_fill"}, {"firmware", "list"}, {"rollout", "list"}}) {
+    auto started = std::chrono::steady_clock::now();
+    r = Ctl(verb);
+    EXPECT_TRUE(ExitedWith(r.status, 5)) << verb[0] << ": " << Describe(r);
+    EXPECT_NE(r.err.find("the broker refused the request on sanigate/v1/houpu/fleet/admin/"), std::string::npos) << Describe(r);
+    EXPECT_NE(r.err.find(" for user upstream: not authorized (check its ACL)"), std::string::npos) << Describe(r);
+    EXPECT_EQ(r.err.find("did not answer"), std::string::npos) << Describe(r);
+    EXPECT_LT(std::chrono::steady_clock::now() - started, 2500ms) << verb[0];
+  }
+  r = Ctl({"cmd", "room-07", "uv_lamp", "on"});
+  EXPECT_TRUE(ExitedWith(r.status, 5)) << Describe(r);
+  EXPECT_NE(r.err.find("the broker refused the request on sanigate/v1/houpu/devices/room-07/cmd/uv_lamp for user upstream: "
+                       "not authorized (check its ACL)"),
+            std::string::npos) << Describe(r);
+  // status still shows the gateways the user may read; sanifleet's part is refused.
+  r = Ctl({"status"});
+  EXPECT_TRUE(ExitedWith(r.status, 5)) << Describe(r);
+  EXPECT_NE(r.out.find("gw-test"), std::string::npos) << Describe(r);
+  EXPECT_NE(r.err.find("not authorized (check its ACL)"), std::string::npos) << Describe(r);
+
+  // sanifleet's own user may publish on fleet/# but cannot read sanictl's reply topic: the answer
+  // could never arrive, and sanictl knows it (its own probe did not come back either).
+  WriteCtlConfig("fleet", "fleet-secret", "fleetuser.toml");
+  ctl_config = "fleetuser.toml";
+  r = Ctl({"--timeout", "1500", "devices", "list"});
+  EXPECT_TRUE(ExitedWith(r.status, 5)) << Describe(r);
+  EXPECT_NE(r.err.find("for user fleet: not authorized to read it (check its ACL)"), std::string::npos) << Describe(r);
+
+  // A wrong password says so (Mosquitto answers it with CONNACK "not authorized").
+  WriteCtlConfig("admin", "wrong-password", "wrongpw.toml");
+  ctl_config = "wrongpw.toml";
+  r = Ctl({"devices", "list"});
+  EXPECT_TRUE(ExitedWith(r.status, 5)) << Describe(r);
+  EXPECT_NE(r.err.find("the broker at " + broker->url() + " refused the connection of user admin: not authorized"),
+            std::string::npos) << Describe(r);
+  EXPECT_NE(r.err.find("password"), std::string::npos) << Describe(r);
+  // ... as does a missing one.
+  WriteCtlConfig("", "", "anonymous.toml");
+  std::ofstream(path("anonymous.toml")) << "[mqtt]\nurl = \"" << broker->url() << "\"\n\n[ctl]\nsite = \"houpu\"\n";
+  ctl_config = "anonymous.toml";
+  r = Ctl({"tail", "--count", "1"});
+  EXPECT_TRUE(ExitedWith(r.status, 5)) << Describe(r);
+  EXPECT_NE(r.err.find("refused the connection without a user name: not authorized"), std::string::npos) << Describe(r);
+}
+
+// sanifleet stopped: its retained fleet/status says so, and every verb that needs it says that at
+// once (exit 3) instead of waiting for the timeout; nothing is sent for it to find later.
+TEST_F(SanictlTest, AStoppedSanifleetIsToldAtOnceFromItsRetainedStatus) {
+  StartGatewayWithOneRoom(200, /*with_acl=*/true);
+  StartFleet();
+  Result r = Ctl({"health"});
+  ASSERT_TRUE(ExitedWith(r.status, 0)) << Describe(r);
+  ASSERT_TRUE(ExitedWith(fleet.Stop(10s), 0)) << ReadFile(path("fleet.log"));
+  ASSERT_TRUE(capture->WaitFor([](const std::vector<Captured>& m) {
+    for (const auto& c : m)
+      if (c.topic == "sanigate/v1/houpu/fleet/status" && c.payload.find("\"online\":false") != std::string::npos) return true;
+    return false;
+  }, 10s));
+  capture->Clear();
+  for (const std::vector<std::string>& verb : std::vector<std::vector<std::string>>{
+           {"devices", "list"}, {"devices", "show", "room-07"}, {"health"}, {"heatmap", "show", "--layer", "bin_fill"},
+           {"firmware", "list"}, {"rollout", "list"}, {"rollout", "start", "some-campaign"}}) {
+    auto started = std::chrono::steady_clock::now();
+    r = Ctl(verb);  // the default timeout: 3000 ms
+    EXPECT_TRUE(ExitedWith(r.status, 3)) << verb[0] << ": " << Describe(r);
+    EXPECT_TRUE(std::regex_match(r.err, std::regex("sanifleet fleet-test is offline since \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d "
+                                                   "\\(\\d+s ago\\), says sanigate/v1/houpu/fleet/status\n")))
+        << Describe(r);
+    EXPECT_LT(std::chrono::steady_clock::now() - started, 2000ms) << verb[0];
+  }
+  // No request was left for sanifleet's persistent session to run when it comes back.
+  for (const auto& m : capture->Messages()) EXPECT_EQ(m.topic.find("/fleet/admin/"), std::string::npos) << m.topic;
+  // status: the gateways as usual, then sanifleet's state.
+  r = Ctl({"status"});
+  EXPECT_TRUE(ExitedWith(r.status, 3)) << Describe(r);
+  EXPECT_NE(r.out.find("gw-test"), std::string::npos) << Describe(r);
+  EXPECT_NE(r.err.find("sanifleet fleet-test is offline since "), std::string::npos) << Describe(r);
+
+  // Back again: answers as before.
+  StartFleet();
+  r = Ctl({"devices", "list"});
+  EXPECT_TRUE(ExitedWith(r.status, 0)) << Describe(r);
+}
+
+// Health reasons as an operator reads them (issue 16 item 9): the silence of a device that stopped
+// grows from one look to the next, and an alarm it raised before it went silent is marked stale.
+TEST_F(SanictlTest, HealthShowsTheGrowingSilenceAndStaleAlarmsOfAnOfflineDevice) {
+  StartGatewayWithOneRoom(200, false, {}, R"(
+[[modbus.devices.commands]]
+name = "set_nh3"
+table = "holding"
+type = "f32"
+address = 2
+[[modbus.devices.events]]
+event = "odour"
+metric = "nh3_ppm"
+active_at = 10.0
+clear_at = 5.0
+)");
+  StartFleet();
+  // The smell rises once sanifleet listens (events are not retained).
+  Result set = Ctl({"cmd", "room-07", "set_nh3", "12.4"});
+  ASSERT_TRUE(ExitedWith(set.status, 0)) << Describe(set);
+  auto room_health = [](const std::vector<Captured>& m) {
+    json last;
+    for (const auto& c : m)
+      if (c.topic == "sanigate/v1/houpu/fleet/health/room-07") last = json::parse(c.payload, nullptr, false);
+    return last;
+  };
+  ASSERT_TRUE(capture->WaitFor([&](const std::vector<Captured>& m) {
+    json h = room_health(m);
+    return h.is_object() && h["state"] == "degraded";
+  }, 15s)) << ReadFile(path("fleet.log"));
+  json h = room_health(capture->Messages());
+  ASSERT_EQ(h["reasons"].size(), 1u) << h.dump();
+  EXPECT_EQ(h["reasons"][0]["code"], "alarm") << h.dump();
+  EXPECT_EQ(h["reasons"][0]["detail"].get<std::string>().rfind("odour", 0), 0u) << h.dump();
+
+  // sanifleet learns the room's interval from a few seconds of traffic (gaps of 1 s and more).
+  bool learned = false;
+  for (int i = 0; i < 40 && !learned; ++i) {
+    Result d = Ctl({"--json", "devices", "show", "room-07"});
+    json doc = json::parse(d.out, nullptr, false);
+    learned = doc.is_object() && doc["health"].is_object() && doc["health"].value("expected_interval_ms", 0) > 0;
+    if (!learned) std::this_thread::sleep_for(250ms);
+  }
+  ASSERT_TRUE(learned);
+  // The room's controller goes away: the gateway and then sanifleet's silence timer say offline.
+  sim.Stop(5s);
+  ASSERT_TRUE(capture->WaitFor([&](const std::vector<Captured>& m) {
+    json v = room_health(m);
+    if (!v.is_object() || v["state"] != "offline") return false;
+    for (const auto& r : v["reasons"])
+      if (r["code"] == "silent") return true;
+    return false;
+  }, 15s)) << ReadFile(path("fleet.log"));
+  h = room_health(capture->Messages());
+  std::string alarm;
+  for (const auto& r : h["reasons"])
+    if (r["code"] == "alarm") alarm = r["detail"];
+  EXPECT_EQ(alarm.rfind("odour", 0), 0u) << h.dump();
+  EXPECT_NE(alarm.find("(stale: device offline)"), std::string::npos) << h.dump();
+
+  auto silence_s = [&](const std::string& text) {
+    std::smatch m;
+    return std::regex_search(text, m, std::regex("no traffic for (\\d+)s")) ? std::stoi(m[1]) : -1;
+  };
+  Result first = Ctl({"health"});
+  ASSERT_TRUE(ExitedWith(first.status, 0)) << Describe(first);
+  std::this_thread::sleep_for(2200ms);
+  Result second = Ctl({"health"});
+  ASSERT_TRUE(ExitedWith(second.status, 0)) << Describe(second);
+  int before = silence_s(first.out), after = silence_s(second.out);
+  ASSERT_GE(before, 0) << first.out;
+  EXPECT_GE(after, before + 2) << first.out << second.out;
+  EXPECT_NE(second.out.find("(stale: device offline)"), std::string::npos) << second.out;
+  Result show = Ctl({"devices", "show", "room-07"});
+  ASSERT_TRUE(ExitedWith(show.status, 0)) << Describe(show);
+  EXPECT_GE(silence_s(show.out), after) << show.out;
+  EXPECT_NE(show.out.find("(stale: device offline)"), std::string::npos) << show.out;
 }
 
 // The heat map through sanictl against the real sanifleet: the room's fill level shows in its

@@ -701,6 +701,115 @@ TEST(FleetHealthTest, SosAndAlarmsBySeverity) {
   EXPECT_EQ(change->verdict.last_seen_ms, kT0 + 6);
 }
 
+// Issue 16 item 9: a reason says what it rests on, the value and the threshold, and keeps the
+// value current while the condition lasts.
+TEST(FleetHealthTest, AlarmReasonsCarryTheValueAndTheThreshold) {
+  HealthEvaluator ev;
+  ev.Observe(Reading("room-1", kT0, {{"nh3_ppm", 3}}, "garbage_room"), kT0);
+  Observation odour = Event("room-1", kT0 + 1, "odour", true);
+  odour.metrics = {{"nh3_ppm", 12.4}};
+  odour.threshold = 10;
+  auto change = ev.Observe(odour, kT0 + 1);
+  ASSERT_TRUE(change);
+  const HealthReason* r = FindReason(change->verdict, reason::kAlarm);
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(r->detail, "odour: nh3_ppm 12.4 >= 10");
+  EXPECT_EQ(r->metric, "nh3_ppm");
+  EXPECT_EQ(r->value, 12.4);
+  EXPECT_EQ(r->threshold, 10);
+  EXPECT_FALSE(r->stale);
+  // A later reading of the metric updates the value; only the detail changed, so no change.
+  EXPECT_FALSE(ev.Observe(Reading("room-1", kT0 + kMin, {{"nh3_ppm", 15.5}}, "garbage_room"), kT0 + kMin));
+  EXPECT_EQ(FindReason(*ev.Find("room-1"), reason::kAlarm)->detail, "odour: nh3_ppm 15.5 >= 10");
+
+  // A rule that fires at or below its level reads the other way round.
+  Observation low = Event("bin-1", kT0, "low_fuel", true);
+  low.metrics = {{"fuel_pct", 4}};
+  low.threshold = 5;
+  ASSERT_TRUE(ev.Observe(low, kT0));
+  EXPECT_EQ(FindReason(*ev.Find("bin-1"), reason::kAlarm)->detail, "low_fuel: fuel_pct 4 <= 5");
+  // Without a threshold in the event the value alone; without a metric the event's name.
+  Observation tilt = Event("bin-2", kT0, "tilt", true);
+  tilt.metrics = {{"tilt_deg", 47}};
+  ASSERT_TRUE(ev.Observe(tilt, kT0));
+  EXPECT_EQ(FindReason(*ev.Find("bin-2"), reason::kAlarm)->detail, "tilt: tilt_deg 47");
+  ASSERT_TRUE(ev.Observe(Event("bin-3", kT0, "fire", true), kT0));
+  EXPECT_EQ(FindReason(*ev.Find("bin-3"), reason::kAlarm)->detail, "fire");
+  EXPECT_EQ(FindReason(*ev.Find("bin-3"), reason::kAlarm)->metric, "");
+}
+
+TEST(FleetHealthTest, OverflowReasonsCarryTheFillLevel) {
+  HealthEvaluator ev;
+  Observation full = Event("bin-1", kT0, "overflow", true);
+  full.metrics = {{"fill_level_pct", 96}};
+  full.threshold = 90;
+  auto change = ev.Observe(full, kT0);
+  ASSERT_TRUE(change);
+  const HealthReason* r = FindReason(change->verdict, reason::kOverflow);
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(r->detail, "overflow active (fill_level_pct 96 >= 90), unattended after 2h");
+  EXPECT_EQ(r->value, 96);
+  ev.Observe(Reading("bin-1", kT0 + kMin, {{"fill_level_pct", 98}}), kT0 + kMin);
+  auto changes = ev.Tick(kT0 + 2 * kHour);
+  ASSERT_EQ(changes.size(), 1u);
+  r = FindReason(changes[0].verdict, reason::kOverflowUnattended);
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(r->detail, "overflow active for more than 2h without being cleared (fill_level_pct 98 >= 90)");
+}
+
+// The silence a reason names is the silence when it was judged, not the threshold it crossed.
+TEST(FleetHealthTest, SilentReasonSaysHowLongTheDeviceHasBeenSilent) {
+  HealthEvaluator ev;
+  const int64_t last = Feed(ev, "bin-1", kT0, 10 * kMin, 4);
+  auto changes = ev.Tick(last + 20 * kMin);
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_EQ(changes[0].verdict.reasons[0].detail, "no traffic for 20m (degraded after 2 x expected interval 10m)");
+  // sanifleet could not listen for a while: the verdict comes later, and says the real silence.
+  ev.PauseSilence(last + 25 * kMin, last + 40 * kMin);
+  changes = ev.Tick(last + 50 * kMin);
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_EQ(changes[0].verdict.state, HealthState::kOffline);
+  EXPECT_EQ(changes[0].verdict.reasons[0].detail, "no traffic for 50m (offline after 3 x expected interval 10m)");
+}
+
+// An alarm a device raised before it went offline is last known, not current: marked stale
+// (in the detail and the flag) while the device is offline, and fresh again when it is back.
+TEST(FleetHealthTest, AlarmsOfAnOfflineDeviceAreStale) {
+  HealthEvaluator ev;
+  ev.Observe(Reading("worker-1", kT0, {{"battery_pct", 12}}, "worker"), kT0);
+  ev.Observe(Event("worker-1", kT0 + 1, "sos", true), kT0 + 1);
+  Observation fire = Event("worker-1", kT0 + 2, "fire", true, "critical");
+  fire.metrics = {{"temperature_c", 71}};
+  fire.threshold = 60;
+  ev.Observe(fire, kT0 + 2);
+  auto change = ev.Observe(Status("worker-1", kT0 + 3, false), kT0 + 3);
+  ASSERT_TRUE(change);
+  EXPECT_EQ(change->verdict.state, HealthState::kOffline);
+  std::map<std::string, std::pair<std::string, bool>> by_code;
+  for (const HealthReason& r : change->verdict.reasons) by_code[r.code] = {r.detail, r.stale};
+  EXPECT_EQ(by_code["sos"], std::make_pair(std::string("sos (stale: device offline)"), true));
+  EXPECT_EQ(by_code["alarm"], std::make_pair(std::string("fire: temperature_c 71 >= 60 (stale: device offline)"), true));
+  EXPECT_EQ(by_code["low_battery"], std::make_pair(std::string("battery_pct 12 <= 20"), false));
+  EXPECT_EQ(by_code["offline"].second, false);
+
+  // Back online: the alarms are current again, and that is a change worth publishing.
+  change = ev.Observe(Status("worker-1", kT0 + 4, true), kT0 + 4);
+  ASSERT_TRUE(change);
+  EXPECT_EQ(change->verdict.state, HealthState::kCritical);
+  for (const HealthReason& r : change->verdict.reasons) {
+    EXPECT_FALSE(r.stale) << r.code;
+    EXPECT_EQ(r.detail.find("stale"), std::string::npos) << r.detail;
+  }
+
+  // Offline by silence too.
+  const int64_t last = Feed(ev, "bin-9", kT0, 10 * kMin, 4);
+  ev.Observe(Event("bin-9", last, "tilt", true), last);
+  auto changes = ev.Tick(last + 30 * kMin);
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_EQ(changes[0].verdict.state, HealthState::kOffline);
+  EXPECT_EQ(FindReason(changes[0].verdict, reason::kAlarm)->detail, "tilt (stale: device offline)");
+}
+
 TEST(FleetHealthTest, ReasonsSortedAndReasonOnlyChangesReported) {
   HealthEvaluator ev;
   ev.Observe(Reading("bin-1", kT0, {{"battery_pct", 15}}), kT0);

@@ -205,6 +205,64 @@ TEST(FleetRestartStateTest, ThresholdTrackersCarryOver) {
   EXPECT_TRUE(codes_of(after, "room-mb").empty());
 }
 
+// Issue 16 item 9: what a reason rests on (metric, value, threshold) and its staleness come
+// back after a restart as they were, and nothing is reported for them; the published reasons
+// carry them as fields next to code, level and detail.
+TEST(FleetRestartStateTest, ReasonValuesAndStalenessSurviveARestart) {
+  HealthConfig config;
+  config.defaults.missed_reports_degraded = 0;
+  config.defaults.missed_reports_offline = 0;
+  HealthEvaluator ev(config);
+  int64_t t = kT0;
+  Observation odour = Event("room-1", t, "odour", true);
+  odour.metrics = {{"nh3_ppm", 12.4}};
+  odour.threshold = 10;
+  ev.Observe(odour, t);
+  Observation full = Event("bin-1", t, "overflow", true);
+  full.metrics = {{"fill_level_pct", 96}};
+  full.threshold = 90;
+  ev.Observe(full, t);
+  Observation gone;
+  gone.type = Observation::Type::kStatus;
+  gone.device = "bin-1";
+  gone.ts_ms = t + 1;
+  gone.online = false;
+  ev.Observe(gone, t + 1);
+  std::map<std::string, HealthVerdict> before;
+  for (const HealthVerdict* v : ev.All()) before[v->device] = *v;
+  ASSERT_EQ(before["bin-1"].state, HealthState::kOffline);
+
+  int64_t now = t + 2 * kMin;
+  HealthEvaluator after = Restart(ev, config, now);
+  after.PauseSilence(t, now);
+  EXPECT_TRUE(after.Tick(now).empty());
+  for (const auto& [id, v] : before) {
+    const HealthVerdict* r = after.Find(id);
+    ASSERT_NE(r, nullptr) << id;
+    ASSERT_EQ(r->reasons.size(), v.reasons.size()) << id;
+    for (size_t i = 0; i < v.reasons.size(); ++i) {
+      EXPECT_EQ(r->reasons[i].detail, v.reasons[i].detail) << id;
+      EXPECT_EQ(r->reasons[i].metric, v.reasons[i].metric) << id;
+      EXPECT_EQ(r->reasons[i].value, v.reasons[i].value) << id;
+      EXPECT_EQ(r->reasons[i].threshold, v.reasons[i].threshold) << id;
+      EXPECT_EQ(r->reasons[i].stale, v.reasons[i].stale) << id;
+    }
+  }
+  // The overflow's fill level is still known to the restored device.
+  auto changes = after.Tick(t + 2 * 3600 * kSec);
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_EQ(changes[0].verdict.reasons[1].detail,
+            "overflow active for more than 2h without being cleared (fill_level_pct 96 >= 90) (stale: device offline)");
+
+  auto reasons = ReasonsToJson(after.Find("room-1")->reasons);
+  EXPECT_EQ(reasons, nlohmann::json::parse(R"([{"code":"alarm","level":"degraded","detail":"odour: nh3_ppm 12.4 >= 10",
+                                                 "metric":"nh3_ppm","value":12.4,"threshold":10}])"));
+  reasons = ReasonsToJson(after.Find("bin-1")->reasons);
+  ASSERT_EQ(reasons.size(), 2u) << reasons.dump();
+  EXPECT_EQ(reasons[0], nlohmann::json::parse(R"({"code":"offline","level":"offline","detail":"gateway reports the device offline"})"));
+  EXPECT_EQ(reasons[1]["stale"], true) << reasons.dump();
+}
+
 TEST(FleetRestartStateTest, MalformedOrForeignMemoryIsNotUsed) {
   for (const char* text : {"", "{", "[]", "{\"v\":2,\"state\":\"ok\",\"since\":1,\"reasons\":[]}",
                            "{\"v\":\"1\"}", "{\"v\":1,\"state\":\"sleepy\",\"since\":1,\"reasons\":[]}",

@@ -66,6 +66,11 @@ TEST(ModelMessage, EventAndStatusOfTheContract) {
   EXPECT_EQ(ev.obs.event, "overflow");
   EXPECT_TRUE(ev.obs.event_active);
   EXPECT_EQ(ev.obs.severity, "warning");
+  // The value that raised it is observed (health quotes it), and the rule's level when given.
+  EXPECT_EQ(ev.obs.metrics, (std::vector<std::pair<std::string, double>>{{"fill_level_pct", 96.0}}));
+  EXPECT_FALSE(ev.obs.threshold.has_value());
+  EXPECT_EQ(Decode("event", R"({"ts":3,"event":"odour","state":"active","metrics":{"nh3_ppm":12.4},"threshold":10})").obs.threshold,
+            std::optional<double>(10.0));
   ModelMessage cleared = Decode("event", R"({"ts":2,"event":"sos","state":"cleared","severity":"critical"})");
   EXPECT_FALSE(cleared.obs.event_active);
 
