@@ -53,6 +53,9 @@ struct Record {
   EventState state = EventState::kActive;
   Severity severity = Severity::kWarning;
   std::string message;
+  // The trigger level of the rule that derived the event (active_at), so a consumer can say
+  // "nh3_ppm 12.4 >= 10"; unset for events a device reports itself.
+  std::optional<double> threshold;
 
   // kStatus only
   bool online = false;

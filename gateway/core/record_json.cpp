@@ -72,6 +72,7 @@ std::string EncodeRecord(const Record& r, const EncodeContext& ctx, uint64_t seq
       j["severity"] = SeverityName(r.severity);
       if (!r.metrics.empty()) j["metrics"] = MetricsJson(r.metrics);
       if (!r.message.empty()) j["message"] = r.message;
+      if (r.threshold && std::isfinite(*r.threshold)) j["threshold"] = *r.threshold;
       break;
     case RecordType::kStatus:
       if (!r.reason.empty()) j["reason"] = r.reason;

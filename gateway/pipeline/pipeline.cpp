@@ -153,6 +153,7 @@ void Pipeline::Process(Record& r, std::vector<Outgoing>& out) {
       Record e = MakeEvent(r.device, r.kind, r.protocol, r.ts_ms, ev.event,
                            to_active ? EventState::kActive : EventState::kCleared, ev.severity);
       e.metrics.push_back(*m);
+      e.threshold = ev.active_at;
       e.location = r.location;
       e.source_extra = r.source_extra;
       AddStateEvent(std::move(e), key, out);
@@ -172,6 +173,7 @@ void Pipeline::Process(Record& r, std::vector<Outgoing>& out) {
                                to_active ? EventState::kActive : EventState::kCleared,
                                Severity::kWarning);
           e.metrics.push_back(*m);
+          e.threshold = o.active_at;
           e.location = r.location;
           e.source_extra = r.source_extra;
           AddStateEvent(std::move(e), "overflow", out);

@@ -335,6 +335,7 @@ TEST_F(OverflowTest, EventCarriesFillLevelSeverityWarningAndTheReadingsLocation)
                           {"state", "active"},
                           {"severity", "warning"},
                           {"metrics", {{"fill_level_pct", 91.5}}},
+                          {"threshold", 90.0},
                           {"location", {{"lat", 24.5123}, {"lon", 118.1342}}}}));
 }
 
@@ -402,14 +403,17 @@ class DerivedTest : public PipelineTest {
     std::vector<std::string> events;
     nlohmann::json reading;
     for (const auto& o : Drain()) {
-      if (o.topic.ends_with("/event"))
+      if (o.topic.ends_with("/event")) {
         events.push_back(o.body.value("event", "") + ":" + o.body.value("state", "") + ":" +
                          o.body.value("severity", ""));
-      else if (o.topic.ends_with("/telemetry"))
+        last_threshold_ = o.body.contains("threshold") ? o.body["threshold"] : nlohmann::json();
+      } else if (o.topic.ends_with("/telemetry")) {
         reading = o.body["metrics"];
+      }
     }
     return {events, reading};
   }
+  nlohmann::json last_threshold_;  // of the last event published
 };
 
 TEST_F(DerivedTest, FillLevelComesFromTheDistanceAndTheBinDepth) {
@@ -439,6 +443,7 @@ TEST_F(DerivedTest, FireFromTemperatureHasHysteresisAndIsCritical) {
   EXPECT_TRUE(Step(0, {{"temperature_c", 45.0}}).first.empty());
   EXPECT_EQ(Step(1000, {{"temperature_c", 61.0}}).first,
             (std::vector<std::string>{"fire:active:critical"}));
+  EXPECT_EQ(last_threshold_, 60.0) << "the rule's level goes with the event";
   EXPECT_TRUE(Step(2000, {{"temperature_c", 55.0}}).first.empty()) << "between the levels";
   EXPECT_EQ(Step(3000, {{"temperature_c", 49.0}}).first,
             (std::vector<std::string>{"fire:cleared:critical"}));
