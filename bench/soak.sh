@@ -37,30 +37,18 @@ TRUCK_INTERVAL_MS=${TRUCK_INTERVAL_MS:-10000}
 
 RUN=$(mktemp -d /tmp/sanigate-soak.XXXXXX)
 PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  sleep 0.5
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  if [ "${KEEP:-0}" = 1 ]; then echo "kept $RUN" >&2; else rm -rf "$RUN"; fi
-}
+source "$(dirname "$0")/lib.sh"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  local i
-  for ((i = 0; i < 100; i++)); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
-  echo "nothing listens on port $1" >&2
-  return 1
-}
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-rss_kb() { awk '/VmRSS/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 alive() { kill -0 "$1" 2>/dev/null && echo yes || echo NO; }
 
 # ---- mosquitto: persistence on, so sanifleet's persistent session survives the restarts ----------
 MQ=$(free_port)
 mkdir -p "$RUN/mq"
+# Run as root, mosquitto drops to its own user: it must reach and write its persistence file.
+chmod 0711 "$RUN"
+chown mosquitto "$RUN/mq" 2>/dev/null || chmod 0777 "$RUN/mq"
 printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/mq/\nsys_interval 1\nmax_queued_messages 100000\n' \
   "$MQ" "$RUN" > "$RUN/mosquitto.conf"
 start_broker() {
@@ -184,7 +172,8 @@ for name, path in (("lora_sim", sys.argv[1]), ("jt808_sim", sys.argv[2])):
     counts = {k: v for k, v in s.items() if isinstance(v, int) and not isinstance(v, bool)}
     print(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in list(counts.items())[:10]))
 PY
-for log in gw fleet; do
-  n=$(grep -c -E ' (error|critical) ' "$RUN/$log.log" || true)
-  echo "  $log log: $n error lines$( [ "$n" = 0 ] || echo ", first: $(grep -m1 -E ' (error|critical) ' "$RUN/$log.log" | cut -c1-160)")"
+for log in gw fleet; do  # the level is the second field of a log line
+  n=$(awk '$2 == "error" || $2 == "critical"' "$RUN/$log.log" | wc -l)
+  first=$(awk '$2 == "error" || $2 == "critical"' "$RUN/$log.log" | head -1 | cut -c1-160)
+  echo "  $log log: $n error lines${first:+, first: $first}"
 done

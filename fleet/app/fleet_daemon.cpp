@@ -191,18 +191,49 @@ void FleetDaemon::Stop() {
   }
   worker_.join();
   StopSnapshotWriter();  // the final snapshot below replaces whatever it was still writing
-  // What is still waiting goes out within the drain time (the worker has stopped: no races).
+  // Messages the worker had not taken yet were already acknowledged to the broker (PUBACK), so
+  // the persistent session will not bring them again: handle them now (no races: the worker
+  // has stopped).
+  HandleQueued();
+  // What is still waiting goes out within the drain time.
   auto deadline = Clock::now() + std::chrono::milliseconds(cfg_.fleet.shutdown_drain_ms);
   while ((!outgoing_.empty() || !health_due_.empty()) && client_->connected() && Clock::now() < deadline) {
     Drain(NowMs());
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  FlushRegistry("final");
-  SaveHeatmaps();
   if (client_->connected())
     (void)client_->PublishAndWait(topics::FleetStatus(cfg_.fleet.topic_prefix, cfg_.fleet.site), StatusPayload(false, NowMs()),
                                   true, std::chrono::milliseconds(cfg_.fleet.shutdown_drain_ms));
   client_->Stop(std::chrono::milliseconds(cfg_.fleet.shutdown_drain_ms));
+  // What arrived while draining is acknowledged too: into the registry and the heat map before
+  // they are saved (its verdict changes are published after the next start).
+  HandleQueued();
+  FlushRegistry("final");
+  SaveHeatmaps();
+}
+
+void FleetDaemon::HandleQueued() {
+  std::deque<mqtt::InboundMessage> batch;
+  {
+    std::lock_guard lk(mu_);
+    batch.swap(queue_);
+  }
+  if (!batch.empty()) spdlog::debug("stop: {} messages received before the stop handled", batch.size());
+  HandleBatch(batch, NowMs());
+}
+
+void FleetDaemon::HandleBatch(std::deque<mqtt::InboundMessage>& batch, int64_t now) {
+  for (auto& m : batch) {
+    // A field of an unexpected type (e.g. "ts":"yesterday") must cost one message, not the
+    // daemon: nlohmann's value()/get() throw on a type mismatch.
+    try {
+      Handle(m, now);
+    } catch (const nlohmann::json::exception& e) {
+      ++malformed_;
+      spdlog::debug("ignored a malformed message on {}: {}", QuotePrefix(m.topic, 96), e.what());
+    }
+  }
+  batch.clear();
 }
 
 void FleetDaemon::Reload(FleetConfig config) {
@@ -253,17 +284,7 @@ void FleetDaemon::WorkerLoop() {
         spdlog::warn("reload: [heatmap] changes take effect after a restart (the cells binned so far follow the old settings)");
       spdlog::info("reload: thresholds applied");
     }
-    for (auto& m : batch) {
-      // A field of an unexpected type (e.g. "ts":"yesterday") must cost one message, not the
-      // daemon: nlohmann's value()/get() throw on a type mismatch.
-      try {
-        Handle(m, now);
-      } catch (const nlohmann::json::exception& e) {
-        ++malformed_;
-        spdlog::debug("ignored a malformed message on {}: {}", QuotePrefix(m.topic, 96), e.what());
-      }
-    }
-    batch.clear();
+    HandleBatch(batch, now);
     if (republish) {
       // Back after an outage of our own link: what the fleet said meanwhile may still be on its
       // way, so silence in that window is judged only after a grace.

@@ -46,6 +46,10 @@ class FleetDaemon {
   void Enqueue(mqtt::InboundMessage m);
   void WorkerLoop();
   void Handle(const mqtt::InboundMessage& m, int64_t now);
+  // Handles and empties `batch`; a malformed message costs itself only.
+  void HandleBatch(std::deque<mqtt::InboundMessage>& batch, int64_t now);
+  // At stop: the messages received but not handled yet (already acknowledged to the broker).
+  void HandleQueued();
   void HandleDeviceMessage(const std::string& site, const std::string& device, const std::string& leaf,
                            const std::string& payload, int64_t now);
   void HandleGatewayStatus(const std::string& site, const std::string& gateway, const std::string& payload, int64_t now);
