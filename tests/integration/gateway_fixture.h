@@ -45,8 +45,8 @@ inline std::vector<Parsed> Unique(const std::vector<Captured>& msgs, const std::
       continue;
     if (m.payload.empty()) continue;
     json j = json::parse(m.payload, nullptr, false);
-    if (j.is_discarded()) continue;
-    std::string id = j.value("id", "");
+    if (j.is_discarded() || !j.is_object()) continue;  // every message of the model is an object
+    std::string id = j.contains("id") && j["id"].is_string() ? j["id"].get<std::string>() : std::string();
     if (!id.empty() && !seen.insert(id).second) continue;
     out.push_back({m.topic, std::move(j)});
   }

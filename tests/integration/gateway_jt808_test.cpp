@@ -542,8 +542,8 @@ TEST_F(Jt808Test, AReconnectStormBelowTheDebounceAnnouncesNoOneOffline) {
   // The storm is one figure in the gateway status.
   ASSERT_TRUE(capture->WaitFor([&](const std::vector<Captured>& m) {
     for (const auto& p : Unique(m, "/gateway/gw-test/status"))
-      if (p.payload.contains("adapters") &&
-          p.payload["adapters"]["jt808"].value("details", json::object()).value("reconnects_debounced", 0) >= 3 * kTrucks)
+      if (auto n = p.payload.value("/adapters/jt808/details/reconnects_debounced"_json_pointer, json());
+          n.is_number_integer() && n.get<int64_t>() >= 3 * kTrucks)
         return true;
     return false;
   }, 10s));
