@@ -39,9 +39,6 @@ int Severity(HealthState s) {
   return 0;
 }
 
-// The published reasons: code, level, detail, and what a threshold reason rests on.
-json ReasonsJson(const std::vector<HealthReason>& reasons) { return ReasonsToJson(reasons); }
-
 std::string Codes(const HealthVerdict& v) {
   std::string s = HealthStateName(v.state);
   for (const auto& r : v.reasons) s += "|" + r.code + ":" + HealthStateName(r.level);
@@ -491,7 +488,7 @@ void FleetDaemon::EvaluateGateways(int64_t now) {
     if (it != gateway_verdicts_.end() && Codes(it->second) == Codes(v)) continue;
     v.since_ms = previous == v.state && it != gateway_verdicts_.end() ? it->second.since_ms : now;
     json p = {{"gateway", g.gateway}, {"site", g.site},  {"kind", "gateway"}, {"state", HealthStateName(v.state)},
-              {"since", v.since_ms},  {"ts", now},        {"last_seen", g.last_status_ms}, {"reasons", ReasonsJson(v.reasons)}};
+              {"since", v.since_ms},  {"ts", now},        {"last_seen", g.last_status_ms}, {"reasons", ReasonsToJson(v.reasons)}};
     Send(topics::GatewayHealth(cfg_.fleet.topic_prefix, g.site, g.gateway), p.dump(), true);
     if (previous != v.state) {
       json ev = {{"id", cfg_.fleet.id + ":" + std::to_string(started_ms_) + "-" + std::to_string(++event_seq_)},
@@ -501,7 +498,7 @@ void FleetDaemon::EvaluateGateways(int64_t now) {
                  {"event", "health_changed"},
                  {"health", HealthStateName(v.state)},
                  {"previous", HealthStateName(previous)},
-                 {"reasons", ReasonsJson(v.reasons)}};
+                 {"reasons", ReasonsToJson(v.reasons)}};
       Send(topics::FleetEvents(cfg_.fleet.topic_prefix, g.site), ev.dump(), false);
     }
     gateway_verdicts_[key] = std::move(v);
@@ -519,7 +516,7 @@ bool FleetDaemon::PublishDeviceVerdict(const HealthVerdict& v, int64_t now) {
             {"ts", now},
             {"last_seen", e->last_seen_ms},
             {"expected_interval_ms", v.expected_interval_ms},
-            {"reasons", ReasonsJson(v.reasons)}};
+            {"reasons", ReasonsToJson(v.reasons)}};
   return client_->Publish(topics::DeviceHealth(cfg_.fleet.topic_prefix, e->site, e->device), p.dump(), true).ok();
 }
 
@@ -541,7 +538,7 @@ void FleetDaemon::PublishHealth(const HealthChange& change, int64_t now) {
              {"event", "health_changed"},
              {"health", HealthStateName(v.state)},
              {"previous", HealthStateName(change.previous)},
-             {"reasons", ReasonsJson(v.reasons)}};
+             {"reasons", ReasonsToJson(v.reasons)}};
   Send(topics::FleetEvents(cfg_.fleet.topic_prefix, e->site), ev.dump(), false);
 }
 
@@ -656,7 +653,7 @@ json VerdictJson(const HealthVerdict& v, const std::string& site, const std::str
           {"since", v.since_ms},
           {"last_seen", v.last_seen_ms},
           {"expected_interval_ms", v.expected_interval_ms},
-          {"reasons", ReasonsJson(v.reasons)}};
+          {"reasons", ReasonsToJson(v.reasons)}};
 }
 
 }  // namespace
