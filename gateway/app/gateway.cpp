@@ -31,6 +31,22 @@ std::string StatusTopic(const settings::Config& c) {
   return c.gateway.topic_prefix + "/" + c.gateway.site + "/gateway/" + c.gateway.id + "/status";
 }
 
+mqtt::LinkOptions LinkFor(const settings::MqttSection& m) {
+  mqtt::LinkOptions l;
+  l.url = m.url;
+  l.client_id = m.client_id;
+  l.username = m.username;
+  l.password = m.password;
+  l.keepalive_s = static_cast<int>(m.keepalive_s);
+  l.connect_timeout_s = static_cast<int>(m.connect_timeout_s);
+  l.tls = {m.tls.enabled, m.tls.ca_file, m.tls.cert_file, m.tls.key_file, m.tls.verify_peer};
+  return l;
+}
+
+// The broker keeps the relay's session (and queues sanifleet's outputs) this long while
+// sanigate is away.
+constexpr int64_t kRelaySessionExpiryS = 7 * 86400;
+
 }  // namespace
 
 Gateway::Gateway(settings::Config config) : cfg_(std::move(config)), started_ms_(NowMs()) {}
@@ -56,6 +72,11 @@ Result<std::unique_ptr<Gateway>> Gateway::Create(settings::Config config) {
   o.commit_max_rows = static_cast<size_t>(g->cfg_.outbox.commit_max_rows);
   o.commit_linger = std::chrono::milliseconds(g->cfg_.outbox.commit_linger_ms);
   o.sync_full = g->cfg_.outbox.synchronous == "full";
+  g->routing_ = std::make_unique<upstream::Routing>(g->cfg_.gateway.topic_prefix, g->cfg_.upstreams);
+  for (const auto& u : g->cfg_.upstreams)
+    o.upstreams.push_back({u.name, static_cast<uint64_t>(u.max_backlog_rows), u.max_age_h * 3600 * 1000});
+  if (!g->cfg_.upstreams.empty())
+    o.route = [routing = g->routing_.get()](const store::OutMessage& m) { return routing->ForRecord(m.topic); };
   auto outbox = store::Outbox::Open(o);
   if (!outbox.ok()) return outbox.status();
   g->outbox_ = std::move(outbox.value());
@@ -133,16 +154,17 @@ void Gateway::OnAdmin(mqtt::InboundMessage msg, std::string verb) {
 
 void Gateway::OnShed(const store::ShedReport& r) {
   bool alarms = r.priority == Priority::kAlarm;
+  std::string for_whom = r.destination.empty() ? "" : " for upstream " + r.destination;
   spdlog::log(alarms ? spdlog::level::err : spdlog::level::warn,
-              "outbox: shed {} {} records ({} limit; measured {}..{})", r.rows,
-              PriorityName(r.priority), r.reason, r.oldest_ts, r.newest_ts);
+              "outbox: shed {} {} records{} ({} limit; measured {}..{})", r.rows,
+              PriorityName(r.priority), for_whom, r.reason, r.oldest_ts, r.newest_ts);
   Record e = MakeEvent(cfg_.gateway.id, "gateway", "sanigate", NowMs(), "outbox_shed",
                        EventState::kActive, alarms ? Severity::kCritical : Severity::kWarning);
   e.metrics.push_back({"shed_records", static_cast<int64_t>(r.rows)});
   e.metrics.push_back({"oldest_shed_ts", r.oldest_ts});
   e.metrics.push_back({"newest_shed_ts", r.newest_ts});
   e.message = "outbox " + r.reason + " limit: dropped " + std::to_string(r.rows) + " " +
-              PriorityName(r.priority) + " records";
+              PriorityName(r.priority) + " records" + for_whom;
   pipeline_->Emit(std::move(e));
 }
 
@@ -200,19 +222,45 @@ std::string Gateway::StatusPayload(bool online) const {
                  {"bytes", s.pending_bytes},
                  {"shed", shed}};
   if (!s.last_error.empty()) j["outbox"]["error"] = s.last_error;
+  if (!upstreams_.empty()) {
+    // Per destination: what it is owed, since when, what was shed for it, and its link.
+    json ups = json::array();
+    for (size_t i = 0; i < upstreams_.size(); ++i) {
+      size_t dest = i + 1;
+      auto f = upstreams_[i]->Stats();
+      json u;
+      u["name"] = cfg_.upstreams[i].name;
+      u["connected"] = f.connected;
+      if (dest < s.destinations.size()) {
+        const auto& d = s.destinations[dest];
+        u["pending"] = d.pending_rows;
+        auto oldest = d.pending_rows ? outbox_->OldestPending(dest) : Result<std::optional<int64_t>>(std::nullopt);
+        u["oldest_ts"] = oldest.ok() && oldest->has_value() ? json(**oldest) : json(nullptr);
+        json shed_d = json::object();
+        for (int p = 0; p < kPriorityCount; ++p)
+          if (d.shed[p]) shed_d[PriorityName(static_cast<Priority>(p))] = d.shed[p];
+        u["shed"] = shed_d;
+        u["delivered"] = d.settled;
+        if (d.poisoned) u["refused"] = d.poisoned;
+      }
+      u["reconnects"] = f.reconnects;
+      u["connect_failures"] = f.connect_failures;
+      if (f.last_connected_ms) u["last_connected_ms"] = f.last_connected_ms;
+      if (!f.last_error.empty()) u["last_error"] = f.last_error;
+      ups.push_back(std::move(u));
+    }
+    j["upstreams"] = std::move(ups);
+    if (relay_) {
+      auto r = relay_->Stats();
+      j["relay"] = {{"connected", r.connected}, {"relayed", r.relayed}, {"too_large", r.too_large}};
+    }
+  }
   return j.dump();
 }
 
 void Gateway::StartForwarder() {
-  mqtt::LinkOptions l;
   const auto& m = cfg_.mqtt;
-  l.url = m.url;
-  l.client_id = m.client_id;
-  l.username = m.username;
-  l.password = m.password;
-  l.keepalive_s = static_cast<int>(m.keepalive_s);
-  l.connect_timeout_s = static_cast<int>(m.connect_timeout_s);
-  l.tls = {m.tls.enabled, m.tls.ca_file, m.tls.cert_file, m.tls.key_file, m.tls.verify_peer};
+  mqtt::LinkOptions l = LinkFor(m);
   pipeline::ForwarderOptions f;
   f.window = static_cast<size_t>(m.inflight_window);
   f.reconnect_min = std::chrono::milliseconds(m.reconnect_min_ms);
@@ -233,6 +281,47 @@ void Gateway::StartForwarder() {
   };
   forwarder_ = std::make_unique<pipeline::Forwarder>(*outbox_, std::move(l), std::move(f));
   forwarder_->Start();
+}
+
+void Gateway::StartUpstreams() {
+  for (size_t i = 0; i < cfg_.upstreams.size(); ++i) {
+    const auto& u = cfg_.upstreams[i];
+    size_t dest = i + 1;
+    pipeline::ForwarderOptions f;
+    f.destination = dest;
+    f.name = "upstream " + u.name;
+    f.map_topic = [routing = routing_.get(), dest](const std::string& t) { return routing->MapTopic(dest, t); };
+    f.window = static_cast<size_t>(u.mqtt.inflight_window);
+    f.reconnect_min = std::chrono::milliseconds(u.mqtt.reconnect_min_ms);
+    f.reconnect_max = std::chrono::milliseconds(u.mqtt.reconnect_max_ms);
+    f.status_interval = std::chrono::seconds(cfg_.gateway.status_interval_s);
+    // The city sees the box's own status (and its will) when it takes gateway records.
+    if (std::find(u.kinds.begin(), u.kinds.end(), "gateway") != u.kinds.end()) {
+      f.status_topic = routing_->MapTopic(dest, StatusTopic(cfg_));
+      f.status_payload = [this](bool online) { return StatusPayload(online); };
+    }
+    auto fw = std::make_unique<pipeline::Forwarder>(*outbox_, LinkFor(u.mqtt), std::move(f));
+    fw->Start();
+    upstreams_.push_back(std::move(fw));
+  }
+  std::vector<std::string> filters;
+  const auto& g = cfg_.gateway;
+  if (routing_->AnyWants("fleet")) filters.push_back(g.topic_prefix + "/" + g.site + "/fleet/#");
+  if (routing_->AnyWants("heatmap")) filters.push_back(g.topic_prefix + "/" + g.site + "/heatmap/#");
+  if (filters.empty()) return;
+  mqtt::LinkOptions l = LinkFor(cfg_.mqtt);
+  l.client_id += "-relay";
+  l.session_expiry_s = kRelaySessionExpiryS;
+  relay_ = std::make_unique<upstream::Relay>(*outbox_, *routing_, std::move(l), std::move(filters),
+                                             std::chrono::milliseconds(cfg_.mqtt.reconnect_min_ms),
+                                             std::chrono::milliseconds(cfg_.mqtt.reconnect_max_ms));
+  relay_->Start();
+}
+
+void Gateway::StopUpstreams() {
+  // Their backlog stays in the outbox for the next start: nothing to drain here.
+  for (auto& f : upstreams_) f->Stop(std::chrono::milliseconds(0));
+  upstreams_.clear();
 }
 
 Status Gateway::StartAdapters() {
@@ -296,6 +385,7 @@ Status Gateway::Start() {
   if (!agent.ok()) return agent.status();
   firmware_ = std::move(*agent);
   StartForwarder();
+  StartUpstreams();
   Status st = StartAdapters();
   firmware_->Start();
   return st;
@@ -312,6 +402,23 @@ Status Gateway::Reload(settings::Config next) {
     next.gateway.data_dir = a.data_dir;
     next.gateway.topic_prefix = a.topic_prefix;
     next.outbox = cfg_.outbox;
+  }
+  auto same_upstreams = [](const settings::Config& x, const settings::Config& y) {
+    if (x.upstreams.size() != y.upstreams.size()) return false;
+    for (size_t i = 0; i < x.upstreams.size(); ++i) {
+      const auto &u = x.upstreams[i], &v = y.upstreams[i];
+      if (u.name != v.name || u.mqtt.url != v.mqtt.url || u.topic_prefix != v.topic_prefix || u.kinds != v.kinds ||
+          u.include != v.include || u.exclude != v.exclude || u.mqtt.username != v.mqtt.username ||
+          u.mqtt.password != v.mqtt.password || u.mqtt.client_id != v.mqtt.client_id ||
+          u.max_backlog_rows != v.max_backlog_rows || u.max_age_h != v.max_age_h)
+        return false;
+    }
+    return true;
+  };
+  if (!same_upstreams(cfg_, next)) {
+    spdlog::warn("reload: [[upstream]] changes take effect on restart (each destination's backlog is "
+                 "bound to the outbox); keeping the running ones");
+    next.upstreams = cfg_.upstreams;
   }
   bool mqtt_changed = next.mqtt.url != cfg_.mqtt.url || next.mqtt.client_id != cfg_.mqtt.client_id ||
                       next.mqtt.username != cfg_.mqtt.username ||
@@ -347,6 +454,7 @@ void Gateway::Stop() {
   };
   if (firmware_) firmware_->Stop();
   StopAdapters();
+  if (relay_) relay_->Stop();
   spdlog::debug("stop: adapters stopped after {} ms", ms());
   if (outbox_) {
     Status st = outbox_->Flush(std::chrono::milliseconds(5000));
@@ -360,6 +468,7 @@ void Gateway::Stop() {
     spdlog::info("stop: link closed after {} ms; {} records stay in the outbox for the next start",
                  ms(), left);
   }
+  StopUpstreams();
 }
 
 }  // namespace sanigate::app

@@ -14,6 +14,8 @@
 #include "pipeline/pipeline.h"
 #include "settings/gateway_config.h"
 #include "store/outbox.h"
+#include "upstream/relay.h"
+#include "upstream/routing.h"
 
 namespace sanigate::app {
 
@@ -33,6 +35,10 @@ class Gateway {
   Status StartAdapters();
   void StopAdapters();
   void StartForwarder();
+  // One forwarder per [[upstream]] (outbox destinations 1..), and the relay of sanifleet's
+  // outputs when some upstream takes them.
+  void StartUpstreams();
+  void StopUpstreams();
   void OnShed(const store::ShedReport& r);
   // From Paho's thread: parses, routes to the owning adapter (which only queues) and returns.
   void OnCommand(mqtt::InboundMessage msg);
@@ -44,6 +50,9 @@ class Gateway {
   std::unique_ptr<store::Outbox> outbox_;
   std::unique_ptr<pipeline::Pipeline> pipeline_;
   std::unique_ptr<pipeline::Forwarder> forwarder_;
+  std::unique_ptr<upstream::Routing> routing_;
+  std::vector<std::unique_ptr<pipeline::Forwarder>> upstreams_;  // [i] serves destination i + 1
+  std::unique_ptr<upstream::Relay> relay_;
   std::vector<std::unique_ptr<dev::Adapter>> adapters_;
   std::unordered_map<std::string, dev::Adapter*> owner_;  // device id -> its adapter
   std::unique_ptr<FirmwareAgent> firmware_;

@@ -13,7 +13,7 @@ MqttClient::MqttClient(ClientOptions options, ClientHandlers handlers)
     attempt_done_ = true;
     cv_.notify_all();
   };
-  h.on_connect_failed = [this](const std::string& why) {
+  h.on_connect_failed = [this](const std::string& why, bool) {
     std::lock_guard lk(mu_);
     attempt_done_ = true;
     last_error_ = why;
@@ -86,7 +86,7 @@ void MqttClient::Loop() {
       }
       auto filters = opt_.filters;
       lk.unlock();
-      for (const auto& f : filters) (void)link_->Subscribe(f);
+      for (const auto& f : filters) (void)link_->Subscribe(f, opt_.relay);
       if (handlers_.on_state) handlers_.on_state(true, {});
       lk.lock();
       cv_.wait(lk, [&] { return stop_ || lost_; });

@@ -24,6 +24,7 @@ namespace sanigate::mqtt {
 struct ClientOptions {
   LinkOptions link;
   std::vector<std::string> filters;  // subscribed (QoS 1) after every connect
+  bool relay = false;                // MqttLink::Subscribe's relay options for every filter
   std::chrono::milliseconds reconnect_min{500};
   std::chrono::milliseconds reconnect_max{5000};
 };

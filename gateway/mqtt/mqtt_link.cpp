@@ -63,7 +63,9 @@ struct MqttLink::Impl {
       int reason = static_cast<int>(tok.get_reason_code());
       if (reason) why += ", reason code " + std::to_string(reason);
       why += ")";
-      if (owner->handlers.on_connect_failed) owner->handlers.on_connect_failed(why);
+      // 0x86 bad user name or password, 0x87 not authorized, 0x8A banned.
+      bool refused = reason == 0x86 || reason == 0x87 || reason == 0x8A;
+      if (owner->handlers.on_connect_failed) owner->handlers.on_connect_failed(why, refused);
     }
   };
 
@@ -101,6 +103,7 @@ MqttLink::MqttLink(LinkOptions options, LinkHandlers handlers) : impl_(std::make
     InboundMessage in;
     in.topic = m->get_topic();
     in.payload = m->to_string();
+    in.retain = m->is_retained();
     const auto& props = m->get_properties();
     if (props.contains(::mqtt::property::RESPONSE_TOPIC))
       in.response_topic = ::mqtt::get<std::string>(props, ::mqtt::property::RESPONSE_TOPIC);
@@ -224,9 +227,14 @@ Status MqttLink::SubscribeAndWait(const std::string& filter, std::chrono::millis
   }
 }
 
-Status MqttLink::Subscribe(const std::string& filter) {
+Status MqttLink::Subscribe(const std::string& filter, bool relay) {
   try {
-    impl_->client->subscribe(filter, 1);
+    ::mqtt::subscribe_options so;
+    if (relay) {
+      so.set_retain_as_published(true);
+      so.set_retain_handling(::mqtt::subscribe_options::SEND_RETAINED_ON_NEW);
+    }
+    impl_->client->subscribe(filter, 1, so);
     return Status::Ok();
   } catch (const ::mqtt::exception& e) {
     return Unavailable(std::string("subscribe: ") + e.what());

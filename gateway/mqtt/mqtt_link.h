@@ -37,11 +37,14 @@ struct LinkOptions {
 
 struct InboundMessage {
   std::string topic, payload, response_topic, correlation_data;
+  bool retain = false;  // as published only for subscriptions with retain_as_published
 };
 
 struct LinkHandlers {
   std::function<void()> on_connected;
-  std::function<void(const std::string& why)> on_connect_failed;
+  // `refused`: the broker answered the CONNECT with a refusal (credentials, not authorized,
+  // banned): trying again at once cannot help.
+  std::function<void(const std::string& why, bool refused)> on_connect_failed;
   std::function<void(const std::string& why)> on_connection_lost;
   // token as given to Publish; ok on PUBACK. `refused` means the broker answered with an error
   // reason code (e.g. not authorized): retrying cannot help.
@@ -72,7 +75,11 @@ class MqttLink {
   Status PublishRequest(const std::string& topic, const std::string& payload,
                         const std::string& response_topic, const std::string& correlation_data,
                         uint64_t token);
-  Status Subscribe(const std::string& filter);
+  // QoS 1. `relay`: live messages keep the retain flag they were published with, and retained
+  // messages are sent only when the subscription is new, not again at every reconnect of a
+  // persistent session (MQTT 5 subscription options), so a relay can pass retained state on
+  // as retained without repeating it.
+  Status Subscribe(const std::string& filter, bool relay = false);
   // Subscribes and waits for the SUBACK (a reply must not arrive before its subscription).
   Status SubscribeAndWait(const std::string& filter, std::chrono::milliseconds timeout);
   // Clean disconnect (no will): waits up to `timeout`.

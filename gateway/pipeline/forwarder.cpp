@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "core/clock.h"
+
 namespace sanigate::pipeline {
 
 using std::chrono::milliseconds;
@@ -17,14 +19,16 @@ Forwarder::Forwarder(store::Outbox& outbox, mqtt::LinkOptions link, ForwarderOpt
   link.max_inflight = static_cast<int>(opt_.window) + 8;  // room for status publishes
   mqtt::LinkHandlers h;
   h.on_connected = [this] { Post({Ev::kConnected, 0, {}}); };
-  h.on_connect_failed = [this](const std::string& why) { Post({Ev::kConnectFailed, 0, why}); };
+  h.on_connect_failed = [this](const std::string& why, bool refused) {
+    Post({Ev::kConnectFailed, refused ? 1u : 0u, why});
+  };
   h.on_connection_lost = [this](const std::string& why) { Post({Ev::kLost, 0, why}); };
   h.on_published = [this](uint64_t token, bool ok, bool refused, const std::string& why) {
     Post({ok ? Ev::kAcked : refused ? Ev::kRefused : Ev::kFailed, token, why});
   };
   h.on_message = opt_.on_message;
   link_ = std::make_unique<mqtt::MqttLink>(std::move(link), std::move(h));
-  outbox_.SetCommitListener([this] { Post({Ev::kWake, 0, {}}); });
+  outbox_.SetCommitListener([this] { Post({Ev::kWake, 0, {}}); }, opt_.destination);
 }
 
 Forwarder::~Forwarder() {
@@ -34,7 +38,7 @@ Forwarder::~Forwarder() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
-  outbox_.SetCommitListener({});
+  outbox_.SetCommitListener({}, opt_.destination);
   link_.reset();  // before our mutex goes: Paho may still call back while disconnecting
 }
 
@@ -91,17 +95,21 @@ void Forwarder::Handle(Event& e) {
   switch (e.kind) {
     case Ev::kConnected: {
       state_ = State::kConnected;
+      {
+        std::lock_guard lk(mu_);
+        stats_.last_connected_ms = NowMs();
+      }
       window_ = std::min<size_t>(opt_.window, static_cast<size_t>(std::max(1, link_->receive_maximum())));
       if (window_ < opt_.window)
-        spdlog::info("mqtt: broker accepts {} unacknowledged messages; window {} -> {}",
+        spdlog::info("{}: broker accepts {} unacknowledged messages; window {} -> {}", opt_.name,
                      link_->receive_maximum(), opt_.window, window_);
       backoff_ = milliseconds(0);
-      outbox_.ReleaseAll();
+      outbox_.ReleaseAll(opt_.destination);
       inflight_.clear();
-      spdlog::info("mqtt: connected to {}", link_->url());
+      spdlog::info("{}: connected to {}", opt_.name, link_->url());
       for (const auto& filter : opt_.subscriptions)
         if (Status st = link_->Subscribe(filter); !st.ok())
-          spdlog::error("mqtt: cannot subscribe to {}: {}", filter, st.message());
+          spdlog::error("{}: cannot subscribe to {}: {}", opt_.name, filter, st.message());
       std::lock_guard lk(mu_);
       stats_.connected = true;
       stats_.last_error.clear();
@@ -110,11 +118,13 @@ void Forwarder::Handle(Event& e) {
     }
     case Ev::kConnectFailed: {
       state_ = State::kDisconnected;
+      // Refused credentials are retried slowly (at the backoff's ceiling), not hammered.
+      if (e.token == 1) backoff_ = opt_.reconnect_max;
       ScheduleReconnect(true);
       std::lock_guard lk(mu_);
       // Log the first failure and then once per backoff ceiling, not every attempt.
       if (stats_.connect_failures == 0 || backoff_ == opt_.reconnect_max)
-        spdlog::warn("mqtt: {}; retrying in up to {} ms", e.why, backoff_.count());
+        spdlog::warn("{}: {}; retrying in up to {} ms", opt_.name, e.why, backoff_.count());
       stats_.connect_failures++;
       stats_.last_error = e.why;
       break;
@@ -122,8 +132,8 @@ void Forwarder::Handle(Event& e) {
     case Ev::kLost: {
       if (state_ != State::kConnected) break;
       state_ = State::kDisconnected;
-      spdlog::warn("mqtt: link lost: {}; {} in flight will be resent", e.why, inflight_.size());
-      outbox_.ReleaseAll();
+      spdlog::warn("{}: link lost: {}; {} in flight will be resent", opt_.name, e.why, inflight_.size());
+      outbox_.ReleaseAll(opt_.destination);
       inflight_.clear();
       ScheduleReconnect(false);
       std::lock_guard lk(mu_);
@@ -134,15 +144,15 @@ void Forwarder::Handle(Event& e) {
     }
     case Ev::kAcked:
       if (e.token != kStatusToken && inflight_.erase(e.token)) {
-        outbox_.Settle(e.token);
+        outbox_.Settle(e.token, opt_.destination);
         std::lock_guard lk(mu_);
         stats_.acked++;
       }
       break;
     case Ev::kRefused:
       if (e.token != kStatusToken && inflight_.erase(e.token)) {
-        spdlog::error("mqtt: record {} moved to the dead-letter table: {}", e.token, e.why);
-        outbox_.Poison(e.token, e.why);
+        spdlog::error("{}: record {} moved to the dead-letter table: {}", opt_.name, e.token, e.why);
+        outbox_.Poison(e.token, e.why, opt_.destination);
         std::lock_guard lk(mu_);
         stats_.refused++;
       }
@@ -150,7 +160,7 @@ void Forwarder::Handle(Event& e) {
     case Ev::kFailed:
       // Not refused by the broker: the link is going down. Resend everything in flight.
       if (e.token != kStatusToken && inflight_.count(e.token)) {
-        outbox_.ReleaseAll();
+        outbox_.ReleaseAll(opt_.destination);
         inflight_.clear();
       }
       break;
@@ -165,7 +175,7 @@ void Forwarder::Fill() {
   size_t chunk = std::max<size_t>(1, window_ / 4);
   if (inflight_.size() + chunk > window_ && !inflight_.empty()) return;
   while (state_ == State::kConnected && inflight_.size() < window_) {
-    auto batch = outbox_.Lease(window_ - inflight_.size());
+    auto batch = outbox_.Lease(window_ - inflight_.size(), opt_.destination);
     if (!batch.ok()) {
       if (!outbox_error_logged_) spdlog::error("outbox: lease failed: {}", batch.status().ToString());
       outbox_error_logged_ = true;
@@ -176,11 +186,13 @@ void Forwarder::Fill() {
     spdlog::trace("forwarder: leased {}", batch->size());
     for (auto& env : *batch) {
       inflight_.insert(env.seq);
-      Status st = link_->Publish(env.msg.topic, env.msg.payload, env.msg.retain, env.seq);
+      Status st = opt_.map_topic
+                      ? link_->Publish(opt_.map_topic(env.msg.topic), env.msg.payload, env.msg.retain, env.seq)
+                      : link_->Publish(env.msg.topic, env.msg.payload, env.msg.retain, env.seq);
       if (!st.ok()) {
-        spdlog::warn("mqtt: publish refused locally: {}", st.message());
+        spdlog::warn("{}: publish refused locally: {}", opt_.name, st.message());
         // The link dropped under us; the lost event follows and re-leases.
-        outbox_.ReleaseAll();
+        outbox_.ReleaseAll(opt_.destination);
         inflight_.clear();
         return;
       }
@@ -232,7 +244,8 @@ void Forwarder::Stop(milliseconds drain) {
       std::lock_guard lk(mu_);
       connected = stats_.connected;
     }
-    if (!connected || (s.pending_rows == 0 && s.queued == 0)) break;
+    uint64_t owed = opt_.destination < s.destinations.size() ? s.destinations[opt_.destination].pending_rows : 0;
+    if (!connected || (owed == 0 && s.queued == 0)) break;
     std::this_thread::sleep_for(milliseconds(20));
   }
   {

@@ -24,6 +24,12 @@
 namespace sanigate::pipeline {
 
 struct ForwarderOptions {
+  // The outbox destination this forwarder serves: 0 the local broker, 1.. the upstreams.
+  size_t destination = 0;
+  std::string name = "mqtt";  // in log lines
+  // Maps a stored record's topic to this broker's topic scheme (an upstream's prefix); empty:
+  // published as stored.
+  std::function<std::string(const std::string&)> map_topic;
   size_t window = 20;
   std::chrono::milliseconds reconnect_min{500};
   std::chrono::milliseconds reconnect_max{5000};
@@ -41,6 +47,7 @@ struct ForwarderStats {
   uint64_t published = 0, acked = 0, refused = 0, reconnects = 0, connect_failures = 0;
   size_t inflight = 0;
   std::string last_error;
+  int64_t last_connected_ms = 0;
 };
 
 class Forwarder {

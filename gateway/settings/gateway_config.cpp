@@ -2,9 +2,12 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+
+#include "core/topic_filter.h"
 
 namespace sanigate::settings {
 namespace {
@@ -66,7 +69,9 @@ static void ParseTls(Node& n, TlsSection& t) {
 void ParseMqttSection(Node& n, MqttSection& m, const std::string& default_client_id) {
   m.url = n.String("url", m.url);
   bool tls_scheme = m.url.rfind("ssl://", 0) == 0 || m.url.rfind("mqtts://", 0) == 0;
-  if (m.url.rfind("tcp://", 0) != 0 && m.url.rfind("mqtt://", 0) != 0 && !tls_scheme)
+  if (m.url.empty())
+    n.Problem("url", "is required (e.g. \"mqtts://city.example:8883\")");
+  else if (m.url.rfind("tcp://", 0) != 0 && m.url.rfind("mqtt://", 0) != 0 && !tls_scheme)
     n.Problem("url", "\"" + m.url + "\" must start with tcp://, mqtt://, ssl:// or mqtts://");
   m.client_id = n.String("client_id", default_client_id);
   m.username = n.String("username", m.username);
@@ -105,6 +110,30 @@ void ParseOutbox(Node& n, OutboxSection& o) {
   n.Finish();
 }
 
+void ParseUpstream(Node& n, const GatewaySection& g, UpstreamSection& u) {
+  u.name = n.RequiredId("name").value_or("");
+  if (u.name == "local") n.Problem("name", "\"local\" is the local broker's name; choose another");
+  // A far broker over a WAN: give up slower than on the local one, never hammer it.
+  u.mqtt.url.clear();
+  u.mqtt.reconnect_min_ms = 1000;
+  u.mqtt.reconnect_max_ms = 60000;
+  u.topic_prefix = ReadTopicPrefix(n, g.topic_prefix);
+  u.kinds = n.Has("kinds") ? n.StringArray("kinds") : UpstreamKinds();
+  for (const auto& k : u.kinds)
+    if (std::find(UpstreamKinds().begin(), UpstreamKinds().end(), k) == UpstreamKinds().end())
+      n.Problem("kinds", "unknown kind \"" + k + "\" (telemetry, event, status, fleet, heatmap, gateway)");
+  u.include = n.StringArray("include");
+  u.exclude = n.StringArray("exclude");
+  for (const auto* list : {&u.include, &u.exclude})
+    for (const auto& f : *list)
+      if (!IsValidTopicFilter(f))
+        n.Problem(list == &u.include ? "include" : "exclude", "\"" + f + "\" is not an MQTT topic filter");
+  u.max_backlog_rows = n.Int("max_backlog_rows", 0, 0, 1'000'000'000);
+  u.max_age_h = n.Int("max_age_h", 0, 0, 24 * 365);
+  // The rest is an [mqtt] table: url, client id, credentials, TLS, keep-alive, window, backoff.
+  ParseMqttSection(n, u.mqtt, "sanigate-" + g.id);
+}
+
 void ParseFirmware(Node& n, FirmwareSection& f) {
   if (n.Has("trusted_keys")) f.trusted_keys = n.StringArray("trusted_keys");
   for (const auto& k : f.trusted_keys)
@@ -137,6 +166,15 @@ Result<Config> Walk(ParsedFile parsed, ConfigErrors& errors, const std::string& 
     else cfg.mqtt.client_id = "sanigate-" + cfg.gateway.id;
     if (auto o = root.Table("outbox")) ParseOutbox(*o, cfg.outbox);
     if (auto f = root.Table("firmware")) ParseFirmware(*f, cfg.firmware);
+    auto ups = root.TableArray("upstream");
+    if (ups.size() > 15) root.Problem("upstream", "at most 15 upstream destinations");
+    for (auto& u : ups) {
+      UpstreamSection up;
+      ParseUpstream(u, cfg.gateway, up);
+      for (const auto& other : cfg.upstreams)
+        if (other.name == up.name) u.Problem("name", "\"" + up.name + "\" is used by another [[upstream]]");
+      cfg.upstreams.push_back(std::move(up));
+    }
     for (const auto& section : sections) {
       if (auto t = root.Table(section.name)) {
         std::any parsed_section = section.parse(*t, cfg.gateway);

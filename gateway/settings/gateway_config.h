@@ -58,6 +58,26 @@ struct OutboxSection {
   std::string synchronous = "full"; // "full": survives power loss; "normal": survives crashes
 };
 
+// [[upstream]]: a broker the box delivers to beside the local one (the city platform). Records go
+// up from the outbox with a cursor of their own (CONTRACT §5), and so do sanifleet's outputs.
+struct UpstreamSection {
+  std::string name;  // [a-z0-9._-]+, stable: the destination's backlog is kept under it
+  MqttSection mqtt;  // url, client_id, credentials, tls, keepalive_s, window, reconnect
+  // Replaces gateway.topic_prefix in every topic sent up, e.g. "city/xm/huli"; default: the same.
+  std::string topic_prefix;
+  // What goes up: kinds (telemetry, event, status, fleet, heatmap, gateway) and MQTT topic
+  // filters over the local topics (include: empty = all; exclude wins).
+  std::vector<std::string> kinds;
+  std::vector<std::string> include, exclude;
+  int64_t max_backlog_rows = 0;  // this destination's own bound; 0 = the outbox's bounds
+  int64_t max_age_h = 0;         // telemetry and status older than this are shed for it; 0 = outbox's
+};
+
+inline const std::vector<std::string>& UpstreamKinds() {
+  static const std::vector<std::string> kinds = {"telemetry", "event", "status", "fleet", "heatmap", "gateway"};
+  return kinds;
+}
+
 struct AdapterSection {
   std::string protocol;  // section name, e.g. "modbus"
   std::any config;       // the protocol's own parsed config
@@ -88,6 +108,7 @@ struct Config {
   MqttSection mqtt;
   OutboxSection outbox;
   FirmwareSection firmware;
+  std::vector<UpstreamSection> upstreams;
   std::vector<AdapterSection> adapters;
   std::vector<std::string> warnings;  // legal but suspicious settings, FILE:LINE:COL: ...
 

@@ -1,6 +1,8 @@
 #include "store/outbox.h"
 
 #include <algorithm>
+#include <climits>
+#include <cstdint>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -8,6 +10,7 @@
 #include <fstream>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "core/clock.h"
@@ -30,7 +33,8 @@ CREATE TABLE IF NOT EXISTS outbox (
   topic    TEXT    NOT NULL,
   payload  BLOB    NOT NULL,
   retain   INTEGER NOT NULL,
-  size     INTEGER NOT NULL
+  size     INTEGER NOT NULL,
+  pending  INTEGER NOT NULL DEFAULT 1  -- destinations still owed this row: bit per destination
 );
 CREATE INDEX IF NOT EXISTS outbox_by_priority ON outbox(priority);
 CREATE TABLE IF NOT EXISTS dead_letter (
@@ -41,6 +45,7 @@ CREATE TABLE IF NOT EXISTS event_state (
   device TEXT NOT NULL, key TEXT NOT NULL, active INTEGER NOT NULL, ts INTEGER NOT NULL,
   PRIMARY KEY (device, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS destination (bit INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS adapter_mark (
   device TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
   PRIMARY KEY (device, key)
@@ -64,12 +69,32 @@ Status CheckHeader(const std::string& path) {
 
 struct Outbox::Impl {
   OutboxOptions opt;
-  Db writer_db, reader_db;
-  Stmt insert, remove, bump_seq, lease, dead_insert, dead_trim, oldest, state_upsert, mark_upsert;
+  Db writer_db;
+  Stmt insert, remove, remove_exact, clear_bit, bump_seq, dead_insert, dead_trim, oldest, state_upsert,
+      mark_upsert;
+
+  // One per destination (index 0: the local broker). `bit` is its bit in the rows' `pending`
+  // mask, kept by name in the `destination` table, so it need not equal the index.
+  struct Dest {
+    std::string name;
+    uint32_t bit = 1;
+    DestinationOptions opt;
+    Db reader;  // its consumer's own connection
+    Stmt lease;
+    std::array<uint64_t, kPriorityCount> cursor{};     // highest seq handed out per priority
+    std::unordered_set<uint64_t> settled_not_deleted;   // acked, not yet committed (under mu)
+    std::function<void()> on_commit;                    // under listener_mu
+  };
+  std::vector<Dest> dests;
 
   struct Queued {
     Envelope env;
     SteadyClock::time_point at;
+    uint32_t bits = 1;  // stored destination bits; 0: nobody wants the row (state and mark only)
+  };
+  struct Settlement {
+    uint64_t seq;
+    size_t dest;
   };
   struct Callback {
     uint64_t seq;
@@ -81,10 +106,9 @@ struct Outbox::Impl {
   std::condition_variable durable_cv;  // commits for waiters
   std::deque<Queued> queue;
   std::deque<Callback> callbacks;
-  std::vector<uint64_t> to_delete;
+  std::vector<Settlement> to_delete;
   SteadyClock::time_point first_delete_at{};
-  std::vector<std::pair<uint64_t, std::string>> to_poison;
-  std::unordered_set<uint64_t> settled_not_deleted;  // acked, delete not yet committed
+  std::vector<std::pair<Settlement, std::string>> to_poison;
   uint64_t next_seq = 0;
   uint64_t committed_seq = 0;
   bool stop = false;
@@ -92,8 +116,8 @@ struct Outbox::Impl {
   // Listeners are called with listener_mu held, so replacing one waits for a running call:
   // after SetCommitListener({}) returns, the old listener is never called again.
   std::mutex listener_mu;
-  std::function<void()> on_commit;
   std::function<void(const ShedReport&)> on_shed;
+  std::vector<ShedReport> removed_at_open;  // reported once a shed listener is set
   SteadyClock::time_point next_age_check{};
   bool big_backlog = false;     // to shrink the file once a large backlog drains
   bool vacuum_pending = false;  // give free pages back in small steps while idle
@@ -131,8 +155,25 @@ struct Outbox::Impl {
     return stats.last_error;
   }
 
-  // Lease cursors: the highest seq handed out per priority (consumer thread only).
-  std::array<uint64_t, kPriorityCount> cursor{};
+  uint32_t StoredBits(uint32_t targets) const {
+    uint32_t bits = 0;
+    for (size_t d = 0; d < dests.size(); ++d)
+      if (targets & (1u << d)) bits |= dests[d].bit;
+    return bits;
+  }
+  // Under mu: a row with these stored bits was added (+1) or removed (-1) for each destination.
+  void CountPending(uint32_t bits, int64_t delta) {
+    for (size_t d = 0; d < dests.size(); ++d) {
+      if (!(bits & dests[d].bit)) continue;
+      auto& n = stats.destinations[d].pending_rows;
+      n = delta >= 0 ? n + static_cast<uint64_t>(delta) : n - std::min<uint64_t>(n, static_cast<uint64_t>(-delta));
+    }
+  }
+  size_t DestOfBit(uint32_t bit) const {
+    for (size_t d = 0; d < dests.size(); ++d)
+      if (dests[d].bit == bit) return d;
+    return dests.size();
+  }
 
   std::thread writer;
   // Checkpoints run on their own connection and thread so commits never wait for them.
@@ -143,13 +184,19 @@ struct Outbox::Impl {
   void CheckpointLoop();
 
   Status Init();
+  Status InitDestinations();
   void WriterLoop();
-  Status Commit(std::vector<Queued>& batch, std::vector<uint64_t>& dels,
-                std::vector<std::pair<uint64_t, std::string>>& poison, uint64_t* removed_rows,
-                uint64_t* removed_bytes);
+  Status Commit(std::vector<Queued>& batch, std::vector<Settlement>& dels,
+                std::vector<std::pair<Settlement, std::string>>& poison, uint64_t* removed_rows,
+                uint64_t* removed_bytes, std::vector<uint64_t>* settled_per_dest);
+  // Destination `dest` is owed row `seq` no more: clears its bit, deletes the row when no
+  // destination is left. Returns whether the bit was set; adds a deleted row's size.
+  bool Unowe(uint64_t seq, size_t dest, Status* st, uint64_t* removed_rows, uint64_t* removed_bytes);
   void ShedIfNeeded(const char* reason = "size");
   void ShedByAge();
-  void Report(Priority p, uint64_t rows, int64_t oldest, int64_t newest, const char* reason);
+  void ShedDestinations(bool by_age);
+  void Report(Priority p, uint64_t rows, int64_t oldest, int64_t newest, const char* reason,
+              size_t dest = SIZE_MAX);
   void RefreshOldest();
 };
 
@@ -224,6 +271,14 @@ Status Outbox::Impl::Init() {
   if (opt.max_page_count > 0)
     (void)writer_db.Exec("PRAGMA max_page_count=" + std::to_string(opt.max_page_count));
   if (auto st = writer_db.Exec(kSchema); !st.ok()) return st;
+  // Files from before upstream destinations: every row was owed to the local broker only. The
+  // column is additive, so an older sanigate (a self-update rolled back) still opens the file.
+  auto has_pending = query("SELECT count(*) FROM pragma_table_info('outbox') WHERE name='pending'", nullptr);
+  if (!has_pending.ok()) return has_pending.status();
+  if (*has_pending == 0) {
+    if (auto st = writer_db.Exec("ALTER TABLE outbox ADD COLUMN pending INTEGER NOT NULL DEFAULT 1"); !st.ok())
+      return st;
+  }
   if (fresh) {
     // Ids are "{gateway}:{seq}". Starting a new database at now_ms*1000 keeps ids unique even
     // if an outbox file is lost and recreated.
@@ -249,6 +304,7 @@ Status Outbox::Impl::Init() {
   if (!err.ok()) return err;
   next_seq = last + 1;
   committed_seq = last;
+  if (auto st = InitDestinations(); !st.ok()) return st;
 
   auto prep = [&](Stmt& s, const std::string& sql) -> Status {
     auto r = writer_db.Prepare(sql);
@@ -256,11 +312,17 @@ Status Outbox::Impl::Init() {
     s = std::move(r.value());
     return Status::Ok();
   };
-  if (auto st = prep(insert, "INSERT INTO outbox(seq,priority,ts,topic,payload,retain,size) "
-                             "VALUES(?,?,?,?,?,?,?)");
+  if (auto st = prep(insert, "INSERT INTO outbox(seq,priority,ts,topic,payload,retain,size,pending) "
+                             "VALUES(?,?,?,?,?,?,?,?)");
       !st.ok())
     return st;
-  if (auto st = prep(remove, "DELETE FROM outbox WHERE seq=? RETURNING size"); !st.ok()) return st;
+  if (auto st = prep(remove, "DELETE FROM outbox WHERE seq=? RETURNING size,pending"); !st.ok()) return st;
+  if (auto st = prep(remove_exact, "DELETE FROM outbox WHERE seq=?1 AND pending=?2 RETURNING size"); !st.ok())
+    return st;
+  if (auto st = prep(clear_bit, "UPDATE outbox SET pending=pending&~?1 WHERE seq=?2 AND (pending&?1)!=0 "
+                                "RETURNING pending");
+      !st.ok())
+    return st;
   if (auto st = prep(bump_seq, "UPDATE meta SET value=? WHERE key='last_seq'"); !st.ok()) return st;
   if (auto st = prep(dead_insert,
                      "INSERT OR REPLACE INTO dead_letter SELECT seq,ts,topic,payload,?,? FROM "
@@ -279,19 +341,106 @@ Status Outbox::Impl::Init() {
   if (auto st = prep(mark_upsert, "INSERT OR REPLACE INTO adapter_mark(device,key,value) VALUES(?,?,?)"); !st.ok())
     return st;
 
-  auto r = Db::Open(opt.path, SQLITE_OPEN_READWRITE);
-  if (!r.ok()) return r.status();
-  reader_db = std::move(r.value());
+  for (auto& d : dests) {
+    auto r = Db::Open(opt.path, SQLITE_OPEN_READWRITE);
+    if (!r.ok()) return r.status();
+    d.reader = std::move(r.value());
+    auto l = d.reader.Prepare(
+        "SELECT seq,ts,topic,payload,retain FROM outbox WHERE priority=?1 AND seq>?2 AND "
+        "(pending&?4)!=0 ORDER BY seq LIMIT ?3");
+    if (!l.ok()) return l.status();
+    d.lease = std::move(l.value());
+  }
   auto c = Db::Open(opt.path, SQLITE_OPEN_READWRITE);
   if (!c.ok()) return c.status();
   checkpoint_db = std::move(c.value());
-  auto l = reader_db.Prepare(
-      "SELECT seq,ts,topic,payload,retain FROM outbox WHERE priority=? AND seq>? ORDER BY seq "
-      "LIMIT ?");
-  if (!l.ok()) return l.status();
-  lease = std::move(l.value());
   RefreshOldest();
   return Status::Ok();
+}
+
+// Gives every configured destination its bit (kept by name), drops the backlog of destinations
+// no longer configured (reported as shed, reason "removed"), and counts what each is owed.
+Status Outbox::Impl::InitDestinations() {
+  std::unordered_map<std::string, uint32_t> stored;
+  {
+    auto q = writer_db.Prepare("SELECT bit,name FROM destination");
+    if (!q.ok()) return q.status();
+    Status err;
+    while (q->Step(&err)) stored[q->Text(1)] = static_cast<uint32_t>(q->Int(0));
+    if (!err.ok()) return err;
+  }
+  dests.clear();
+  dests.emplace_back();
+  dests[0].name = "local";
+  dests[0].bit = 1;
+  uint32_t used = 1;
+  for (const auto& u : opt.upstreams)
+    if (auto it = stored.find(u.name); it != stored.end()) used |= 1u << it->second;
+  for (const auto& u : opt.upstreams) {
+    Dest d;
+    d.name = u.name;
+    d.opt = u;
+    if (auto it = stored.find(u.name); it != stored.end()) {
+      d.bit = 1u << it->second;
+    } else {
+      uint32_t b = 1;
+      while (b < 31 && (used & (1u << b))) ++b;
+      if (b >= 31) return Invalid("too many upstream destinations");
+      used |= 1u << b;
+      d.bit = 1u << b;
+      auto ins = writer_db.Prepare("INSERT INTO destination(bit,name) VALUES(?,?)");
+      if (!ins.ok()) return ins.status();
+      if (auto st = ins->Bind(1, static_cast<int64_t>(b)).Bind(2, u.name).Run(); !st.ok()) return st;
+    }
+    dests.push_back(std::move(d));
+  }
+  stats.destinations.assign(dests.size(), {});
+  for (size_t i = 0; i < dests.size(); ++i) stats.destinations[i].name = dests[i].name;
+
+  // A destination taken out of the config: nobody will ever acknowledge its rows.
+  for (const auto& [name, b] : stored) {
+    if (used & (1u << b)) continue;
+    int64_t bit = int64_t{1} << b;
+    auto q = writer_db.Prepare("SELECT priority,count(*),min(ts),max(ts) FROM outbox WHERE (pending&?)!=0 GROUP BY priority");
+    if (!q.ok()) return q.status();
+    q->Bind(1, bit);
+    std::vector<std::array<int64_t, 4>> groups;
+    Status err;
+    while (q->Step(&err)) groups.push_back({q->Int(0), q->Int(1), q->Int(2), q->Int(3)});
+    if (!err.ok()) return err;
+    std::string b_s = std::to_string(bit);
+    if (auto st = writer_db.Exec("BEGIN IMMEDIATE; DELETE FROM outbox WHERE pending=" + b_s +
+                                 "; UPDATE outbox SET pending=pending&~" + b_s + " WHERE (pending&" + b_s +
+                                 ")!=0; DELETE FROM destination WHERE bit=" + std::to_string(b) + "; COMMIT");
+        !st.ok()) {
+      (void)writer_db.Exec("ROLLBACK");
+      return st;
+    }
+    for (const auto& g : groups) {
+      // Reported after the listeners exist? They do not yet: log through the first report.
+      removed_at_open.push_back(ShedReport{static_cast<Priority>(g[0]), static_cast<uint64_t>(g[1]), g[2], g[3],
+                                           "removed", name});
+    }
+  }
+
+  auto q = writer_db.Prepare("SELECT pending,count(*) FROM outbox GROUP BY pending");
+  if (!q.ok()) return q.status();
+  Status err;
+  uint64_t rows = 0;
+  while (q->Step(&err)) {
+    uint32_t bits = static_cast<uint32_t>(q->Int(0));
+    uint64_t n = static_cast<uint64_t>(q->Int(1));
+    rows += n;
+    for (size_t d = 0; d < dests.size(); ++d)
+      if (bits & dests[d].bit) stats.destinations[d].pending_rows += n;
+  }
+  if (!err.ok()) return err;
+  stats.pending_rows = rows;
+  auto size = writer_db.Prepare("SELECT coalesce(sum(size),0) FROM outbox");
+  if (!size.ok()) return size.status();
+  if (size->Step(&err)) stats.pending_bytes = static_cast<uint64_t>(size->Int(0));
+  size->Reset();
+  return err;
 }
 
 void Outbox::Impl::RefreshOldest() {
@@ -305,22 +454,45 @@ void Outbox::Impl::RefreshOldest() {
   stats.oldest_ts = ts;
 }
 
-Status Outbox::Impl::Commit(std::vector<Queued>& batch, std::vector<uint64_t>& dels,
-                            std::vector<std::pair<uint64_t, std::string>>& poison,
-                            uint64_t* removed_rows, uint64_t* removed_bytes) {
+bool Outbox::Impl::Unowe(uint64_t seq, size_t dest, Status* st, uint64_t* removed_rows,
+                         uint64_t* removed_bytes) {
+  // Usually the last destination owed the row: delete it in one step.
+  const int64_t bit = dests[dest].bit;
+  bool hit = false;
+  remove_exact.Bind(1, static_cast<int64_t>(seq)).Bind(2, bit);
+  while (remove_exact.Step(st)) {
+    hit = true;
+    *removed_rows += 1;
+    *removed_bytes += static_cast<uint64_t>(remove_exact.Int(0));
+  }
+  remove_exact.Reset();
+  if (hit || !st->ok()) return hit;
+  clear_bit.Bind(1, bit).Bind(2, static_cast<int64_t>(seq));
+  while (clear_bit.Step(st)) hit = true;
+  clear_bit.Reset();
+  return hit;
+}
+
+Status Outbox::Impl::Commit(std::vector<Queued>& batch, std::vector<Settlement>& dels,
+                            std::vector<std::pair<Settlement, std::string>>& poison,
+                            uint64_t* removed_rows, uint64_t* removed_bytes,
+                            std::vector<uint64_t>* settled_per_dest) {
   if (auto st = writer_db.Exec("BEGIN IMMEDIATE"); !st.ok()) return st;
   Status st;
   for (const auto& q : batch) {
     const auto& m = q.env.msg;
-    insert.Bind(1, static_cast<int64_t>(q.env.seq))
-        .Bind(2, static_cast<int64_t>(m.priority))
-        .Bind(3, m.ts_ms)
-        .Bind(4, m.topic)
-        .BindBlob(5, m.payload)
-        .Bind(6, m.retain ? 1 : 0)
-        .Bind(7, static_cast<int64_t>(m.topic.size() + m.payload.size()));
-    st = insert.Run();
-    if (!st.ok()) break;
+    if (q.bits != 0) {
+      insert.Bind(1, static_cast<int64_t>(q.env.seq))
+          .Bind(2, static_cast<int64_t>(m.priority))
+          .Bind(3, m.ts_ms)
+          .Bind(4, m.topic)
+          .BindBlob(5, m.payload)
+          .Bind(6, m.retain ? 1 : 0)
+          .Bind(7, static_cast<int64_t>(m.topic.size() + m.payload.size()))
+          .Bind(8, static_cast<int64_t>(q.bits));
+      st = insert.Run();
+      if (!st.ok()) break;
+    }
     if (m.state) {
       st = state_upsert.Bind(1, m.state->device).Bind(2, m.state->key).Bind(3, m.state->active ? 1 : 0)
                .Bind(4, m.state->ts_ms).Run();
@@ -334,21 +506,18 @@ Status Outbox::Impl::Commit(std::vector<Queued>& batch, std::vector<uint64_t>& d
   if (st.ok() && !batch.empty()) {
     st = bump_seq.Bind(1, static_cast<int64_t>(batch.back().env.seq)).Run();
   }
-  for (const auto& [seq, reason] : poison) {
+  for (const auto& [where, reason] : poison) {
     if (!st.ok()) break;
-    st = dead_insert.Bind(1, reason).Bind(2, NowMs()).Bind(3, static_cast<int64_t>(seq)).Run();
-    if (st.ok()) dels.push_back(seq);
+    std::string why = where.dest == 0 ? reason : dests[where.dest].name + ": " + reason;
+    st = dead_insert.Bind(1, why).Bind(2, NowMs()).Bind(3, static_cast<int64_t>(where.seq)).Run();
+    if (st.ok()) dels.push_back(where);
   }
   if (st.ok() && !poison.empty()) st = dead_trim.Run();
   *removed_rows = *removed_bytes = 0;
-  for (uint64_t seq : dels) {
+  settled_per_dest->assign(dests.size(), 0);
+  for (const auto& d : dels) {
     if (!st.ok()) break;
-    remove.Bind(1, static_cast<int64_t>(seq));
-    while (remove.Step(&st)) {
-      *removed_rows += 1;
-      *removed_bytes += static_cast<uint64_t>(remove.Int(0));
-    }
-    remove.Reset();
+    if (Unowe(d.seq, d.dest, &st, removed_rows, removed_bytes)) (*settled_per_dest)[d.dest]++;
   }
   if (st.ok()) st = writer_db.Exec("COMMIT");
   if (!st.ok()) (void)writer_db.Exec("ROLLBACK");
@@ -356,13 +525,15 @@ Status Outbox::Impl::Commit(std::vector<Queued>& batch, std::vector<uint64_t>& d
 }
 
 void Outbox::Impl::Report(Priority p, uint64_t rows, int64_t oldest_ts, int64_t newest_ts,
-                          const char* reason) {
+                          const char* reason, size_t dest) {
   {
     std::lock_guard lk(mu);
-    stats.shed[static_cast<int>(p)] += rows;
+    if (dest < dests.size()) stats.destinations[dest].shed[static_cast<int>(p)] += rows;
+    else stats.shed[static_cast<int>(p)] += rows;
   }
   std::lock_guard call(listener_mu);
-  if (on_shed) on_shed(ShedReport{p, rows, oldest_ts, newest_ts, reason});
+  if (on_shed)
+    on_shed(ShedReport{p, rows, oldest_ts, newest_ts, reason, dest < dests.size() ? dests[dest].name : ""});
 }
 
 // Lowest priority first, oldest first, down to 99% of the bound so shedding does not run on
@@ -377,17 +548,17 @@ void Outbox::Impl::ShedIfNeeded(const char* reason) {
   if (rows <= opt.max_rows && bytes <= opt.max_bytes) return;
   uint64_t target_rows = opt.max_rows - opt.max_rows / 100;
   uint64_t target_bytes = opt.max_bytes - opt.max_bytes / 100;
-  auto pick = writer_db.Prepare("SELECT seq,ts,size FROM outbox WHERE priority=? ORDER BY seq LIMIT 500");
+  auto pick = writer_db.Prepare("SELECT seq,ts,size,pending FROM outbox WHERE priority=? ORDER BY seq LIMIT 500");
   if (!pick.ok()) return;
   for (int p = 0; p < kPriorityCount && (rows > target_rows || bytes > target_bytes); ++p) {
     uint64_t shed = 0;
     int64_t first_ts = 0, last_ts = 0;
     while (rows > target_rows || bytes > target_bytes) {
-      std::vector<std::pair<uint64_t, int64_t>> victims;
+      std::vector<std::array<int64_t, 3>> victims;  // seq, size, pending
       pick->Bind(1, p);
       Status err;
       while ((rows > target_rows || bytes > target_bytes) && pick->Step(&err)) {
-        victims.emplace_back(pick->Int(0), pick->Int(2));
+        victims.push_back({pick->Int(0), pick->Int(2), pick->Int(3)});
         if (shed == 0 && victims.size() == 1) first_ts = pick->Int(1);
         last_ts = pick->Int(1);
         rows -= 1;
@@ -398,8 +569,8 @@ void Outbox::Impl::ShedIfNeeded(const char* reason) {
       if (!writer_db.Exec("BEGIN IMMEDIATE").ok()) return;
       Status st;
       uint64_t freed = 0;
-      for (auto [seq, size] : victims) {
-        st = remove.Bind(1, static_cast<int64_t>(seq)).Run();
+      for (auto [seq, size, pending] : victims) {
+        st = remove.Bind(1, seq).Run();
         if (!st.ok()) break;
         freed += static_cast<uint64_t>(size);
       }
@@ -409,6 +580,7 @@ void Outbox::Impl::ShedIfNeeded(const char* reason) {
       }
       shed += victims.size();
       std::lock_guard lk(mu);
+      for (const auto& v : victims) CountPending(static_cast<uint32_t>(v[2]), -1);
       stats.pending_rows -= std::min<uint64_t>(stats.pending_rows, victims.size());
       stats.pending_bytes -= std::min<uint64_t>(stats.pending_bytes, freed);
     }
@@ -420,23 +592,98 @@ void Outbox::Impl::ShedByAge() {
   int64_t cutoff = NowMs() - opt.max_age_ms;
   for (int p = 0; p <= static_cast<int>(Priority::kStatus); ++p) {
     auto q = writer_db.Prepare(
-        "SELECT count(*), coalesce(sum(size),0), min(ts), max(ts) FROM outbox WHERE priority=? "
-        "AND ts<?");
+        "SELECT pending, count(*), coalesce(sum(size),0), min(ts), max(ts) FROM outbox WHERE "
+        "priority=? AND ts<? GROUP BY pending");
     if (!q.ok()) return;
     q->Bind(1, p).Bind(2, cutoff);
     Status err;
-    if (!q->Step(&err) || q->Int(0) == 0) continue;
-    uint64_t n = static_cast<uint64_t>(q->Int(0)), size = static_cast<uint64_t>(q->Int(1));
-    int64_t first = q->Int(2), last = q->Int(3);
-    q->Reset();
+    uint64_t n = 0, size = 0;
+    int64_t first = INT64_MAX, last = INT64_MIN;
+    std::vector<std::pair<uint32_t, uint64_t>> per_mask;
+    while (q->Step(&err)) {
+      per_mask.emplace_back(static_cast<uint32_t>(q->Int(0)), static_cast<uint64_t>(q->Int(1)));
+      n += static_cast<uint64_t>(q->Int(1));
+      size += static_cast<uint64_t>(q->Int(2));
+      first = std::min(first, q->Int(3));
+      last = std::max(last, q->Int(4));
+    }
+    if (!err.ok() || n == 0) continue;
     auto del = writer_db.Prepare("DELETE FROM outbox WHERE priority=? AND ts<?");
     if (!del.ok() || !del->Bind(1, p).Bind(2, cutoff).Run().ok()) return;
     {
       std::lock_guard lk(mu);
+      for (auto [bits, rows] : per_mask) CountPending(bits, -static_cast<int64_t>(rows));
       stats.pending_rows -= std::min(stats.pending_rows, n);
       stats.pending_bytes -= std::min(stats.pending_bytes, size);
     }
     Report(static_cast<Priority>(p), n, first, last, "age");
+  }
+}
+
+// An upstream destination's own bounds: its oldest rows of the lowest priority first (alarms
+// last) stop being owed to it; rows nobody else is owed are deleted. Reported per destination.
+void Outbox::Impl::ShedDestinations(bool by_age) {
+  for (size_t d = 1; d < dests.size(); ++d) {
+    const auto& o = dests[d].opt;
+    const int64_t bit = dests[d].bit;
+    auto unowe_all = [&](Stmt& pick, int p, uint64_t limit, const char* reason) {
+      uint64_t shed = 0, removed_rows = 0, removed_bytes = 0;
+      int64_t first = 0, last = 0;
+      std::vector<std::pair<uint64_t, int64_t>> victims;
+      Status err;
+      while (victims.size() < limit && pick.Step(&err)) victims.emplace_back(pick.Int(0), pick.Int(1));
+      pick.Reset();
+      if (victims.empty() || !writer_db.Exec("BEGIN IMMEDIATE").ok()) return uint64_t{0};
+      Status st;
+      for (auto [seq, ts] : victims) {
+        if (!Unowe(seq, d, &st, &removed_rows, &removed_bytes)) continue;
+        if (shed++ == 0) first = ts;
+        last = ts;
+      }
+      if (!st.ok() || !writer_db.Exec("COMMIT").ok()) {
+        (void)writer_db.Exec("ROLLBACK");
+        return uint64_t{0};
+      }
+      {
+        std::lock_guard lk(mu);
+        auto& n = stats.destinations[d].pending_rows;
+        n -= std::min(n, shed);
+        stats.pending_rows -= std::min(stats.pending_rows, removed_rows);
+        stats.pending_bytes -= std::min(stats.pending_bytes, removed_bytes);
+      }
+      if (shed) Report(static_cast<Priority>(p), shed, first, last, reason, d);
+      return static_cast<uint64_t>(victims.size());
+    };
+    if (o.max_rows > 0) {
+      for (int p = 0; p < kPriorityCount; ++p) {
+        uint64_t pending;
+        {
+          std::lock_guard lk(mu);
+          pending = stats.destinations[d].pending_rows;
+        }
+        if (pending <= o.max_rows) break;
+        uint64_t excess = pending - (o.max_rows - o.max_rows / 100);
+        auto pick = writer_db.Prepare("SELECT seq,ts FROM outbox WHERE priority=? AND (pending&?)!=0 ORDER BY seq LIMIT ?");
+        if (!pick.ok()) return;
+        while (excess > 0) {
+          pick->Bind(1, p).Bind(2, bit).Bind(3, static_cast<int64_t>(std::min<uint64_t>(excess, 500)));
+          uint64_t n = unowe_all(*pick, p, excess, "size");
+          if (n == 0) break;
+          excess -= std::min(excess, n);
+        }
+      }
+    }
+    if (by_age && o.max_age_ms > 0) {
+      int64_t cutoff = NowMs() - o.max_age_ms;
+      auto pick = writer_db.Prepare("SELECT seq,ts FROM outbox WHERE priority=? AND ts<? AND (pending&?)!=0 ORDER BY seq LIMIT 500");
+      if (!pick.ok()) return;
+      for (int p = 0; p <= static_cast<int>(Priority::kStatus); ++p) {
+        while (true) {
+          pick->Bind(1, p).Bind(2, cutoff).Bind(3, bit);
+          if (unowe_all(*pick, p, 500, "age") == 0) break;
+        }
+      }
+    }
   }
 }
 
@@ -460,8 +707,8 @@ void Outbox::Impl::WriterLoop() {
   auto backoff = std::chrono::milliseconds(100);
   while (true) {
     std::vector<Queued> batch;
-    std::vector<uint64_t> dels;
-    std::vector<std::pair<uint64_t, std::string>> poison;
+    std::vector<Settlement> dels;
+    std::vector<std::pair<Settlement, std::string>> poison;
     {
       std::unique_lock lk(mu);
       // Deletes of acknowledged rows are not urgent: gather up to kDeleteBatch of them for at
@@ -511,8 +758,10 @@ void Outbox::Impl::WriterLoop() {
 
     size_t deletes_requested = dels.size();
     uint64_t removed_rows = 0, removed_bytes = 0;
-    Status st = Commit(batch, dels, poison, &removed_rows, &removed_bytes);
+    std::vector<uint64_t> settled_per_dest;
+    Status st = Commit(batch, dels, poison, &removed_rows, &removed_bytes, &settled_per_dest);
     std::vector<DurableCallback> fire;
+    uint32_t batch_bits = 0;
     {
       std::unique_lock lk(mu);
       if (!st.ok()) {
@@ -547,13 +796,25 @@ void Outbox::Impl::WriterLoop() {
       failures_in_a_row = 0;
       backoff = std::chrono::milliseconds(100);
       stats.last_error.clear();
-      uint64_t added_bytes = 0;
-      for (const auto& q : batch) added_bytes += q.env.msg.topic.size() + q.env.msg.payload.size();
-      stats.pending_rows += batch.size();
+      uint64_t added_bytes = 0, added_rows = 0;
+      for (const auto& q : batch) {
+        if (q.bits == 0) continue;
+        added_rows++;
+        added_bytes += q.env.msg.topic.size() + q.env.msg.payload.size();
+        batch_bits |= q.bits;
+        CountPending(q.bits, 1);
+      }
+      stats.pending_rows += added_rows;
       stats.pending_bytes += added_bytes;
       stats.pending_rows -= std::min(stats.pending_rows, removed_rows);
       stats.pending_bytes -= std::min(stats.pending_bytes, removed_bytes);
-      for (uint64_t s : dels) settled_not_deleted.erase(s);
+      for (const auto& d : dels) dests[d.dest].settled_not_deleted.erase(d.seq);
+      for (size_t d = 0; d < dests.size(); ++d) {
+        auto& ds = stats.destinations[d];
+        ds.pending_rows -= std::min(ds.pending_rows, settled_per_dest[d]);
+        ds.settled += settled_per_dest[d];
+      }
+      for (const auto& [where, reason] : poison) stats.destinations[where.dest].poisoned++;
       stats.committed += batch.size();
       stats.settled += deletes_requested;
       stats.poisoned += poison.size();
@@ -567,14 +828,17 @@ void Outbox::Impl::WriterLoop() {
     }
     durable_cv.notify_all();
     for (auto& f : fire) f(Status::Ok());
-    if (!batch.empty()) {
+    if (batch_bits) {
       std::lock_guard call(listener_mu);
-      if (on_commit) on_commit();
+      for (auto& d : dests)
+        if ((batch_bits & d.bit) && d.on_commit) d.on_commit();
     }
 
     ShedIfNeeded();
     auto now = SteadyClock::now();
-    if (now >= next_age_check) {
+    bool age_due = now >= next_age_check;
+    ShedDestinations(age_due);
+    if (age_due) {
       ShedByAge();
       next_age_check = now + std::chrono::minutes(10);
     }
@@ -627,7 +891,10 @@ uint64_t Outbox::Append(size_t n, const Builder& build, DurableCallback on_durab
     std::lock_guard lk(d.mu);
     for (size_t i = 0; i < n; ++i) {
       uint64_t seq = d.next_seq++;
-      d.queue.push_back({Envelope{seq, build(i, seq)}, now});
+      Impl::Queued q{Envelope{seq, build(i, seq)}, now};
+      const OutMessage& m = q.env.msg;
+      q.bits = d.StoredBits(m.targets ? m.targets : d.opt.route ? d.opt.route(m) : 1u);
+      d.queue.push_back(std::move(q));
     }
     last = d.next_seq - 1;
     d.stats.appended += n;
@@ -665,17 +932,19 @@ Status Outbox::Flush(std::chrono::milliseconds timeout) {
   return WaitDurable(seq, timeout);
 }
 
-Result<std::vector<Envelope>> Outbox::Lease(size_t max) {
-  auto& d = *impl_;
+Result<std::vector<Envelope>> Outbox::Lease(size_t max, size_t dest) {
+  if (dest >= impl_->dests.size()) return Invalid("no destination " + std::to_string(dest));
+  auto& d = impl_->dests[dest];
   std::vector<Envelope> out;
   std::unordered_set<uint64_t> skip;
   {
-    std::lock_guard lk(d.mu);
+    std::lock_guard lk(impl_->mu);
     skip = d.settled_not_deleted;
   }
   for (int p = kPriorityCount - 1; p >= 0 && out.size() < max; --p) {
     d.lease.Bind(1, p).Bind(2, static_cast<int64_t>(d.cursor[p]))
-        .Bind(3, static_cast<int64_t>(max - out.size() + skip.size()));
+        .Bind(3, static_cast<int64_t>(max - out.size() + skip.size()))
+        .Bind(4, static_cast<int64_t>(d.bit));
     Status err;
     while (out.size() < max && d.lease.Step(&err)) {
       uint64_t seq = static_cast<uint64_t>(d.lease.Int(0));
@@ -696,12 +965,13 @@ Result<std::vector<Envelope>> Outbox::Lease(size_t max) {
   return out;
 }
 
-void Outbox::Settle(uint64_t seq) {
+void Outbox::Settle(uint64_t seq, size_t dest) {
+  if (dest >= impl_->dests.size()) return;
   {
     std::lock_guard lk(impl_->mu);
     if (impl_->to_delete.empty()) impl_->first_delete_at = SteadyClock::now();
-    impl_->to_delete.push_back(seq);
-    impl_->settled_not_deleted.insert(seq);
+    impl_->to_delete.push_back({seq, dest});
+    impl_->dests[dest].settled_not_deleted.insert(seq);
     // The first one starts the writer's 50 ms clock; the rest ride along.
     size_t n = impl_->to_delete.size();
     if (n != 1 && n < kDeleteBatch) return;
@@ -709,25 +979,53 @@ void Outbox::Settle(uint64_t seq) {
   impl_->writer_cv.notify_one();
 }
 
-void Outbox::Poison(uint64_t seq, std::string reason) {
+void Outbox::Poison(uint64_t seq, std::string reason, size_t dest) {
+  if (dest >= impl_->dests.size()) return;
   {
     std::lock_guard lk(impl_->mu);
-    impl_->to_poison.emplace_back(seq, std::move(reason));
-    impl_->settled_not_deleted.insert(seq);
+    impl_->to_poison.push_back({{seq, dest}, std::move(reason)});
+    impl_->dests[dest].settled_not_deleted.insert(seq);
   }
   impl_->writer_cv.notify_one();
 }
 
-void Outbox::ReleaseAll() { impl_->cursor.fill(0); }
+void Outbox::ReleaseAll(size_t dest) {
+  if (dest < impl_->dests.size()) impl_->dests[dest].cursor.fill(0);
+}
 
-void Outbox::SetCommitListener(std::function<void()> f) {
+size_t Outbox::destination_count() const { return impl_->dests.size(); }
+
+Result<std::optional<int64_t>> Outbox::OldestPending(size_t dest) const {
+  if (dest >= impl_->dests.size()) return Invalid("no destination " + std::to_string(dest));
+  auto db = Db::Open(impl_->opt.path, SQLITE_OPEN_READONLY);
+  if (!db.ok()) return db.status();
+  auto q = db->Prepare("SELECT ts FROM outbox WHERE (pending&?)!=0 ORDER BY seq LIMIT 1");
+  if (!q.ok()) return q.status();
+  q->Bind(1, static_cast<int64_t>(impl_->dests[dest].bit));
+  Status err;
+  std::optional<int64_t> ts;
+  if (q->Step(&err)) ts = q->Int(0);
+  if (!err.ok()) return err;
+  return ts;
+}
+
+void Outbox::SetCommitListener(std::function<void()> f, size_t dest) {
   std::lock_guard lk(impl_->listener_mu);
-  impl_->on_commit = std::move(f);
+  if (dest < impl_->dests.size()) impl_->dests[dest].on_commit = std::move(f);
 }
 
 void Outbox::SetShedListener(std::function<void(const ShedReport&)> f) {
-  std::lock_guard lk(impl_->listener_mu);
-  impl_->on_shed = std::move(f);
+  std::vector<ShedReport> removed;
+  {
+    std::lock_guard lk(impl_->listener_mu);
+    impl_->on_shed = std::move(f);
+    if (impl_->on_shed) removed.swap(impl_->removed_at_open);
+  }
+  // The backlog of destinations taken out of the config, dropped at open, reported now.
+  for (const auto& r : removed) {
+    std::lock_guard call(impl_->listener_mu);
+    if (impl_->on_shed) impl_->on_shed(r);
+  }
 }
 
 OutboxStats Outbox::Stats() const {

@@ -1,0 +1,243 @@
+// Upstream destinations end to end: a real local Mosquitto, a second real Mosquitto as the "city
+// broker", the libmodbus simulator and the real sanigate. The city broker is stopped while the
+// gateway keeps polling, sanigate is killed with SIGKILL during that outage, and every reading
+// the local broker got must reach the city (by id), in order, under the city's topic prefix,
+// while the local broker never waits for the city. sanifleet's outputs published on the local
+// broker are relayed up, retained where they were retained, also across a sanigate restart.
+#include <thread>
+
+#include "gateway_fixture.h"
+
+namespace sanigate::test {
+namespace {
+
+class UpstreamTest : public GatewayTest {
+ protected:
+  std::unique_ptr<MosquittoBroker> city;
+  std::unique_ptr<MqttCapture> city_capture;
+
+  void StartCity() {
+    city = std::make_unique<MosquittoBroker>(MosquittoBroker::Options{.persistence = true});
+    city->Start();
+    city_capture = std::make_unique<MqttCapture>(city->url(), "city-capture", /*clean_session=*/false);
+    city_capture->Connect();
+    city_capture->Subscribe("#", 1);
+  }
+
+  std::string Upstream(const std::string& extra = "") const {
+    return "[[upstream]]\nname = \"city\"\nurl = \"" + city->url() +
+           "\"\ntopic_prefix = \"city/xm/huli\"\nreconnect_min_ms = 100\nreconnect_max_ms = 1000\n" + extra + "\n";
+  }
+
+  // Record ids of a device's telemetry in `msgs` under `prefix`, first occurrences, in order.
+  static std::vector<std::string> Ids(const std::vector<Captured>& msgs, const std::string& prefix,
+                                      const std::string& device) {
+    std::vector<std::string> ids;
+    for (const auto& p : Unique(msgs, "/devices/" + device + "/telemetry"))
+      if (p.topic.rfind(prefix + "/", 0) == 0) ids.push_back(p.payload["id"].get<std::string>());
+    return ids;
+  }
+
+  // The last gateway status seen on the local broker, parsed.
+  json LastStatus() const {
+    json last;
+    for (const auto& m : capture->Messages())
+      if (m.topic == "sanigate/v1/houpu/gateway/gw-test/status") {
+        json j = json::parse(m.payload, nullptr, false);
+        if (j.is_object()) last = j;
+      }
+    return last;
+  }
+};
+
+TEST_F(UpstreamTest, EveryReadingReachesTheCityAcrossItsOutageAndAKill9AndTheLocalBrokerNeverWaits) {
+  StartBroker();
+  StartCity();
+  StartSim(1, {"--counter", "hr:4"});
+  Capture(/*persistent=*/true);
+  WriteConfig(BaseConfig() + Upstream() + "[modbus]\n" + RoomConfig("room-07", 0, 100));
+  StartGateway();
+  ASSERT_TRUE(city_capture->WaitFor(
+      [](const auto& msgs) { return Ids(msgs, "city/xm/huli/houpu", "room-07").size() >= 5; }, 15s))
+      << GatewayLog();
+
+  // The city goes away. The local broker keeps getting readings at full pace.
+  city->Stop();
+  size_t local_before = Reads("room-07").size();
+  ASSERT_TRUE(WaitReads("room-07", local_before + 20, 10s)) << GatewayLog();
+  // The status says the city is owed a growing backlog and its link is down.
+  ASSERT_TRUE(capture->WaitFor(
+      [&](const std::vector<Captured>& msgs) {
+        for (const auto& m : msgs) {
+          if (m.topic != "sanigate/v1/houpu/gateway/gw-test/status") continue;
+          json j = json::parse(m.payload, nullptr, false);
+          if (!j.is_object() || !j.contains("upstreams")) continue;
+          const json& u = j["upstreams"][0];
+          if (u["name"] == "city" && u["connected"] == false && u["pending"].get<int64_t>() > 0 &&
+              u["oldest_ts"].is_number())
+            return true;
+        }
+        return false;
+      },
+      15s))
+      << LastStatus().dump();
+
+  // sanigate dies in the middle of the outage; it comes back and goes on polling.
+  gateway.Kill();
+  StartGateway();
+  size_t local_after_restart = Reads("room-07").size();
+  ASSERT_TRUE(WaitReads("room-07", local_after_restart + 10, 15s)) << GatewayLog();
+
+  city->Restart();
+  std::vector<std::string> local_ids = Ids(capture->Messages(), "sanigate/v1/houpu", "room-07");
+  ASSERT_GE(local_ids.size(), 40u);
+  ASSERT_TRUE(city_capture->WaitFor(
+      [&](const auto& msgs) {
+        auto got = Ids(msgs, "city/xm/huli/houpu", "room-07");
+        std::set<std::string> have(got.begin(), got.end());
+        for (const auto& id : local_ids)
+          if (!have.count(id)) return false;
+        return true;
+      },
+      30s))
+      << GatewayLog();
+
+  // Same records, same order (first occurrences; duplicates are allowed, losses are not).
+  auto city_ids = Ids(city_capture->Messages(), "city/xm/huli/houpu", "room-07");
+  std::vector<std::string> city_prefix(city_ids.begin(), city_ids.begin() + static_cast<long>(local_ids.size()));
+  EXPECT_EQ(city_prefix, local_ids);
+  // Nothing of the local scheme leaked to the city under the local prefix.
+  for (const auto& m : city_capture->Messages()) EXPECT_NE(m.topic.rfind("sanigate/", 0), 0u) << m.topic;
+  // The city sees the box's status under its own prefix.
+  EXPECT_TRUE(city_capture->WaitFor(
+      [](const auto& msgs) {
+        for (const auto& m : msgs)
+          if (m.topic == "city/xm/huli/houpu/gateway/gw-test/status" && m.payload.find("\"online\":true") != std::string::npos)
+            return true;
+        return false;
+      },
+      10s));
+  ExpectPayloadsMatchSchemas();  // the local status with its upstreams section among them
+}
+
+// A city broker whose certificate the box cannot verify gets nothing, the status says why, and
+// the records are kept: with the right CA they all arrive, those of the refused time first.
+TEST_F(UpstreamTest, ACityBrokerWithAnUnverifiableCertificateGetsNothingUntilTheRightCaAndThenEverything) {
+  StartBroker();
+  city = std::make_unique<MosquittoBroker>(MosquittoBroker::Options{.tls = true, .persistence = true});
+  city->Start();
+  city_capture = std::make_unique<MqttCapture>(city->url(), "city-capture", /*clean_session=*/false);
+  city_capture->Connect();
+  city_capture->Subscribe("#", 1);
+  StartSim(1, {"--counter", "hr:4"});
+  Capture();
+  auto config = [&](const std::string& ca) {
+    return BaseConfig() + "[[upstream]]\nname = \"city\"\nurl = \"" + city->tls_url() +
+           "\"\nreconnect_min_ms = 100\nreconnect_max_ms = 500\nkinds = [\"telemetry\"]\n[upstream.tls]\nca_file = \"" +
+           ca + "\"\n[modbus]\n" + RoomConfig("room-07", 0, 100);
+  };
+  WriteConfig(config(city->wrong_ca_file()));
+  StartGateway();
+  ASSERT_TRUE(WaitReads("room-07", 20, 10s)) << GatewayLog();  // the local broker is not held back
+  ASSERT_TRUE(capture->WaitFor(
+      [&](const std::vector<Captured>& msgs) {
+        for (const auto& m : msgs) {
+          json j = json::parse(m.payload, nullptr, false);
+          if (j.is_object() && j.contains("upstreams") && j["upstreams"][0]["connected"] == false &&
+              j["upstreams"][0].contains("last_error") && j["upstreams"][0]["pending"].get<int64_t>() > 0)
+            return true;
+        }
+        return false;
+      },
+      15s))
+      << LastStatus().dump();
+  EXPECT_TRUE(Ids(city_capture->Messages(), "sanigate/v1/houpu", "room-07").empty());
+  EXPECT_NE(GatewayLog().find("upstream city: connect to"), std::string::npos) << GatewayLog();
+
+  ASSERT_TRUE(ExitedWith(gateway.Stop(), 0)) << GatewayLog();
+  std::vector<std::string> local_ids = Ids(capture->Messages(), "sanigate/v1/houpu", "room-07");
+  WriteConfig(config(city->ca_file()));
+  StartGateway();
+  ASSERT_TRUE(city_capture->WaitFor(
+      [&](const auto& msgs) {
+        auto got = Ids(msgs, "sanigate/v1/houpu", "room-07");
+        std::set<std::string> have(got.begin(), got.end());
+        for (const auto& id : local_ids)
+          if (!have.count(id)) return false;
+        return true;
+      },
+      20s))
+      << GatewayLog();
+}
+
+TEST_F(UpstreamTest, SanifleetsOutputsAreRelayedUpRetainedWhereTheyWereRetainedAndAcrossARestart) {
+  StartBroker();
+  StartCity();
+  Capture();
+  WriteConfig(BaseConfig() + Upstream("kinds = [\"fleet\", \"heatmap\"]"));
+  StartGateway();
+  WaitGatewayOnline();
+  auto pub = [&](const std::string& topic, const std::string& payload, bool retain) {
+    std::vector<std::string> argv = {"mosquitto_pub", "-h", "127.0.0.1", "-p", std::to_string(broker->port()),
+                                     "-q", "1", "-t", topic, "-m", payload};
+    if (retain) argv.push_back("-r");
+    ASSERT_TRUE(ExitedWith(Process::Run(argv, 10s), 0));
+  };
+  // The relay subscribes once the gateway is up; give its subscription a moment via a probe.
+  ASSERT_TRUE(city_capture->WaitFor(
+      [&](const auto& msgs) {
+        pub("sanigate/v1/houpu/fleet/status", "{\"probe\":true}", true);
+        for (const auto& m : msgs)
+          if (m.topic == "city/xm/huli/houpu/fleet/status") return true;
+        return false;
+      },
+      15s))
+      << GatewayLog();
+
+  pub("sanigate/v1/houpu/fleet/health/room-1", "{\"device\":\"room-1\",\"verdict\":\"ok\"}", true);
+  pub("sanigate/v1/houpu/fleet/events", "{\"device\":\"room-1\",\"change\":\"degraded\"}", false);
+  pub("sanigate/v1/houpu/heatmap/bin_fill", "{\"layer\":\"bin_fill\"}", true);
+  pub("sanigate/v1/houpu/fleet/admin/status", "{}", false);                   // admin: never up
+  pub("sanigate/v1/houpu/devices/room-1/telemetry", "{\"id\":\"x:1\"}", false); // not this gateway's record
+
+  auto find = [](const std::vector<Captured>& msgs, const std::string& topic) -> std::optional<Captured> {
+    for (const auto& m : msgs)
+      if (m.topic == topic) return m;
+    return std::nullopt;
+  };
+  ASSERT_TRUE(city_capture->WaitFor(
+      [&](const auto& msgs) {
+        return find(msgs, "city/xm/huli/houpu/fleet/health/room-1") && find(msgs, "city/xm/huli/houpu/fleet/events") &&
+               find(msgs, "city/xm/huli/houpu/heatmap/bin_fill");
+      },
+      15s))
+      << GatewayLog();
+  auto got = city_capture->Messages();
+  EXPECT_TRUE(find(got, "city/xm/huli/houpu/fleet/health/room-1")->retained);
+  EXPECT_TRUE(find(got, "city/xm/huli/houpu/heatmap/bin_fill")->retained);
+  EXPECT_FALSE(find(got, "city/xm/huli/houpu/fleet/events")->retained);
+  EXPECT_FALSE(find(got, "city/xm/huli/houpu/fleet/admin/status"));
+  EXPECT_FALSE(find(got, "city/xm/huli/houpu/devices/room-1/telemetry"));
+
+  // While sanigate is stopped the broker keeps the relay's session: what sanifleet says then
+  // goes up after the start, once (retained state is not sent again at the reconnect).
+  ASSERT_TRUE(ExitedWith(gateway.Stop(), 0)) << GatewayLog();
+  pub("sanigate/v1/houpu/fleet/events", "{\"device\":\"room-1\",\"change\":\"while-down\"}", false);
+  StartGateway();
+  ASSERT_TRUE(city_capture->WaitFor(
+      [&](const auto& msgs) {
+        for (const auto& m : msgs)
+          if (m.payload.find("while-down") != std::string::npos) return true;
+        return false;
+      },
+      15s))
+      << GatewayLog();
+  std::this_thread::sleep_for(1s);
+  int health_copies = 0;
+  for (const auto& m : city_capture->Messages())
+    if (m.topic == "city/xm/huli/houpu/fleet/health/room-1") health_copies++;
+  EXPECT_EQ(health_copies, 1);
+}
+
+}  // namespace
+}  // namespace sanigate::test
