@@ -3,16 +3,13 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <cmath>
 #include <filesystem>
-#include <fstream>
 
-#include "core/clock.h"
-#include "core/atomic_file.h"
+#include "app/json_fields.h"
 #include "app/model_message.h"
+#include "core/clock.h"
 #include "core/untrusted.h"
 #include "health/memory_json.h"
-#include "heatmap/feed.h"
 #include "mqtt/topics.h"
 
 namespace sanigate::fleet {
@@ -23,7 +20,6 @@ namespace topics = mqtt::topics;
 
 constexpr auto kTick = std::chrono::milliseconds(200);
 // Limits on what arrives over MQTT (anyone with publish rights may send anything).
-constexpr size_t kMaxAdminBytes = 64 * 1024;
 constexpr size_t kMaxFirmwarePutBytes = 2 * 1024 * 1024;  // base64 of a 1 MiB chunk and its JSON
 constexpr size_t kMaxGatewayStatusBytes = 32 * 1024 * 1024;  // lists every device of a big site
 using Clock = std::chrono::steady_clock;
@@ -43,18 +39,6 @@ std::string Codes(const HealthVerdict& v) {
   std::string s = HealthStateName(v.state);
   for (const auto& r : v.reasons) s += "|" + r.code + ":" + HealthStateName(r.level);
   return s;
-}
-
-std::string Str(const json& j, const char* key) {
-  auto it = j.find(key);
-  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
-}
-
-std::optional<double> Num(const json& j, const char* key) {
-  auto it = j.find(key);
-  if (it == j.end()) return std::nullopt;
-  if (it->is_number()) return it->get<double>();
-  return std::nullopt;
 }
 
 }  // namespace
@@ -100,10 +84,19 @@ Result<std::unique_ptr<FleetDaemon>> FleetDaemon::Create(FleetConfig config) {
                  d->registry_.devices().size() - remembered, d->registry_.devices().size());
   spdlog::info("registry: {} devices and {} gateways loaded from {}", d->registry_.devices().size(),
                d->registry_.gateways().size(), d->cfg_.RegistryPath());
-  for (const auto& entry : std::filesystem::directory_iterator(std::filesystem::path(d->cfg_.fleet.data_dir) / "heatmap", ec))
-    if (entry.path().extension() == ".bin") d->HeatmapOf(entry.path().stem().string());
-
   const auto& f = d->cfg_.fleet;
+  FleetDaemon* self = d.get();
+  HeatmapSettings hs;
+  hs.map = d->cfg_.heatmap;
+  hs.topic_prefix = f.topic_prefix;
+  hs.site = f.site;
+  hs.sites = f.sites;
+  hs.data_dir = f.data_dir;
+  d->heatmap_ = std::make_unique<HeatmapService>(
+      std::move(hs), [self](const std::string& t, const std::string& p, bool retain) { self->Send(t, p, retain); },
+      [] { return NowMs(); });
+  d->heatmap_->LoadSaved();
+
   mqtt::ClientOptions o;
   auto& l = o.link;
   l.url = d->cfg_.mqtt.url;
@@ -132,7 +125,6 @@ Result<std::unique_ptr<FleetDaemon>> FleetDaemon::Create(FleetConfig config) {
   o.reconnect_min = std::chrono::milliseconds(d->cfg_.mqtt.reconnect_min_ms);
   o.reconnect_max = std::chrono::milliseconds(d->cfg_.mqtt.reconnect_max_ms);
   mqtt::ClientHandlers h;
-  FleetDaemon* self = d.get();
   h.on_message = [self](mqtt::InboundMessage m) { self->Enqueue(std::move(m)); };
   h.on_refused = [self](const std::string& topic, const std::string& why) {
     // The broker's ACL (or a quota) refused it: say so once per topic, count every one.
@@ -170,11 +162,12 @@ Result<std::unique_ptr<FleetDaemon>> FleetDaemon::Create(FleetConfig config) {
       });
   if (!rollouts.ok()) return rollouts.status();
   d->rollouts_ = std::move(*rollouts);
+  d->AddAdminVerbs();
   return d;
 }
 
 void FleetDaemon::Start() {
-  snapshot_writer_ = std::thread([this] { SnapshotWriterLoop(); });
+  heatmap_->Start();
   worker_ = std::thread([this] { WorkerLoop(); });
   client_->Start();
 }
@@ -187,7 +180,7 @@ void FleetDaemon::Stop() {
     cv_.notify_all();
   }
   worker_.join();
-  StopSnapshotWriter();  // the final snapshot below replaces whatever it was still writing
+  heatmap_->StopSnapshots();  // the final save below replaces whatever it was still writing
   // Messages the worker had not taken yet were already acknowledged to the broker (PUBACK), so
   // the persistent session will not bring them again: handle them now (no races: the worker
   // has stopped).
@@ -206,7 +199,7 @@ void FleetDaemon::Stop() {
   // they are saved (its verdict changes are published after the next start).
   HandleQueued();
   FlushRegistry("final");
-  SaveHeatmaps();
+  heatmap_->Save();
 }
 
 void FleetDaemon::HandleQueued() {
@@ -248,7 +241,6 @@ void FleetDaemon::Enqueue(mqtt::InboundMessage m) {
 void FleetDaemon::WorkerLoop() {
   std::deque<mqtt::InboundMessage> batch;
   int64_t next_flush = 0, next_status = 0, next_gateways = 0, next_rollout_tick = 0;
-  int64_t next_snapshot = NowMs() + cfg_.heatmap.snapshot_interval_s * 1000;
   while (true) {
     bool republish = false;
     std::unique_ptr<FleetConfig> reload;
@@ -266,10 +258,8 @@ void FleetDaemon::WorkerLoop() {
     if (reload) {
       cfg_.health = reload->health;
       cfg_.gateways = reload->gateways;
-      if (reload->heatmap.snapshot_interval_s != cfg_.heatmap.snapshot_interval_s) {
-        cfg_.heatmap.snapshot_interval_s = reload->heatmap.snapshot_interval_s;
-        next_snapshot = now + cfg_.heatmap.snapshot_interval_s * 1000;
-      }
+      cfg_.heatmap.snapshot_interval_s = reload->heatmap.snapshot_interval_s;
+      heatmap_->SetSnapshotInterval(cfg_.heatmap.snapshot_interval_s);
       health_.SetConfig(cfg_.health);
       spdlog::set_level(spdlog::level::from_str(reload->fleet.log_level));
       if (reload->fleet.id != cfg_.fleet.id || reload->fleet.site != cfg_.fleet.site || reload->fleet.sites != cfg_.fleet.sites ||
@@ -313,17 +303,8 @@ void FleetDaemon::WorkerLoop() {
       rollouts_->Tick(now);
       next_rollout_tick = now + 1000;
     }
-    ThawHeatmapsIfFree();
-    // While a snapshot reads the engines, closing windows (TakeClosed) waits with the feed.
-    heatmap_force_ |= republish;
-    if (now >= next_heatmap_ && !heatmaps_frozen_) {
-      PublishHeatmaps(now, std::exchange(heatmap_force_, false));
-      next_heatmap_ = now + cfg_.heatmap.feed_interval_ms;
-    }
-    if (cfg_.heatmap.snapshot_interval_s > 0 && now >= next_snapshot) {
-      SnapshotHeatmaps(now);
-      next_snapshot = now + cfg_.heatmap.snapshot_interval_s * 1000;
-    }
+    if (republish) heatmap_->RepublishAll();  // the retained feeds may be gone with the broker
+    heatmap_->Tick();
     if (now >= next_status) {
       PublishStatus(true, now);
       next_status = now + cfg_.fleet.status_interval_s * 1000;
@@ -378,9 +359,8 @@ void FleetDaemon::HandleDeviceMessage(const std::string& site, const std::string
   DeviceEntry& e = registry_.Device(site, device, now, &created);
   if (created) spdlog::info("registry: new device {}/{}", site, device);
   ApplyToEntry(*decoded, e, now);
-  const json& j = decoded->doc;
   registry_.MarkDirty(obs.device);
-  FeedHeatmap(site, device, leaf, j, e, obs.backfill, now);
+  heatmap_->Observe(site, device, *decoded, e);
   auto change = health_.Observe(obs, now);
   const HealthVerdict* verdict = health_.Find(obs.device);
   if (verdict) e.expected_interval_ms = verdict->expected_interval_ms;
@@ -572,28 +552,7 @@ std::string FleetDaemon::StatusPayload(bool online, int64_t now) const {
     std::lock_guard lk(refused_mu_);
     if (!refused_topics_.empty()) j["refused_topics"] = refused_topics_;
   }
-  if (cfg_.heatmap.enabled) {
-    heatmap::HeatmapStats total;
-    for (const auto& [site, engine] : heatmaps_) {
-      auto s = engine->stats();
-      total.points += s.points;
-      total.readings += s.readings;
-      total.events += s.events;
-      total.late_dropped += s.late_dropped;
-      total.future_dropped += s.future_dropped;
-      total.late_merged += s.late_merged;
-      total.late_untracked += s.late_untracked;
-      total.duplicates += s.duplicates;
-      total.cells += s.cells;
-      total.windows += s.windows;
-    }
-    j["heatmap"] = {{"sites", heatmaps_.size()},          {"points", total.points},
-                    {"readings", total.readings},         {"events", total.events},
-                    {"late_dropped", total.late_dropped}, {"future_dropped", total.future_dropped},
-                    {"late_merged", total.late_merged},   {"late_untracked", total.late_untracked},
-                    {"duplicates", total.duplicates},     {"unlocated", unlocated_},
-                    {"cells", total.cells},               {"windows", total.windows}};
-  }
+  if (heatmap_ && cfg_.heatmap.enabled) j["heatmap"] = heatmap_->StatusJson();
   return j.dump();
 }
 
@@ -658,233 +617,117 @@ json VerdictJson(const HealthVerdict& v, const std::string& site, const std::str
 
 }  // namespace
 
+void FleetDaemon::AddAdminVerbs() {
+  // One entry per verb; an unknown verb's reply lists them in this order.
+  admin_.Add("status", [this](const json&, int64_t now) { return AdminStatus(now); });
+  admin_.Add("devices", [this](const json& args, int64_t) { return AdminDevices(args); });
+  admin_.Add("device", [this](const json& args, int64_t) { return AdminDevice(args); });
+  admin_.Add("health", [this](const json& args, int64_t) { return AdminHealth(args); });
+  admin_.Add("heatmap", [this](const json& args, int64_t) { return heatmap_->Query(args); });
+  for (const std::string& verb : RolloutService::Verbs())
+    admin_.Add(
+        verb, [this, verb](const json& args, int64_t now) { return rollouts_->Admin(verb, args, registry_, now); },
+        // Firmware chunks are the only large requests (base64 of max_chunk_kib); the rest are small.
+        verb == "firmware_put" ? kMaxFirmwarePutBytes : AdminVerbs::kDefaultMaxBytes);
+}
+
 void FleetDaemon::HandleAdmin(const mqtt::InboundMessage& m, const std::string& verb, int64_t now) {
-  auto reply = [&](json answer) {
-    if (m.response_topic.empty()) return;
-    (void)client_->PublishResponse(m.response_topic, SafeDump(answer), m.correlation_data);
-  };
-  auto fail = [&](const std::string& code, const std::string& error) { reply({{"ok", false}, {"error", error}, {"code", code}}); };
-  // Firmware chunks are the only large requests (base64 of max_chunk_kib); the rest are small.
-  JsonLimits limits{.max_bytes = verb == "firmware_put" ? kMaxFirmwarePutBytes : kMaxAdminBytes, .max_depth = 16};
-  auto parsed = m.payload.empty() ? Result<json>(json::object()) : ParseUntrustedJson(m.payload, limits);
-  if (!parsed.ok()) {
-    spdlog::warn("admin {}: refused: {}", QuotePrefix(verb, 32), parsed.status().message());
-    return fail("invalid", parsed.status().message());
-  }
-  json args = std::move(*parsed);
-  if (!args.is_object()) return fail("invalid", "the request payload must be a JSON object of arguments");
-  auto filter = [&](const char* key) { return args.contains(key) && args[key].is_string() ? args[key].get<std::string>() : std::string(); };
-
-  if (verb == "status") {
-    json r = json::parse(StatusPayload(true, now));
-    r["connected"] = client_->connected();
-    json gws = json::array();
-    for (const auto& [key, g] : registry_.gateways()) {
-      auto vit = gateway_verdicts_.find(key);
-      gws.push_back({{"gateway", g.gateway},
-                     {"site", g.site},
-                     {"online", g.online},
-                     {"version", g.version},
-                     {"last_seen", g.last_status_ms},
-                     {"state", HealthStateName(vit == gateway_verdicts_.end() ? HealthState::kUnknown : vit->second.state)}});
-    }
-    std::sort(gws.begin(), gws.end(), [](const json& a, const json& b) { return a["gateway"] < b["gateway"]; });
-    r["gateways"] = gws;
-    return reply({{"ok", true}, {"result", r}});
-  }
-  if (verb == "devices") {
-    std::string site = filter("site"), kind = filter("kind"), state = filter("state"), gateway = filter("gateway");
-    if (!state.empty() && !ParseHealthState(state)) return fail("invalid", "state \"" + state + "\" is not ok, degraded, critical, offline or unknown");
-    size_t limit = args.contains("limit") && args["limit"].is_number_unsigned() ? args["limit"].get<size_t>() : 1000;
-    std::vector<const DeviceEntry*> hits;
-    for (const auto& [key, e] : registry_.devices()) {
-      const HealthVerdict* v = health_.Find(key);
-      std::string st = HealthStateName(v ? v->state : HealthState::kUnknown);
-      if ((site.empty() || e.site == site) && (kind.empty() || e.kind == kind) && (gateway.empty() || e.gateway == gateway) &&
-          (state.empty() || st == state))
-        hits.push_back(&e);
-    }
-    std::sort(hits.begin(), hits.end(), [](auto* a, auto* b) { return std::tie(a->device, a->site) < std::tie(b->device, b->site); });
-    json list = json::array();
-    for (size_t i = 0; i < hits.size() && i < limit; ++i)
-      list.push_back(Summary(*hits[i], health_.Find(RegistryKey(hits[i]->site, hits[i]->device))));
-    return reply({{"ok", true}, {"result", {{"total", hits.size()}, {"devices", list}}}});
-  }
-  if (verb == "device") {
-    std::string id = filter("device"), site = filter("site");
-    if (id.empty()) return fail("invalid", "argument \"device\" is required");
-    const DeviceEntry* e = nullptr;
-    for (const auto& s : site.empty() ? cfg_.fleet.sites : std::vector<std::string>{site}) {
-      if (s == "+") {
-        for (const auto& [key, d] : registry_.devices())
-          if (d.device == id) e = &d;
-      } else if ((e = registry_.FindDevice(RegistryKey(s, id)))) {
-        break;
-      }
-      if (e) break;
-    }
-    if (!e) return fail("not_found", "unknown device " + id);
-    const HealthVerdict* v = health_.Find(RegistryKey(e->site, e->device));
-    json r = Summary(*e, v);
-    r["metrics"] = e->metrics;
-    r["metrics_ts"] = e->metrics_ts_ms;
-    r["location"] = e->location ? json{{"lat", e->location->first}, {"lon", e->location->second}} : json(nullptr);
-    r["health"] = v ? VerdictJson(*v, e->site, e->device, e->kind) : json(nullptr);
-    return reply({{"ok", true}, {"result", r}});
-  }
-  if (verb == "health") {
-    bool problems = FieldBool(args, "problems").value_or(false);
-    std::string site = filter("site"), kind = filter("kind"), state = filter("state");
-    json devices = json::array();
-    std::vector<std::pair<const HealthVerdict*, const DeviceEntry*>> hits;
-    for (const HealthVerdict* v : health_.All()) {
-      const DeviceEntry* e = registry_.FindDevice(v->device);
-      if (!e) continue;
-      if (problems && (v->state == HealthState::kOk)) continue;
-      if ((!site.empty() && e->site != site) || (!kind.empty() && e->kind != kind) ||
-          (!state.empty() && HealthStateName(v->state) != state))
-        continue;
-      hits.emplace_back(v, e);
-    }
-    std::sort(hits.begin(), hits.end(), [](const auto& a, const auto& b) {
-      int sa = Severity(a.first->state), sb = Severity(b.first->state);
-      return sa != sb ? sa > sb : a.second->device < b.second->device;
-    });
-    for (const auto& [v, e] : hits) devices.push_back(VerdictJson(*v, e->site, e->device, e->kind));
-    json gws = json::array();
-    for (const auto& [key, v] : gateway_verdicts_) {
-      const GatewayEntry* g = registry_.FindGateway(key);
-      if (!g || (problems && v.state == HealthState::kOk) || (!site.empty() && g->site != site)) continue;
-      json gj = VerdictJson(v, g->site, g->gateway, "gateway");
-      gj.erase("device");
-      gj["gateway"] = g->gateway;
-      gws.push_back(std::move(gj));
-    }
-    return reply({{"ok", true}, {"result", {{"devices", devices}, {"gateways", gws}}}});
-  }
-  if (rollouts_->HandlesVerb(verb)) {
-    AdminAnswer a = rollouts_->Admin(verb, args, registry_, now);
-    if (!a.code.empty()) return fail(a.code, a.error);
-    return reply({{"ok", true}, {"result", a.result}});
-  }
-  if (verb == "heatmap") {
-    std::string code, error;
-    json r = HeatmapQuery(args, now, &code, &error);
-    if (!code.empty()) return fail(code, error);
-    return reply({{"ok", true}, {"result", r}});
-  }
-  fail("invalid", "unknown verb \"" + verb + "\" (status, devices, device, health, heatmap, firmware_put, firmware_list, rollout_create, rollout_start, rollout_pause, rollout_resume, rollout_abort, rollout_status, rollout_list)");
+  // Answered (and acted on) even without a response topic: nobody hears the reply then.
+  json answer = admin_.Answer(verb, m.payload, now);
+  if (m.response_topic.empty()) return;
+  (void)client_->PublishResponse(m.response_topic, SafeDump(answer), m.correlation_data);
 }
 
-// ---- heat map ----
+AdminAnswer FleetDaemon::AdminStatus(int64_t now) const {
+  json r = json::parse(StatusPayload(true, now));
+  r["connected"] = client_->connected();
+  json gws = json::array();
+  for (const auto& [key, g] : registry_.gateways()) {
+    auto vit = gateway_verdicts_.find(key);
+    gws.push_back({{"gateway", g.gateway},
+                   {"site", g.site},
+                   {"online", g.online},
+                   {"version", g.version},
+                   {"last_seen", g.last_status_ms},
+                   {"state", HealthStateName(vit == gateway_verdicts_.end() ? HealthState::kUnknown : vit->second.state)}});
+  }
+  std::sort(gws.begin(), gws.end(), [](const json& a, const json& b) { return a["gateway"] < b["gateway"]; });
+  r["gateways"] = gws;
+  return AdminAnswer::Ok(std::move(r));
+}
 
-heatmap::HeatmapEngine* FleetDaemon::HeatmapOf(const std::string& site) {
-  if (!cfg_.heatmap.enabled) return nullptr;
-  auto& engine = heatmaps_[site];
-  if (!engine) {
-    engine = std::make_unique<heatmap::HeatmapEngine>(cfg_.heatmap);
-    // The map saved at the last stop, so a restart (or an upgrade of sanifleet) keeps the day.
-    std::ifstream in(HeatmapFile(site), std::ios::binary);
-    if (in) {
-      std::string snapshot((std::istreambuf_iterator<char>(in)), {});
-      if (Status st = engine->Restore(snapshot); st.ok())
-        spdlog::info("heatmap: {} restored ({} stored cells)", site, engine->stats().cells);
-      else
-        spdlog::warn("heatmap: {}: the saved map is not used: {}", site, st.message());
+AdminAnswer FleetDaemon::AdminDevices(const json& args) const {
+  std::string site = Str(args, "site"), kind = Str(args, "kind"), state = Str(args, "state"), gateway = Str(args, "gateway");
+  if (!state.empty() && !ParseHealthState(state))
+    return AdminAnswer::Fail("invalid", "state \"" + state + "\" is not ok, degraded, critical, offline or unknown");
+  size_t limit = args.contains("limit") && args["limit"].is_number_unsigned() ? args["limit"].get<size_t>() : 1000;
+  std::vector<const DeviceEntry*> hits;
+  for (const auto& [key, e] : registry_.devices()) {
+    const HealthVerdict* v = health_.Find(key);
+    std::string st = HealthStateName(v ? v->state : HealthState::kUnknown);
+    if ((site.empty() || e.site == site) && (kind.empty() || e.kind == kind) && (gateway.empty() || e.gateway == gateway) &&
+        (state.empty() || st == state))
+      hits.push_back(&e);
+  }
+  std::sort(hits.begin(), hits.end(), [](auto* a, auto* b) { return std::tie(a->device, a->site) < std::tie(b->device, b->site); });
+  json list = json::array();
+  for (size_t i = 0; i < hits.size() && i < limit; ++i)
+    list.push_back(Summary(*hits[i], health_.Find(RegistryKey(hits[i]->site, hits[i]->device))));
+  return AdminAnswer::Ok({{"total", hits.size()}, {"devices", list}});
+}
+
+AdminAnswer FleetDaemon::AdminDevice(const json& args) const {
+  std::string id = Str(args, "device"), site = Str(args, "site");
+  if (id.empty()) return AdminAnswer::Fail("invalid", "argument \"device\" is required");
+  const DeviceEntry* e = nullptr;
+  for (const auto& s : site.empty() ? cfg_.fleet.sites : std::vector<std::string>{site}) {
+    if (s == "+") {
+      for (const auto& [key, d] : registry_.devices())
+        if (d.device == id) e = &d;
+    } else if ((e = registry_.FindDevice(RegistryKey(s, id)))) {
+      break;
     }
+    if (e) break;
   }
-  return engine.get();
+  if (!e) return AdminAnswer::Fail("not_found", "unknown device " + id);
+  const HealthVerdict* v = health_.Find(RegistryKey(e->site, e->device));
+  json r = Summary(*e, v);
+  r["metrics"] = e->metrics;
+  r["metrics_ts"] = e->metrics_ts_ms;
+  r["location"] = e->location ? json{{"lat", e->location->first}, {"lon", e->location->second}} : json(nullptr);
+  r["health"] = v ? VerdictJson(*v, e->site, e->device, e->kind) : json(nullptr);
+  return AdminAnswer::Ok(std::move(r));
 }
 
-std::string FleetDaemon::HeatmapFile(const std::string& site) const {
-  return (std::filesystem::path(cfg_.fleet.data_dir) / "heatmap" / (site + ".bin")).string();
-}
-
-void FleetDaemon::SaveHeatmaps() {
-  std::error_code ec;
-  if (!heatmaps_.empty()) std::filesystem::create_directories(std::filesystem::path(cfg_.fleet.data_dir) / "heatmap", ec);
-  for (const auto& [site, engine] : heatmaps_)
-    if (Status st = WriteFileAtomically(HeatmapFile(site), engine->Snapshot()); !st.ok())
-      spdlog::error("heatmap: cannot save {}: {}", site, st.ToString());
-}
-
-void FleetDaemon::SnapshotHeatmaps(int64_t now) {
-  if (heatmaps_frozen_ || heatmaps_.empty()) return;
-  std::lock_guard lk(snapshot_mu_);
-  if (snapshot_writing_) {
-    // The disk is slower than the interval: skip a round rather than queue copies in memory.
-    spdlog::warn("heatmap: the previous snapshot is still being written; the one due at {} is skipped", now);
-    return;
+AdminAnswer FleetDaemon::AdminHealth(const json& args) const {
+  bool problems = FieldBool(args, "problems").value_or(false);
+  std::string site = Str(args, "site"), kind = Str(args, "kind"), state = Str(args, "state");
+  json devices = json::array();
+  std::vector<std::pair<const HealthVerdict*, const DeviceEntry*>> hits;
+  for (const HealthVerdict* v : health_.All()) {
+    const DeviceEntry* e = registry_.FindDevice(v->device);
+    if (!e) continue;
+    if (problems && (v->state == HealthState::kOk)) continue;
+    if ((!site.empty() && e->site != site) || (!kind.empty() && e->kind != kind) ||
+        (!state.empty() && HealthStateName(v->state) != state))
+      continue;
+    hits.emplace_back(v, e);
   }
-  snapshot_job_.clear();
-  for (const auto& [site, engine] : heatmaps_) snapshot_job_.emplace_back(HeatmapFile(site), engine.get());
-  snapshot_in_use_ = true;
-  heatmaps_frozen_ = true;
-  snapshot_cv_.notify_all();
-}
-
-void FleetDaemon::ThawHeatmapsIfFree() {
-  if (!heatmaps_frozen_) return;
-  {
-    std::lock_guard lk(snapshot_mu_);
-    if (snapshot_in_use_) return;
+  std::sort(hits.begin(), hits.end(), [](const auto& a, const auto& b) {
+    int sa = Severity(a.first->state), sb = Severity(b.first->state);
+    return sa != sb ? sa > sb : a.second->device < b.second->device;
+  });
+  for (const auto& [v, e] : hits) devices.push_back(VerdictJson(*v, e->site, e->device, e->kind));
+  json gws = json::array();
+  for (const auto& [key, v] : gateway_verdicts_) {
+    const GatewayEntry* g = registry_.FindGateway(key);
+    if (!g || (problems && v.state == HealthState::kOk) || (!site.empty() && g->site != site)) continue;
+    json gj = VerdictJson(v, g->site, g->gateway, "gateway");
+    gj.erase("device");
+    gj["gateway"] = g->gateway;
+    gws.push_back(std::move(gj));
   }
-  ThawHeatmaps();
-}
-
-void FleetDaemon::ThawHeatmaps() {
-  heatmaps_frozen_ = false;
-  for (const auto& in : heatmap_deferred_) ApplyHeatmap(in);
-  heatmap_deferred_.clear();
-}
-
-void FleetDaemon::SnapshotWriterLoop() {
-  std::unique_lock lk(snapshot_mu_);
-  while (true) {
-    snapshot_cv_.wait(lk, [&] { return snapshot_stop_ || !snapshot_job_.empty(); });
-    if (snapshot_stop_) break;
-    auto job = std::move(snapshot_job_);
-    snapshot_job_.clear();
-    lk.unlock();
-    // Only const calls on the engines: the worker changes none of them until in_use is off.
-    auto started = Clock::now();
-    std::vector<std::pair<std::string, std::string>> files;
-    size_t bytes = 0;
-    for (const auto& [file, engine] : job) {
-      files.emplace_back(file, engine->Snapshot());
-      bytes += files.back().second.size();
-    }
-    auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
-    lk.lock();
-    snapshot_in_use_ = false;
-    if (snapshot_stop_) break;  // the final save at stop replaces it
-    snapshot_writing_ = true;
-    lk.unlock();
-    std::error_code ec;
-    for (const auto& [file, content] : files) {
-      std::filesystem::create_directories(std::filesystem::path(file).parent_path(), ec);
-      if (Status st = WriteFileAtomically(file, content); !st.ok())
-        spdlog::error("heatmap: snapshot not saved (the previous one stays): {}", st.ToString());
-    }
-    spdlog::debug("heatmap: snapshot of {} site(s), {} bytes, serialized in {} ms, written in {} ms", files.size(), bytes,
-                  took, std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count() - took);
-    lk.lock();
-    snapshot_writing_ = false;
-  }
-  snapshot_job_.clear();
-  snapshot_in_use_ = false;
-}
-
-void FleetDaemon::StopSnapshotWriter() {
-  if (snapshot_writer_.joinable()) {
-    {
-      std::lock_guard lk(snapshot_mu_);
-      snapshot_stop_ = true;
-      snapshot_cv_.notify_all();
-    }
-    snapshot_writer_.join();  // after a serialization or write in progress: the final save must not race it
-  }
-  if (heatmaps_frozen_) ThawHeatmaps();
+  return AdminAnswer::Ok({{"devices", devices}, {"gateways", gws}});
 }
 
 void FleetDaemon::FlushRegistry(const char* when, const std::vector<std::string>* only) {
@@ -894,134 +737,6 @@ void FleetDaemon::FlushRegistry(const char* when, const std::vector<std::string>
   };
   if (Status st = store_->Flush(registry_, health_of, only); !st.ok())
     spdlog::error("registry: {} flush failed (kept for the next try): {}", when, st.ToString());
-}
-
-void FleetDaemon::FeedHeatmap(const std::string& site, const std::string& device, const std::string& leaf, const json& j,
-                              const DeviceEntry& e, bool backfill, int64_t now) {
-  if (leaf == "status") return;
-  if (!HeatmapOf(site)) return;
-  int64_t ts = FieldInt64(j, "ts").value_or(0);
-  if (ts <= 0) return;
-  // The record's own location, else where the device was last seen (fixed bins and rooms).
-  std::optional<std::pair<double, double>> at = e.location;
-  if (auto loc = j.find("location"); loc != j.end() && loc->is_object()) {
-    auto lat = Num(*loc, "lat"), lon = Num(*loc, "lon");
-    if (lat && lon && std::abs(*lat) <= 90 && std::abs(*lon) <= 180) at = std::pair{*lat, *lon};
-  }
-  const json empty = json::object();
-  auto mit = j.find("metrics");
-  const json& metrics = mit != j.end() && mit->is_object() ? *mit : empty;
-  HeatmapInput in;
-  in.site = site;
-  in.device = device;
-  in.ts = ts;
-  in.now = now;
-  in.backfill = backfill;
-  if (leaf == "event") {
-    in.type = HeatmapInput::Type::kEvent;
-    in.event = Str(j, "event");
-    if (in.event != "overflow" && in.event != "sos" && in.event != "fire" && in.event != "odour") return;
-    in.active = Str(j, "state") == "active";
-  } else if (e.kind == "vehicle" || e.kind == "worker") {
-    if (!j.contains("location")) return;  // a reading without a fix says nothing about where
-    in.type = HeatmapInput::Type::kPosition;
-    in.worker = e.kind == "worker";
-    in.value = Num(metrics, "speed_kmh");
-  } else {
-    // Fill: the bin's own value, or the fullest compartment of a sorted-waste room.
-    std::optional<double> fill = Num(metrics, "fill_level_pct");
-    if (!fill)
-      for (auto it = metrics.begin(); it != metrics.end(); ++it)
-        if (it->is_number() && it.key().size() > 15 && it.key().ends_with("_fill_level_pct"))
-          fill = std::max(fill.value_or(it->get<double>()), it->get<double>());
-    if (!fill) return;
-    in.type = HeatmapInput::Type::kFill;
-    in.value = fill;
-  }
-  if (!at) return void(++unlocated_);
-  in.lat = at->first;
-  in.lon = at->second;
-  if (heatmaps_frozen_) return heatmap_deferred_.push_back(std::move(in));
-  ApplyHeatmap(in);
-}
-
-void FleetDaemon::ApplyHeatmap(const HeatmapInput& in) {
-  heatmap::HeatmapEngine* engine = HeatmapOf(in.site);
-  if (!engine) return;
-  auto id = engine->Device(in.device);
-  switch (in.type) {
-    case HeatmapInput::Type::kEvent:
-      engine->Event(id, in.ts, in.lat, in.lon, in.event, in.active, in.backfill, in.now);
-      break;
-    case HeatmapInput::Type::kPosition:
-      engine->Position(id, in.worker, in.ts, in.lat, in.lon, in.value, in.backfill, in.now);
-      break;
-    case HeatmapInput::Type::kFill:
-      engine->Fill(id, in.ts, in.lat, in.lon, in.value.value_or(0), in.now);
-      break;
-  }
-}
-
-void FleetDaemon::PublishHeatmaps(int64_t now, bool force) {
-  if (force) heatmap_published_.clear();
-  for (auto& [site, engine] : heatmaps_) {
-    for (heatmap::Layer layer : cfg_.heatmap.layers) {
-      json doc = heatmap::FeedJson(*engine, site, layer, now);
-      doc.erase("ts");
-      std::string body = doc.dump();
-      std::string topic = topics::Heatmap(cfg_.fleet.topic_prefix, site, heatmap::LayerName(layer));
-      auto& last = heatmap_published_[topic];
-      if (last == body) continue;  // unchanged: the retained copy is still right
-      last = std::move(body);
-      doc["ts"] = now;
-      Send(topic, doc.dump(), true);
-    }
-    for (const auto& closed : engine->TakeClosed(now)) {
-      if (!cfg_.heatmap.Has(closed.layer)) continue;
-      Send(topics::Heatmap(cfg_.fleet.topic_prefix, site, heatmap::LayerName(closed.layer)) + "/closed",
-           heatmap::ClosedWindowJson(*engine, site, closed, now).dump(), false);
-    }
-  }
-}
-
-json FleetDaemon::HeatmapQuery(const json& args, int64_t now, std::string* code, std::string* error) {
-  auto bad = [&](const char* c, std::string why) {
-    *code = c;
-    *error = std::move(why);
-    return json();
-  };
-  if (!cfg_.heatmap.enabled) return bad("invalid", "the heat map is disabled in this sanifleet's config");
-  std::string layer_name = args.contains("layer") && args["layer"].is_string() ? args["layer"].get<std::string>() : "";
-  auto layer = heatmap::ParseLayer(layer_name);
-  if (!layer) return bad("invalid", "argument \"layer\" must be one of vehicle_coverage, bin_fill, overflow, alarms, workers, unattended");
-  if (!cfg_.heatmap.Has(*layer)) return bad("invalid", "layer " + layer_name + " is not enabled");
-  std::string site = args.contains("site") && args["site"].is_string() ? args["site"].get<std::string>() : cfg_.fleet.site;
-  bool followed = std::find(cfg_.fleet.sites.begin(), cfg_.fleet.sites.end(), site) != cfg_.fleet.sites.end() ||
-                  std::find(cfg_.fleet.sites.begin(), cfg_.fleet.sites.end(), "+") != cfg_.fleet.sites.end();
-  if (!followed) return bad("not_found", "site " + site + " is not followed by this sanifleet");
-  int precision = cfg_.heatmap.feed_precision;
-  if (args.contains("precision")) {
-    if (!args["precision"].is_number_integer() || args["precision"].get<int>() < heatmap::kCoarsestPrecision ||
-        args["precision"].get<int>() > heatmap::kStoragePrecision)
-      return bad("invalid", "precision must be 6, 7 or 8");
-    precision = args["precision"].get<int>();
-  }
-  int64_t window_s = 0;
-  if (args.contains("window") && !(args["window"].is_string() && args["window"] == "state")) {
-    if (!args["window"].is_number_integer() ||
-        std::find(cfg_.heatmap.windows_s.begin(), cfg_.heatmap.windows_s.end(), args["window"].get<int64_t>()) == cfg_.heatmap.windows_s.end()) {
-      std::string sizes;
-      for (int64_t w : cfg_.heatmap.windows_s) sizes += (sizes.empty() ? "" : ", ") + std::to_string(w);
-      return bad("invalid", "window must be \"state\" or one of the window sizes in seconds: " + sizes);
-    }
-    window_s = args["window"].get<int64_t>();
-    if (*layer == heatmap::Layer::kUnattended) return bad("invalid", "the unattended layer has a state only");
-  }
-  int64_t at = args.contains("at") && args["at"].is_number_integer() ? args["at"].get<int64_t>() : now;
-  if (auto it = heatmaps_.find(site); it != heatmaps_.end())
-    return heatmap::QueryJson(*it->second, site, *layer, window_s, at, precision, now);
-  heatmap::HeatmapEngine empty(cfg_.heatmap);  // a followed site with nothing yet: empty cells
-  return heatmap::QueryJson(empty, site, *layer, window_s, at, precision, now);
 }
 
 }  // namespace sanigate::fleet

@@ -1,14 +1,14 @@
 // FleetDaemon: sanifleet's wiring. One MQTT client in (the model of the followed sites, the
 // admin requests) and out (health, health events, the fleet status); one worker thread owns
-// the registry, the health evaluator and the SQLite store, so none of them needs a lock.
-// Paho's callbacks only queue messages for that thread. A snapshot thread reads the heat-map
-// engines (const) while the worker keeps its hands off them, and writes their files.
+// the registry, the health evaluator, the SQLite store and the services, so none of them needs
+// a lock. Paho's callbacks only queue messages for that thread. The pieces with rules of their
+// own are apart and tested without a broker: the model's decoder (model_message.h), the heat
+// map (heatmap_service.h), rollouts (rollout_service.h) and the admin verbs' table
+// (admin_verbs.h); the daemon routes messages to them and carries their output to MQTT.
 // Thread-safety: Start/Stop/Reload from the owner (main) thread.
 #pragma once
 
-
 #include <atomic>
-
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -22,10 +22,11 @@
 #include <utility>
 #include <vector>
 
+#include "app/admin_verbs.h"
 #include "app/fleet_config.h"
+#include "app/heatmap_service.h"
 #include "app/rollout_service.h"
 #include "health/health.h"
-#include "heatmap/heatmap.h"
 #include "mqtt/mqtt_client.h"
 #include "registry/registry.h"
 
@@ -53,37 +54,15 @@ class FleetDaemon {
   void HandleDeviceMessage(const std::string& site, const std::string& device, const std::string& leaf,
                            const std::string& payload, int64_t now);
   void HandleGatewayStatus(const std::string& site, const std::string& gateway, const std::string& payload, int64_t now);
+  // The admin API: the table of verbs (built once in Create) and the daemon's own verbs.
+  void AddAdminVerbs();
   void HandleAdmin(const mqtt::InboundMessage& m, const std::string& verb, int64_t now);
-  // The heat map: one engine per followed site, fed from the model, published every feed interval.
-  heatmap::HeatmapEngine* HeatmapOf(const std::string& site);
-  // One input of an engine, resolved from a model message (location, value) when it arrived.
-  struct HeatmapInput {
-    enum class Type : uint8_t { kEvent, kPosition, kFill } type = Type::kFill;
-    std::string site, device, event;
-    int64_t ts = 0, now = 0;
-    double lat = 0, lon = 0;
-    std::optional<double> value;  // speed_kmh of a position, fill of a reading
-    bool worker = false, active = false, backfill = false;
-  };
-  void ApplyHeatmap(const HeatmapInput& in);
-  void FeedHeatmap(const std::string& site, const std::string& device, const std::string& leaf, const nlohmann::json& j,
-                   const DeviceEntry& e, bool backfill, int64_t now);
-  void PublishHeatmaps(int64_t now, bool force);
-  // data_dir/heatmap/{site}.bin: written every snapshot interval and at stop, read when the
-  // site's engine is created.
-  std::string HeatmapFile(const std::string& site) const;
-  void SaveHeatmaps();
-  // The periodic snapshot. The snapshot thread serializes the engines (const) and writes and
-  // fsyncs the files; meanwhile the worker goes on handling messages and only defers what would
-  // change an engine (inputs, closing windows), applying it in order once the engines are free.
-  void SnapshotHeatmaps(int64_t now);
-  void ThawHeatmapsIfFree();
-  void ThawHeatmaps();
-  void SnapshotWriterLoop();
-  void StopSnapshotWriter();
+  AdminAnswer AdminStatus(int64_t now) const;
+  AdminAnswer AdminDevices(const nlohmann::json& args) const;
+  AdminAnswer AdminDevice(const nlohmann::json& args) const;
+  AdminAnswer AdminHealth(const nlohmann::json& args) const;
   // Writes the changed registry entries (or only those of `only`) with each device's health memory.
   void FlushRegistry(const char* when, const std::vector<std::string>* only = nullptr);
-  nlohmann::json HeatmapQuery(const nlohmann::json& args, int64_t now, std::string* code, std::string* error);
   void PublishHealth(const HealthChange& change, int64_t now);
   bool PublishDeviceVerdict(const HealthVerdict& v, int64_t now);  // false: link down
   void EvaluateGateways(int64_t now);
@@ -101,13 +80,10 @@ class FleetDaemon {
   Registry registry_;
   HealthEvaluator health_;
   std::map<std::string, HealthVerdict> gateway_verdicts_;  // by registry key
-  std::map<std::string, std::unique_ptr<heatmap::HeatmapEngine>> heatmaps_;  // by site
+  std::unique_ptr<HeatmapService> heatmap_;
   std::unique_ptr<RolloutService> rollouts_;
+  AdminVerbs admin_;
   std::string reply_topic_;  // answers to this daemon's own requests (install jobs)
-  std::map<std::string, std::string> heatmap_published_;  // topic → last payload without "ts"
-  int64_t next_heatmap_ = 0;
-  bool heatmap_force_ = false;  // republish every feed at the next PublishHeatmaps (after a reconnect)
-  uint64_t unlocated_ = 0;
   struct Outgoing {
     std::string topic, payload;
     bool retain = false;
@@ -132,17 +108,10 @@ class FleetDaemon {
   std::atomic<int64_t> link_down_ms_{0};
   // Devices whose health condition changed in this round: written before their verdicts go out.
   std::vector<std::string> persist_now_;
-  // Heat-map snapshots: one round at a time. The job lists each engine with its file; the
-  // engines are `in use` from the job's posting until the snapshot thread has serialized them.
-  std::mutex snapshot_mu_;
-  std::condition_variable snapshot_cv_;
-  std::vector<std::pair<std::string, const heatmap::HeatmapEngine*>> snapshot_job_;  // file, engine
-  bool snapshot_in_use_ = false, snapshot_writing_ = false, snapshot_stop_ = false;
-  std::thread snapshot_writer_;
-  bool heatmaps_frozen_ = false;               // worker only: engines are being serialized
-  std::vector<HeatmapInput> heatmap_deferred_;  // worker only: inputs that arrived meanwhile
   mutable std::mutex refused_mu_;
   std::set<std::string> refused_topics_;
+
+  friend class FleetDaemonTest;  // tests/unit/fleet_daemon_stop_test.cpp: stops with messages still queued
 };
 
 }  // namespace sanigate::fleet

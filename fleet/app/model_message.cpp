@@ -3,21 +3,13 @@
 #include <cmath>
 #include <limits>
 
+#include "app/json_fields.h"
 #include "core/untrusted.h"
 
 namespace sanigate::fleet {
 namespace {
 
 using json = nlohmann::json;
-
-std::string Str(const json& j, const char* key) { return FieldString(j, key).value_or(""); }
-
-std::optional<double> Num(const json& j, const char* key) {
-  auto it = j.find(key);
-  if (it == j.end() || !it->is_number()) return std::nullopt;
-  double v = it->get<double>();
-  return std::isfinite(v) ? std::optional(v) : std::nullopt;
-}
 
 // A counter sent as a number: whole and within int64 (a cast of anything else is undefined).
 std::optional<int64_t> Count(const json& j, const char* key) {
@@ -54,6 +46,10 @@ std::optional<ModelMessage> DecodeModelMessage(const std::string& leaf, const st
   d.firmware = Str(source, "firmware");
   d.model = Str(source, "model");
   obs.backfill = FieldBool(source, "backfill").value_or(false);
+  if (auto loc = j.find("location"); loc != j.end() && loc->is_object() && leaf != "status") {
+    auto lat = Num(*loc, "lat"), lon = Num(*loc, "lon");
+    if (lat && lon && std::fabs(*lat) <= 90 && std::fabs(*lon) <= 180) m.location = std::pair{*lat, *lon};
+  }
 
   // Numbers and booleans (0/1) are observed: a reading's values, an event's triggering value.
   if (auto mit = j.find("metrics"); mit != j.end() && mit->is_object() && leaf != "status") {
@@ -75,10 +71,7 @@ std::optional<ModelMessage> DecodeModelMessage(const std::string& leaf, const st
     obs.snr_db = Num(source, "snr_db");
     obs.fcnt = Count(source, "fcnt");
     obs.frames_lost = Count(source, "frames_lost");
-    if (auto loc = j.find("location"); loc != j.end() && loc->is_object()) {
-      auto lat = Num(*loc, "lat"), lon = Num(*loc, "lon");
-      if (lat && lon && std::fabs(*lat) <= 90 && std::fabs(*lon) <= 180) d.location = std::pair{*lat, *lon};
-    }
+    d.location = m.location;  // only a reading moves the device; an event's location places the event
   } else if (leaf == "event") {
     obs.type = Observation::Type::kEvent;
     obs.event = Str(j, "event");

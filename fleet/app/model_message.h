@@ -29,6 +29,8 @@ struct RegistryDelta {
 struct ModelMessage {
   Observation obs;      // obs.device is left to the caller (the registry key)
   RegistryDelta delta;
+  // The message's own valid lat, lon (a reading's or an event's), for the heat map.
+  std::optional<std::pair<double, double>> location;
   nlohmann::json doc;   // the whole message, for the heat-map feed
 };
 

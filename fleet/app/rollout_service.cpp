@@ -118,6 +118,12 @@ void RolloutService::RepublishAll(int64_t now_ms) {
   for (const auto& [id, c] : campaigns_) Publish(c, now_ms);
 }
 
+const std::vector<std::string>& RolloutService::Verbs() {
+  static const std::vector<std::string> verbs = {"firmware_put",  "firmware_list",  "rollout_create", "rollout_start", "rollout_pause",
+                                                 "rollout_resume", "rollout_abort", "rollout_status", "rollout_list"};
+  return verbs;
+}
+
 bool RolloutService::HandlesVerb(const std::string& verb) const {
   return verb.rfind("firmware_", 0) == 0 || verb.rfind("rollout_", 0) == 0;
 }

@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "app/admin_verbs.h"
 #include "core/status.h"
 #include "firmware/keys.h"
 #include "registry/registry.h"
@@ -28,14 +29,6 @@ struct RolloutSettings {
   int64_t max_chunk_bytes = 256 * 1024;
 };
 
-// An admin answer: a result, or an error with its code (invalid, not_found, internal).
-struct AdminAnswer {
-  nlohmann::json result;
-  std::string code, error;
-  static AdminAnswer Ok(nlohmann::json r) { return {std::move(r), {}, {}}; }
-  static AdminAnswer Fail(std::string code, std::string error) { return {nullptr, std::move(code), std::move(error)}; }
-};
-
 class RolloutService {
  public:
   // topic, payload, retain
@@ -45,6 +38,8 @@ class RolloutService {
 
   static Result<std::unique_ptr<RolloutService>> Create(RolloutSettings settings, SendFn send, RequestFn request);
 
+  // The admin verbs it answers, in the order the daemon lists them.
+  static const std::vector<std::string>& Verbs();
   bool HandlesVerb(const std::string& verb) const;
   AdminAnswer Admin(const std::string& verb, const nlohmann::json& args, const Registry& registry, int64_t now_ms);
   // {"sha256","offset","length"} → the answer payload for the requesting gateway.
