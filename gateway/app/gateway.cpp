@@ -14,6 +14,7 @@
 #include "app/mqtt_input.h"
 #include "mqtt/topics.h"
 #include "core/clock.h"
+#include "core/topic_filter.h"
 #include "core/untrusted.h"
 #include "settings/reader.h"
 #include "registry/registry.h"
@@ -91,7 +92,37 @@ Result<std::unique_ptr<Gateway>> Gateway::Create(settings::Config config) {
   return g;
 }
 
-void Gateway::OnCommand(mqtt::InboundMessage msg) {
+Status Gateway::Reply(size_t via, const std::string& topic, const std::string& payload, const std::string& corr) {
+  pipeline::Forwarder* f = via == 0 ? forwarder_.get() : via <= upstreams_.size() ? upstreams_[via - 1].get() : nullptr;
+  if (!f) return Unavailable("no link to reply on");
+  return f->PublishResponse(topic, payload, corr);
+}
+
+void Gateway::OnDownlink(size_t dest, mqtt::InboundMessage msg) {
+  const auto& u = cfg_.upstreams[dest - 1];
+  auto& count = *downlink_[dest - 1];
+  std::string local;
+  if (msg.topic.rfind(u.topic_prefix + "/", 0) == 0)
+    local = cfg_.gateway.topic_prefix + msg.topic.substr(u.topic_prefix.size());
+  bool allowed = !local.empty() && std::any_of(u.downlink.begin(), u.downlink.end(),
+                                                [&](const std::string& f) { return TopicMatchesFilter(f, local); });
+  if (!allowed) {
+    if (count.dropped++ == 0)
+      spdlog::warn("upstream {}: dropped {} from the city: not in its downlink allow-list (counted)", u.name,
+                   QuotePrefix(msg.topic, 96));
+    return;
+  }
+  count.accepted++;
+  msg.topic = local;
+  std::string admin = mqtt::topics::GatewayAdmin(cfg_.gateway.topic_prefix, cfg_.gateway.site, cfg_.gateway.id, "");
+  if (msg.topic.rfind(admin, 0) == 0) {
+    std::string verb = msg.topic.substr(admin.size());
+    return OnAdmin(std::move(msg), std::move(verb), dest);
+  }
+  OnCommand(std::move(msg), dest);
+}
+
+void Gateway::OnCommand(mqtt::InboundMessage msg, size_t via) {
   using json = nlohmann::json;
   // Topic: {prefix}/{site}/devices/{device}/cmd/{name}
   std::string base = cfg_.gateway.topic_prefix + "/" + cfg_.gateway.site + "/devices/";
@@ -106,7 +137,7 @@ void Gateway::OnCommand(mqtt::InboundMessage msg) {
   }
   // Whatever an adapter puts in its answer (it may quote an argument), the reply and the log
   // line stay valid and short: SafeDump never throws on bad UTF-8.
-  auto respond = [this, topic = msg.response_topic, corr = msg.correlation_data,
+  auto respond = [this, via, topic = msg.response_topic, corr = msg.correlation_data,
                   device = QuotePrefix(req.device, 64), name = QuotePrefix(req.name, 32)](const dev::CommandReply& r) {
     spdlog::log(r.ok ? spdlog::level::info : spdlog::level::warn, "cmd {} {}: {}", device, name,
                 r.ok ? "ok" : QuotePrefix(r.error, 160));
@@ -115,7 +146,7 @@ void Gateway::OnCommand(mqtt::InboundMessage msg) {
     j["ok"] = r.ok;
     j["error"] = r.ok ? json(nullptr) : json(r.error.substr(0, 512));
     j["result"] = r.result_json.empty() ? json(nullptr) : json::parse(r.result_json, nullptr, false);
-    if (forwarder_) (void)forwarder_->PublishResponse(topic, SafeDump(j), corr);
+    (void)Reply(via, topic, SafeDump(j), corr);
   };
   if (req.device.empty() || req.name.empty())
     return respond({false, "bad command topic " + QuotePrefix(msg.topic, 96), {}});
@@ -134,9 +165,9 @@ void Gateway::OnCommand(mqtt::InboundMessage msg) {
 
 // The gateway's half of the admin API (fleet/README.md): answers from Paho's thread, so only
 // cheap snapshots (the status payload takes the adapters' Health(), which never blocks).
-void Gateway::OnAdmin(mqtt::InboundMessage msg, std::string verb) {
+void Gateway::OnAdmin(mqtt::InboundMessage msg, std::string verb, size_t via) {
   using json = nlohmann::json;
-  if (msg.response_topic.empty() || !forwarder_) return;
+  if (msg.response_topic.empty()) return;
   json answer;
   if (verb == "status") {
     answer = {{"ok", true}, {"result", json::parse(StatusPayload(true))}};
@@ -149,7 +180,7 @@ void Gateway::OnAdmin(mqtt::InboundMessage msg, std::string verb) {
   } else {
     answer = {{"ok", false}, {"error", "unknown verb " + QuotePrefix(verb, 32) + " (status, ping, install)"}, {"code", "invalid"}};
   }
-  (void)forwarder_->PublishResponse(msg.response_topic, SafeDump(answer), msg.correlation_data);
+  (void)Reply(via, msg.response_topic, SafeDump(answer), msg.correlation_data);
 }
 
 void Gateway::OnShed(const store::ShedReport& r) {
@@ -245,6 +276,9 @@ std::string Gateway::StatusPayload(bool online) const {
       }
       u["reconnects"] = f.reconnects;
       u["connect_failures"] = f.connect_failures;
+      u["bytes_sent"] = f.bytes_published;
+      if (!cfg_.upstreams[i].downlink.empty())
+        u["downlink"] = {{"accepted", downlink_[i]->accepted.load()}, {"dropped", downlink_[i]->dropped.load()}};
       if (f.last_connected_ms) u["last_connected_ms"] = f.last_connected_ms;
       if (!f.last_error.empty()) u["last_error"] = f.last_error;
       ups.push_back(std::move(u));
@@ -284,6 +318,8 @@ void Gateway::StartForwarder() {
 }
 
 void Gateway::StartUpstreams() {
+  // All built before any starts: a down-link request may arrive on the first one at once.
+  for (size_t i = 0; i < cfg_.upstreams.size(); ++i) downlink_.push_back(std::make_unique<DownlinkCounters>());
   for (size_t i = 0; i < cfg_.upstreams.size(); ++i) {
     const auto& u = cfg_.upstreams[i];
     size_t dest = i + 1;
@@ -292,6 +328,10 @@ void Gateway::StartUpstreams() {
     f.name = "upstream " + u.name;
     f.map_topic = [routing = routing_.get(), dest](const std::string& t) { return routing->MapTopic(dest, t); };
     f.window = static_cast<size_t>(u.mqtt.inflight_window);
+    f.max_msgs_per_s = u.max_msgs_per_s;
+    f.max_bytes_per_s = static_cast<double>(u.max_kib_s) * 1024;
+    for (const auto& filter : u.downlink) f.subscriptions.push_back(routing_->MapTopic(dest, filter));
+    f.on_message = [this, dest](mqtt::InboundMessage m) { OnDownlink(dest, std::move(m)); };
     f.reconnect_min = std::chrono::milliseconds(u.mqtt.reconnect_min_ms);
     f.reconnect_max = std::chrono::milliseconds(u.mqtt.reconnect_max_ms);
     f.status_interval = std::chrono::seconds(cfg_.gateway.status_interval_s);
@@ -300,14 +340,17 @@ void Gateway::StartUpstreams() {
       f.status_topic = routing_->MapTopic(dest, StatusTopic(cfg_));
       f.status_payload = [this](bool online) { return StatusPayload(online); };
     }
-    auto fw = std::make_unique<pipeline::Forwarder>(*outbox_, LinkFor(u.mqtt), std::move(f));
-    fw->Start();
-    upstreams_.push_back(std::move(fw));
+    upstreams_.push_back(std::make_unique<pipeline::Forwarder>(*outbox_, LinkFor(u.mqtt), std::move(f)));
   }
+  for (auto& f : upstreams_) f->Start();
   std::vector<std::string> filters;
   const auto& g = cfg_.gateway;
-  if (routing_->AnyWants("fleet")) filters.push_back(g.topic_prefix + "/" + g.site + "/fleet/#");
-  if (routing_->AnyWants("heatmap")) filters.push_back(g.topic_prefix + "/" + g.site + "/heatmap/#");
+  // sanifleet's outputs only (not its admin API or the firmware chunk requests).
+  std::string base = g.topic_prefix + "/" + g.site;
+  if (routing_->AnyWants("fleet"))
+    for (const char* leaf : {"/fleet/health/#", "/fleet/events", "/fleet/status", "/fleet/rollouts/#"})
+      filters.push_back(base + leaf);
+  if (routing_->AnyWants("heatmap")) filters.push_back(base + "/heatmap/#");
   if (filters.empty()) return;
   mqtt::LinkOptions l = LinkFor(cfg_.mqtt);
   l.client_id += "-relay";

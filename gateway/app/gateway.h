@@ -3,6 +3,7 @@
 // Thread-safety: Start/Reload/Stop from the daemon's main thread.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <unordered_map>
 #include <string>
@@ -41,8 +42,14 @@ class Gateway {
   void StopUpstreams();
   void OnShed(const store::ShedReport& r);
   // From Paho's thread: parses, routes to the owning adapter (which only queues) and returns.
-  void OnCommand(mqtt::InboundMessage msg);
-  void OnAdmin(mqtt::InboundMessage msg, std::string verb);
+  // `via`: the destination whose link the request came on and the reply goes back on (0 the
+  // local broker, i the i-th upstream's down-link).
+  void OnCommand(mqtt::InboundMessage msg, size_t via = 0);
+  void OnAdmin(mqtt::InboundMessage msg, std::string verb, size_t via = 0);
+  // A command or admin request from an upstream's down-link: mapped back to the local scheme,
+  // taken only when it matches that upstream's allow-list, otherwise dropped and counted.
+  void OnDownlink(size_t dest, mqtt::InboundMessage msg);
+  Status Reply(size_t via, const std::string& topic, const std::string& payload, const std::string& corr);
 
   settings::Config cfg_;
   int64_t started_ms_ = 0;
@@ -53,6 +60,10 @@ class Gateway {
   std::unique_ptr<upstream::Routing> routing_;
   std::vector<std::unique_ptr<pipeline::Forwarder>> upstreams_;  // [i] serves destination i + 1
   std::unique_ptr<upstream::Relay> relay_;
+  struct DownlinkCounters {
+    std::atomic<uint64_t> accepted{0}, dropped{0};
+  };
+  std::vector<std::unique_ptr<DownlinkCounters>> downlink_;  // [i] for upstream i
   std::vector<std::unique_ptr<dev::Adapter>> adapters_;
   std::unordered_map<std::string, dev::Adapter*> owner_;  // device id -> its adapter
   std::unique_ptr<FirmwareAgent> firmware_;

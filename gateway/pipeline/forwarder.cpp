@@ -106,6 +106,7 @@ void Forwarder::Handle(Event& e) {
       backoff_ = milliseconds(0);
       outbox_.ReleaseAll(opt_.destination);
       inflight_.clear();
+      held_.reset();
       spdlog::info("{}: connected to {}", opt_.name, link_->url());
       for (const auto& filter : opt_.subscriptions)
         if (Status st = link_->Subscribe(filter); !st.ok())
@@ -135,6 +136,7 @@ void Forwarder::Handle(Event& e) {
       spdlog::warn("{}: link lost: {}; {} in flight will be resent", opt_.name, e.why, inflight_.size());
       outbox_.ReleaseAll(opt_.destination);
       inflight_.clear();
+      held_.reset();
       ScheduleReconnect(false);
       std::lock_guard lk(mu_);
       stats_.connected = false;
@@ -162,6 +164,7 @@ void Forwarder::Handle(Event& e) {
       if (e.token != kStatusToken && inflight_.count(e.token)) {
         outbox_.ReleaseAll(opt_.destination);
         inflight_.clear();
+        held_.reset();
       }
       break;
     case Ev::kWake:
@@ -170,12 +173,68 @@ void Forwarder::Handle(Event& e) {
   }
 }
 
+// Token buckets for the rate caps. Takes one record of `bytes` when both buckets have room;
+// otherwise notes when they will and returns false.
+bool Forwarder::Admit(size_t bytes) {
+  if (opt_.max_msgs_per_s <= 0 && opt_.max_bytes_per_s <= 0) return true;
+  auto now = Clock::now();
+  double elapsed = std::chrono::duration<double>(now - tokens_at_).count();
+  tokens_at_ = now;
+  if (opt_.max_msgs_per_s > 0)
+    msg_tokens_ = std::min(std::max(1.0, opt_.max_msgs_per_s), msg_tokens_ + elapsed * opt_.max_msgs_per_s);
+  // A record larger than a second's budget still goes, once the bucket is full.
+  double byte_cap = std::max(opt_.max_bytes_per_s, static_cast<double>(bytes));
+  if (opt_.max_bytes_per_s > 0) byte_tokens_ = std::min(byte_cap, byte_tokens_ + elapsed * opt_.max_bytes_per_s);
+  double wait_s = 0;
+  if (opt_.max_msgs_per_s > 0 && msg_tokens_ < 1) wait_s = (1 - msg_tokens_) / opt_.max_msgs_per_s;
+  if (opt_.max_bytes_per_s > 0 && byte_tokens_ < static_cast<double>(bytes))
+    wait_s = std::max(wait_s, (static_cast<double>(bytes) - byte_tokens_) / opt_.max_bytes_per_s);
+  if (wait_s > 0) {
+    throttled_until_ = now + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(wait_s));
+    return false;
+  }
+  if (opt_.max_msgs_per_s > 0) msg_tokens_ -= 1;
+  if (opt_.max_bytes_per_s > 0) byte_tokens_ -= static_cast<double>(bytes);
+  return true;
+}
+
+// Publishes one leased record; false when the link refused it locally (the lost event follows
+// and everything is re-leased).
+bool Forwarder::PublishOne(store::Envelope& env) {
+  size_t bytes = env.msg.topic.size() + env.msg.payload.size();
+  inflight_.insert(env.seq);
+  Status st = opt_.map_topic
+                  ? link_->Publish(opt_.map_topic(env.msg.topic), env.msg.payload, env.msg.retain, env.seq)
+                  : link_->Publish(env.msg.topic, env.msg.payload, env.msg.retain, env.seq);
+  if (!st.ok()) {
+    spdlog::warn("{}: publish refused locally: {}", opt_.name, st.message());
+    outbox_.ReleaseAll(opt_.destination);
+    inflight_.clear();
+    held_.reset();
+    return false;
+  }
+  std::lock_guard lk(mu_);
+  stats_.published++;
+  stats_.bytes_published += bytes;
+  return true;
+}
+
 void Forwarder::Fill() {
   // Refill in chunks (at least a quarter window) so a lease query serves several PUBACKs.
   size_t chunk = std::max<size_t>(1, window_ / 4);
   if (inflight_.size() + chunk > window_ && !inflight_.empty()) return;
+  bool capped = opt_.max_msgs_per_s > 0 || opt_.max_bytes_per_s > 0;
+  if (capped && Clock::now() < throttled_until_) return;
   while (state_ == State::kConnected && inflight_.size() < window_) {
-    auto batch = outbox_.Lease(window_ - inflight_.size(), opt_.destination);
+    if (held_) {
+      if (!Admit(held_->msg.topic.size() + held_->msg.payload.size())) return;
+      store::Envelope env = std::move(*held_);
+      held_.reset();
+      if (!PublishOne(env)) return;
+      continue;
+    }
+    // Under a cap, lease one at a time: a record waiting for tokens is held here, not in flight.
+    auto batch = outbox_.Lease(capped ? 1 : window_ - inflight_.size(), opt_.destination);
     if (!batch.ok()) {
       if (!outbox_error_logged_) spdlog::error("outbox: lease failed: {}", batch.status().ToString());
       outbox_error_logged_ = true;
@@ -185,19 +244,11 @@ void Forwarder::Fill() {
     if (batch->empty()) return;
     spdlog::trace("forwarder: leased {}", batch->size());
     for (auto& env : *batch) {
-      inflight_.insert(env.seq);
-      Status st = opt_.map_topic
-                      ? link_->Publish(opt_.map_topic(env.msg.topic), env.msg.payload, env.msg.retain, env.seq)
-                      : link_->Publish(env.msg.topic, env.msg.payload, env.msg.retain, env.seq);
-      if (!st.ok()) {
-        spdlog::warn("{}: publish refused locally: {}", opt_.name, st.message());
-        // The link dropped under us; the lost event follows and re-leases.
-        outbox_.ReleaseAll(opt_.destination);
-        inflight_.clear();
+      if (capped && !Admit(env.msg.topic.size() + env.msg.payload.size())) {
+        held_ = std::move(env);
         return;
       }
-      std::lock_guard lk(mu_);
-      stats_.published++;
+      if (!PublishOne(env)) return;
     }
   }
 }
@@ -210,6 +261,7 @@ void Forwarder::Loop() {
     auto wake = Clock::time_point::max();
     if (state_ == State::kDisconnected) wake = std::min(wake, next_connect_);
     if (state_ == State::kConnected) wake = std::min(wake, next_status_);
+    if (state_ == State::kConnected && throttled_until_ > now) wake = std::min(wake, throttled_until_);
     if (events_.empty() && !status_due_ && now < wake)
       cv_.wait_until(lk, std::min(wake, now + std::chrono::seconds(1)));
     std::deque<Event> evs;

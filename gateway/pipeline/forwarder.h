@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -31,6 +32,10 @@ struct ForwarderOptions {
   // published as stored.
   std::function<std::string(const std::string&)> map_topic;
   size_t window = 20;
+  // Caps for a link that costs money (0 = none): records per second and payload+topic bytes per
+  // second, as token buckets holding one second's worth.
+  double max_msgs_per_s = 0;
+  double max_bytes_per_s = 0;
   std::chrono::milliseconds reconnect_min{500};
   std::chrono::milliseconds reconnect_max{5000};
   std::chrono::milliseconds status_interval{30000};
@@ -45,6 +50,7 @@ struct ForwarderOptions {
 struct ForwarderStats {
   bool connected = false;
   uint64_t published = 0, acked = 0, refused = 0, reconnects = 0, connect_failures = 0;
+  uint64_t bytes_published = 0;  // topic + payload of the records published
   size_t inflight = 0;
   std::string last_error;
   int64_t last_connected_ms = 0;
@@ -95,6 +101,13 @@ class Forwarder {
   std::chrono::milliseconds backoff_{0};
   std::chrono::steady_clock::time_point next_connect_{};
   std::chrono::steady_clock::time_point next_status_{};
+  // Rate caps: tokens left and when they were last refilled; publishing waits until then.
+  double msg_tokens_ = 0, byte_tokens_ = 0;
+  std::chrono::steady_clock::time_point tokens_at_{};
+  std::chrono::steady_clock::time_point throttled_until_{};
+  bool Admit(size_t bytes);
+  std::optional<store::Envelope> held_;  // leased, waiting for its tokens (dropped on a re-lease)
+  bool PublishOne(store::Envelope& env);
   bool status_due_ = false;
   bool outbox_error_logged_ = false;
   std::mt19937_64 rng_{std::random_device{}()};

@@ -129,6 +129,18 @@ void ParseUpstream(Node& n, const GatewaySection& g, UpstreamSection& u) {
       if (!IsValidTopicFilter(f))
         n.Problem(list == &u.include ? "include" : "exclude", "\"" + f + "\" is not an MQTT topic filter");
   u.max_backlog_rows = n.Int("max_backlog_rows", 0, 0, 1'000'000'000);
+  u.max_msgs_per_s = n.Double("max_msgs_per_s", 0, 0, 1e6);
+  u.max_kib_s = n.Int("max_kib_s", 0, 0, 10'000'000);
+  u.downlink = n.StringArray("downlink");
+  for (const auto& f : u.downlink) {
+    // Only what the gateway answers: device commands and its own admin verbs.
+    std::string cmd = g.topic_prefix + "/" + g.site + "/devices/";
+    std::string admin = g.topic_prefix + "/" + g.site + "/gateway/" + g.id + "/admin/";
+    bool is_cmd = f.rfind(cmd, 0) == 0 && f.find("/cmd/", cmd.size()) != std::string::npos;
+    if (!IsValidTopicFilter(f) || (!is_cmd && f.rfind(admin, 0) != 0))
+      n.Problem("downlink", "\"" + f + "\" is not a filter of this gateway's commands (" + cmd +
+                                "{device}/cmd/{name}) or admin verbs (" + admin + "{verb})");
+  }
   u.max_age_h = n.Int("max_age_h", 0, 0, 24 * 365);
   // The rest is an [mqtt] table: url, client id, credentials, TLS, keep-alive, window, backoff.
   ParseMqttSection(n, u.mqtt, "sanigate-" + g.id);

@@ -70,6 +70,11 @@ struct UpstreamSection {
   std::vector<std::string> kinds;
   std::vector<std::string> include, exclude;
   int64_t max_backlog_rows = 0;  // this destination's own bound; 0 = the outbox's bounds
+  double max_msgs_per_s = 0;     // rate cap for a link that costs money; 0 = none
+  int64_t max_kib_s = 0;         // bandwidth cap (topic + payload); 0 = none
+  // Down-link, off when empty: filters over the local scheme of the commands and admin requests
+  // the city may send (device commands, gateway admin verbs), subscribed under topic_prefix.
+  std::vector<std::string> downlink;
   int64_t max_age_h = 0;         // telemetry and status older than this are shed for it; 0 = outbox's
 };
 

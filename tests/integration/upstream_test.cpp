@@ -170,6 +170,69 @@ TEST_F(UpstreamTest, ACityBrokerWithAnUnverifiableCertificateGetsNothingUntilThe
       << GatewayLog();
 }
 
+// The down-link is off unless listed: a city dispatcher may send the commands in the allow-list
+// (the answer comes back on the city's broker), and nothing else reaches the gateway.
+TEST_F(UpstreamTest, TheCityMaySendOnlyTheCommandsInItsAllowList) {
+  StartBroker();
+  StartCity();
+  StartSim(1, {"--set", "coil:0=1"});
+  Capture();
+  WriteConfig(BaseConfig() + Upstream("downlink = [\"sanigate/v1/houpu/devices/+/cmd/uv_lamp\"]") + "[modbus]\n" +
+              RoomConfig("room-07", 0, 200) + "[[modbus.devices.commands]]\nname = \"uv_lamp\"\ntable = \"coil\"\naddress = 0\n" +
+              "[[modbus.devices.commands]]\nname = \"fan_speed\"\ntable = \"holding\"\naddress = 8\n");
+  StartGateway();
+  ASSERT_TRUE(WaitReads("room-07", 1, 10s)) << GatewayLog();
+  ASSERT_TRUE(city_capture->WaitFor(
+      [](const auto& msgs) { return Ids(msgs, "city/xm/huli/houpu", "room-07").size() >= 1; }, 10s));
+  auto rr = [&](const std::string& topic, const std::string& payload, int wait_s) {
+    int rc = Process::Run({"mosquitto_rr", "-h", "127.0.0.1", "-p", std::to_string(city->port()), "-t", topic, "-e",
+                           "city/answers/dispatcher-1", "-m", payload, "-W", std::to_string(wait_s)},
+                          std::chrono::seconds(wait_s + 5), {.stdout_path = path("rr.out"), .stderr_path = path("rr.err")});
+    return std::make_pair(rc, ReadFile(path("rr.out")));
+  };
+  auto [rc, out] = rr("city/xm/huli/houpu/devices/room-07/cmd/uv_lamp", "off", 10);
+  ASSERT_TRUE(ExitedWith(rc, 0)) << ReadFile(path("rr.err")) << GatewayLog();
+  json answer = json::parse(out, nullptr, false);
+  EXPECT_EQ(answer["ok"], true) << out;
+  // Not in the list: a command and the gateway's admin API get no answer.
+  auto [rc2, out2] = rr("city/xm/huli/houpu/devices/room-07/cmd/fan_speed", "{\"args\":[1]}", 2);
+  EXPECT_FALSE(ExitedWith(rc2, 0)) << out2;
+  auto [rc3, out3] = rr("city/xm/huli/houpu/gateway/gw-test/admin/status", "{}", 2);
+  EXPECT_FALSE(ExitedWith(rc3, 0)) << out3;
+  EXPECT_NE(GatewayLog().find("cmd \"room-07\" \"uv_lamp\": ok"), std::string::npos) << GatewayLog();
+  EXPECT_EQ(GatewayLog().find("fan_speed"), std::string::npos) << GatewayLog();
+}
+
+// A link that costs money: a backlog is sent no faster than the destination's cap, while the
+// local broker gets it at once.
+TEST_F(UpstreamTest, ABacklogDrainsNoFasterThanTheDestinationsRateCap) {
+  StartBroker();
+  StartCity();
+  StartSim(1, {"--counter", "hr:4"});
+  Capture();
+  // 10 readings a second, a cap of 20 records a second: the backlog drains at about 10 a second.
+  WriteConfig(BaseConfig() + Upstream("max_msgs_per_s = 20\nkinds = [\"telemetry\"]") + "[modbus]\n" +
+              RoomConfig("room-07", 0, 100));
+  city->Stop();
+  StartGateway();
+  ASSERT_TRUE(WaitReads("room-07", 60, 15s)) << GatewayLog();
+  size_t backlog = Ids(capture->Messages(), "sanigate/v1/houpu", "room-07").size();
+  city->Restart();
+  ASSERT_TRUE(city_capture->WaitConnected(15s));
+  // What the broker kept for the capture while it reconnected arrives in a burst: measure after.
+  auto measure_from = std::chrono::steady_clock::now() + 300ms;
+  ASSERT_TRUE(city_capture->WaitFor(
+      [&](const auto& msgs) { return Ids(msgs, "city/xm/huli/houpu", "room-07").size() >= backlog + 10; }, 60s))
+      << GatewayLog();
+  std::vector<std::chrono::steady_clock::time_point> arrivals;
+  for (const auto& m : city_capture->Messages())
+    if (m.topic.find("/devices/room-07/telemetry") != std::string::npos && m.at >= measure_from) arrivals.push_back(m.at);
+  ASSERT_GE(arrivals.size(), 20u) << "too few arrivals to judge the rate";
+  double span = std::chrono::duration<double>(arrivals.back() - arrivals.front()).count();
+  double rate = static_cast<double>(arrivals.size() - 1) / span;
+  EXPECT_LE(rate, 20 * 1.15) << arrivals.size() << " records in " << span << " s";
+}
+
 TEST_F(UpstreamTest, SanifleetsOutputsAreRelayedUpRetainedWhereTheyWereRetainedAndAcrossARestart) {
   StartBroker();
   StartCity();
