@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sanigate set-up: `./sanigate.sh demo` or `./sanigate.sh test` (see README); `./sanigate.sh fuzz
 # [SECONDS]` builds the libFuzzer targets with clang into build-fuzz/ and runs each for SECONDS
-# (tests/fuzz/README.md).
+# (tests/fuzz/README.md); `./sanigate.sh package` builds the Debian package into build/
+# (packaging/README.md).
 # Installs what is missing from Debian 12 (apt), configures and builds into build/, then runs the
 # demo or the whole test suite. Run as root or with sudo available.
 set -euo pipefail
@@ -17,6 +18,9 @@ PACKAGES=(build-essential cmake pkg-config git
 
 # Only for `fuzz`: clang and its libFuzzer/ASan/UBSan runtimes.
 FUZZ_PACKAGES=(clang libclang-rt-dev)
+
+# Only for `package`: dpkg-shlibdeps (dpkg-dev) and file, which CPack's DEB generator runs.
+PACKAGE_PACKAGES=(dpkg-dev file)
 
 install_packages() {
   local missing=()
@@ -96,6 +100,35 @@ fuzz() {
   return $found
 }
 
+# `package`: the Debian package (packaging/README.md). Configures build-package/ with Debian's
+# hardening flags (dpkg-buildflags, hardening=+all) and without the tests, builds the three
+# executables, runs CPack's DEB generator and moves the .deb into build/. Every CMake step holds
+# /tmp/sanigate-build.lock (the machine's builds share it). Runs lintian when it is installed.
+package() {
+  local pb="$ROOT/build-package" lock=/tmp/sanigate-build.lock
+  local cflags cxxflags cppflags ldflags
+  cflags=$(DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get CFLAGS)
+  cxxflags=$(DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get CXXFLAGS)
+  cppflags=$(DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get CPPFLAGS)
+  ldflags=$(DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get LDFLAGS)
+  flock "$lock" cmake -S "$ROOT" -B "$pb" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSANIGATE_TESTS=OFF \
+    -DSANIGATE_PACKAGING=ON -DCMAKE_INSTALL_PREFIX=/usr -DCMAKE_C_FLAGS="$cflags $cppflags" -DCMAKE_CXX_FLAGS="$cxxflags $cppflags" \
+    -DCMAKE_EXE_LINKER_FLAGS="$ldflags" ${SANIGATE_PACKAGE_CMAKE_ARGS:-} >/dev/null
+  flock "$lock" cmake --build "$pb" -j"${SANIGATE_JOBS:-2}" --target sanigate sanifleet sanictl
+  rm -f "$pb"/sanigate_*.deb
+  (cd "$pb" && flock "$lock" cpack -G DEB)
+  mkdir -p "$BUILD"
+  local deb
+  deb=$(ls "$pb"/sanigate_*.deb)
+  mv -f "$deb" "$BUILD/"
+  deb="$BUILD/$(basename "$deb")"
+  echo "sanigate.sh: built $deb"
+  if command -v lintian >/dev/null; then
+    echo "sanigate.sh: lintian (remaining tags are explained in packaging/README.md):"
+    lintian --display-info "$deb" || true
+  fi
+}
+
 cmd=${1:-}
 case "$cmd" in
   demo)
@@ -117,8 +150,12 @@ case "$cmd" in
     install_packages "${FUZZ_PACKAGES[@]}"
     fuzz "${2:-60}"
     ;;
+  package)
+    install_packages "${PACKAGE_PACKAGES[@]}"
+    package
+    ;;
   *)
-    echo "usage: $0 demo|test|build|fuzz [SECONDS]" >&2
+    echo "usage: $0 demo|test|build|package|fuzz [SECONDS]" >&2
     exit 2
     ;;
 esac

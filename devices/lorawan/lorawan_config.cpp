@@ -119,7 +119,7 @@ std::any ParseLorawanSection(settings::Node& node, const settings::GatewaySectio
     node.Problem("listen", "\"off\" leaves no input: add [lorawan.chirpstack] or listen on a UDP port");
 
   std::filesystem::path config_dir = std::filesystem::path(node.errors().file()).parent_path();
-  std::filesystem::path profiles_dir = node.String("profiles_dir", (config_dir / "profiles").string());
+  std::vector<std::string> profile_dirs = settings::ProfileDirs(node);
   KeyFile keys;
   if (node.Has("keys_file")) {
     std::filesystem::path kp = node.String("keys_file", "");
@@ -201,8 +201,10 @@ std::any ParseLorawanSection(settings::Node& node, const settings::GatewaySectio
       d.profile_name = *p;
       auto it = profiles.find(*p);
       if (it == profiles.end()) {
-        auto path = (profiles_dir / (*p + ".toml")).string();
-        auto loaded = LoadPayloadProfile(path);
+        std::string path = settings::IsValidId(*p) ? settings::FindProfile(profile_dirs, *p) : std::string();
+        auto loaded = path.empty() ? Result<PayloadProfile>(Status(Code::kNotFound, "no such profile (looked for " +
+                                                                                   settings::ProfilePlaces(profile_dirs, *p) + ")"))
+                                   : LoadPayloadProfile(path);
         std::shared_ptr<const PayloadProfile> prof;
         if (loaded.ok()) prof = std::make_shared<PayloadProfile>(std::move(*loaded));
         else dn.Problem("profile", "\"" + *p + "\": " + loaded.status().message());

@@ -299,22 +299,23 @@ void ParseBody(settings::Node& n, DeviceConfig& d, std::map<std::string, std::st
   n.Finish();
 }
 
-// Profiles: `{profiles_dir}/{name}.toml`, each parsed once; its errors point into its own file.
+// Profiles: `{dir}/{name}.toml` in the first of settings::ProfileDirs that has it, each parsed
+// once; its errors point into its own file.
 class Profiles {
  public:
-  Profiles(std::filesystem::path dir, settings::ConfigErrors& errors) : dir_(std::move(dir)), errors_(errors) {}
+  Profiles(std::vector<std::string> dirs, settings::ConfigErrors& errors) : dirs_(std::move(dirs)), errors_(errors) {}
 
   // The profile's device body, or null (after reporting at the device's `profile` key).
   const DeviceConfig* Get(const std::string& name, settings::Node& at) {
     auto it = cache_.find(name);
     if (it != cache_.end()) return it->second ? &it->second->config : nullptr;
     auto& slot = cache_[name];
-    std::filesystem::path file = dir_ / (name + ".toml");
-    if (!settings::IsValidId(name) || !std::filesystem::exists(file)) {
-      at.Problem("profile", "no profile \"" + name + "\" (looked for " + file.string() + ")");
+    std::string file = settings::IsValidId(name) ? settings::FindProfile(dirs_, name) : std::string();
+    if (file.empty()) {
+      at.Problem("profile", "no profile \"" + name + "\" (looked for " + settings::ProfilePlaces(dirs_, name) + ")");
       return nullptr;
     }
-    auto parsed = settings::ParseFile(file.string(), errors_);
+    auto parsed = settings::ParseFile(file, errors_);
     if (!parsed.table) return nullptr;
     auto loaded = std::make_unique<Loaded>();
     loaded->table = std::move(parsed.table);
@@ -335,7 +336,7 @@ class Profiles {
     DeviceConfig config;
     std::map<std::string, std::string> metrics;
   };
-  std::filesystem::path dir_;
+  std::vector<std::string> dirs_;
   settings::ConfigErrors& errors_;
   std::map<std::string, std::unique_ptr<Loaded>> cache_;
 };
@@ -446,11 +447,7 @@ std::any ParseModbusSection(settings::Node& node, const settings::GatewaySection
   cfg.max_gap = node.Int("max_gap", cfg.max_gap, 0, 100);
   cfg.max_registers = node.Int("max_registers", cfg.max_registers, 1, 125);
   cfg.max_bits = node.Int("max_bits", cfg.max_bits, 1, 2000);
-  // Profiles live in config/profiles/ beside the config file unless profiles_dir says otherwise.
-  std::filesystem::path default_dir =
-      std::filesystem::path(node.errors().file()).parent_path() / "profiles";
-  std::string dir = node.String("profiles_dir", default_dir.string());
-  Profiles profiles(dir, node.errors());
+  Profiles profiles(settings::ProfileDirs(node), node.errors());
   std::map<std::string, std::string> ids;  // device ids are unique across TCP and every bus
   auto add = [&](settings::Node& dn, bool serial) {
     std::vector<DeviceConfig> ds = ParseDevices(dn, serial, profiles);

@@ -202,6 +202,30 @@ Result<Config> Walk(ParsedFile parsed, ConfigErrors& errors, const std::string& 
 
 }  // namespace
 
+std::vector<std::string> ProfileDirs(Node& section) {
+  if (section.Has("profiles_dir")) return {section.String("profiles_dir", "")};
+  std::filesystem::path beside = std::filesystem::path(section.errors().file()).parent_path() / "profiles";
+  return {beside.string(), kPackagedProfilesDir};
+}
+
+std::string FindProfile(const std::vector<std::string>& dirs, const std::string& name) {
+  std::error_code ec;
+  for (const auto& d : dirs) {
+    std::filesystem::path f = std::filesystem::path(d) / (name + ".toml");
+    if (std::filesystem::exists(f, ec)) return f.string();
+  }
+  return {};
+}
+
+std::string ProfilePlaces(const std::vector<std::string>& dirs, const std::string& name) {
+  std::string out;
+  for (const auto& d : dirs) {
+    if (!out.empty()) out += " or ";
+    out += (std::filesystem::path(d) / (name + ".toml")).string();
+  }
+  return out;
+}
+
 std::string Config::OutboxPath() const {
   std::filesystem::path p(outbox.path);
   if (p.is_absolute()) return p.string();

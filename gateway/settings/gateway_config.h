@@ -134,6 +134,16 @@ std::string ReadTopicPrefix(Node& n, const std::string& def);
 // The first line of a secret file, which must not be readable by group or others (0600).
 std::string ReadSecretFile(Node& n, std::string_view key, const std::string& path);
 
+// Where device profiles are looked for, in order: `profiles_dir` when the section sets it, else
+// profiles/ beside the config file (the operator's /etc/sanigate/profiles) and then the
+// package's /usr/share/sanigate/profiles, so an operator's copy overrides the packaged one.
+std::vector<std::string> ProfileDirs(Node& section);
+inline constexpr const char* kPackagedProfilesDir = "/usr/share/sanigate/profiles";
+// The first `{dir}/{name}.toml` that exists, or empty.
+std::string FindProfile(const std::vector<std::string>& dirs, const std::string& name);
+// "a.toml or b.toml": where FindProfile looked, for error messages.
+std::string ProfilePlaces(const std::vector<std::string>& dirs, const std::string& name);
+
 // Loads and checks a config file. On any problem returns kInvalid with every error, one per
 // line, "FILE:LINE:COL: key.path: problem".
 Result<Config> LoadConfig(const std::string& path, const std::vector<SectionParser>& sections);

@@ -667,10 +667,26 @@ TEST_F(ProfileConfigTest, AProblemInAProfilePointsAtTheProfileFileAndLine) {
   std::string missing = (fs::path(dir.path()) / "profiles" / "nope.toml").string();
   EXPECT_EQ(Lines(cfg.status().message()),
             (std::vector<std::string>{
-                gw + ":12:11: modbus.devices[1].profile: no profile \"nope\" (looked for " + missing + ")",
+                gw + ":12:11: modbus.devices[1].profile: no profile \"nope\" (looked for " + missing + " or " +
+                    settings::kPackagedProfilesDir + "/nope.toml)",
                 gw + ":18:10: modbus.devices[2].points[0].metric: \"fill_level_pct\" is already read "
                      "by profile room points[0]",
                 profile + ":4:11: points[0].address: 70000 is outside 0..65535"}));
+}
+
+// The operator's profiles (beside the config, /etc/sanigate/profiles) override the packaged ones
+// (/usr/share/sanigate/profiles), which are found when the operator has none of that name.
+TEST(ProfileDirsTest, TheFirstDirectoryThatHasTheProfileWins) {
+  ScratchDir etc, share;
+  fs::create_directories(etc.path());
+  fs::create_directories(share.path());
+  WriteFile((fs::path(share.path()) / "room.toml").string(), "");
+  WriteFile((fs::path(share.path()) / "bin.toml").string(), "");
+  WriteFile((fs::path(etc.path()) / "bin.toml").string(), "");
+  std::vector<std::string> dirs = {etc.path(), share.path()};
+  EXPECT_EQ(settings::FindProfile(dirs, "room"), (fs::path(share.path()) / "room.toml").string());
+  EXPECT_EQ(settings::FindProfile(dirs, "bin"), (fs::path(etc.path()) / "bin.toml").string());
+  EXPECT_EQ(settings::FindProfile(dirs, "truck"), "");
 }
 
 }  // namespace
