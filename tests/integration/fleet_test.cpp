@@ -557,5 +557,48 @@ TEST_F(FleetTest, ShippedAclLetsOnlyTheAdminUserUseTheAdminApi) {
   EXPECT_EQ(FleetLog().find("the broker refused a publish"), std::string::npos) << FleetLog();
 }
 
+// sanifleet's outputs reach an upstream city broker through the gateway's relay and outbox,
+// under the shipped ACL: the gateway's user may read sanifleet's health and heat-map topics.
+TEST_F(FleetTest, UnderTheShippedAclSanifleetsHealthAndHeatMapGoUpThroughTheGateway) {
+  MosquittoBroker::Options o;
+  o.require_password = true;
+  o.username = "gateway";
+  o.password = "gw-secret";
+  o.more_users = {{"fleet", "fleet-secret"}};
+  o.acl_file = SourceDir() + "/packaging/sanigate.acl";
+  StartBroker(o);
+  MosquittoBroker city;
+  city.Start();
+  MqttCapture city_capture(city.url(), "city-capture");
+  city_capture.Connect();
+  city_capture.Subscribe("#", 1);
+  StartSim(1);
+  WriteConfig(BaseConfig("username = \"gateway\"\npassword = \"gw-secret\"\n") + "[[upstream]]\nname = \"city\"\nurl = \"" +
+              city.url() + "\"\nkinds = [\"telemetry\", \"fleet\", \"heatmap\"]\nreconnect_min_ms = 100\nreconnect_max_ms = 1000\n" +
+              "[modbus]\n" + RoomConfig("room-1", 0, 200));
+  StartGateway();
+  WriteFleetConfig("username = \"fleet\"\npassword = \"fleet-secret\"\n");
+  fleet_starts++;
+  fleet = Process::Start({SANIFLEET_BIN, "--config", path("sanifleet.toml")}, {.stderr_path = path("fleet.1.log")});
+  auto seen = [](const std::vector<Captured>& msgs, const std::string& prefix, bool retained) {
+    for (const auto& m : msgs)
+      if (m.topic.rfind(prefix, 0) == 0 && m.retained == retained) return true;
+    return false;
+  };
+  ASSERT_TRUE(city_capture.WaitFor(
+      [&](const std::vector<Captured>& msgs) {
+        return seen(msgs, "sanigate/v1/houpu/fleet/health/room-1", true) &&
+               seen(msgs, "sanigate/v1/houpu/heatmap/", true) &&
+               seen(msgs, "sanigate/v1/houpu/devices/room-1/telemetry", false);
+      },
+      30s))
+      << GatewayLog() << FleetLog();
+  json health;
+  for (const auto& m : city_capture.Messages())
+    if (m.topic == "sanigate/v1/houpu/fleet/health/room-1") health = json::parse(m.payload, nullptr, false);
+  EXPECT_EQ(health["device"], "room-1") << health.dump();
+  EXPECT_EQ(GatewayLog().find("refused"), std::string::npos) << GatewayLog();
+}
+
 }  // namespace
 }  // namespace sanigate::test
