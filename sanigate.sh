@@ -14,7 +14,7 @@ PACKAGES=(build-essential cmake pkg-config git
   mosquitto mosquitto-clients libpaho-mqttpp-dev libpaho-mqtt-dev libmodbus-dev
   libsqlite3-dev sqlite3 libboost-dev libssl-dev openssl libtomlplusplus-dev nlohmann-json3-dev
   libcli11-dev libspdlog-dev libgtest-dev libgmock-dev python3 python3-jsonschema procps libpng-dev libabsl-dev
-  libsystemd-dev)
+  libsystemd-dev libzstd-dev zlib1g-dev)
 
 # Only for `fuzz`: clang and its libFuzzer/ASan/UBSan runtimes.
 FUZZ_PACKAGES=(clang libclang-rt-dev)

@@ -330,6 +330,20 @@ void Gateway::StartUpstreams() {
     f.window = static_cast<size_t>(u.mqtt.inflight_window);
     f.max_msgs_per_s = u.max_msgs_per_s;
     f.max_bytes_per_s = static_cast<double>(u.max_kib_s) * 1024;
+    if (u.batch_max_records > 1) {
+      auto compression = upstream::ParseCompression(u.compression).value_or(upstream::Compression::kNone);
+      f.batch_records = static_cast<size_t>(u.batch_max_records);
+      f.batch_bytes = static_cast<size_t>(u.batch_max_kib) * 1024;
+      f.batch_topic = routing_->MapTopic(dest, cfg_.gateway.topic_prefix + "/" + cfg_.gateway.site + "/gateway/" +
+                                                   cfg_.gateway.id + "/batch") +
+                      upstream::CompressionSuffix(compression);
+      f.build_batch = [routing = routing_.get(), dest, compression, gw = cfg_.gateway.id](std::span<const store::Envelope> records) {
+        std::string doc = upstream::BuildBatch(records, [&](const std::string& t) { return routing->MapTopic(dest, t); }, gw);
+        auto packed = upstream::Compress(doc, compression);
+        if (!packed.ok()) spdlog::error("upstream batch: {}", packed.status().message());
+        return packed.ok() ? std::move(*packed) : doc;
+      };
+    }
     for (const auto& filter : u.downlink) f.subscriptions.push_back(routing_->MapTopic(dest, filter));
     f.on_message = [this, dest](mqtt::InboundMessage m) { OnDownlink(dest, std::move(m)); };
     f.reconnect_min = std::chrono::milliseconds(u.mqtt.reconnect_min_ms);

@@ -15,6 +15,7 @@
 #include "pipeline/pipeline.h"
 #include "settings/gateway_config.h"
 #include "store/outbox.h"
+#include "upstream/batch.h"
 #include "upstream/relay.h"
 #include "upstream/routing.h"
 

@@ -104,9 +104,7 @@ void Forwarder::Handle(Event& e) {
         spdlog::info("{}: broker accepts {} unacknowledged messages; window {} -> {}", opt_.name,
                      link_->receive_maximum(), opt_.window, window_);
       backoff_ = milliseconds(0);
-      outbox_.ReleaseAll(opt_.destination);
-      inflight_.clear();
-      held_.reset();
+      ReleaseInFlight();
       spdlog::info("{}: connected to {}", opt_.name, link_->url());
       for (const auto& filter : opt_.subscriptions)
         if (Status st = link_->Subscribe(filter); !st.ok())
@@ -134,9 +132,7 @@ void Forwarder::Handle(Event& e) {
       if (state_ != State::kConnected) break;
       state_ = State::kDisconnected;
       spdlog::warn("{}: link lost: {}; {} in flight will be resent", opt_.name, e.why, inflight_.size());
-      outbox_.ReleaseAll(opt_.destination);
-      inflight_.clear();
-      held_.reset();
+      ReleaseInFlight();
       ScheduleReconnect(false);
       std::lock_guard lk(mu_);
       stats_.connected = false;
@@ -146,15 +142,27 @@ void Forwarder::Handle(Event& e) {
     }
     case Ev::kAcked:
       if (e.token != kStatusToken && inflight_.erase(e.token)) {
-        outbox_.Settle(e.token, opt_.destination);
+        size_t n = 1;
+        if (auto b = batches_.find(e.token); b != batches_.end()) {
+          for (uint64_t seq : b->second) outbox_.Settle(seq, opt_.destination);
+          n = b->second.size();
+          batches_.erase(b);
+        } else {
+          outbox_.Settle(e.token, opt_.destination);
+        }
         std::lock_guard lk(mu_);
-        stats_.acked++;
+        stats_.acked += n;
       }
       break;
     case Ev::kRefused:
       if (e.token != kStatusToken && inflight_.erase(e.token)) {
         spdlog::error("{}: record {} moved to the dead-letter table: {}", opt_.name, e.token, e.why);
-        outbox_.Poison(e.token, e.why, opt_.destination);
+        if (auto b = batches_.find(e.token); b != batches_.end()) {
+          for (uint64_t seq : b->second) outbox_.Poison(seq, e.why, opt_.destination);
+          batches_.erase(b);
+        } else {
+          outbox_.Poison(e.token, e.why, opt_.destination);
+        }
         std::lock_guard lk(mu_);
         stats_.refused++;
       }
@@ -162,9 +170,7 @@ void Forwarder::Handle(Event& e) {
     case Ev::kFailed:
       // Not refused by the broker: the link is going down. Resend everything in flight.
       if (e.token != kStatusToken && inflight_.count(e.token)) {
-        outbox_.ReleaseAll(opt_.destination);
-        inflight_.clear();
-        held_.reset();
+        ReleaseInFlight();
       }
       break;
     case Ev::kWake:
@@ -198,24 +204,58 @@ bool Forwarder::Admit(size_t bytes) {
   return true;
 }
 
-// Publishes one leased record; false when the link refused it locally (the lost event follows
-// and everything is re-leased).
-bool Forwarder::PublishOne(store::Envelope& env) {
-  size_t bytes = env.msg.topic.size() + env.msg.payload.size();
-  inflight_.insert(env.seq);
-  Status st = opt_.map_topic
-                  ? link_->Publish(opt_.map_topic(env.msg.topic), env.msg.payload, env.msg.retain, env.seq)
-                  : link_->Publish(env.msg.topic, env.msg.payload, env.msg.retain, env.seq);
-  if (!st.ok()) {
-    spdlog::warn("{}: publish refused locally: {}", opt_.name, st.message());
-    outbox_.ReleaseAll(opt_.destination);
-    inflight_.clear();
-    held_.reset();
-    return false;
+void Forwarder::ReleaseInFlight() {
+  outbox_.ReleaseAll(opt_.destination);
+  inflight_.clear();
+  batches_.clear();
+  held_.clear();
+}
+
+// Publishes what is held, in order: a batch of consecutive non-retained records when batching,
+// else one record per publish. False when a rate cap says wait (the rest stays held) or the
+// link refused locally (everything is leased again).
+bool Forwarder::SendHeld() {
+  bool batching = opt_.batch_records > 1 && opt_.build_batch;
+  bool capped = opt_.max_msgs_per_s > 0 || opt_.max_bytes_per_s > 0;
+  auto size_of = [](const store::Envelope& e) { return e.msg.topic.size() + e.msg.payload.size(); };
+  size_t i = 0;
+  while (i < held_.size()) {
+    size_t j = i + 1, records_bytes = size_of(held_[i]);
+    if (batching && !held_[i].msg.retain) {
+      while (j < held_.size() && j - i < opt_.batch_records && !held_[j].msg.retain &&
+             records_bytes + size_of(held_[j]) <= opt_.batch_bytes)
+        records_bytes += size_of(held_[j++]);
+    }
+    const store::Envelope& head = held_[i];
+    std::string batch_payload;
+    if (j - i > 1) batch_payload = opt_.build_batch(std::span<const store::Envelope>(held_.data() + i, j - i));
+    const std::string topic = j - i > 1 ? opt_.batch_topic : opt_.map_topic ? opt_.map_topic(head.msg.topic) : head.msg.topic;
+    const std::string& payload = j - i > 1 ? batch_payload : head.msg.payload;
+    size_t wire = topic.size() + payload.size();
+    if (capped && !Admit(wire)) {
+      held_.erase(held_.begin(), held_.begin() + static_cast<long>(i));
+      return false;
+    }
+    uint64_t token = head.seq;
+    inflight_.insert(token);
+    if (j - i > 1) {
+      auto& members = batches_[token];
+      for (size_t k = i; k < j; ++k) members.push_back(held_[k].seq);
+    }
+    Status st = link_->Publish(topic, payload, j - i > 1 ? false : head.msg.retain, token);
+    if (!st.ok()) {
+      spdlog::warn("{}: publish refused locally: {}", opt_.name, st.message());
+      ReleaseInFlight();  // the lost event follows
+      return false;
+    }
+    {
+      std::lock_guard lk(mu_);
+      stats_.published += j - i;
+      stats_.bytes_published += wire;
+    }
+    i = j;
   }
-  std::lock_guard lk(mu_);
-  stats_.published++;
-  stats_.bytes_published += bytes;
+  held_.clear();
   return true;
 }
 
@@ -224,32 +264,25 @@ void Forwarder::Fill() {
   size_t chunk = std::max<size_t>(1, window_ / 4);
   if (inflight_.size() + chunk > window_ && !inflight_.empty()) return;
   bool capped = opt_.max_msgs_per_s > 0 || opt_.max_bytes_per_s > 0;
+  bool batching = opt_.batch_records > 1 && opt_.build_batch;
   if (capped && Clock::now() < throttled_until_) return;
   while (state_ == State::kConnected && inflight_.size() < window_) {
-    if (held_) {
-      if (!Admit(held_->msg.topic.size() + held_->msg.payload.size())) return;
-      store::Envelope env = std::move(*held_);
-      held_.reset();
-      if (!PublishOne(env)) return;
-      continue;
-    }
-    // Under a cap, lease one at a time: a record waiting for tokens is held here, not in flight.
-    auto batch = outbox_.Lease(capped ? 1 : window_ - inflight_.size(), opt_.destination);
-    if (!batch.ok()) {
-      if (!outbox_error_logged_) spdlog::error("outbox: lease failed: {}", batch.status().ToString());
-      outbox_error_logged_ = true;
-      return;
-    }
-    outbox_error_logged_ = false;
-    if (batch->empty()) return;
-    spdlog::trace("forwarder: leased {}", batch->size());
-    for (auto& env : *batch) {
-      if (capped && !Admit(env.msg.topic.size() + env.msg.payload.size())) {
-        held_ = std::move(env);
+    if (held_.empty()) {
+      // Under a cap without batching, lease one at a time: a record waiting for tokens is held
+      // here, not in flight. With batching, a batch's worth.
+      size_t want = batching ? opt_.batch_records : capped ? 1 : window_ - inflight_.size();
+      auto leased = outbox_.Lease(want, opt_.destination);
+      if (!leased.ok()) {
+        if (!outbox_error_logged_) spdlog::error("outbox: lease failed: {}", leased.status().ToString());
+        outbox_error_logged_ = true;
         return;
       }
-      if (!PublishOne(env)) return;
+      outbox_error_logged_ = false;
+      if (leased->empty()) return;
+      spdlog::trace("forwarder: leased {}", leased->size());
+      held_ = std::move(*leased);
     }
+    if (!SendHeld()) return;
   }
 }
 

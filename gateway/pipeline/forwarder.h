@@ -13,6 +13,8 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
+#include <unordered_map>
 #include <random>
 #include <string>
 #include <thread>
@@ -36,6 +38,13 @@ struct ForwarderOptions {
   // second, as token buckets holding one second's worth.
   double max_msgs_per_s = 0;
   double max_bytes_per_s = 0;
+  // Batching (off when batch_records <= 1): up to batch_records consecutive non-retained records,
+  // at most batch_bytes of them, go as one publish on batch_topic with the payload build_batch
+  // makes (upstream/batch.h). One PUBACK settles the whole batch; a rate cap counts publishes.
+  size_t batch_records = 0;
+  size_t batch_bytes = 64 * 1024;
+  std::string batch_topic;
+  std::function<std::string(std::span<const store::Envelope>)> build_batch;
   std::chrono::milliseconds reconnect_min{500};
   std::chrono::milliseconds reconnect_max{5000};
   std::chrono::milliseconds status_interval{30000};
@@ -106,8 +115,11 @@ class Forwarder {
   std::chrono::steady_clock::time_point tokens_at_{};
   std::chrono::steady_clock::time_point throttled_until_{};
   bool Admit(size_t bytes);
-  std::optional<store::Envelope> held_;  // leased, waiting for its tokens (dropped on a re-lease)
-  bool PublishOne(store::Envelope& env);
+  // Leased and not yet published (waiting for tokens), in order; dropped on a re-lease.
+  std::vector<store::Envelope> held_;
+  std::unordered_map<uint64_t, std::vector<uint64_t>> batches_;  // token (first seq) -> its records
+  bool SendHeld();
+  void ReleaseInFlight();  // the link dropped: everything in flight or held is leased again
   bool status_due_ = false;
   bool outbox_error_logged_ = false;
   std::mt19937_64 rng_{std::random_device{}()};

@@ -131,6 +131,11 @@ void ParseUpstream(Node& n, const GatewaySection& g, UpstreamSection& u) {
   u.max_backlog_rows = n.Int("max_backlog_rows", 0, 0, 1'000'000'000);
   u.max_msgs_per_s = n.Double("max_msgs_per_s", 0, 0, 1e6);
   u.max_kib_s = n.Int("max_kib_s", 0, 0, 10'000'000);
+  u.batch_max_records = n.Int("batch_max_records", 0, 0, 10000);
+  u.batch_max_kib = n.Int("batch_max_kib", u.batch_max_kib, 1, 16384);
+  u.compression = n.OneOf("compression", u.compression, {"none", "deflate", "zstd"});
+  if (u.compression != "none" && u.batch_max_records <= 1)
+    n.Problem("compression", "compresses batches: set batch_max_records above 1 too");
   u.downlink = n.StringArray("downlink");
   for (const auto& f : u.downlink) {
     // Only what the gateway answers: device commands and its own admin verbs.

@@ -72,6 +72,10 @@ struct UpstreamSection {
   int64_t max_backlog_rows = 0;  // this destination's own bound; 0 = the outbox's bounds
   double max_msgs_per_s = 0;     // rate cap for a link that costs money; 0 = none
   int64_t max_kib_s = 0;         // bandwidth cap (topic + payload); 0 = none
+  // Batching of small records into one publish (upstream/batch.h); off when <= 1.
+  int64_t batch_max_records = 0;
+  int64_t batch_max_kib = 64;
+  std::string compression = "none";  // of batches: none | deflate | zstd
   // Down-link, off when empty: filters over the local scheme of the commands and admin requests
   // the city may send (device commands, gateway admin verbs), subscribed under topic_prefix.
   std::vector<std::string> downlink;

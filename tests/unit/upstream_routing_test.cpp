@@ -5,7 +5,10 @@
 #include "app/config_loader.h"
 #include "core/topic_filter.h"
 #include "test_support.h"
+#include "upstream/batch.h"
 #include "upstream/routing.h"
+
+#include <nlohmann/json.hpp>
 
 namespace sanigate {
 namespace {
@@ -120,6 +123,49 @@ TEST(UpstreamConfigTest, EveryProblemIsReportedAtItsKey) {
                 "test.toml:10:7: upstream[1].url: \"http://x\" must start with tcp://, mqtt://, ssl:// or mqtts://",
                 "test.toml:12:8: upstream[2].name: \"city\" is used by another [[upstream]]",
             }));
+}
+
+store::Envelope Env(uint64_t seq, std::string topic, std::string payload, bool retain = false) {
+  store::Envelope e;
+  e.seq = seq;
+  e.msg.topic = std::move(topic);
+  e.msg.payload = std::move(payload);
+  e.msg.retain = retain;
+  return e;
+}
+
+TEST(BatchTest, RecordsAreEmbeddedWithTheirMappedTopicsAndAForeignPayloadIsAString) {
+  std::vector<store::Envelope> records = {Env(1, "sanigate/v1/s/devices/a/telemetry", R"({"id":"gw:1","metrics":{"x":1}})"),
+                                          Env(2, "sanigate/v1/s/fleet/events", "not json \xff")};
+  upstream::Routing r("sanigate/v1", {Up("city", {"telemetry", "fleet"}, {}, {}, "city/xm")});
+  std::string doc = upstream::BuildBatch(records, [&](const std::string& t) { return r.MapTopic(1, t); }, "gw-1");
+  auto j = nlohmann::json::parse(doc);
+  EXPECT_EQ(j["gateway"], "gw-1");
+  EXPECT_EQ(j["count"], 2);
+  ASSERT_EQ(j["records"].size(), 2u);
+  EXPECT_EQ(j["records"][0]["topic"], "city/xm/s/devices/a/telemetry");
+  EXPECT_EQ(j["records"][0]["retain"], false);
+  EXPECT_EQ(j["records"][0]["payload"]["id"], "gw:1");
+  EXPECT_TRUE(j["records"][1]["payload"].is_string());
+}
+
+TEST(BatchTest, EachCompressionRoundTripsAndADecompressionBombIsRefused) {
+  std::string doc;
+  for (int i = 0; i < 200; ++i) doc += R"({"id":"gw:)" + std::to_string(i) + R"(","metrics":{"fill_level_pct":81.5}})";
+  for (auto c : {upstream::Compression::kNone, upstream::Compression::kDeflate, upstream::Compression::kZstd}) {
+    auto packed = upstream::Compress(doc, c);
+    ASSERT_TRUE(packed.ok()) << packed.status().ToString();
+    if (c != upstream::Compression::kNone) EXPECT_LT(packed->size(), doc.size() / 4);
+    auto back = upstream::Decompress(*packed, c, 1 << 20);
+    ASSERT_TRUE(back.ok()) << back.status().ToString();
+    EXPECT_EQ(*back, doc);
+    if (c != upstream::Compression::kNone) {
+      EXPECT_FALSE(upstream::Decompress(*packed, c, 100).ok());                  // over the limit
+      EXPECT_FALSE(upstream::Decompress(packed->substr(0, packed->size() / 2), c, 1 << 20).ok());  // cut short
+    }
+  }
+  EXPECT_EQ(upstream::ParseCompression("zstd"), upstream::Compression::kZstd);
+  EXPECT_FALSE(upstream::ParseCompression("lz4"));
 }
 
 }  // namespace
