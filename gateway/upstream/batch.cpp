@@ -38,7 +38,8 @@ std::string BuildBatch(std::span<const store::Envelope> records,
     out += r.msg.retain ? "true" : "false";
     out += ",\"payload\":";
     // Records are JSON already: embedded as they are, so a consumer reads them like single ones.
-    if (json::accept(r.msg.payload)) out += r.msg.payload;
+    // (The parser stops at a NUL and accepts what came before it: such a payload is a string.)
+    if (r.msg.payload.find('\0') == std::string::npos && json::accept(r.msg.payload)) out += r.msg.payload;
     else out += quoted(r.msg.payload);
     out += '}';
   }
