@@ -16,7 +16,7 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);  // `sanictl tail | head` ends with a write error, not a signal
 
   CLI::App cli{"sanictl: admin CLI of Sanigate: gateways, devices, health, live stream, commands, heat map,\n"
-               "firmware images and rollouts.\n"
+               "firmware images, rollouts and a diagnostic archive.\n"
                "Talks to sanigate and sanifleet through the MQTT broker."};
   cli.set_version_flag("--version", std::string("sanictl ") + SANIGATE_VERSION);
   cli.require_subcommand(1);
@@ -201,6 +201,17 @@ int main(int argc, char** argv) {
   CLI::App* check = config->add_subcommand("check", "validate a sanigate or sanifleet config (exit 2 if invalid)");
   check->add_option("FILE", check_file, "the TOML file")->required();
 
+  DiagArgs diag_args;
+  std::vector<std::string> state_dirs;
+  CLI::App* diag = cli.add_subcommand(
+      "diag", "write one .tar.gz for support: versions, host, configs without secrets, statuses, state sizes, journal");
+  diag->add_option("--output,-o", diag_args.output,
+                   "the archive (default ./sanigate-diag-HOST-TIME.tar.gz; a directory: that name inside; - for stdout)");
+  diag->add_option("--config-dir", diag_args.config_dir, "where the configs are (default /etc/sanigate)");
+  diag->add_option("--since", diag_args.since, "journal lines this far back: 30m, 2h, 1d (default 24h)");
+  CLI::Option* state_opt = diag->add_option(
+      "--state-dir", state_dirs, "a state directory to list (repeat; default /var/lib/sanigate and /var/lib/sanifleet)");
+
   try {
     cli.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -231,6 +242,10 @@ int main(int argc, char** argv) {
   if (*fw_sign) return RunFirmwareSign(sign_args, g.json);
 
   g.timeout_given = timeout->count() > 0;
+  if (*diag) {
+    if (state_opt->count() > 0) diag_args.state_dirs = state_dirs;
+    return RunDiag(g, diag_args);
+  }
   auto ctx = ResolveContext(g);
   if (!ctx) return kExitUsage;
 

@@ -95,4 +95,16 @@ int RunRolloutList(const Context& ctx);
 // verbs_config.cpp: offline validation of a sanigate or sanifleet config file.
 int RunConfigCheck(const std::string& file, bool json);
 
+// verbs_diag.cpp: one .tar.gz for support (versions, host, redacted configs, retained statuses,
+// state sizes, journal). Resolves the context itself: a bad sanictl config costs only the
+// broker part. Exit 0; 3 / 5 when the broker cannot be reached / refuses the user, 2 for a bad
+// sanictl config or --since (the archive is written in all these cases); 1 when it cannot be.
+struct DiagArgs {
+  std::string output;                       // FILE, a directory, or "-"; "" = ./sanigate-diag-HOST-TIME.tar.gz
+  std::string config_dir = "/etc/sanigate";
+  std::string since = "24h";                // journal lines this far back
+  std::vector<std::string> state_dirs = {"/var/lib/sanigate", "/var/lib/sanifleet"};
+};
+int RunDiag(const GlobalFlags& flags, const DiagArgs& args);
+
 }  // namespace sanigate::ctl
