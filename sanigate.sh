@@ -137,9 +137,13 @@ case "$cmd" in
     exec "$ROOT/packaging/demo.sh" "$BUILD"
     ;;
   test)
-    install_packages
+    install_packages "${PACKAGE_PACKAGES[@]}"
     build
     cd "$BUILD"
+    # The Debian package from this build (not hardened: that is `package`), so the test run
+    # checks its contents, conffiles, units, configs and broker drop-in (tests/package).
+    rm -f sanigate_*.deb
+    cpack -G DEB > cpack.log 2>&1 || { tail -20 cpack.log >&2; exit 1; }
     exec ctest --output-on-failure --timeout 600 ${SANIGATE_CTEST_ARGS:-}
     ;;
   build)
