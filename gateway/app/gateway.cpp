@@ -251,6 +251,7 @@ std::string Gateway::StatusPayload(bool online) const {
   j["outbox"] = {{"pending", s.pending_rows + s.queued},
                  {"oldest_ts", s.oldest_ts ? json(*s.oldest_ts) : json(nullptr)},
                  {"bytes", s.pending_bytes},
+                 {"sqlite_memory_bytes", s.sqlite_memory_bytes},
                  {"shed", shed}};
   if (!s.last_error.empty()) j["outbox"]["error"] = s.last_error;
   if (!upstreams_.empty()) {

@@ -1032,6 +1032,7 @@ OutboxStats Outbox::Stats() const {
   std::lock_guard lk(impl_->mu);
   OutboxStats s = impl_->stats;
   s.queued = impl_->queue.size();
+  s.sqlite_memory_bytes = static_cast<uint64_t>(sqlite3_memory_used());
   return s;
 }
 

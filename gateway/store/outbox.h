@@ -108,6 +108,9 @@ struct OutboxStats {
   uint64_t queued = 0;         // appended, not yet committed
   std::optional<int64_t> oldest_ts;
   uint64_t appended = 0, committed = 0, settled = 0, poisoned = 0, commits = 0;
+  // SQLite's heap in this process (page caches of every connection included): the part of the
+  // daemon's memory that grows with the database until the caches are full.
+  uint64_t sqlite_memory_bytes = 0;
   std::array<uint64_t, kPriorityCount> shed{};
   std::string last_error;      // empty while healthy
   std::vector<DestinationStats> destinations;  // [0] is the local broker
