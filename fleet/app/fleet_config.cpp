@@ -144,6 +144,7 @@ Result<FleetConfig> Walk(settings::ParsedFile parsed, settings::ConfigErrors& er
     else cfg.mqtt.client_id = client_id;
     if (auto h = root.Table("health")) ParseHealth(*h, cfg);
     if (auto h = root.Table("heatmap")) ParseHeatmap(*h, cfg.heatmap);
+    if (auto m = root.Table("metrics")) settings::ParseMetricsSection(*m, cfg.metrics, false);
     if (auto f = root.Table("firmware")) {
       if (f->Has("trusted_keys")) cfg.firmware.trusted_keys = f->StringArray("trusted_keys");
       for (const auto& k : cfg.firmware.trusted_keys)

@@ -52,6 +52,7 @@ struct FleetConfig {
   GatewayThresholds gateways;
   heatmap::HeatmapConfig heatmap;
   FirmwareSection firmware;
+  settings::MetricsSection metrics;  // [metrics]: listen, allow_remote (no per-device series here)
   std::string RegistryPath() const;  // data_dir/registry.db
 };
 

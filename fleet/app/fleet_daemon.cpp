@@ -11,6 +11,7 @@
 #include "core/untrusted.h"
 #include "health/memory_json.h"
 #include "mqtt/topics.h"
+#include "service/prometheus_text.h"
 
 namespace sanigate::fleet {
 namespace {
@@ -168,11 +169,86 @@ Result<std::unique_ptr<FleetDaemon>> FleetDaemon::Create(FleetConfig config) {
 
 void FleetDaemon::Start() {
   heatmap_->Start();
+  if (!cfg_.metrics.listen.empty()) metrics_status_ = StatusPayload(true, NowMs());  // before the worker owns the state
   worker_ = std::thread([this] { WorkerLoop(); });
   client_->Start();
+  if (!cfg_.metrics.listen.empty()) {
+    service::MetricsHttpOptions o;
+    o.host = cfg_.metrics.host;
+    o.port = cfg_.metrics.port;
+    o.allow_remote = cfg_.metrics.allow_remote;
+    auto server = service::MetricsHttpServer::Start(o, [this] { return MetricsText(); });
+    if (!server.ok()) {
+      spdlog::error("{}; running without the metrics endpoint", server.status().message());
+    } else {
+      metrics_ = std::move(*server);
+      spdlog::info("metrics: serving http://{}/metrics", cfg_.metrics.listen);
+    }
+  }
+}
+
+std::string FleetDaemon::MetricsText() const {
+  std::string status;
+  {
+    std::lock_guard lk(metrics_mu_);
+    status = metrics_status_;
+  }
+  return FleetMetricsText(status, client_->connected());
+}
+
+std::string FleetMetricsText(std::string_view status_json, bool mqtt_connected) {
+  using service::MetricType;
+  const auto kGauge = MetricType::kGauge, kCounter = MetricType::kCounter;
+  json st = json::parse(status_json, nullptr, false);
+  if (st.is_discarded() || !st.is_object()) st = json::object();
+  auto num = [](const json& j, const char* key) -> double {
+    auto it = j.find(key);
+    return it != j.end() && it->is_number() ? it->get<double>() : 0.0;
+  };
+  service::PrometheusText t;
+  t.Family("sanifleet_up", kGauge, "1 while sanifleet runs and answers scrapes");
+  t.Sample("sanifleet_up", 1);
+  t.Family("sanifleet_build_info", kGauge, "Always 1; the version in the version label");
+  t.Sample("sanifleet_build_info", 1, {{"version", st.value("version", std::string())}});
+  t.Family("sanifleet_start_time_seconds", kGauge, "When this sanifleet process started (Unix time)");
+  t.Sample("sanifleet_start_time_seconds", num(st, "started") / 1000.0);
+  t.Family("sanifleet_mqtt_connected", kGauge, "1 while the link to the broker is up");
+  t.Sample("sanifleet_mqtt_connected", mqtt_connected ? 1 : 0);
+  t.Family("sanifleet_registered_devices", kGauge, "Devices in the registry");
+  t.Sample("sanifleet_registered_devices", num(st, "devices"));
+  t.Family("sanifleet_registered_gateways", kGauge, "Gateways in the registry");
+  t.Sample("sanifleet_registered_gateways", num(st, "gateways"));
+  t.Family("sanifleet_devices", kGauge, "Devices with a health verdict, by state");
+  const json by_state = st.contains("by_state") && st["by_state"].is_object() ? st["by_state"] : json::object();
+  for (auto s : {HealthState::kOk, HealthState::kDegraded, HealthState::kCritical, HealthState::kOffline, HealthState::kUnknown})
+    t.Sample("sanifleet_devices", num(by_state, HealthStateName(s)), {{"state", HealthStateName(s)}});
+  t.Family("sanifleet_messages_total", kCounter, "Messages received from the followed sites");
+  t.Sample("sanifleet_messages_total", num(st, "messages"));
+  t.Family("sanifleet_malformed_messages_total", kCounter, "Messages ignored as malformed");
+  t.Sample("sanifleet_malformed_messages_total", num(st, "malformed"));
+  t.Family("sanifleet_refused_publishes_total", kCounter, "Publishes the broker refused (PUBACK reason code >= 0x80)");
+  t.Sample("sanifleet_refused_publishes_total", num(st, "refused_publishes"));
+  if (st.contains("heatmap") && st["heatmap"].is_object()) {
+    const json& h = st["heatmap"];
+    t.Family("sanifleet_heatmap_sites", kGauge, "Sites with a heat map");
+    t.Sample("sanifleet_heatmap_sites", num(h, "sites"));
+    t.Family("sanifleet_heatmap_cells", kGauge, "Cells held in the heat maps");
+    t.Sample("sanifleet_heatmap_cells", num(h, "cells"));
+    t.Family("sanifleet_heatmap_windows", kGauge, "Time windows held in the heat maps");
+    t.Sample("sanifleet_heatmap_windows", num(h, "windows"));
+    for (const char* c : {"points", "readings", "events", "late_dropped", "future_dropped", "late_merged", "late_untracked",
+                          "duplicates", "unlocated"}) {
+      std::string name = std::string("sanifleet_heatmap_") + c + "_total";
+      t.Family(name, kCounter, std::string("Heat map input: ") + c);
+      t.Sample(name, num(h, c));
+    }
+  }
+  return t.Text();
 }
 
 void FleetDaemon::Stop() {
+  if (metrics_) metrics_->Stop();
+  metrics_.reset();
   if (!worker_.joinable()) return;
   {
     std::lock_guard lk(mu_);
@@ -240,7 +316,7 @@ void FleetDaemon::Enqueue(mqtt::InboundMessage m) {
 
 void FleetDaemon::WorkerLoop() {
   std::deque<mqtt::InboundMessage> batch;
-  int64_t next_flush = 0, next_status = 0, next_gateways = 0, next_rollout_tick = 0;
+  int64_t next_flush = 0, next_status = 0, next_gateways = 0, next_rollout_tick = 0, next_metrics = 0;
   while (true) {
     bool republish = false;
     std::unique_ptr<FleetConfig> reload;
@@ -269,6 +345,8 @@ void FleetDaemon::WorkerLoop() {
           reload->heatmap.layers != cfg_.heatmap.layers || reload->heatmap.enabled != cfg_.heatmap.enabled ||
           reload->heatmap.utc_offset_s != cfg_.heatmap.utc_offset_s || reload->heatmap.feed_precision != cfg_.heatmap.feed_precision)
         spdlog::warn("reload: [heatmap] changes take effect after a restart (the cells binned so far follow the old settings)");
+      if (reload->metrics.listen != cfg_.metrics.listen || reload->metrics.allow_remote != cfg_.metrics.allow_remote)
+        spdlog::warn("reload: [metrics] changes take effect after a restart");
       spdlog::info("reload: thresholds applied");
     }
     HandleBatch(batch, now);
@@ -308,6 +386,12 @@ void FleetDaemon::WorkerLoop() {
     if (now >= next_status) {
       PublishStatus(true, now);
       next_status = now + cfg_.fleet.status_interval_s * 1000;
+    }
+    if (!cfg_.metrics.listen.empty() && now >= next_metrics) {
+      std::string snapshot = StatusPayload(true, now);
+      std::lock_guard lk(metrics_mu_);
+      metrics_status_ = std::move(snapshot);
+      next_metrics = now + 1000;
     }
     Drain(now);
   }

@@ -29,6 +29,7 @@
 #include "health/health.h"
 #include "mqtt/mqtt_client.h"
 #include "registry/registry.h"
+#include "service/metrics_http.h"
 
 namespace sanigate::fleet {
 
@@ -41,6 +42,8 @@ class FleetDaemon {
   void Stop();
   // Applies a new config's thresholds and log level; identity, sites and broker need a restart.
   void Reload(FleetConfig config);
+  // [metrics]: the Prometheus text of the status the worker last snapshotted (at most 1 s old).
+  std::string MetricsText() const;
 
  private:
   explicit FleetDaemon(FleetConfig config);
@@ -111,7 +114,17 @@ class FleetDaemon {
   mutable std::mutex refused_mu_;
   std::set<std::string> refused_topics_;
 
+  // [metrics]: the server (started with the worker, stopped before it) and the worker's status
+  // snapshot it serves, refreshed every second while the endpoint is configured.
+  std::unique_ptr<service::MetricsHttpServer> metrics_;
+  mutable std::mutex metrics_mu_;
+  std::string metrics_status_;
+
   friend class FleetDaemonTest;  // tests/unit/fleet_daemon_stop_test.cpp: stops with messages still queued
 };
+
+// The sanifleet_* metrics (README "Metrics") from a status payload (StatusPayload(true)) and the
+// MQTT link state.
+std::string FleetMetricsText(std::string_view status_json, bool mqtt_connected);
 
 }  // namespace sanigate::fleet

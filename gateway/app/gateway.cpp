@@ -18,6 +18,7 @@
 #include "core/untrusted.h"
 #include "settings/reader.h"
 #include "registry/registry.h"
+#include "service/prometheus_text.h"
 
 namespace sanigate::app {
 namespace {
@@ -422,6 +423,167 @@ void Gateway::StopAdapters() {
   for (auto& a : old) a->Stop();
 }
 
+// ---- [metrics] ----
+
+std::string GatewayMetricsText(std::string_view status_json, bool mqtt_connected, bool per_device, int64_t now_ms) {
+  using json = nlohmann::json;
+  using service::MetricType;
+  const auto kGauge = MetricType::kGauge, kCounter = MetricType::kCounter;
+  json st = json::parse(status_json, nullptr, false);
+  if (st.is_discarded() || !st.is_object()) st = json::object();
+  auto num = [](const json& j, const char* key) -> double {
+    auto it = j.find(key);
+    return it != j.end() && it->is_number() ? it->get<double>() : 0.0;
+  };
+  auto age_s = [now_ms](const json& j, const char* key) -> double {
+    auto it = j.find(key);
+    if (it == j.end() || !it->is_number()) return 0.0;
+    return std::max<double>(0.0, static_cast<double>(now_ms - it->get<int64_t>()) / 1000.0);
+  };
+  const json empty = json::object();
+  auto obj = [&](const json& j, const char* key) -> const json& {
+    auto it = j.find(key);
+    return it != j.end() && it->is_object() ? *it : empty;
+  };
+  service::PrometheusText t;
+  t.Family("sanigate_up", kGauge, "1 while sanigate runs and answers scrapes");
+  t.Sample("sanigate_up", 1);
+  t.Family("sanigate_build_info", kGauge, "Always 1; the installed version in the version label");
+  t.Sample("sanigate_build_info", 1, {{"version", st.value("version", std::string())}});
+  t.Family("sanigate_start_time_seconds", kGauge, "When this sanigate process started (Unix time)");
+  t.Sample("sanigate_start_time_seconds", num(st, "started") / 1000.0);
+  t.Family("sanigate_mqtt_connected", kGauge, "1 while the link to the local broker is up");
+  t.Sample("sanigate_mqtt_connected", mqtt_connected ? 1 : 0);
+
+  const json& ob = obj(st, "outbox");
+  t.Family("sanigate_outbox_pending_records", kGauge, "Records in the outbox not yet delivered to the local broker");
+  t.Sample("sanigate_outbox_pending_records", num(ob, "pending"));
+  t.Family("sanigate_outbox_oldest_age_seconds", kGauge, "Age of the oldest pending record (0 when none)");
+  t.Sample("sanigate_outbox_oldest_age_seconds", age_s(ob, "oldest_ts"));
+  t.Family("sanigate_outbox_bytes", kGauge, "Bytes of the pending records");
+  t.Sample("sanigate_outbox_bytes", num(ob, "bytes"));
+  t.Family("sanigate_outbox_shed_records_total", kCounter, "Records dropped by the outbox limits since start, by priority");
+  for (int p = 0; p < kPriorityCount; ++p) {
+    const char* name = PriorityName(static_cast<Priority>(p));
+    t.Sample("sanigate_outbox_shed_records_total", num(obj(ob, "shed"), name), {{"priority", name}});
+  }
+
+  t.Family("sanigate_adapter_state", kGauge, "1 for the adapter's current state (starting, running, degraded, stopped, failed)");
+  t.Family("sanigate_adapter_devices", kGauge, "Devices configured on the adapter");
+  t.Family("sanigate_adapter_devices_online", kGauge, "Devices of the adapter currently online");
+  t.Family("sanigate_adapter_errors_total", kCounter, "Failed requests since start");
+  t.Family("sanigate_adapter_polls_total", kCounter, "Poll cycles (Modbus) or messages received (event-driven protocols)");
+  t.Family("sanigate_adapter_requests_total", kCounter, "Requests on the wire (request/response protocols)");
+  if (per_device) {
+    t.Family("sanigate_device_online", kGauge, "1 while the device is online");
+    t.Family("sanigate_device_requests_total", kCounter, "Requests sent to the device");
+    t.Family("sanigate_device_timeouts_total", kCounter, "Requests the device did not answer in time");
+    t.Family("sanigate_device_exceptions_total", kCounter, "Protocol exceptions the device answered");
+    t.Family("sanigate_device_errors_total", kCounter, "Failed requests to the device");
+    t.Family("sanigate_device_latency_seconds", kGauge, "Latency of the device's last answer");
+    t.Family("sanigate_device_max_latency_seconds", kGauge, "Highest answer latency of the device since start");
+    t.Family("sanigate_device_polls_total", kCounter, "Poll cycles of the device (polled protocols only)");
+    t.Family("sanigate_device_partial_polls_total", kCounter, "Poll cycles cut short after some answers (polled protocols only)");
+    t.Family("sanigate_device_wrong_answers_total", kCounter, "Answers from the wrong slave (polled protocols only)");
+  }
+  for (const auto& [name, a] : obj(st, "adapters").items()) {
+    std::vector<service::Label> l = {{"adapter", name}};
+    t.Sample("sanigate_adapter_state", 1, {{"adapter", name}, {"state", a.value("state", std::string())}});
+    t.Sample("sanigate_adapter_devices", num(a, "devices"), l);
+    t.Sample("sanigate_adapter_devices_online", num(a, "online"), l);
+    t.Sample("sanigate_adapter_errors_total", num(a, "errors"), l);
+    t.Sample("sanigate_adapter_polls_total", num(a, "polls"), l);
+    t.Sample("sanigate_adapter_requests_total", num(a, "requests"), l);
+    if (!per_device) continue;
+    for (const auto& [dev, d] : obj(a, "per_device").items()) {
+      std::vector<service::Label> dl = {{"adapter", name}, {"device", dev}};
+      t.Sample("sanigate_device_online", d.value("online", false) ? 1 : 0, dl);
+      t.Sample("sanigate_device_requests_total", num(d, "requests"), dl);
+      t.Sample("sanigate_device_timeouts_total", num(d, "timeouts"), dl);
+      t.Sample("sanigate_device_exceptions_total", num(d, "exceptions"), dl);
+      t.Sample("sanigate_device_errors_total", num(d, "errors"), dl);
+      t.Sample("sanigate_device_latency_seconds", num(d, "latency_ms") / 1000.0, dl);
+      t.Sample("sanigate_device_max_latency_seconds", num(d, "max_latency_ms") / 1000.0, dl);
+      if (d.contains("polls")) {
+        t.Sample("sanigate_device_polls_total", num(d, "polls"), dl);
+        t.Sample("sanigate_device_partial_polls_total", num(d, "partial_polls"), dl);
+        t.Sample("sanigate_device_wrong_answers_total", num(d, "wrong_answers"), dl);
+      }
+    }
+  }
+
+  auto ups = st.find("upstreams");
+  if (ups != st.end() && ups->is_array() && !ups->empty()) {
+    t.Family("sanigate_upstream_connected", kGauge, "1 while the link to the upstream broker is up");
+    t.Family("sanigate_upstream_pending_records", kGauge, "Records the upstream is still owed");
+    t.Family("sanigate_upstream_oldest_age_seconds", kGauge, "Age of the oldest record the upstream is owed (0 when none)");
+    t.Family("sanigate_upstream_delivered_records_total", kCounter, "Records the upstream acknowledged");
+    t.Family("sanigate_upstream_refused_records_total", kCounter, "Records the upstream broker refused");
+    t.Family("sanigate_upstream_shed_records_total", kCounter, "Records dropped for the upstream by its limits, by priority");
+    t.Family("sanigate_upstream_reconnects_total", kCounter, "Reconnections of the upstream link");
+    t.Family("sanigate_upstream_connect_failures_total", kCounter, "Failed connection attempts to the upstream");
+    t.Family("sanigate_upstream_sent_bytes_total", kCounter, "Bytes published to the upstream (topics and payloads)");
+    t.Family("sanigate_upstream_downlink_accepted_total", kCounter, "Commands and admin requests taken from the upstream's down-link");
+    t.Family("sanigate_upstream_downlink_dropped_total", kCounter, "Down-link messages dropped (not in the allow-list)");
+    for (const auto& u : *ups) {
+      std::string name = u.value("name", std::string());
+      std::vector<service::Label> l = {{"upstream", name}};
+      t.Sample("sanigate_upstream_connected", u.value("connected", false) ? 1 : 0, l);
+      t.Sample("sanigate_upstream_pending_records", num(u, "pending"), l);
+      t.Sample("sanigate_upstream_oldest_age_seconds", age_s(u, "oldest_ts"), l);
+      t.Sample("sanigate_upstream_delivered_records_total", num(u, "delivered"), l);
+      t.Sample("sanigate_upstream_refused_records_total", num(u, "refused"), l);
+      for (int p = 0; p < kPriorityCount; ++p) {
+        const char* prio = PriorityName(static_cast<Priority>(p));
+        t.Sample("sanigate_upstream_shed_records_total", num(obj(u, "shed"), prio), {{"upstream", name}, {"priority", prio}});
+      }
+      t.Sample("sanigate_upstream_reconnects_total", num(u, "reconnects"), l);
+      t.Sample("sanigate_upstream_connect_failures_total", num(u, "connect_failures"), l);
+      t.Sample("sanigate_upstream_sent_bytes_total", num(u, "bytes_sent"), l);
+      if (u.contains("downlink")) {
+        t.Sample("sanigate_upstream_downlink_accepted_total", num(u["downlink"], "accepted"), l);
+        t.Sample("sanigate_upstream_downlink_dropped_total", num(u["downlink"], "dropped"), l);
+      }
+    }
+  }
+  if (st.contains("relay") && st["relay"].is_object()) {
+    const json& r = st["relay"];
+    t.Family("sanigate_relay_connected", kGauge, "1 while the relay of sanifleet's outputs is connected to the local broker");
+    t.Sample("sanigate_relay_connected", r.value("connected", false) ? 1 : 0);
+    t.Family("sanigate_relay_relayed_total", kCounter, "sanifleet outputs taken into the outbox for the upstreams");
+    t.Sample("sanigate_relay_relayed_total", num(r, "relayed"));
+    t.Family("sanigate_relay_too_large_total", kCounter, "sanifleet outputs too large to relay");
+    t.Sample("sanigate_relay_too_large_total", num(r, "too_large"));
+  }
+  return t.Text();
+}
+
+std::string Gateway::MetricsText() const {
+  bool connected = forwarder_ && forwarder_->Stats().connected;
+  return GatewayMetricsText(StatusPayload(true), connected, cfg_.metrics.per_device, NowMs());
+}
+
+void Gateway::StartMetrics() {
+  const auto& m = cfg_.metrics;
+  if (m.listen.empty() || metrics_) return;
+  service::MetricsHttpOptions o;
+  o.host = m.host;
+  o.port = m.port;
+  o.allow_remote = m.allow_remote;
+  auto server = service::MetricsHttpServer::Start(o, [this] { return MetricsText(); });
+  if (!server.ok()) {
+    spdlog::error("{}; running without the metrics endpoint", server.status().message());
+    return;
+  }
+  metrics_ = std::move(*server);
+  spdlog::info("metrics: serving http://{}/metrics", m.listen);
+}
+
+void Gateway::StopMetrics() {
+  if (metrics_) metrics_->Stop();
+  metrics_.reset();
+}
+
 Status Gateway::Start() {
   auto agent = FirmwareAgent::Create(cfg_, [this](const std::string& device, const std::function<void(dev::Adapter&)>& fn) {
     std::lock_guard lk(adapters_mu_);
@@ -446,6 +608,7 @@ Status Gateway::Start() {
   StartUpstreams();
   Status st = StartAdapters();
   firmware_->Start();
+  StartMetrics();
   return st;
 }
 
@@ -489,6 +652,7 @@ Status Gateway::Reload(settings::Config next) {
                       next.mqtt.tls.key_file != cfg_.mqtt.tls.key_file ||
                       next.mqtt.tls.verify_peer != cfg_.mqtt.tls.verify_peer ||
                       next.gateway.status_interval_s != cfg_.gateway.status_interval_s;
+  StopMetrics();
   StopAdapters();
   cfg_ = std::move(next);
   spdlog::set_level(spdlog::level::from_str(cfg_.gateway.log_level));
@@ -500,12 +664,14 @@ Status Gateway::Reload(settings::Config next) {
   }
   Status st = StartAdapters();
   if (forwarder_) forwarder_->PublishStatusSoon();
+  StartMetrics();
   return st;
 }
 
 void Gateway::Stop() {
   if (stopped_) return;
   stopped_ = true;
+  StopMetrics();
   auto t0 = std::chrono::steady_clock::now();
   auto ms = [&] {
     return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();

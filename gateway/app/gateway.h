@@ -13,6 +13,7 @@
 #include "app/firmware_agent.h"
 #include "pipeline/forwarder.h"
 #include "pipeline/pipeline.h"
+#include "service/metrics_http.h"
 #include "settings/gateway_config.h"
 #include "store/outbox.h"
 #include "upstream/batch.h"
@@ -31,6 +32,8 @@ class Gateway {
   // Flushes and publishes what it can within gateway.shutdown_drain_ms, then disconnects.
   void Stop();
   std::string StatusPayload(bool online) const;
+  // [metrics]: the Prometheus text of what the status knows, plus the local MQTT link.
+  std::string MetricsText() const;
 
  private:
   explicit Gateway(settings::Config config);
@@ -51,6 +54,10 @@ class Gateway {
   // taken only when it matches that upstream's allow-list, otherwise dropped and counted.
   void OnDownlink(size_t dest, mqtt::InboundMessage msg);
   Status Reply(size_t via, const std::string& topic, const std::string& payload, const std::string& corr);
+  // The [metrics] endpoint: started last, stopped first (also around a reload, so a scrape never
+  // sees the config or the forwarder being replaced). A bind failure is logged, not fatal.
+  void StartMetrics();
+  void StopMetrics();
 
   settings::Config cfg_;
   int64_t started_ms_ = 0;
@@ -69,6 +76,11 @@ class Gateway {
   std::unordered_map<std::string, dev::Adapter*> owner_;  // device id -> its adapter
   std::unique_ptr<FirmwareAgent> firmware_;
   mutable std::mutex adapters_mu_;  // the status payload reads adapters from the forwarder thread
+  std::unique_ptr<service::MetricsHttpServer> metrics_;
 };
+
+// The sanigate_* metrics (README "Metrics") from a status payload (StatusPayload(true)), the
+// local broker link and the time of the scrape; per-device series only with `per_device`.
+std::string GatewayMetricsText(std::string_view status_json, bool mqtt_connected, bool per_device, int64_t now_ms);
 
 }  // namespace sanigate::app

@@ -1,5 +1,6 @@
 #include "settings/gateway_config.h"
 
+#include <arpa/inet.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -47,6 +48,57 @@ std::string ReadSecretFile(Node& n, std::string_view key, const std::string& pat
   std::string secret;
   std::getline(in, secret);  // first line; a trailing newline is not part of the secret
   return secret;
+}
+
+bool SplitListenAddress(std::string_view listen, std::string& host, uint16_t& port) {
+  size_t colon = listen.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) return false;
+  std::string_view h = listen.substr(0, colon), p = listen.substr(colon + 1);
+  bool v6 = h.front() == '[';
+  if (v6) {
+    if (h.size() < 3 || h.back() != ']') return false;
+    h = h.substr(1, h.size() - 2);
+  }
+  std::string hs(h);
+  unsigned char buf[16];
+  if (::inet_pton(v6 ? AF_INET6 : AF_INET, hs.c_str(), buf) != 1) return false;
+  if (p.empty() || p.size() > 5) return false;
+  uint32_t v = 0;
+  for (char c : p) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + static_cast<uint32_t>(c - '0');
+  }
+  if (v == 0 || v > 65535) return false;
+  host = hs;
+  port = static_cast<uint16_t>(v);
+  return true;
+}
+
+bool IsLoopbackAddress(const std::string& host) {
+  unsigned char b[16];
+  if (::inet_pton(AF_INET, host.c_str(), b) == 1) return b[0] == 127;
+  if (::inet_pton(AF_INET6, host.c_str(), b) == 1) {
+    for (int i = 0; i < 15; ++i)
+      if (b[i]) return false;
+    return b[15] == 1;
+  }
+  return false;
+}
+
+void ParseMetricsSection(Node& n, MetricsSection& m, bool with_per_device) {
+  m.listen = n.String("listen", "");
+  m.allow_remote = n.Bool("allow_remote", m.allow_remote);
+  if (with_per_device) m.per_device = n.Bool("per_device", m.per_device);
+  if (!m.listen.empty()) {
+    if (!SplitListenAddress(m.listen, m.host, m.port))
+      n.Problem("listen", "\"" + m.listen + "\" is not an address like \"127.0.0.1:9187\" or \"[::1]:9187\" (IP literal, port 1-65535)");
+    else if (!m.allow_remote && !IsLoopbackAddress(m.host))
+      n.Problem("listen", "\"" + m.listen + "\" is not a loopback address: the endpoint has no authentication; "
+                          "set allow_remote = true to expose it anyway");
+    else if (!IsLoopbackAddress(m.host))
+      n.Warn("listen", "\"" + m.listen + "\" exposes the metrics beyond this box (no authentication, no TLS)");
+  }
+  n.Finish();
 }
 
 static void ParseTls(Node& n, TlsSection& t) {
@@ -183,6 +235,7 @@ Result<Config> Walk(ParsedFile parsed, ConfigErrors& errors, const std::string& 
     else cfg.mqtt.client_id = "sanigate-" + cfg.gateway.id;
     if (auto o = root.Table("outbox")) ParseOutbox(*o, cfg.outbox);
     if (auto f = root.Table("firmware")) ParseFirmware(*f, cfg.firmware);
+    if (auto m = root.Table("metrics")) ParseMetricsSection(*m, cfg.metrics, true);
     auto ups = root.TableArray("upstream");
     if (ups.size() > 15) root.Problem("upstream", "at most 15 upstream destinations");
     for (auto& u : ups) {

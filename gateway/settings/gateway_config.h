@@ -111,12 +111,22 @@ struct FirmwareSection {
   int64_t self_health_s = 60;
 };
 
+// [metrics]: the Prometheus text endpoint (service/metrics_http.h), shared by both daemons.
+struct MetricsSection {
+  std::string listen;         // "127.0.0.1:9187" or "[::1]:9187"; empty = no endpoint
+  std::string host;           // from listen: the IP literal
+  uint16_t port = 0;          // from listen
+  bool allow_remote = false;  // a non-loopback listen address is refused without it
+  bool per_device = true;     // sanigate: the sanigate_device_* series (one set per device)
+};
+
 struct Config {
   std::string file;
   GatewaySection gateway;
   MqttSection mqtt;
   OutboxSection outbox;
   FirmwareSection firmware;
+  MetricsSection metrics;
   std::vector<UpstreamSection> upstreams;
   std::vector<AdapterSection> adapters;
   std::vector<std::string> warnings;  // legal but suspicious settings, FILE:LINE:COL: ...
@@ -133,6 +143,12 @@ struct SectionParser {
 
 // An [mqtt] table (url, client_id, credentials, tls, reconnect), shared by every daemon and the CLI.
 void ParseMqttSection(Node& n, MqttSection& m, const std::string& default_client_id);
+// A [metrics] table: listen, allow_remote and (when `with_per_device`) per_device.
+void ParseMetricsSection(Node& n, MetricsSection& m, bool with_per_device);
+// "HOST:PORT" with an IPv4 literal or a bracketed IPv6 one and a port 1..65535; false if not.
+bool SplitListenAddress(std::string_view listen, std::string& host, uint16_t& port);
+// 127.0.0.0/8 or ::1 (an IP literal); false for anything else, names included.
+bool IsLoopbackAddress(const std::string& host);
 // `topic_prefix`: no wildcards, no leading or trailing slash.
 std::string ReadTopicPrefix(Node& n, const std::string& def);
 // The first line of a secret file, which must not be readable by group or others (0600).
