@@ -131,7 +131,7 @@ void Forwarder::Handle(Event& e) {
     case Ev::kLost: {
       if (state_ != State::kConnected) break;
       state_ = State::kDisconnected;
-      spdlog::warn("{}: link lost: {}; {} in flight will be resent", opt_.name, e.why, inflight_.size());
+      spdlog::warn("{}: link lost: {}; what was not acknowledged will be resent", opt_.name, e.why);
       ReleaseInFlight();
       ScheduleReconnect(false);
       std::lock_guard lk(mu_);
