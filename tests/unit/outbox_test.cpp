@@ -23,6 +23,7 @@
 
 #include "core/clock.h"
 #include "store/outbox.h"
+#include "outbox_shed_log.h"
 #include "test_support.h"
 
 namespace sanigate::store {
@@ -108,35 +109,6 @@ std::set<std::string> DirEntries(const fs::path& dir) {
   return out;
 }
 
-// Collects shed reports from the writer thread and lets the test wait for a total.
-class ShedLog {
- public:
-  void Attach(Outbox& ob) {
-    ob.SetShedListener([this](const ShedReport& r) {
-      std::lock_guard lk(mu_);
-      reports_.push_back(r);
-      cv_.notify_all();
-    });
-  }
-  bool WaitForRows(uint64_t rows) {
-    std::unique_lock lk(mu_);
-    return cv_.wait_for(lk, kWait, [&] { return TotalLocked() >= rows; });
-  }
-  std::vector<ShedReport> reports() {
-    std::lock_guard lk(mu_);
-    return reports_;
-  }
-
- private:
-  uint64_t TotalLocked() const {
-    uint64_t n = 0;
-    for (const auto& r : reports_) n += r.rows;
-    return n;
-  }
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<ShedReport> reports_;
-};
 
 class OutboxTest : public ::testing::Test {
  protected:
