@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <string_view>
+
 #include "core/clock.h"
 #include "core/untrusted.h"
 
@@ -45,7 +47,7 @@ void Relay::OnMessage(mqtt::InboundMessage m) {
   // Fleet events (health changes) rank as events; retained state as status; the rest (closed
   // heat-map windows) as telemetry, shed first.
   Priority p = m.retain ? Priority::kStatus : Priority::kTelemetry;
-  if (m.topic.size() >= 13 && m.topic.compare(m.topic.size() - 13, 13, "/fleet/events") == 0) p = Priority::kEvent;
+  if (std::string_view(m.topic).ends_with("/fleet/events")) p = Priority::kEvent;
   store::OutMessage out;
   out.priority = p;
   out.ts_ms = NowMs();
