@@ -177,8 +177,10 @@ scenario_a() {
   local s1 note
   s1=$(cpu_sum "${SIMS[@]}"); note=$(host_note "$hb" "$ht")
   rss2=$(rss_kb "$GW")
-  local fds thr
+  local fds thr status_b
   fds=$(ls "/proc/$GW/fd" | wc -l); thr=$(awk '/Threads/{print $2}' "/proc/$GW/status")
+  # The retained gateway status with every terminal connected (issue 20: <= 16 KB at 20k devices).
+  status_b=$(timeout 10 mosquitto_sub -p "$MQ" -C 1 -W 8 -t 'sanigate/v1/bench/gateway/gw-bench/status' 2> /dev/null | wc -c)
   for p in "${SIMS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   wait_sims 10
   local st
@@ -188,6 +190,7 @@ scenario_a() {
   per=$(calc "($rss2-$rss0)/max(1,$conn)")
   row a "connections established (sanigate side)" "$conn of $IDLE_N in $(calc "f'{$tconn:.1f}'") s; authenticated $(field "$st" authenticated), errors $(field "$st" errors)"
   row a "sanigate RSS before / connected / after window" "$(calc "f'{$rss0/1024:.1f} / {$rss1/1024:.1f} / {$rss2/1024:.1f} MiB'") ($fds fds, $thr threads)"
+  row a "retained gateway status (target <= 16 KB at 20k devices)" "$status_b bytes with $conn terminals connected"
   row a "RSS per connection" "$(calc "f'{$per:.2f} KiB'")"
   row a "extrapolated RSS at 100k connections (target <=400 MB)" "$(calc "f'{($rss0+$per*100000)/1024:.0f} MiB'")"
   row a "sanigate CPU, idle window (target <=10%)" "$(calc "f'{100*($c1-$c0)/$TICK/$el:.2f}% of one core'") (heartbeats ~$((IDLE_N / 30))/s; sims $(calc "f'{100*($s1-$s0)/$TICK/$el:.1f}%'"); host $note)"

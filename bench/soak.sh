@@ -13,6 +13,8 @@
 # Knobs (environment): DURATION_S (3600) RESTART_EVERY_S (600) OUTAGE_S (5) WARMUP_S (300)
 #   SAMPLE_S (10) ROOMS (100) ROOM_INTERVAL_MS (2000) BINS (300) BIN_INTERVAL_MS (60000)
 #   TRUCKS (60) TRUCK_INTERVAL_MS (10000) KEEP=1 (keep the temp dir)
+#   GW_WRAP / FLEET_WRAP: a command to run the daemon under, e.g. "heaptrack -o /tmp/gw" (the
+#   samples then follow the daemon, the wrapper's child)
 set -euo pipefail
 BUILD=${1:-./build}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -103,8 +105,20 @@ with open(f"{run}/fleet.toml", "w") as f:
 PY
 "$GWBIN" --check-config "$RUN/gw.toml" > /dev/null
 
-"$GWBIN" --config "$RUN/gw.toml" 2> "$RUN/gw.log" & GW=$!; PIDS+=("$GW")
-"$FLEETBIN" --config "$RUN/fleet.toml" 2> "$RUN/fleet.log" & FLEET=$!; PIDS+=("$FLEET")
+# The daemon itself, not a wrapper around it: a wrapper's child of that name (5 s at most).
+daemon_pid() {
+  local wrapper=$1 name=$2 child
+  [ -z "$3" ] && { echo "$wrapper"; return; }
+  for _ in $(seq 50); do
+    child=$(pgrep -P "$wrapper" -x "$name" | head -1) && [ -n "$child" ] && { echo "$child"; return; }
+    sleep 0.1
+  done
+  echo "$wrapper"
+}
+${GW_WRAP:-} "$GWBIN" --config "$RUN/gw.toml" 2> "$RUN/gw.log" & GW=$!; PIDS+=("$GW")
+${FLEET_WRAP:-} "$FLEETBIN" --config "$RUN/fleet.toml" 2> "$RUN/fleet.log" & FLEET=$!; PIDS+=("$FLEET")
+GW=$(daemon_pid "$GW" sanigate "${GW_WRAP:-}"); FLEET=$(daemon_pid "$FLEET" sanifleet "${FLEET_WRAP:-}")
+PIDS+=("$GW" "$FLEET")
 wait_port "$JT"
 SIM_S=$DURATION_S  # they end with the run and write their stats
 "$BUILD/tests/sim/lora_sim" --port "$UDP" --mode abp --devices "$BINS" --dev-eui-base 0102030405060000 \
@@ -119,11 +133,12 @@ HZ=$(getconf CLK_TCK)
 START=$SECONDS
 NEXT_RESTART=$RESTART_EVERY_S
 RESTARTS=0
-echo "t_s gw_rss_kb fleet_rss_kb gw_ticks fleet_ticks" > "$RUN/samples"
+anon_kb() { awk '/RssAnon/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+echo "t_s gw_rss_kb fleet_rss_kb gw_ticks fleet_ticks gw_anon_kb fleet_anon_kb" > "$RUN/samples"
 while [ $((SECONDS - START)) -lt "$DURATION_S" ]; do
   sleep "$SAMPLE_S"
   t=$((SECONDS - START))
-  echo "$t $(rss_kb "$GW") $(rss_kb "$FLEET") $(cpu_ticks "$GW") $(cpu_ticks "$FLEET")" >> "$RUN/samples"
+  echo "$t $(rss_kb "$GW") $(rss_kb "$FLEET") $(cpu_ticks "$GW") $(cpu_ticks "$FLEET") $(anon_kb "$GW") $(anon_kb "$FLEET")" >> "$RUN/samples"
   if [ "$t" -ge "$NEXT_RESTART" ] && [ "$t" -lt "$DURATION_S" ]; then
     stop_broker
     sleep "$OUTAGE_S"
@@ -137,6 +152,9 @@ for p in "$LORA" "$JTSIM"; do  # at most 30 s more for the simulators to finish
 done
 RECEIVED=$(timeout 5 mosquitto_sub -p "$MQ" -C 1 -W 4 -t '$SYS/broker/publish/messages/received' 2> /dev/null || echo "?")
 GW_ALIVE=$(alive "$GW"); FLEET_ALIVE=$(alive "$FLEET")
+SQLITE_MEM=$(timeout 5 mosquitto_sub -p "$MQ" -C 1 -W 4 -t 'sanigate/v1/soak/gateway/gw-soak/status' 2> /dev/null |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["outbox"].get("sqlite_memory_bytes", "?"))' 2> /dev/null || echo "?")
+echo "  sanigate's SQLite heap at the end (status outbox.sqlite_memory_bytes): $SQLITE_MEM bytes"
 
 python3 - "$RUN/samples" "$HZ" "$WARMUP_S" "$RESTARTS" "$GW_ALIVE" "$FLEET_ALIVE" "$RECEIVED" <<'PY'
 import sys
@@ -161,6 +179,9 @@ for name, rss, ticks, up in (("sanigate", 1, 3, gw_alive), ("sanifleet", 2, 4, f
     print(f"  {name:<9} running at the end: {up}; CPU {cpu_pct(ticks):.1f} % of a core after warm-up; "
           f"RSS {after[0][rss] / 1024:.1f} MB after warm-up ({after[0][0]} s), {rows[-1][rss] / 1024:.1f} MB at the end, "
           f"peak {max(r[rss] for r in rows) / 1024:.1f} MB; slope {slope_pct_per_h(rss):+.2f} %/h (target <= 1 %/h)")
+    anon = rss + 4  # anonymous (heap) part of the RSS: columns 5 and 6
+    print(f"  {'':<9} anonymous RSS {after[0][anon] / 1024:.1f} MB after warm-up, {rows[-1][anon] / 1024:.1f} MB at the end; "
+          f"slope {slope_pct_per_h(anon):+.2f} %/h")
 PY
 python3 - "$RUN/lora.json" "$RUN/jt808.json" <<'PY' || true
 import json, sys

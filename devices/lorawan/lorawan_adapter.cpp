@@ -40,6 +40,7 @@ using json = nlohmann::json;
 constexpr uint32_t kJoinAcceptDelayUs = 5'000'000;  // JOIN_ACCEPT_DELAY1
 constexpr uint32_t kRxDelayUs = 1'000'000;          // RECEIVE_DELAY1 (RxDelay 1 in the join accept)
 constexpr size_t kDevNoncesKept = 256;              // DevNonces remembered per device
+constexpr size_t kStatusDownlinkQueues = 16;        // devices whose downlink queue the status shows
 // Session-file writes an ACK or a join accept waits for are grouped: at most one every this many
 // ms (RX1 is a second away). Everything else is written by the once-a-second sweep.
 constexpr auto kStateWriteGap = std::chrono::milliseconds(10);
@@ -1494,13 +1495,16 @@ AdapterHealth LorawanAdapter::Health() const {
   details["tx_errors"] = a.tx_errors;
   details["fcnt_gap_drops"] = a.fcnt_gap_drops;
   json queues = json::object();
-  size_t waiting = 0;
+  size_t waiting = 0, queues_omitted = 0;
   for (const auto& d : a.devices)
     if (!d->downlinks.empty()) {
-      queues[d->cfg->id] = Impl::DownlinksJson(*d, true);
+      // The status stays small on a large site: the first queues in full, the rest counted.
+      if (queues.size() < kStatusDownlinkQueues) queues[d->cfg->id] = Impl::DownlinksJson(*d, true);
+      else ++queues_omitted;
       waiting += d->downlinks.size();
     }
   details["downlink_queue"] = queues;
+  if (queues_omitted) details["downlink_queue_omitted"] = queues_omitted;
   details["commands"] = {{"waiting", waiting}, {"queued", a.commands_queued}, {"ok", a.commands_ok},
                          {"failed", a.commands_failed}, {"expired", a.commands_expired}};
   if (a.chirpstack)

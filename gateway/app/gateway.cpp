@@ -176,12 +176,47 @@ void Gateway::OnAdmin(mqtt::InboundMessage msg, std::string verb, size_t via) {
     auto job = ParseUntrustedJson(msg.payload, {.max_bytes = 256 * 1024, .max_depth = 16});
     if (!job.ok()) answer = {{"ok", false}, {"code", "invalid"}, {"error", job.status().message()}};
     else answer = firmware_ ? firmware_->Accept(*job) : json{{"ok", false}, {"code", "invalid"}, {"error", "firmware agent not running"}};
+  } else if (verb == "devices") {
+    answer = DevicesAnswer(msg.payload);
   } else if (verb == "ping") {
     answer = {{"ok", true}, {"result", {{"gateway", cfg_.gateway.id}, {"version", SANIGATE_VERSION}, {"ts", NowMs()}}}};
   } else {
-    answer = {{"ok", false}, {"error", "unknown verb " + QuotePrefix(verb, 32) + " (status, ping, install)"}, {"code", "invalid"}};
+    answer = {{"ok", false}, {"error", "unknown verb " + QuotePrefix(verb, 32) + " (status, devices, ping, install)"}, {"code", "invalid"}};
   }
   (void)Reply(via, msg.response_topic, SafeDump(answer), msg.correlation_data);
+}
+
+// Admin verb `devices`: one adapter's per-device counters, a page at a time (the retained status
+// lists only the devices that need looking at on a large box).
+nlohmann::json Gateway::DevicesAnswer(const std::string& payload) const {
+  using json = nlohmann::json;
+  auto invalid = [](std::string why) { return json{{"ok", false}, {"code", "invalid"}, {"error", std::move(why)}}; };
+  auto req = ParseUntrustedJson(payload.empty() ? std::string("{}") : payload, {.max_bytes = 4096, .max_depth = 4});
+  if (!req.ok()) return invalid(req.status().message());
+  if (!req->is_object()) return invalid("the request must be a JSON object {\"adapter\", \"offset\", \"limit\"}");
+  DevicesPageRequest page;
+  auto count = [&](const char* key, size_t& into) {
+    auto it = req->find(key);
+    if (it == req->end()) return true;
+    if (!it->is_number_unsigned()) return false;
+    into = it->get<size_t>();
+    return true;
+  };
+  if (!count("offset", page.offset)) return invalid("offset must be a whole number >= 0");
+  if (!count("limit", page.limit) || page.limit == 0 || page.limit > kMaxDevicesPage)
+    return invalid("limit must be 1.." + std::to_string(kMaxDevicesPage));
+  std::lock_guard lk(adapters_mu_);
+  std::string names;
+  for (const auto& a : adapters_) names += (names.empty() ? "" : ", ") + std::string(a->protocol());
+  auto it = req->find("adapter");
+  if (it == req->end() && adapters_.size() == 1) page.adapter = adapters_[0]->protocol();
+  else if (it != req->end() && it->is_string()) page.adapter = it->get<std::string>();
+  else return invalid("name the adapter: " + (names.empty() ? std::string("none running") : names));
+  for (const auto& a : adapters_)
+    if (a->protocol() == page.adapter)
+      return json{{"ok", true}, {"result", json::parse(DevicesPage(page, a->Health().per_device).dump())}};
+  return json{{"ok", false}, {"code", "not_found"},
+              {"error", "no adapter " + QuotePrefix(page.adapter, 32) + " (running: " + names + ")"}};
 }
 
 void Gateway::OnShed(const store::ShedReport& r) {
@@ -200,7 +235,7 @@ void Gateway::OnShed(const store::ShedReport& r) {
   pipeline_->Emit(std::move(e));
 }
 
-std::string Gateway::StatusPayload(bool online) const {
+std::string Gateway::StatusPayload(bool online, StatusView view) const {
   using json = nlohmann::ordered_json;
   json j;
   j["online"] = online;
@@ -219,28 +254,27 @@ std::string Gateway::StatusPayload(bool online) const {
     std::lock_guard lk(adapters_mu_);
     for (const auto& a : adapters_) {
       auto h = a->Health();
+      std::string name(a->protocol());
       json per_device = json::object();
-      for (const auto& d : h.per_device) {
-        json& pd = per_device[d.id];
-        pd = {{"online", d.online},         {"requests", d.requests},
-              {"timeouts", d.timeouts},     {"exceptions", d.exceptions},
-              {"errors", d.errors},
-              {"latency_ms", std::round(d.last_latency_ms * 100) / 100},
-              {"max_latency_ms", std::round(d.max_latency_ms * 100) / 100}};
-        if (d.polls) {
-          pd["polls"] = d.polls;
-          pd["partial_polls"] = d.partial_polls;
-          pd["wrong_answers"] = d.wrong_answers;
-        }
+      DeviceSelection sel;
+      if (view == StatusView::kFull) {
+        for (const auto& d : h.per_device) sel.listed.push_back(&d);
+      } else {
+        sel = device_ranking_.Select(name, h.per_device, view == StatusView::kRetained);
       }
-      adapters[std::string(a->protocol())] = {{"state", h.state},   {"devices", h.devices},
-                                               {"online", h.online}, {"errors", h.errors},
-                                               {"polls", h.polls},   {"per_device", per_device}};
-      if (h.requests) adapters[std::string(a->protocol())]["requests"] = h.requests;
-      if (!h.last_error.empty()) adapters[std::string(a->protocol())]["last_error"] = h.last_error;
+      for (const auto* d : sel.listed) per_device[d->id] = DeviceCountersJson(*d);
+      json& out = adapters[name];
+      out = {{"state", h.state},   {"devices", h.devices}, {"online", h.online},
+             {"errors", h.errors}, {"polls", h.polls},     {"per_device", per_device}};
+      if (sel.omitted) {
+        out["per_device_omitted"] = sel.omitted;
+        out["per_device_omitted_failing"] = sel.omitted_failing;
+      }
+      if (h.requests) out["requests"] = h.requests;
+      if (!h.last_error.empty()) out["last_error"] = h.last_error;
       if (!h.details_json.empty()) {
         json details = json::parse(h.details_json, nullptr, false);
-        if (!details.is_discarded()) adapters[std::string(a->protocol())]["details"] = std::move(details);
+        if (!details.is_discarded()) out["details"] = std::move(details);
       }
     }
   }
@@ -303,7 +337,7 @@ void Gateway::StartForwarder() {
   f.reconnect_max = std::chrono::milliseconds(m.reconnect_max_ms);
   f.status_interval = std::chrono::seconds(cfg_.gateway.status_interval_s);
   f.status_topic = StatusTopic(cfg_);
-  f.status_payload = [this](bool online) { return StatusPayload(online); };
+  f.status_payload = [this](bool online) { return StatusPayload(online, StatusView::kRetained); };
   const auto& g = cfg_.gateway;
   f.subscriptions = {mqtt::topics::Device(g.topic_prefix, g.site, "+", "cmd/+"),
                      mqtt::topics::GatewayAdmin(g.topic_prefix, g.site, g.id, "+")};
@@ -354,7 +388,7 @@ void Gateway::StartUpstreams() {
     // The city sees the box's own status (and its will) when it takes gateway records.
     if (std::find(u.kinds.begin(), u.kinds.end(), "gateway") != u.kinds.end()) {
       f.status_topic = routing_->MapTopic(dest, StatusTopic(cfg_));
-      f.status_payload = [this](bool online) { return StatusPayload(online); };
+      f.status_payload = [this](bool online) { return StatusPayload(online, StatusView::kQuery); };
     }
     upstreams_.push_back(std::make_unique<pipeline::Forwarder>(*outbox_, LinkFor(u.mqtt), std::move(f)));
   }
@@ -560,7 +594,7 @@ std::string GatewayMetricsText(std::string_view status_json, bool mqtt_connected
 
 std::string Gateway::MetricsText() const {
   bool connected = forwarder_ && forwarder_->Stats().connected;
-  return GatewayMetricsText(StatusPayload(true), connected, cfg_.metrics.per_device, NowMs());
+  return GatewayMetricsText(StatusPayload(true, StatusView::kFull), connected, cfg_.metrics.per_device, NowMs());
 }
 
 void Gateway::StartMetrics() {

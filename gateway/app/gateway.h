@@ -11,6 +11,7 @@
 
 #include "api/adapter.h"
 #include "app/firmware_agent.h"
+#include "app/status_devices.h"
 #include "pipeline/forwarder.h"
 #include "pipeline/pipeline.h"
 #include "service/metrics_http.h"
@@ -31,7 +32,11 @@ class Gateway {
   Status Reload(settings::Config config);
   // Flushes and publishes what it can within gateway.shutdown_drain_ms, then disconnects.
   void Stop();
-  std::string StatusPayload(bool online) const;
+  // kRetained: the status published every interval (a summary of the devices, see
+  // status_devices.h); kQuery: the same for the admin verb `status`; kFull: every device (the
+  // metrics endpoint).
+  enum class StatusView { kRetained, kQuery, kFull };
+  std::string StatusPayload(bool online, StatusView view = StatusView::kQuery) const;
   // [metrics]: the Prometheus text of what the status knows, plus the local MQTT link.
   std::string MetricsText() const;
 
@@ -50,6 +55,7 @@ class Gateway {
   // local broker, i the i-th upstream's down-link).
   void OnCommand(mqtt::InboundMessage msg, size_t via = 0);
   void OnAdmin(mqtt::InboundMessage msg, std::string verb, size_t via = 0);
+  nlohmann::json DevicesAnswer(const std::string& payload) const;
   // A command or admin request from an upstream's down-link: mapped back to the local scheme,
   // taken only when it matches that upstream's allow-list, otherwise dropped and counted.
   void OnDownlink(size_t dest, mqtt::InboundMessage msg);
@@ -76,6 +82,7 @@ class Gateway {
   std::unordered_map<std::string, dev::Adapter*> owner_;  // device id -> its adapter
   std::unique_ptr<FirmwareAgent> firmware_;
   mutable std::mutex adapters_mu_;  // the status payload reads adapters from the forwarder thread
+  mutable StatusDeviceRanking device_ranking_;
   std::unique_ptr<service::MetricsHttpServer> metrics_;
 };
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <set>
 
 #include "gateway_fixture.h"
 
@@ -531,6 +532,73 @@ verify = true
   size_t seen = Reads("room-07").size();
   ASSERT_TRUE(WaitReads("room-07", seen + 5, 10s));
   ExpectContiguousReads("room-07");
+}
+
+// A large box (more than 64 devices on an adapter): the retained status lists only the devices
+// to look at (here the one that never answers) and counts the rest, so it stays small; every
+// device's counters are on request, a page at a time, through the admin verb `devices`.
+TEST_F(GatewayTest, ALargeBoxStatusListsOnlyTheDevicesToLookAtAndPagesTheRest) {
+  StartBroker();
+  Capture();
+  constexpr int kRooms = 69;
+  StartSim(kRooms);
+  std::string rooms;
+  for (int i = 0; i < kRooms; ++i) rooms += RoomConfig("room-" + std::to_string(100 + i), static_cast<size_t>(i), 1000);
+  uint16_t dead = FreeTcpPort();  // nothing listens: the room never answers
+  std::string dead_room = RoomConfig("room-dead", 0, 1000);
+  dead_room.replace(dead_room.find(std::to_string(sim_ports[0])), std::to_string(sim_ports[0]).size(), std::to_string(dead));
+  WriteConfig(BaseConfig() + "[modbus]\n" + rooms + dead_room);
+  StartGateway();
+  WaitGatewayOnline();
+  ASSERT_TRUE(WaitReads("room-168", 2, 20s)) << GatewayLog();
+  size_t status_bytes = 0;
+  ASSERT_TRUE(capture->WaitFor(
+      [&](const std::vector<Captured>& msgs) {
+        for (const auto& m : msgs) {
+          if (m.topic != "sanigate/v1/houpu/gateway/gw-test/status") continue;
+          json j = json::parse(m.payload, nullptr, false);
+          if (!j.is_object() || !j.contains("adapters")) continue;
+          const json& mb = j["adapters"]["modbus"];
+          if (mb["devices"] == kRooms + 1 && mb["per_device"].size() == 1 && mb["per_device"].contains("room-dead") &&
+              mb["per_device"]["room-dead"]["online"] == false && mb.value("per_device_omitted", 0) == kRooms) {
+            status_bytes = m.payload.size();
+            return true;
+          }
+        }
+        return false;
+      },
+      30s))
+      << GatewayLog();
+  EXPECT_LT(status_bytes, 4096u);
+
+  auto devices = [&](const std::string& request) {
+    int rc = Process::Run({"mosquitto_rr", "-h", "127.0.0.1", "-p", std::to_string(broker->port()), "-t",
+                           "sanigate/v1/houpu/gateway/gw-test/admin/devices", "-e", "sanigate/v1/houpu/admin/reply/d", "-m",
+                           request, "-W", "10"},
+                          15s, {.stdout_path = path("rr.out"), .stderr_path = path("rr.err")});
+    EXPECT_TRUE(ExitedWith(rc, 0)) << DescribeWaitStatus(rc) << ReadFile(path("rr.err"));
+    return json::parse(ReadFile(path("rr.out")), nullptr, false);
+  };
+  std::set<std::string> seen;
+  json page = devices(R"({"adapter":"modbus","limit":50})");
+  ASSERT_EQ(page["ok"], true) << page.dump();
+  EXPECT_EQ(page["result"]["total"], kRooms + 1);
+  EXPECT_EQ(page["result"]["count"], 50);
+  ASSERT_EQ(page["result"]["next_offset"], 50);
+  for (const auto& [id, c] : page["result"]["per_device"].items()) seen.insert(id);
+  page = devices(R"({"adapter":"modbus","offset":50,"limit":50})");
+  ASSERT_EQ(page["ok"], true) << page.dump();
+  EXPECT_FALSE(page["result"].contains("next_offset"));
+  for (const auto& [id, c] : page["result"]["per_device"].items()) {
+    seen.insert(id);
+    if (id != "room-dead") EXPECT_GE(c["requests"].get<int64_t>(), 1) << id;
+  }
+  EXPECT_EQ(seen.size(), static_cast<size_t>(kRooms + 1));
+  json bad = devices(R"({"adapter":"modbus","limit":100000})");
+  EXPECT_EQ(bad["ok"], false);
+  EXPECT_EQ(bad["code"], "invalid");
+  json unknown = devices(R"({"adapter":"can-bus"})");
+  EXPECT_EQ(unknown["code"], "not_found") << unknown.dump();
 }
 
 // The gateway's admin API (fleet/README.md), with mosquitto_rr as the MQTT 5 peer.
