@@ -115,6 +115,7 @@ install(FILES ${SANIGATE_PKG_GEN}/changelog.gz DESTINATION share/doc/sanigate RE
 install(FILES ${SANIGATE_PKG_SRC}/README.md DESTINATION share/doc/sanigate RENAME README.Debian)
 install(FILES ${PROJECT_SOURCE_DIR}/config/modbus.toml ${PROJECT_SOURCE_DIR}/config/lorawan.toml
               ${PROJECT_SOURCE_DIR}/config/jt808.toml ${PROJECT_SOURCE_DIR}/config/nmea.toml
+              ${PROJECT_SOURCE_DIR}/config/upstream.toml
         DESTINATION share/doc/sanigate/examples)
 # Where the README's links lead: the metric vocabulary, the fleet manager and sanictl.
 install(FILES ${PROJECT_SOURCE_DIR}/config/schema/README.md DESTINATION share/doc/sanigate/config/schema)
