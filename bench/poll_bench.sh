@@ -8,7 +8,7 @@ N=${2:-100}
 SECS=${3:-30}
 RUN=$(mktemp -d /tmp/sanigate-pollbench.XXXXXX)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$RUN"; }
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; [ "${KEEP:-0}" = 1 ] && echo "kept $RUN" >&2 || rm -rf "$RUN"; }
 trap cleanup EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" > "$RUN/m.conf"
@@ -45,16 +45,37 @@ mosquitto_sub -p "$port" -t 'sanigate/v1/bench/devices/+/telemetry' -q 1 > "$RUN
 sleep 5  # warm-up: connections made, first cycle done
 tick=$(getconf CLK_TCK)
 cpu() { awk '{print $14+$15}' "/proc/$GW/stat"; }
+# Context switches per thread (voluntary + involuntary): the wake-ups the load costs.
+switches() { for t in /proc/$GW/task/*; do echo "$(basename "$t") $(cat "$t/comm" | tr ' ' _) $(awk '/ctxt_switches/{s+=$2} END{print s}' "$t/status")"; done; }
+switches > "$RUN/sw0"
 c0=$(cpu); l0=$(wc -l < "$RUN/sub.txt"); t0=$(date +%s.%N)
 sleep "$SECS"
 c1=$(cpu); l1=$(wc -l < "$RUN/sub.txt"); t1=$(date +%s.%N)
+switches > "$RUN/sw1"
 rss=$(awk '/VmRSS/{print $2}' "/proc/$GW/status"); hwm=$(awk '/VmHWM/{print $2}' "/proc/$GW/status")
 threads=$(awk '/Threads/{print $2}' "/proc/$GW/status")
-python3 - "$c0" "$c1" "$tick" "$t0" "$t1" "$l0" "$l1" "$rss" "$hwm" "$N" "$threads" <<'PY'
+python3 - "$c0" "$c1" "$tick" "$t0" "$t1" "$l0" "$l1" "$rss" "$hwm" "$N" "$threads" "$RUN/sw0" "$RUN/sw1" <<'PY'
 import sys
-c0,c1,tick,t0,t1,l0,l1,rss,hwm,n,threads=sys.argv[1:]
+c0,c1,tick,t0,t1,l0,l1,rss,hwm,n,threads,sw0,sw1=sys.argv[1:]
+def load(path):
+    out = {}
+    for line in open(path):
+        tid, name, count = line.split()
+        out[tid] = (name, int(count))
+    return out
+before, after = load(sw0), load(sw1)
 el=float(t1)-float(t0); cpu=(float(c1)-float(c0))/float(tick)
 print(f"poll_bench: {n} Modbus TCP devices at 1 s, 8 points each, {el:.0f} s measured")
 print(f"  sanigate CPU {100*cpu/el:.2f}% of one core, RSS {int(rss)/1024:.1f} MiB (peak {int(hwm)/1024:.1f} MiB), {threads} threads")
-print(f"  readings delivered to a subscriber: {(int(l1)-int(l0))/el:.1f}/s (expected ~{n}/s)")
+records = (int(l1)-int(l0))
+print(f"  readings delivered to a subscriber: {records/el:.1f}/s (expected ~{n}/s)")
+by_name = {}
+for tid, (name, count) in after.items():
+    by_name.setdefault(name, [0, 0])
+    by_name[name][0] += count - before.get(tid, (name, 0))[1]
+    by_name[name][1] += 1
+total = sum(v[0] for v in by_name.values())
+print(f"  context switches: {total/el:.0f}/s, {total/max(1,records):.2f} per record delivered; by thread name:")
+for name, (count, k) in sorted(by_name.items(), key=lambda kv: -kv[1][0]):
+    print(f"    {name:<16} x{k:<2} {count/el:8.1f}/s")
 PY

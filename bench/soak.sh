@@ -13,6 +13,10 @@
 # Knobs (environment): DURATION_S (3600) RESTART_EVERY_S (600) OUTAGE_S (5) WARMUP_S (300)
 #   SAMPLE_S (10) ROOMS (100) ROOM_INTERVAL_MS (2000) BINS (300) BIN_INTERVAL_MS (60000)
 #   TRUCKS (60) TRUCK_INTERVAL_MS (10000) KEEP=1 (keep the temp dir)
+#   HEATMAP_WINDOWS ("15m,1h,24h") HEATMAP_RETENTION_S (86400): sanifleet keeps heat-map windows
+#   for the retention, so with the defaults its memory fills for a day by design; a shorter
+#   retention (e.g. HEATMAP_WINDOWS=5m,15m HEATMAP_RETENTION_S=900) makes an hour long enough for
+#   the slope after warm-up to show leaks rather than that fill.
 #   GW_WRAP / FLEET_WRAP: a command to run the daemon under, e.g. "heaptrack -o /tmp/gw" (the
 #   samples then follow the daemon, the wrapper's child)
 set -euo pipefail
@@ -78,9 +82,9 @@ while [ "$left" -gt 0 ]; do  # one modbus_sim serves at most ~1000 sockets: 400 
   left=$((left - n)); k=$((k + 1))
 done
 UDP=$(free_port); JT=$(free_port)
-python3 - "$RUN" "$MQ" "$UDP" "$JT" "$BINS" "$ROOM_INTERVAL_MS" "$ROOT" <<'PY'
+python3 - "$RUN" "$MQ" "$UDP" "$JT" "$BINS" "$ROOM_INTERVAL_MS" "$ROOT" "${HEATMAP_WINDOWS:-15m,1h,24h}" "${HEATMAP_RETENTION_S:-86400}" <<'PY'
 import sys
-run, mq, udp, jt, bins, room_ms, root = sys.argv[1:8]
+run, mq, udp, jt, bins, room_ms, root, hm_windows, hm_retention = sys.argv[1:10]
 ports = [l.strip() for l in open(f"{run}/ports") if l.strip()]
 with open(f"{run}/gw.toml", "w") as f:
     f.write(f'[gateway]\nid = "gw-soak"\nsite = "soak"\ndata_dir = "{run}/gw"\nlog_level = "warn"\n\n')
@@ -101,7 +105,9 @@ with open(f"{run}/gw.toml", "w") as f:
             f.write(f'[[modbus.devices.points]]\nmetric = "{metric}"\n{extra}\n')
 with open(f"{run}/fleet.toml", "w") as f:
     f.write(f'[fleet]\nid = "fleet-soak"\nsite = "soak"\ndata_dir = "{run}/fleet"\nlog_level = "warn"\n\n')
-    f.write(f'[mqtt]\nurl = "tcp://127.0.0.1:{mq}"\n\n[heatmap]\nsnapshot_interval_s = 60\n')
+    windows = ", ".join(f'"{w.strip()}"' for w in hm_windows.split(","))
+    f.write(f'[mqtt]\nurl = "tcp://127.0.0.1:{mq}"\n\n[heatmap]\nsnapshot_interval_s = 60\n'
+            f'windows = [{windows}]\nretention_s = {hm_retention}\n')
 PY
 "$GWBIN" --check-config "$RUN/gw.toml" > /dev/null
 
@@ -128,6 +134,7 @@ SIM_S=$DURATION_S  # they end with the run and write their stats
   --stats-json "$RUN/jt808.json" > "$RUN/jt808.out" 2> "$RUN/jt808.err" & JTSIM=$!; PIDS+=("$JTSIM")
 
 echo "soak: $(date -Is), $(nproc) cores, build $BUILD, ${DURATION_S} s, broker restart every ${RESTART_EVERY_S} s (${OUTAGE_S} s down)"
+echo "  heat map windows ${HEATMAP_WINDOWS:-15m,1h,24h}, retention ${HEATMAP_RETENTION_S:-86400} s; MALLOC_ARENA_MAX ${MALLOC_ARENA_MAX:-unset}"
 echo "  load: $ROOMS rooms every ${ROOM_INTERVAL_MS} ms (4 points), $BINS bins every ${BIN_INTERVAL_MS} ms, $TRUCKS trucks every ${TRUCK_INTERVAL_MS} ms"
 HZ=$(getconf CLK_TCK)
 START=$SECONDS

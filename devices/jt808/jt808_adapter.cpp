@@ -1,4 +1,5 @@
 #include "jt808/jt808_adapter.h"
+#include "core/thread_name.h"
 
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
@@ -1280,6 +1281,7 @@ Status Jt808Adapter::Start(RecordSink& sink) {
   asio::co_spawn(a.io, a.AcceptLoop(), asio::detached);
   asio::co_spawn(a.io, a.SweepLoop(), asio::detached);
   a.thread = std::thread([impl = impl_] {
+    NameThisThread("jt808");
     try {
       impl->io.run();
     } catch (const std::exception& e) {

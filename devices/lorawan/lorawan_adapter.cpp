@@ -1,4 +1,5 @@
 #include "lorawan/lorawan_adapter.h"
+#include "core/thread_name.h"
 
 #include <fcntl.h>
 #include <openssl/rand.h>
@@ -1345,6 +1346,7 @@ Status LorawanAdapter::Start(RecordSink& sink) {
   if (a.sock) a.ReceiveNext();
   a.SweepNext();
   a.thread = std::thread([impl = impl_] {
+    NameThisThread("lorawan");
     try {
       impl->io.run();
     } catch (const std::exception& e) {

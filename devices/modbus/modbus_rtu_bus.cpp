@@ -1,4 +1,5 @@
 #include "modbus/modbus_rtu_bus.h"
+#include "core/thread_name.h"
 
 #include <modbus.h>
 #include <spdlog/spdlog.h>
@@ -49,7 +50,10 @@ void ModbusRtuBus::Start(RecordSink& sink) {
   for (auto& d : devices_)
     if (sink.LastAnnounced(d->poller.config().id, "offline").value_or(false)) d->poller.AssumeAnnouncedOffline();
   stop_ = false;
-  worker_ = std::thread([this] { Run(); });
+  worker_ = std::thread([this] {
+    NameThisThread("modbus-rtu");
+    Run();
+  });
 }
 
 void ModbusRtuBus::Stop() {

@@ -1,4 +1,5 @@
 #include "modbus/modbus_tcp_adapter.h"
+#include "core/thread_name.h"
 
 #include <modbus.h>
 #include <spdlog/spdlog.h>
@@ -30,6 +31,9 @@ struct ModbusTcpAdapter::Device {
   modbus_t* ctx = nullptr;  // one TCP connection per device, kept open between polls
   bool connected = false;
   Clock::time_point due{};
+  // How long the last visit took (a timeout until the first one): whether the next due poll
+  // would wait on this one, so another worker must keep the time meanwhile.
+  Clock::duration last_visit = milliseconds(poller.config().timeout_ms);
   // Copies for Health(), written under the adapter's mutex after each poll.
   DeviceCounters counters;
   bool online = false, failing = false;
@@ -64,7 +68,10 @@ Status ModbusTcpAdapter::Start(RecordSink& sink) {
   }
   start_lock.unlock();
   int workers = std::min<int>(config_.workers, static_cast<int>(std::max<size_t>(n, 1)));
-  for (int i = 0; i < workers; ++i) workers_.emplace_back([this] { WorkerLoop(); });
+  for (int i = 0; i < workers; ++i) workers_.emplace_back([this] {
+      NameThisThread("modbus-tcp");
+      WorkerLoop();
+    });
   std::lock_guard lk(mu_);
   health_.state = "running";
   health_.devices = static_cast<uint32_t>(n);
@@ -77,7 +84,8 @@ void ModbusTcpAdapter::Stop() {
     if (stop_ && workers_.empty()) return;
     stop_ = true;
   }
-  cv_.notify_all();
+  idle_cv_.notify_all();
+  timer_cv_.notify_all();
   for (auto& t : workers_)
     if (t.joinable()) t.join();
   workers_.clear();
@@ -93,6 +101,25 @@ void ModbusTcpAdapter::Stop() {
     urgent_.clear();
   }
   for (auto& j : jobs) j->Cancel("gateway stopping");  // outside the lock: `done` may call back
+}
+
+void ModbusTcpAdapter::Idle(std::unique_lock<std::mutex>& lk) {
+  ++idle_workers_;
+  idle_cv_.wait(lk);
+  --idle_workers_;
+}
+
+void ModbusTcpAdapter::WakeForUrgent() {
+  if (idle_workers_ > 0) idle_cv_.notify_one();
+  else timer_cv_.notify_one();  // the time keeper, if any, is free too
+}
+
+void ModbusTcpAdapter::WakeFor(Clock::time_point due) {
+  if (timer_taken_) {
+    if (due < timer_until_) timer_cv_.notify_one();
+  } else if (idle_workers_ > 0) {
+    idle_cv_.notify_one();
+  }
 }
 
 void ModbusTcpAdapter::WorkerLoop() {
@@ -122,12 +149,19 @@ void ModbusTcpAdapter::WorkerLoop() {
       continue;
     }
     if (ready_.empty()) {
-      cv_.wait(lk);
+      Idle(lk);
       continue;
     }
     auto [due, index] = ready_.top();
     if (Clock::now() < due) {
-      cv_.wait_until(lk, due);
+      if (timer_taken_) {
+        Idle(lk);
+        continue;
+      }
+      timer_taken_ = true;
+      timer_until_ = due;
+      timer_cv_.wait_until(lk, due);
+      timer_taken_ = false;
       continue;
     }
     ready_.pop();
@@ -143,6 +177,14 @@ void ModbusTcpAdapter::WorkerLoop() {
     auto commands = std::move(d.commands);
     d.commands.clear();
     FirmwareInstaller* job = d.job.get();
+    // Another free worker keeps the time while this one polls, when the next poll is due before
+    // this visit is likely over; otherwise this worker takes the time again itself (one wake-up
+    // a poll instead of two). A visit that runs over its estimate delays the next poll by that
+    // much once; its next estimate is the longer time.
+    auto visit_start = Clock::now();
+    if (!ready_.empty() && !timer_taken_ && idle_workers_ > 0 &&
+        ready_.top().first <= visit_start + d.last_visit + milliseconds(1))
+      idle_cv_.notify_one();
     lk.unlock();
     Clock::time_point next;
     bool job_finished = false;
@@ -164,13 +206,14 @@ void ModbusTcpAdapter::WorkerLoop() {
     }
     lk.lock();
     d.busy = false;
+    d.last_visit = Clock::now() - visit_start;
     std::unique_ptr<FirmwareInstaller> finished;
     if (job_finished) finished = std::move(d.job);  // its `done` has run: polls resume now
     else if (!job && d.job) next = Clock::now();    // a job arrived during the poll: start it
     d.due = next;
     if (!d.commands.empty()) urgent_.push_back(index);
     ready_.push({d.due, index});
-    cv_.notify_one();
+    if (timer_taken_ && d.due < timer_until_) timer_cv_.notify_one();  // this worker loops on by itself
     if (finished) {
       lk.unlock();
       finished.reset();
@@ -194,9 +237,11 @@ void ModbusTcpAdapter::Execute(CommandRequest request, ReplyFn reply) {
     {
       std::lock_guard lk(mu_);
       d.commands.push_back({std::move(request), std::move(reply), Clock::now() + *timeout});
-      if (!d.busy) urgent_.push_back(i);
+      if (!d.busy) {
+        urgent_.push_back(i);
+        WakeForUrgent();
+      }
     }
-    cv_.notify_one();
     return;
   }
   reply({false, "unknown device " + request.device, {}});
@@ -221,9 +266,9 @@ void ModbusTcpAdapter::InstallFirmware(FirmwareJob job, FirmwareProgressFn progr
       // Take the device's next slot now; the slot it had becomes stale.
       d.due = Clock::now();
       ready_.push({d.due, i});
+      WakeFor(d.due);
     }
     lk.unlock();
-    cv_.notify_one();
     return;
   }
   done({false, "unknown device " + job.device, {}});

@@ -58,8 +58,18 @@ class ModbusTcpAdapter {
   std::vector<std::unique_ptr<Device>> devices_;
   RecordSink* sink_ = nullptr;
 
+  // Leader/follower: one free worker waits for the next due poll (timer_cv_), the others sleep
+  // untimed (idle_cv_) until handed the timer or urgent work, so a due poll wakes one thread,
+  // not every worker.
+  void Idle(std::unique_lock<std::mutex>& lk);
+  void WakeForUrgent();               // mu_ held
+  void WakeFor(std::chrono::steady_clock::time_point due);  // mu_ held: a slot was queued
   mutable std::mutex mu_;
-  std::condition_variable cv_;
+  std::condition_variable idle_cv_;
+  std::condition_variable timer_cv_;
+  int idle_workers_ = 0;
+  bool timer_taken_ = false;
+  std::chrono::steady_clock::time_point timer_until_{};
   std::priority_queue<Due, std::vector<Due>, std::greater<Due>> ready_;
   std::deque<size_t> urgent_;  // devices with writes waiting: served before any poll
   bool stop_ = false;

@@ -1,4 +1,5 @@
 #include "nmea/nmea_adapter.h"
+#include "core/thread_name.h"
 
 #include <spdlog/spdlog.h>
 
@@ -435,6 +436,7 @@ Status NmeaAdapter::Start(RecordSink& sink) {
     a.state = Impl::State::kRunning;
   }
   a.thread = std::thread([&a] {
+    NameThisThread("nmea");
     try {
       a.io.run();
     } catch (const std::exception& e) {

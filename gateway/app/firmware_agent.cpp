@@ -1,4 +1,5 @@
 #include "app/firmware_agent.h"
+#include "core/thread_name.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -169,7 +170,10 @@ FirmwareAgent::~FirmwareAgent() { Stop(); }
 
 void FirmwareAgent::Start() {
   client_->Start();
-  worker_ = std::thread([this] { Loop(); });
+  worker_ = std::thread([this] {
+    NameThisThread("firmware");
+    Loop();
+  });
 }
 
 void FirmwareAgent::Stop() {

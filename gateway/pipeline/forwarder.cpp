@@ -1,4 +1,5 @@
 #include "pipeline/forwarder.h"
+#include "core/thread_name.h"
 
 #include <spdlog/spdlog.h>
 
@@ -44,7 +45,10 @@ Forwarder::~Forwarder() {
 
 void Forwarder::Start() {
   next_connect_ = Clock::now();
-  thread_ = std::thread([this] { Loop(); });
+  thread_ = std::thread([this] {
+    NameThisThread(opt_.destination == 0 ? std::string("forwarder") : "fwd-" + opt_.name.substr(opt_.name.rfind(' ') + 1));
+    Loop();
+  });
 }
 
 void Forwarder::Post(Event e) {

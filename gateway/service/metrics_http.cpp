@@ -1,4 +1,5 @@
 #include "service/metrics_http.h"
+#include "core/thread_name.h"
 
 #include <spdlog/spdlog.h>
 
@@ -214,7 +215,10 @@ Result<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(const Metric
   impl->port = a.local_endpoint().port();
   impl->Accept();
   Impl* raw = impl.get();
-  impl->thread = std::thread([raw] { raw->io.run(); });
+  impl->thread = std::thread([raw] {
+    NameThisThread("metrics-http");
+    raw->io.run();
+  });
   return std::unique_ptr<MetricsHttpServer>(new MetricsHttpServer(std::move(impl)));
 }
 

@@ -1,4 +1,5 @@
 #include "store/outbox.h"
+#include "core/thread_name.h"
 
 #include <algorithm>
 #include <climits>
@@ -864,8 +865,14 @@ Result<std::unique_ptr<Outbox>> Outbox::Open(const OutboxOptions& options) {
   if (!parent.empty()) std::filesystem::create_directories(parent, ec);
   if (auto st = impl->Init(); !st.ok()) return st;
   Impl* raw = impl.get();
-  impl->writer = std::thread([raw] { raw->WriterLoop(); });
-  impl->checkpointer = std::thread([raw] { raw->CheckpointLoop(); });
+  impl->writer = std::thread([raw] {
+    NameThisThread("outbox-writer");
+    raw->WriterLoop();
+  });
+  impl->checkpointer = std::thread([raw] {
+    NameThisThread("outbox-ckpt");
+    raw->CheckpointLoop();
+  });
   return std::unique_ptr<Outbox>(new Outbox(std::move(impl)));
 }
 
