@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -40,8 +42,12 @@ std::string ReadSecretFile(Node& n, std::string_view key, const std::string& pat
     n.Problem(key, "cannot read \"" + path + "\": " + std::strerror(errno));
     return {};
   }
-  if (st.st_mode & (S_IRWXG | S_IRWXO)) {
-    n.Problem(key, "\"" + path + "\" must not be readable by group or others (chmod 600)");
+  // systemd's credentials (LoadCredential=) are the unit's alone; newer systemd grants the
+  // service user read access with an ACL, which shows as group bits (0440): only others count.
+  const char* credentials = std::getenv("CREDENTIALS_DIRECTORY");
+  bool from_systemd = credentials && *credentials && path.rfind(std::string(credentials) + "/", 0) == 0;
+  if (st.st_mode & (from_systemd ? mode_t{S_IRWXO} : mode_t{S_IRWXG | S_IRWXO})) {
+    n.Problem(key, "\"" + path + "\" must not be readable by " + (from_systemd ? "others (chmod o-rwx)" : "group or others (chmod 600)"));
     return {};
   }
   std::ifstream in(path);

@@ -236,6 +236,25 @@ TEST_F(PasswordFileTest, GroupReadablePasswordFileIsRefused) {
                                       "\" must not be readable by group or others (chmod 600)"}));
 }
 
+// A newer systemd hands a credential over as 0440 with an ACL for the service user: inside
+// $CREDENTIALS_DIRECTORY only others' bits are refused.
+TEST_F(PasswordFileTest, ASystemdCredentialWithAnAclIsAcceptedButNotOneOthersCanRead) {
+  std::string secret = SecretFile(0640);
+  std::string dir = secret.substr(0, secret.rfind('/'));
+  std::string cfg_path = dir_.File("gw.toml");
+  WriteFile(cfg_path, ConfigWithPasswordFile(secret));
+  EXPECT_FALSE(app::LoadGatewayConfig(cfg_path).ok());  // outside a credentials directory
+  ::setenv("CREDENTIALS_DIRECTORY", dir.c_str(), 1);
+  auto ok = app::LoadGatewayConfig(cfg_path);
+  EXPECT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(::chmod(secret.c_str(), 0644), 0);
+  auto refused = app::LoadGatewayConfig(cfg_path);
+  ::unsetenv("CREDENTIALS_DIRECTORY");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("must not be readable by others"), std::string::npos)
+      << refused.status().message();
+}
+
 TEST_F(PasswordFileTest, OwnerOnlyPasswordFileIsAcceptedAndOnlyItsFirstLineIsThePassword) {
   std::string secret = SecretFile(0600);
   std::string cfg_path = dir_.File("gw.toml");
