@@ -2,7 +2,14 @@
 
 #include <mqtt/async_client.h>
 
+#include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "mqtt/connect_diagnosis.h"
 
 namespace sanigate::mqtt {
 namespace {
@@ -13,6 +20,26 @@ constexpr int kMaxQueuedCommands = 200000;
 
 void* TokenToContext(uint64_t token) { return reinterpret_cast<void*>(static_cast<uintptr_t>(token)); }
 uint64_t ContextToToken(void* ctx) { return static_cast<uint64_t>(reinterpret_cast<uintptr_t>(ctx)); }
+
+// The reason code of a refused CONNECT: Paho C++ 1.2 gives it as the reason code or, for a
+// CONNACK it answers with a failure, as the return code.
+int ConnackRefusal(const ::mqtt::token& tok) {
+  int reason = static_cast<int>(tok.get_reason_code());
+  if (reason >= 0x80 && reason <= 0xFF) return reason;
+  int rc = tok.get_return_code();
+  return rc >= 0x80 && rc <= 0xFF ? rc : 0;
+}
+
+// Paho's own text for a failed connect ("TCP/TLS connect failure", "TCP connect timeout").
+std::string PahoText(const ::mqtt::token& tok) {
+  try {
+    (void)tok.get_connect_response();  // complete and failed: throws with the text
+  } catch (const ::mqtt::exception& e) {
+    return e.get_message();
+  } catch (const std::exception&) {
+  }
+  return {};
+}
 
 }  // namespace
 
@@ -58,16 +85,58 @@ struct MqttLink::Impl {
     }
     void on_failure(const ::mqtt::token& tok) override {
       owner->is_connected = false;
-      std::string why = "connect to " + owner->opts.url + " failed (rc " +
-                        std::to_string(tok.get_return_code());
-      int reason = static_cast<int>(tok.get_reason_code());
-      if (reason) why += ", reason code " + std::to_string(reason);
-      why += ")";
-      // 0x86 bad user name or password, 0x87 not authorized, 0x8A banned.
-      bool refused = reason == 0x86 || reason == 0x87 || reason == 0x8A;
-      if (owner->handlers.on_connect_failed) owner->handlers.on_connect_failed(why, refused);
+      owner->ConnectFailed(tok);
     }
   };
+
+  // On Paho's thread. A CONNACK refusal and a timeout are clear; for the rest Paho says "TCP/TLS
+  // connect failure" alike, so the link looks from outside (connect_diagnosis.h), off Paho's
+  // threads, and reports what it found a moment later.
+  void ConnectFailed(const ::mqtt::token& tok) {
+    std::string paho = PahoText(tok);
+    if (int code = ConnackRefusal(tok)) {
+      // 0x86 bad user name or password, 0x87 not authorized, 0x8A banned: retrying at once
+      // cannot help.
+      Report(ConnackRefusalText(code), code == 0x86 || code == 0x87 || code == 0x8A);
+    } else if (int rc = tok.get_return_code(); rc != MQTTASYNC_FAILURE) {
+      Report((paho.empty() ? std::string("Paho error") : paho) + " (rc " + std::to_string(rc) + ")",
+             false);
+    } else if (paho == "TCP connect timeout") {
+      Report("timed out: no answer within " + std::to_string(opts.connect_timeout_s) + " s", false);
+    } else {
+      std::lock_guard lk(diag_mu);
+      if (diag_stop) return;
+      diag_request = std::move(paho);
+      if (!diag_thread.joinable()) diag_thread = std::thread([this] { DiagnosisLoop(); });
+      diag_cv.notify_all();
+    }
+  }
+
+  void Report(const std::string& why, bool refused) {
+    if (handlers.on_connect_failed)
+      handlers.on_connect_failed(PrintableLine("connect to " + opts.url + " failed: " + why),
+                                 refused);
+  }
+
+  // The outcome is reported with diag_mu held: the destructor, which takes it to stop this
+  // thread, then knows no report is running.
+  void DiagnosisLoop() {
+    std::unique_lock lk(diag_mu);
+    for (;;) {
+      diag_cv.wait(lk, [&] { return diag_stop || diag_request.has_value(); });
+      if (diag_stop) return;
+      std::string paho = std::move(*diag_request);
+      diag_request.reset();
+      lk.unlock();
+      std::string why = DiagnoseConnectFailure(
+          ParseBrokerAddress(PahoUrl(opts.url), opts.tls.enabled), opts.tls,
+          std::chrono::seconds(std::clamp(opts.connect_timeout_s, 1, 3)),
+          [this] { return diag_stop.load(); }, paho);
+      lk.lock();
+      if (diag_stop) return;
+      Report(why, false);
+    }
+  }
 
   LinkOptions opts;
   LinkHandlers handlers;
@@ -77,6 +146,12 @@ struct MqttLink::Impl {
   ConnectListener connect_listener;
   std::atomic<bool> is_connected{false};
   std::atomic<int> receive_maximum{65535};
+  // The diagnosis thread, started at the first failure Paho cannot explain.
+  std::mutex diag_mu;
+  std::condition_variable diag_cv;
+  std::optional<std::string> diag_request;  // Paho's text of the failure to look into
+  std::atomic<bool> diag_stop{false};       // set with diag_mu held
+  std::thread diag_thread;
 };
 
 MqttLink::MqttLink(LinkOptions options, LinkHandlers handlers) : impl_(std::make_unique<Impl>()) {
@@ -136,6 +211,8 @@ MqttLink::MqttLink(LinkOptions options, LinkHandlers handlers) : impl_(std::make
     if (!d.opts.tls.ca_file.empty()) ssl.set_trust_store(d.opts.tls.ca_file);
     if (!d.opts.tls.cert_file.empty()) ssl.set_key_store(d.opts.tls.cert_file);
     if (!d.opts.tls.key_file.empty()) ssl.set_private_key(d.opts.tls.key_file);
+    // verify: Paho checks that the certificate names the URL's host (X509_check_host, then
+    // X509_check_ip_asc), after the chain check of enable_server_cert_auth.
     ssl.set_enable_server_cert_auth(d.opts.tls.verify_peer);
     ssl.set_verify(d.opts.tls.verify_peer);
     c.set_ssl(std::move(ssl));
@@ -143,6 +220,12 @@ MqttLink::MqttLink(LinkOptions options, LinkHandlers handlers) : impl_(std::make
 }
 
 MqttLink::~MqttLink() {
+  {
+    std::lock_guard lk(impl_->diag_mu);
+    impl_->diag_stop = true;
+  }
+  impl_->diag_cv.notify_all();
+  if (impl_->diag_thread.joinable()) impl_->diag_thread.join();
   try {
     if (impl_->client->is_connected()) impl_->client->disconnect(0)->wait_for(std::chrono::seconds(1));
   } catch (const std::exception&) {

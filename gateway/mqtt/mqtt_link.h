@@ -43,7 +43,12 @@ struct InboundMessage {
 struct LinkHandlers {
   std::function<void()> on_connected;
   // `refused`: the broker answered the CONNECT with a refusal (credentials, not authorized,
-  // banned): trying again at once cannot help.
+  // banned): trying again at once cannot help. `why`: "connect to URL failed: ..." on one
+  // printable line under 200 characters, naming the cause ("connection refused", "TLS:
+  // certificate verify failed", "TLS: hostname mismatch", the client certificate the broker
+  // refused, "the broker refused the connection: not authorized (reason code 135)"). When Paho
+  // cannot tell the cause, the link looks (a TCP connect and a TLS handshake of its own, see
+  // connect_diagnosis.h) and calls this from a thread of its own, a moment later.
   std::function<void(const std::string& why, bool refused)> on_connect_failed;
   std::function<void(const std::string& why)> on_connection_lost;
   // token as given to Publish; ok on PUBACK. `refused` means the broker answered with an error

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <fstream>
 #include <stdexcept>
 #include <thread>
@@ -25,6 +26,16 @@ void WriteTextFile(const std::string& path, const std::string& content) {
   out << content;
   out.close();
   if (!out) throw std::runtime_error("MosquittoBroker: cannot write " + path);
+}
+
+// openssl ca's -startdate/-enddate form, `offset` from now.
+std::string OpenSslDate(std::chrono::seconds offset) {
+  const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now() + offset);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%d%H%M%SZ", &tm);
+  return buf;
 }
 
 std::string Tail(const std::string& text, std::size_t max_chars = 4000) {
@@ -245,9 +256,28 @@ void MosquittoBroker::GenerateTlsMaterial() {
                 "[v3_ca]\n"
                 "basicConstraints = critical,CA:TRUE\n"
                 "keyUsage = critical,keyCertSign,cRLSign\n"
-                "subjectKeyIdentifier = hash\n");
+                "subjectKeyIdentifier = hash\n"
+                // `openssl ca`, only for the expired client certificate: x509 -req cannot set
+                // dates in the past.
+                "[ca]\n"
+                "default_ca = test_ca\n"
+                "[test_ca]\n"
+                "database = " + dir_.File("ca-index.txt") + "\n"
+                "serial = " + dir_.File("ca-serial") + "\n"
+                "new_certs_dir = " + dir() + "\n"
+                "certificate = " + dir_.File("ca.crt") + "\n"
+                "private_key = " + dir_.File("ca.key") + "\n"
+                "default_md = sha256\n"
+                "policy = any_name\n"
+                "unique_subject = no\n"
+                "[any_name]\n"
+                "commonName = supplied\n");
+  WriteTextFile(dir_.File("ca-index.txt"), "");
+  WriteTextFile(dir_.File("ca-serial"), "1000\n");
+  const std::string& server_host = options_.server_cert_host;
   WriteTextFile(dir_.File("server.ext"),
-                "subjectAltName = IP:127.0.0.1,DNS:localhost\n"
+                (server_host.empty() ? std::string("subjectAltName = IP:127.0.0.1,DNS:localhost\n")
+                                     : "subjectAltName = DNS:" + server_host + "\n") +
                 "basicConstraints = critical,CA:FALSE\n"
                 "keyUsage = critical,digitalSignature\n"
                 "extendedKeyUsage = serverAuth\n");
@@ -279,13 +309,24 @@ void MosquittoBroker::GenerateTlsMaterial() {
 
   make_ca("ca", "Sanigate Test CA");
   make_ca("wrong-ca", "Sanigate Unrelated Test CA");
-  make_leaf("server", "localhost", "2");
+  make_leaf("server", server_host.empty() ? "localhost" : server_host, "2");
   make_leaf("client", "sanigate-test-client", "3");
+
+  std::vector<std::string> expired_req{"req", "-new", "-config", cnf};
+  expired_req.insert(expired_req.end(), ec_key.begin(), ec_key.end());
+  expired_req.insert(expired_req.end(), {"-keyout", dir_.File("expired-client.key"), "-out",
+                                         dir_.File("expired-client.csr"), "-subj", "/CN=sanigate-expired-client"});
+  OpenSsl(expired_req);
+  OpenSsl({"ca", "-config", cnf, "-batch", "-notext", "-in", dir_.File("expired-client.csr"), "-out",
+           dir_.File("expired-client.crt"), "-startdate", OpenSslDate(-std::chrono::hours(48)), "-enddate",
+           OpenSslDate(-std::chrono::hours(1)), "-extfile", dir_.File("client.ext")});
 
   ca_file_ = dir_.File("ca.crt");
   wrong_ca_file_ = dir_.File("wrong-ca.crt");
   client_cert_file_ = dir_.File("client.crt");
   client_key_file_ = dir_.File("client.key");
+  expired_client_cert_file_ = dir_.File("expired-client.crt");
+  expired_client_key_file_ = dir_.File("expired-client.key");
 }
 
 }  // namespace sanigate::test

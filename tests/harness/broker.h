@@ -22,6 +22,9 @@ struct MosquittoBrokerOptions {
   bool require_client_certificate = false;  // TLS listener demands a cert signed by ca_file()
   std::vector<std::pair<std::string, std::string>> more_users{};  // further user/password pairs
   std::string acl_file{};  // e.g. packaging/sanigate.acl; empty = no ACL
+  // Non-empty: the server certificate names only this DNS name (e.g. "city.example"), not
+  // 127.0.0.1 or localhost, so a client that checks the hostname must refuse it.
+  std::string server_cert_host{};
 };
 
 class MosquittoBroker {
@@ -57,6 +60,10 @@ class MosquittoBroker {
   const std::string& client_key_file() const { return client_key_file_; }
   // A CA that did not sign the server certificate, for negative TLS tests.
   const std::string& wrong_ca_file() const { return wrong_ca_file_; }
+  // A client certificate signed by ca_file() whose validity ended an hour ago (valid from two
+  // days ago), with its key: a broker with require_client_certificate refuses it.
+  const std::string& expired_client_cert_file() const { return expired_client_cert_file_; }
+  const std::string& expired_client_key_file() const { return expired_client_key_file_; }
   std::string dir() const { return dir_.path().string(); }
   const Options& options() const { return options_; }
   // Whole log file (all runs, since the file is appended across restarts).
@@ -85,6 +92,8 @@ class MosquittoBroker {
   std::string client_cert_file_;
   std::string client_key_file_;
   std::string wrong_ca_file_;
+  std::string expired_client_cert_file_;
+  std::string expired_client_key_file_;
 };
 
 }  // namespace sanigate::test
