@@ -167,9 +167,10 @@ This package holds the gateway daemon (sanigate), the fleet manager
 (sanifleet: device registry and health, heat map, firmware rollouts) and the
 admin CLI (sanictl), their systemd units, and the configuration of the local
 Mosquitto broker with one MQTT user per role.")
-# Shared libraries found by dpkg-shlibdeps, and the broker (its mosquitto_passwd makes the users).
+# Shared libraries found by dpkg-shlibdeps, the broker (its mosquitto_passwd makes the users) and
+# procps, whose /bin/kill the units' ExecReload runs (a minimal Debian root lacks it).
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
-set(CPACK_DEBIAN_PACKAGE_DEPENDS "mosquitto")
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "mosquitto, procps")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
     ${SANIGATE_PKG_SRC}/deb/conffiles ${SANIGATE_PKG_SRC}/deb/postinst
     ${SANIGATE_PKG_SRC}/deb/prerm ${SANIGATE_PKG_SRC}/deb/postrm)
