@@ -19,8 +19,9 @@ PACKAGES=(build-essential cmake pkg-config git
 # Only for `fuzz`: clang and its libFuzzer/ASan/UBSan runtimes.
 FUZZ_PACKAGES=(clang libclang-rt-dev)
 
-# Only for `package`: dpkg-shlibdeps (dpkg-dev) and file, which CPack's DEB generator runs.
-PACKAGE_PACKAGES=(dpkg-dev file)
+# For `package` and `test`: dpkg-shlibdeps (dpkg-dev) and file, which CPack's DEB generator runs;
+# lintian, which checks the package; systemd, whose systemd-analyze verifies the units.
+PACKAGE_PACKAGES=(dpkg-dev file lintian systemd)
 
 install_packages() {
   local missing=()

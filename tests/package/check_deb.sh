@@ -93,6 +93,16 @@ check_credential sanifleet fleet sanifleet.toml
 grep -qx 'password_file = "/etc/sanigate/credentials/admin.password"' "$R/etc/sanigate/sanictl.toml" ||
   fail "sanictl.toml does not read the admin password"
 
+# lintian with Debian's profile: any error or warning fails (packaging/README.md explains the
+# overrides). This .deb is the test build's; the hardened one is `./sanigate.sh package`'s.
+if command -v lintian >/dev/null; then
+  if ! out=$(lintian --fail-on error,warning "$deb" 2>&1); then
+    fail "lintian: $(grep -E '^[EW]:' <<<"$out" | head -20)"
+  fi
+else
+  echo "note: no lintian, package not linted"
+fi
+
 # The units, with their binaries pointing into the extracted tree; any warning is a failure.
 if command -v systemd-analyze >/dev/null; then
   mkdir -p "$T/units"
