@@ -94,11 +94,13 @@ grep -qx 'password_file = "/etc/sanigate/credentials/admin.password"' "$R/etc/sa
   fail "sanictl.toml does not read the admin password"
 
 # lintian with Debian's profile: any error or warning fails (packaging/README.md explains the
-# overrides). This .deb is the test build's; the hardened one is `./sanigate.sh package`'s.
+# overrides). This .deb is the test build's; the hardened one is `./sanigate.sh package`'s, whose
+# machine code the "lengH" override was written for: an override that finds nothing to match in
+# this build is not a problem of the package.
 if command -v lintian >/dev/null; then
-  if ! out=$(lintian --fail-on error,warning "$deb" 2>&1); then
-    fail "lintian: $(grep -E '^[EW]:' <<<"$out" | head -20)"
-  fi
+  out=$(lintian "$deb" 2>&1 || true)
+  tags=$(grep -E '^[EW]: ' <<<"$out" | grep -v ' mismatched-override ' || true)
+  [ -z "$tags" ] || fail "lintian: $(head -20 <<<"$tags")"
 else
   echo "note: no lintian, package not linted"
 fi
