@@ -215,15 +215,16 @@ void Forwarder::ReleaseInFlight() {
   held_.clear();
 }
 
-// Publishes what is held, in order: a batch of consecutive non-retained records when batching,
-// else one record per publish. False when a rate cap says wait (the rest stays held) or the
-// link refused locally (everything is leased again).
+// Publishes what is held, in order, while the window has room: a batch of consecutive
+// non-retained records when batching, else one record per publish. What does not fit stays held
+// for the next PUBACK. False when a rate cap says wait (the rest stays held) or the link refused
+// locally (everything is leased again).
 bool Forwarder::SendHeld() {
   bool batching = opt_.batch_records > 1 && opt_.build_batch;
   bool capped = opt_.max_msgs_per_s > 0 || opt_.max_bytes_per_s > 0;
   auto size_of = [](const store::Envelope& e) { return e.msg.topic.size() + e.msg.payload.size(); };
   size_t i = 0;
-  while (i < held_.size()) {
+  while (i < held_.size() && inflight_.size() < window_) {
     size_t j = i + 1, records_bytes = size_of(held_[i]);
     if (batching && !held_[i].msg.retain) {
       while (j < held_.size() && j - i < opt_.batch_records && !held_[j].msg.retain &&
@@ -259,14 +260,16 @@ bool Forwarder::SendHeld() {
     }
     i = j;
   }
-  held_.clear();
+  held_.erase(held_.begin(), held_.begin() + static_cast<long>(i));
   return true;
 }
 
 void Forwarder::Fill() {
-  // Refill in chunks (at least a quarter window) so a lease query serves several PUBACKs.
+  // Each PUBACK frees a slot that is filled at once from what is held: a broker that holds its
+  // PUBACKs back (Nagle) until our next segment ACKs them gets that segment now, not after our
+  // delayed ACK (~40 ms). Leases come in chunks (at least a quarter window), so one lease query
+  // still serves several PUBACKs.
   size_t chunk = std::max<size_t>(1, window_ / 4);
-  if (inflight_.size() + chunk > window_ && !inflight_.empty()) return;
   bool capped = opt_.max_msgs_per_s > 0 || opt_.max_bytes_per_s > 0;
   bool batching = opt_.batch_records > 1 && opt_.build_batch;
   if (capped && Clock::now() < throttled_until_) return;
@@ -274,7 +277,7 @@ void Forwarder::Fill() {
     if (held_.empty()) {
       // Under a cap without batching, lease one at a time: a record waiting for tokens is held
       // here, not in flight. With batching, a batch's worth.
-      size_t want = batching ? opt_.batch_records : capped ? 1 : window_ - inflight_.size();
+      size_t want = batching ? opt_.batch_records : capped ? 1 : std::max(chunk, window_ - inflight_.size());
       auto leased = outbox_.Lease(want, opt_.destination);
       if (!leased.ok()) {
         if (!outbox_error_logged_) spdlog::error("outbox: lease failed: {}", leased.status().ToString());
