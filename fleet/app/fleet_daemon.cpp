@@ -322,7 +322,7 @@ void FleetDaemon::WorkerLoop() {
     std::unique_ptr<FleetConfig> reload;
     {
       std::unique_lock lk(mu_);
-      // While verdicts wait for Paho to settle earlier ones, come back soon to send more.
+      // While verdicts wait for the link to settle earlier ones, come back soon to send more.
       auto wait = outgoing_.empty() && health_due_.empty() ? kTick : std::chrono::milliseconds(5);
       cv_.wait_for(lk, wait, [&] { return stop_ || !queue_.empty() || reconnected_ || pending_reload_; });
       if (stop_) break;

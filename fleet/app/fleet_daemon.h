@@ -1,7 +1,7 @@
 // FleetDaemon: sanifleet's wiring. One MQTT client in (the model of the followed sites, the
 // admin requests) and out (health, health events, the fleet status); one worker thread owns
 // the registry, the health evaluator, the SQLite store and the services, so none of them needs
-// a lock. Paho's callbacks only queue messages for that thread. The pieces with rules of their
+// a lock. The MQTT link's callbacks only queue messages for that thread. The pieces with rules of their
 // own are apart and tested without a broker: the model's decoder (model_message.h), the heat
 // map (heatmap_service.h), rollouts (rollout_service.h) and the admin verbs' table
 // (admin_verbs.h); the daemon routes messages to them and carries their output to MQTT.
@@ -72,7 +72,7 @@ class FleetDaemon {
   void PublishStatus(bool online, int64_t now);
   void RepublishAll(int64_t now);
   std::string StatusPayload(bool online, int64_t now) const;
-  // Outgoing messages wait here, not inside Paho (whose queue gets slow when long); a device's
+  // Outgoing messages wait here, not inside the MQTT client (lost with a connection); a device's
   // verdict is published once per drain however often it changed (the latest wins).
   void Send(std::string topic, std::string payload, bool retain);
   void Drain(int64_t now);

@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
   // A broker restart replays a burst of messages (heat-map JSON of hundreds of KB among them):
   // with glibc's moving mmap threshold those land in the heap and the freed pages stay, so RSS
   // stepped up at every restart. Fixed thresholds send big blocks to mmap and trim the heap's
-  // top; two arenas are plenty for a worker, the heat-map writer and Paho's threads.
+  // top; two arenas are plenty for a worker, the heat-map writer and the MQTT threads.
   // bench/soak.sh, 20 min, a restart every 5 min: anonymous RSS at 19 min 7.8 MB -> 5.7 MB.
   mallopt(M_MMAP_THRESHOLD, 128 * 1024);
   mallopt(M_TRIM_THRESHOLD, 128 * 1024);

@@ -79,7 +79,7 @@ std::string TcpProblem(const std::string& url, std::chrono::milliseconds timeout
   return problem;
 }
 
-// Paho's connect failure text, made readable: MQTT 5 CONNACK reason codes in words.
+// The link's connect failure text, made readable: MQTT 5 CONNACK reason codes in words.
 std::string MqttProblem(const std::string& last_error) {
   if (auto code = ReasonCodeIn(last_error)) return MqttReasonName(*code);
   if (last_error.empty()) return "no connection within the timeout";
@@ -127,7 +127,7 @@ Result<std::unique_ptr<AdminClient>> AdminClient::Connect(AdminOptions options) 
   co.link.username = m.username;
   co.link.password = m.password;
   co.link.keepalive_s = static_cast<int>(m.keepalive_s);
-  // Never let Paho's own connect attempt outlive our deadline by much.
+  // Never let the link's own connect attempt outlive our deadline by much.
   auto timeout_s = static_cast<int>((c->opt_.timeout.count() + 999) / 1000);
   co.link.connect_timeout_s = std::max(1, std::min(static_cast<int>(m.connect_timeout_s), timeout_s));
   co.link.tls = {m.tls.enabled, m.tls.ca_file, m.tls.cert_file, m.tls.key_file, m.tls.verify_peer};

@@ -54,8 +54,8 @@ std::string MqttReasonName(int code) {
 bool IsAccessRefusal(int code) { return code == 0x86 || code == 0x87 || code == 0x8A || code == 0x8C; }
 
 std::optional<int> ReasonCodeIn(std::string_view text) {
-  // MqttLink writes "reason code N" for PUBACK/SUBACK and "(rc N" for a refused CONNECT (Paho
-  // puts the CONNACK reason code into the return code then).
+  // MqttLink writes "reason code N" for PUBACK/SUBACK and "(rc N" in texts of
+  // older versions, which used Paho (it put the CONNACK reason code into the return code).
   for (std::string_view marker : {"reason code ", "(rc "}) {
     for (size_t at = text.find(marker); at != std::string_view::npos; at = text.find(marker, at + 1)) {
       size_t i = at + marker.size();

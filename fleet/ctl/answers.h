@@ -23,7 +23,7 @@ std::string MqttReasonName(int code);
 // Codes that refuse the user rather than the message: bad user name or password (0x86), not
 // authorized (0x87), banned (0x8A), bad authentication method (0x8C). sanictl exits 5 on them.
 bool IsAccessRefusal(int code);
-// The reason code (>= 0x80) in a failure text of Paho or MqttLink ("connect ... failed (rc 135)",
+// The reason code (>= 0x80) in a failure text of MqttLink ("connect ... failed (rc 135)",
 // "(reason code 135)"), if there is one.
 std::optional<int> ReasonCodeIn(std::string_view text);
 

@@ -164,7 +164,7 @@ void Gateway::OnCommand(mqtt::InboundMessage msg, size_t via) {
   respond({false, "unknown device " + (settings::IsValidId(req.device) ? req.device : QuotePrefix(req.device, 64)), {}});
 }
 
-// The gateway's half of the admin API (fleet/README.md): answers from Paho's thread, so only
+// The gateway's half of the admin API (fleet/README.md): answers from the link's network thread, so only
 // cheap snapshots (the status payload takes the adapters' Health(), which never blocks).
 void Gateway::OnAdmin(mqtt::InboundMessage msg, std::string verb, size_t via) {
   using json = nlohmann::json;

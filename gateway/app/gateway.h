@@ -50,7 +50,7 @@ class Gateway {
   void StartUpstreams();
   void StopUpstreams();
   void OnShed(const store::ShedReport& r);
-  // From Paho's thread: parses, routes to the owning adapter (which only queues) and returns.
+  // From the link's network thread: parses, routes to the owning adapter (which only queues) and returns.
   // `via`: the destination whose link the request came on and the reply goes back on (0 the
   // local broker, i the i-th upstream's down-link).
   void OnCommand(mqtt::InboundMessage msg, size_t via = 0);

@@ -348,7 +348,7 @@ std::string TcpConnect(const BrokerAddress& broker, Clock::time_point deadline,
   return problem;
 }
 
-// An SSL_CTX as Paho builds it from the link's TLS settings, or why it cannot be built.
+// An SSL_CTX as the client library builds it from the link's TLS settings, or why it cannot be built.
 std::string MakeContext(const TlsOptions& tls, CtxPtr& ctx) {
   for (auto [key, file] :
        {std::pair{"ca_file", &tls.ca_file}, std::pair{"cert_file", &tls.cert_file},
@@ -440,8 +440,8 @@ std::string DiagnoseConnectFailure(const BrokerAddress& broker, const TlsOptions
            (failure.empty() ? std::string("the broker closed the connection") : failure);
   }
 
-  // Paho checks the hostname itself once the handshake is through (X509_check_host, then
-  // X509_check_ip_asc); an IP literal is only checked against IP names.
+  // The client library checks the hostname against the certificate's names (DNS names, or IP
+  // addresses for an IP literal); done here after the handshake with X509_check_host/_ip_asc.
   if (tls.verify_peer) {
     X509Ptr peer(SSL_get1_peer_certificate(ssl.get()));
     if (!peer) return "TLS: the broker sent no certificate";

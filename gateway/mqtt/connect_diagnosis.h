@@ -1,5 +1,5 @@
-// Why a connect to an MQTT broker failed, in words an operator can act on. Paho says "TCP/TLS
-// connect failure" alike for a refused TCP connect, a CA the box does not trust, a certificate
+// Why a connect to an MQTT broker failed, in words an operator can act on. The MQTT client
+// library says "Connection refused" or "A TLS error occurred" alike for a refused TCP connect, a CA the box does not trust, a certificate
 // for another host and a broker that hangs up after the handshake because it refuses the box's
 // client certificate. DiagnoseConnectFailure looks again from outside: one TCP connect and, for
 // TLS, one OpenSSL handshake with the link's TLS settings (no MQTT is spoken).

@@ -2,8 +2,8 @@
 // filters after every connect and hands each inbound message to one handler. For consumers of
 // the model: sanifleet, sanictl, the ChirpStack input. (The gateway's forwarder drives its own
 // link: it paces publishing against the outbox.)
-// Thread-safety: all methods from any thread; handlers run on Paho's or the client's thread and
-// must not block.
+// Thread-safety: all methods from any thread; handlers run on the link's network thread or the
+// client's thread and must not block.
 #pragma once
 
 #include <atomic>
@@ -52,8 +52,8 @@ class MqttClient {
   bool WaitConnected(std::chrono::milliseconds timeout);
   bool connected() const;
   std::string last_error() const;
-  // Publishes handed to Paho and not yet settled (PUBACK or failure): callers that publish in
-  // bursts keep this small, because Paho's own queue gets slow when it grows long.
+  // Publishes handed to the link and not yet settled (PUBACK or failure): callers that publish
+  // in bursts keep this small, so a lost connection leaves little to send again.
   size_t unsettled() const { return unsettled_; }
 
   // QoS 1; fails at once when the link is down (the caller decides whether to keep the message).

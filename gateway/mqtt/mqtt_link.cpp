@@ -1,114 +1,334 @@
 #include "mqtt/mqtt_link.h"
 
-#include <mqtt/async_client.h>
+#include <mosquitto.h>
+#include <mqtt_protocol.h>
 
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <unordered_map>
 
+#include "core/thread_name.h"
 #include "mqtt/connect_diagnosis.h"
 
 namespace sanigate::mqtt {
 namespace {
 
-// Paho refuses a publish once this many are queued inside it (default 100): a burst of retained
-// health verdicts from sanifleet must not be refused. The forwarder stays far below it (window).
-constexpr int kMaxQueuedCommands = 200000;
+// How long one pass of the network thread may sleep when nothing happens: it wakes at once for
+// socket traffic and for publishes from other threads (libmosquitto's socket pair), so this only
+// bounds how late a stop, a disconnect or the connect timeout is noticed.
+constexpr int kLoopSliceMs = 100;
 
-void* TokenToContext(uint64_t token) { return reinterpret_cast<void*>(static_cast<uintptr_t>(token)); }
-uint64_t ContextToToken(void* ctx) { return static_cast<uint64_t>(reinterpret_cast<uintptr_t>(ctx)); }
-
-// The reason code of a refused CONNECT: Paho C++ 1.2 gives it as the reason code or, for a
-// CONNACK it answers with a failure, as the return code.
-int ConnackRefusal(const ::mqtt::token& tok) {
-  int reason = static_cast<int>(tok.get_reason_code());
-  if (reason >= 0x80 && reason <= 0xFF) return reason;
-  int rc = tok.get_return_code();
-  return rc >= 0x80 && rc <= 0xFF ? rc : 0;
+void InitLibraryOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] { mosquitto_lib_init(); });
 }
 
-// Paho's own text for a failed connect ("TCP/TLS connect failure", "TCP connect timeout").
-std::string PahoText(const ::mqtt::token& tok) {
-  try {
-    (void)tok.get_connect_response();  // complete and failed: throws with the text
-  } catch (const ::mqtt::exception& e) {
-    return e.get_message();
-  } catch (const std::exception&) {
-  }
-  return {};
+std::string MosquittoError(int rc) {
+  if (rc == MOSQ_ERR_ERRNO) return std::strerror(errno);
+  return mosquitto_strerror(rc);
 }
+
+bool HasScheme(const std::string& url, const char* scheme) { return url.rfind(scheme, 0) == 0; }
+
+// A property list freed on every path.
+struct Properties {
+  mosquitto_property* list = nullptr;
+  ~Properties() { mosquitto_property_free_all(&list); }
+};
 
 }  // namespace
 
-std::string PahoUrl(const std::string& url) {
-  if (url.rfind("mqtt://", 0) == 0) return "tcp://" + url.substr(7);
-  if (url.rfind("mqtts://", 0) == 0) return "ssl://" + url.substr(8);
-  return url;
-}
-
+// One network thread per link runs every connection: it makes a fresh libmosquitto client for
+// each attempt (so nothing a lost connection left queued inside the library is sent again: the
+// caller re-sends from its own store), drives it with mosquitto_loop() until the connection
+// ends, and then waits for the next Connect(). Publishes from other threads are queued by the
+// library, which wakes this thread through its socket pair.
 struct MqttLink::Impl {
-  // Paho calls these from its own threads; they forward and return at once.
-  struct PublishListener : ::mqtt::iaction_listener {
-    Impl* owner = nullptr;
-    void on_success(const ::mqtt::token& tok) override {
-      if (owner->handlers.on_published)
-        owner->handlers.on_published(ContextToToken(tok.get_user_context()), true, false, {});
-    }
-    void on_failure(const ::mqtt::token& tok) override {
-      // A reason code >= 0x80 in the PUBACK is the broker refusing this message.
-      int reason = static_cast<int>(tok.get_reason_code());
-      bool refused = reason >= 0x80;
-      std::string why = refused ? "broker refused the message (reason code " + std::to_string(reason) + ")"
-                                : "publish failed (rc " + std::to_string(tok.get_return_code()) + ")";
-      if (owner->handlers.on_published)
-        owner->handlers.on_published(ContextToToken(tok.get_user_context()), false, refused, why);
-    }
-  };
-  struct ConnectListener : ::mqtt::iaction_listener {
-    Impl* owner = nullptr;
-    void on_success(const ::mqtt::token& tok) override {
-      // The broker's Receive Maximum caps how many QoS 1 publishes it accepts unacknowledged
-      // (Mosquitto: max_inflight_messages, 20 by default); more would only queue inside Paho.
-      int receive_max = 65535;
-      try {
-        const auto& props = tok.get_connect_response().get_properties();
-        if (props.contains(::mqtt::property::RECEIVE_MAXIMUM))
-          receive_max = ::mqtt::get<uint16_t>(props, ::mqtt::property::RECEIVE_MAXIMUM);
-      } catch (const std::exception&) {
-      }
-      owner->receive_maximum = receive_max;
-      owner->is_connected = true;
-      if (owner->handlers.on_connected) owner->handlers.on_connected();
-    }
-    void on_failure(const ::mqtt::token& tok) override {
-      owner->is_connected = false;
-      owner->ConnectFailed(tok);
-    }
+  enum class Waiter { kPublish, kSubscribe };
+  struct Wait {
+    bool done = false, ok = false;
+    int code = 0;
   };
 
-  // On Paho's thread. A CONNACK refusal and a timeout are clear; for the rest Paho says "TCP/TLS
-  // connect failure" alike, so the link looks from outside (connect_diagnosis.h), off Paho's
-  // threads, and reports what it found a moment later.
-  void ConnectFailed(const ::mqtt::token& tok) {
-    std::string paho = PahoText(tok);
-    if (int code = ConnackRefusal(tok)) {
+  LinkOptions opts;
+  LinkHandlers handlers;
+  BrokerAddress address;
+  int port = 1883;
+  bool scheme_ok = false;
+
+  // mu guards the client pointer (the network thread destroys it at the end of a connection,
+  // other threads publish through it), the mid -> token maps and the session flags.
+  std::mutex mu;
+  std::condition_variable cv;
+  mosquitto* client = nullptr;
+  bool connect_requested = false, in_session = false;
+  bool stopping = false;              // the link is being destroyed: the network thread ends
+  bool abort_session = false;         // end the current connection now, whatever its state
+  bool disconnect_requested = false;  // a clean disconnect: its end is not a lost connection
+  std::unordered_map<int, uint64_t> tokens;   // mid -> caller's token
+  std::unordered_map<int, Wait*> waits;       // mid -> a caller blocked in ...AndWait
+  std::thread io;
+
+  std::atomic<bool> is_connected{false};
+  std::atomic<int> receive_maximum{65535};
+  // Per connection, on the network thread only.
+  bool connack_seen = false;
+  int connack_refusal = 0;
+
+  // The diagnosis thread, started at the first failure the library cannot explain.
+  std::mutex diag_mu;
+  std::condition_variable diag_cv;
+  std::optional<std::string> diag_request;  // the library's words for the failure to look into
+  std::atomic<bool> diag_stop{false};       // set with diag_mu held
+  std::thread diag_thread;
+
+  // --- libmosquitto callbacks (network thread) ---
+
+  static Impl& Of(void* obj) { return *static_cast<Impl*>(obj); }
+
+  static void OnConnect(mosquitto*, void* obj, int rc, int, const mosquitto_property* props) {
+    Impl& d = Of(obj);
+    if (rc != 0) {
+      d.connack_refusal = rc;
+      return;  // the broker closes the connection; the loop ends and reports it
+    }
+    d.connack_seen = true;
+    // The broker's Receive Maximum caps how many QoS 1 publishes it accepts unacknowledged
+    // (Mosquitto: max_inflight_messages, 20 by default); more would only queue in the library.
+    uint16_t receive_max = 65535;
+    mosquitto_property_read_int16(props, MQTT_PROP_RECEIVE_MAXIMUM, &receive_max, false);
+    d.receive_maximum = receive_max;
+    d.is_connected = true;
+    if (d.handlers.on_connected) d.handlers.on_connected();
+  }
+
+  static void OnPublish(mosquitto*, void* obj, int mid, int reason, const mosquitto_property*) {
+    Impl& d = Of(obj);
+    std::optional<uint64_t> token;
+    {
+      std::lock_guard lk(d.mu);
+      if (auto w = d.waits.find(mid); w != d.waits.end()) {
+        w->second->done = true;
+        w->second->ok = reason < 0x80;
+        w->second->code = reason;
+        d.waits.erase(w);
+        d.cv.notify_all();
+        return;
+      }
+      if (auto t = d.tokens.find(mid); t != d.tokens.end()) {
+        token = t->second;
+        d.tokens.erase(t);
+      }
+    }
+    if (!token || !d.handlers.on_published) return;
+    // A reason code >= 0x80 in the PUBACK is the broker refusing this message.
+    if (reason >= 0x80)
+      d.handlers.on_published(*token, false, true,
+                              "broker refused the message (reason code " + std::to_string(reason) + ")");
+    else
+      d.handlers.on_published(*token, true, false, {});
+  }
+
+  static void OnSubscribe(mosquitto*, void* obj, int mid, int count, const int* granted,
+                          const mosquitto_property*) {
+    Impl& d = Of(obj);
+    std::lock_guard lk(d.mu);
+    auto w = d.waits.find(mid);
+    if (w == d.waits.end()) return;
+    w->second->done = true;
+    w->second->code = count > 0 ? granted[0] : 0x80;
+    w->second->ok = w->second->code < 0x80;
+    d.waits.erase(w);
+    d.cv.notify_all();
+  }
+
+  static void OnMessage(mosquitto*, void* obj, const mosquitto_message* m,
+                        const mosquitto_property* props) {
+    Impl& d = Of(obj);
+    if (!d.handlers.on_message) return;
+    InboundMessage in;
+    in.topic = m->topic ? m->topic : "";
+    if (m->payloadlen > 0) in.payload.assign(static_cast<const char*>(m->payload), m->payloadlen);
+    in.retain = m->retain;
+    char* response_topic = nullptr;
+    if (mosquitto_property_read_string(props, MQTT_PROP_RESPONSE_TOPIC, &response_topic, false)) {
+      in.response_topic = response_topic;
+      std::free(response_topic);
+    }
+    void* correlation = nullptr;
+    uint16_t correlation_len = 0;
+    if (mosquitto_property_read_binary(props, MQTT_PROP_CORRELATION_DATA, &correlation,
+                                       &correlation_len, false)) {
+      in.correlation_data.assign(static_cast<const char*>(correlation), correlation_len);
+      std::free(correlation);
+    }
+    d.handlers.on_message(std::move(in));
+  }
+
+  static void OnDisconnect(mosquitto*, void* obj, int rc, const mosquitto_property*) {
+    Impl& d = Of(obj);
+    bool was_connected = d.is_connected.exchange(false);
+    if (!was_connected) return;  // a failed connect: the loop reports it
+    bool clean;
+    {
+      std::lock_guard lk(d.mu);
+      clean = d.disconnect_requested;
+    }
+    if (clean || !d.handlers.on_connection_lost) return;
+    // rc: a reason code the broker sent with its DISCONNECT, else a library error.
+    if (rc >= 0x80)
+      d.handlers.on_connection_lost("broker disconnected us (reason code " + std::to_string(rc) + ")");
+    else
+      d.handlers.on_connection_lost(rc == MOSQ_ERR_KEEPALIVE ? "no answer from the broker within the keep-alive"
+                                                             : "connection lost: " + MosquittoError(rc));
+  }
+
+  // --- the network thread ---
+
+  mosquitto* NewClient() {
+    bool persistent = opts.session_expiry_s > 0;
+    mosquitto* m = mosquitto_new(opts.client_id.empty() ? nullptr : opts.client_id.c_str(),
+                                 !persistent, this);
+    if (!m) return nullptr;
+    mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+    mosquitto_int_option(m, MOSQ_OPT_SEND_MAXIMUM, std::clamp(opts.max_inflight, 1, 65535));
+    // Small messages in a window of acknowledgements: no Nagle delay on our side.
+    mosquitto_int_option(m, MOSQ_OPT_TCP_NODELAY, 1);
+    mosquitto_threaded_set(m, true);  // publishes from other threads queue and wake this one
+    mosquitto_connect_v5_callback_set(m, &Impl::OnConnect);
+    mosquitto_publish_v5_callback_set(m, &Impl::OnPublish);
+    mosquitto_subscribe_v5_callback_set(m, &Impl::OnSubscribe);
+    mosquitto_message_v5_callback_set(m, &Impl::OnMessage);
+    mosquitto_disconnect_v5_callback_set(m, &Impl::OnDisconnect);
+    if (!opts.username.empty() || !opts.password.empty())
+      mosquitto_username_pw_set(m, opts.username.empty() ? nullptr : opts.username.c_str(),
+                                opts.password.empty() ? nullptr : opts.password.c_str());
+    if (!opts.will_topic.empty())
+      mosquitto_will_set_v5(m, opts.will_topic.c_str(), static_cast<int>(opts.will_payload.size()),
+                            opts.will_payload.data(), 1, true, nullptr);
+    if (opts.tls.enabled) {
+      const auto& t = opts.tls;
+      // Without a CA file, the system's trust store. With verification on, the library checks
+      // the chain and that the certificate names the URL's host (DNS or IP address).
+      const char* ca = t.ca_file.empty() ? nullptr : t.ca_file.c_str();
+      const char* capath = ca ? nullptr : "/etc/ssl/certs";
+      const char* cert = t.cert_file.empty() ? nullptr : t.cert_file.c_str();
+      const char* key = t.key_file.empty() ? cert : t.key_file.c_str();
+      mosquitto_tls_set(m, ca, capath, cert, cert ? key : nullptr, nullptr);
+      if (!t.verify_peer) {
+        mosquitto_tls_opts_set(m, 0 /* SSL_VERIFY_NONE */, nullptr, nullptr);
+        mosquitto_tls_insecure_set(m, true);
+      }
+    }
+    return m;
+  }
+
+  // Starts the connect. A persistent session needs its expiry in the CONNECT, which libmosquitto
+  // 2.0 sends only from its blocking connect (the TCP connect blocks this thread; such links go
+  // to the box's own broker). Everything else connects without blocking.
+  int StartConnect(mosquitto* m) {
+    int keepalive = std::clamp(opts.keepalive_s, 5, 65535);
+    if (opts.session_expiry_s <= 0)
+      return mosquitto_connect_bind_async(m, address.host.c_str(), port, keepalive, nullptr);
+    Properties props;
+    mosquitto_property_add_int32(&props.list, MQTT_PROP_SESSION_EXPIRY_INTERVAL,
+                                 static_cast<uint32_t>(std::min<int64_t>(opts.session_expiry_s, UINT32_MAX)));
+    return mosquitto_connect_bind_v5(m, address.host.c_str(), port, keepalive, nullptr, props.list);
+  }
+
+  void RunConnection() {
+    mosquitto* m = NewClient();
+    if (!m) {
+      Report("cannot create an MQTT client (out of memory)", false);
+      return;
+    }
+    {
+      std::lock_guard lk(mu);
+      client = m;
+    }
+    connack_seen = false;
+    connack_refusal = 0;
+    receive_maximum = 65535;
+    int rc = StartConnect(m);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(std::max(1, opts.connect_timeout_s));
+    bool timed_out = false;
+    while (rc == MOSQ_ERR_SUCCESS) {
+      {
+        std::lock_guard lk(mu);
+        if (abort_session) break;
+      }
+      rc = mosquitto_loop(m, kLoopSliceMs, 1);
+      if (!connack_seen && connack_refusal == 0 && std::chrono::steady_clock::now() > deadline) {
+        timed_out = true;
+        break;
+      }
+    }
+    int err = errno;
+    bool was_connected = is_connected.exchange(false);
+    {
+      std::lock_guard lk(mu);
+      client = nullptr;
+      tokens.clear();
+      for (auto& [mid, w] : waits) w->done = true;  // ok stays false
+      waits.clear();
+      cv.notify_all();
+    }
+    mosquitto_destroy(m);
+    if (connack_seen) {
+      // Lost after the CONNACK: OnDisconnect reported it unless the loop ended otherwise.
+      bool clean;
+      {
+        std::lock_guard lk(mu);
+        clean = disconnect_requested || stopping;
+      }
+      if (was_connected && !clean && handlers.on_connection_lost)
+        handlers.on_connection_lost("connection lost: " + (rc == MOSQ_ERR_ERRNO ? std::string(std::strerror(err)) : MosquittoError(rc)));
+      return;
+    }
+    {
+      std::lock_guard lk(mu);
+      if (stopping) return;
+    }
+    if (connack_refusal != 0) {
       // 0x86 bad user name or password, 0x87 not authorized, 0x8A banned: retrying at once
       // cannot help.
+      int code = connack_refusal;
       Report(ConnackRefusalText(code), code == 0x86 || code == 0x87 || code == 0x8A);
-    } else if (int rc = tok.get_return_code(); rc != MQTTASYNC_FAILURE) {
-      Report((paho.empty() ? std::string("Paho error") : paho) + " (rc " + std::to_string(rc) + ")",
-             false);
-    } else if (paho == "TCP connect timeout") {
+    } else if (timed_out) {
       Report("timed out: no answer within " + std::to_string(opts.connect_timeout_s) + " s", false);
     } else {
+      // The library says "Connection refused", "A TLS error occurred." alike for causes an
+      // operator must tell apart: look from outside (connect_diagnosis.h), off this thread.
+      std::string said = rc == MOSQ_ERR_ERRNO ? std::string(std::strerror(err)) : MosquittoError(rc);
       std::lock_guard lk(diag_mu);
       if (diag_stop) return;
-      diag_request = std::move(paho);
+      diag_request = std::move(said);
       if (!diag_thread.joinable()) diag_thread = std::thread([this] { DiagnosisLoop(); });
       diag_cv.notify_all();
+    }
+  }
+
+  void IoLoop() {
+    NameThisThread("mqtt-io");
+    std::unique_lock lk(mu);
+    for (;;) {
+      cv.wait(lk, [&] { return stopping || connect_requested; });
+      if (stopping) return;
+      connect_requested = false;
+      disconnect_requested = false;
+      abort_session = false;
+      in_session = true;
+      lk.unlock();
+      RunConnection();
+      lk.lock();
+      in_session = false;
+      cv.notify_all();
     }
   }
 
@@ -125,151 +345,108 @@ struct MqttLink::Impl {
     for (;;) {
       diag_cv.wait(lk, [&] { return diag_stop || diag_request.has_value(); });
       if (diag_stop) return;
-      std::string paho = std::move(*diag_request);
+      std::string said = std::move(*diag_request);
       diag_request.reset();
       lk.unlock();
       std::string why = DiagnoseConnectFailure(
-          ParseBrokerAddress(PahoUrl(opts.url), opts.tls.enabled), opts.tls,
-          std::chrono::seconds(std::clamp(opts.connect_timeout_s, 1, 3)),
-          [this] { return diag_stop.load(); }, paho);
+          address, opts.tls, std::chrono::seconds(std::clamp(opts.connect_timeout_s, 1, 3)),
+          [this] { return diag_stop.load(); }, said);
       lk.lock();
       if (diag_stop) return;
       Report(why, false);
     }
   }
 
-  LinkOptions opts;
-  LinkHandlers handlers;
-  std::unique_ptr<::mqtt::async_client> client;
-  ::mqtt::connect_options conn_opts;
-  PublishListener publish_listener;
-  ConnectListener connect_listener;
-  std::atomic<bool> is_connected{false};
-  std::atomic<int> receive_maximum{65535};
-  // The diagnosis thread, started at the first failure Paho cannot explain.
-  std::mutex diag_mu;
-  std::condition_variable diag_cv;
-  std::optional<std::string> diag_request;  // Paho's text of the failure to look into
-  std::atomic<bool> diag_stop{false};       // set with diag_mu held
-  std::thread diag_thread;
+  // Queues a publish; `wait` (may be null) is settled by its PUBACK, else `token` is reported.
+  Status Publish(const std::string& topic, const std::string& payload, bool retain,
+                 const mosquitto_property* props, uint64_t token, Wait* wait) {
+    if (!is_connected) return Unavailable("not connected");
+    std::lock_guard lk(mu);
+    if (!client) return Unavailable("not connected");
+    int mid = 0;
+    int rc = mosquitto_publish_v5(client, &mid, topic.c_str(), static_cast<int>(payload.size()),
+                                  payload.data(), 1, retain, props);
+    if (rc != MOSQ_ERR_SUCCESS) return Unavailable("publish to " + PrintableLine(topic, 80) + ": " + MosquittoError(rc));
+    if (wait)
+      waits[mid] = wait;
+    else
+      tokens[mid] = token;
+    return Status::Ok();
+  }
+
+  Status WaitFor(Wait& w, std::chrono::milliseconds timeout) {
+    std::unique_lock lk(mu);
+    if (!cv.wait_for(lk, timeout, [&] { return w.done; })) {
+      // Forget the waiter: a late acknowledgement must not touch a stack object.
+      for (auto it = waits.begin(); it != waits.end(); ++it)
+        if (it->second == &w) {
+          waits.erase(it);
+          break;
+        }
+      return Status(Code::kDeadline, "no acknowledgement in time");
+    }
+    return Status::Ok();
+  }
 };
 
 MqttLink::MqttLink(LinkOptions options, LinkHandlers handlers) : impl_(std::make_unique<Impl>()) {
+  InitLibraryOnce();
   auto& d = *impl_;
   d.opts = std::move(options);
   d.handlers = std::move(handlers);
-  d.publish_listener.owner = &d;
-  d.connect_listener.owner = &d;
-  // No Paho persistence: the outbox is the durable store, in-flight messages are re-leased.
-  d.client = std::make_unique<::mqtt::async_client>(PahoUrl(d.opts.url), d.opts.client_id,
-                                                    ::mqtt::create_options(MQTTVERSION_5, kMaxQueuedCommands), nullptr);
-  d.client->set_connection_lost_handler([&d](const std::string& cause) {
-    d.is_connected = false;
-    if (d.handlers.on_connection_lost) d.handlers.on_connection_lost(cause.empty() ? "connection lost" : cause);
-  });
-  d.client->set_disconnected_handler([&d](const ::mqtt::properties&, ::mqtt::ReasonCode reason) {
-    d.is_connected = false;
-    if (d.handlers.on_connection_lost)
-      d.handlers.on_connection_lost("broker disconnected us (reason code " +
-                                    std::to_string(static_cast<int>(reason)) + ")");
-  });
-  d.client->set_message_callback([&d](::mqtt::const_message_ptr m) {
-    if (!d.handlers.on_message) return;
-    InboundMessage in;
-    in.topic = m->get_topic();
-    in.payload = m->to_string();
-    in.retain = m->is_retained();
-    const auto& props = m->get_properties();
-    if (props.contains(::mqtt::property::RESPONSE_TOPIC))
-      in.response_topic = ::mqtt::get<std::string>(props, ::mqtt::property::RESPONSE_TOPIC);
-    if (props.contains(::mqtt::property::CORRELATION_DATA))
-      in.correlation_data = ::mqtt::get<std::string>(props, ::mqtt::property::CORRELATION_DATA);
-    d.handlers.on_message(std::move(in));
-  });
-
-  auto& c = d.conn_opts;
-  c.set_mqtt_version(MQTTVERSION_5);
-  if (d.opts.session_expiry_s > 0) {
-    // Paho refuses a v5 connect that also carries the v3 clean-session flag.
-    c.set_clean_session(false);
-    c.set_clean_start(false);
-    c.set_properties(::mqtt::properties{
-        {::mqtt::property::SESSION_EXPIRY_INTERVAL, static_cast<uint32_t>(d.opts.session_expiry_s)}});
-  } else {
-    c.set_clean_start(true);
-  }
-  c.set_keep_alive_interval(d.opts.keepalive_s);
-  c.set_connect_timeout(d.opts.connect_timeout_s);
-  c.set_max_inflight(d.opts.max_inflight);
-  c.set_automatic_reconnect(false);  // the forwarder owns reconnects (backoff with jitter)
-  if (!d.opts.username.empty()) c.set_user_name(d.opts.username);
-  if (!d.opts.password.empty()) c.set_password(d.opts.password);
-  if (!d.opts.will_topic.empty())
-    c.set_will(::mqtt::will_options(d.opts.will_topic, d.opts.will_payload, 1, true));
-  if (d.opts.tls.enabled) {
-    ::mqtt::ssl_options ssl;
-    if (!d.opts.tls.ca_file.empty()) ssl.set_trust_store(d.opts.tls.ca_file);
-    if (!d.opts.tls.cert_file.empty()) ssl.set_key_store(d.opts.tls.cert_file);
-    if (!d.opts.tls.key_file.empty()) ssl.set_private_key(d.opts.tls.key_file);
-    // verify: Paho checks that the certificate names the URL's host (X509_check_host, then
-    // X509_check_ip_asc), after the chain check of enable_server_cert_auth.
-    ssl.set_enable_server_cert_auth(d.opts.tls.verify_peer);
-    ssl.set_verify(d.opts.tls.verify_peer);
-    c.set_ssl(std::move(ssl));
-  }
+  // ssl:// and mqtts:// mean TLS even when the caller gave no TLS settings (system CAs).
+  d.scheme_ok = HasScheme(d.opts.url, "tcp://") || HasScheme(d.opts.url, "mqtt://") ||
+                HasScheme(d.opts.url, "ssl://") || HasScheme(d.opts.url, "mqtts://");
+  if (HasScheme(d.opts.url, "ssl://") || HasScheme(d.opts.url, "mqtts://")) d.opts.tls.enabled = true;
+  d.address = ParseBrokerAddress(d.opts.url, d.opts.tls.enabled);
+  d.port = std::atoi(d.address.port.c_str());
+  d.io = std::thread([&d] { d.IoLoop(); });
 }
 
 MqttLink::~MqttLink() {
+  Disconnect(std::chrono::milliseconds(1000));
   {
     std::lock_guard lk(impl_->diag_mu);
     impl_->diag_stop = true;
   }
   impl_->diag_cv.notify_all();
   if (impl_->diag_thread.joinable()) impl_->diag_thread.join();
-  try {
-    if (impl_->client->is_connected()) impl_->client->disconnect(0)->wait_for(std::chrono::seconds(1));
-  } catch (const std::exception&) {
+  {
+    std::lock_guard lk(impl_->mu);
+    impl_->stopping = true;
+    impl_->abort_session = true;
   }
+  impl_->cv.notify_all();
+  if (impl_->io.joinable()) impl_->io.join();
 }
 
 Status MqttLink::Connect() {
-  try {
-    impl_->client->connect(impl_->conn_opts, nullptr, impl_->connect_listener);
-    return Status::Ok();
-  } catch (const ::mqtt::exception& e) {
-    return Unavailable("connect to " + impl_->opts.url + ": " + e.what());
+  if (!impl_->scheme_ok || impl_->port <= 0 || impl_->port > 65535 || impl_->address.host.empty())
+    return Invalid("connect to " + impl_->opts.url + ": not a broker URL (tcp://host:port, ssl://host:port)");
+  {
+    std::lock_guard lk(impl_->mu);
+    impl_->connect_requested = true;
   }
+  impl_->cv.notify_all();
+  return Status::Ok();
 }
 
 Status MqttLink::Publish(const std::string& topic, const std::string& payload, bool retain,
                          uint64_t token) {
-  if (!impl_->is_connected) return Unavailable("not connected");
-  try {
-    auto msg = ::mqtt::make_message(topic, payload, 1, retain);
-    impl_->client->publish(msg, TokenToContext(token), impl_->publish_listener);
-    return Status::Ok();
-  } catch (const ::mqtt::exception& e) {
-    return Unavailable(std::string("publish: ") + e.what());
-  }
+  return impl_->Publish(topic, payload, retain, nullptr, token, nullptr);
 }
 
 // Responses and requests: QoS 1, not retained, with MQTT 5 request/response properties.
 Status MqttLink::PublishWithProperties(const std::string& topic, const std::string& payload,
                                        const std::string& response_topic, const std::string& correlation_data,
                                        uint64_t token) {
-  if (!impl_->is_connected) return Unavailable("not connected");
-  try {
-    ::mqtt::properties props;
-    if (!response_topic.empty()) props.add(::mqtt::property(::mqtt::property::RESPONSE_TOPIC, response_topic));
-    if (!correlation_data.empty())
-      props.add(::mqtt::property(::mqtt::property::CORRELATION_DATA, correlation_data));
-    auto msg = ::mqtt::make_message(topic, payload, 1, false);
-    std::const_pointer_cast<::mqtt::message>(msg)->set_properties(props);
-    impl_->client->publish(msg, TokenToContext(token), impl_->publish_listener);
-    return Status::Ok();
-  } catch (const ::mqtt::exception& e) {
-    return Unavailable(std::string("publish to ") + topic + ": " + e.what());
-  }
+  Properties props;
+  if (!response_topic.empty())
+    mosquitto_property_add_string(&props.list, MQTT_PROP_RESPONSE_TOPIC, response_topic.c_str());
+  if (!correlation_data.empty())
+    mosquitto_property_add_binary(&props.list, MQTT_PROP_CORRELATION_DATA, correlation_data.data(),
+                                  static_cast<uint16_t>(std::min<size_t>(correlation_data.size(), 65535)));
+  return impl_->Publish(topic, payload, false, props.list, token, nullptr);
 }
 
 Status MqttLink::PublishResponse(const std::string& topic, const std::string& payload,
@@ -279,14 +456,14 @@ Status MqttLink::PublishResponse(const std::string& topic, const std::string& pa
 
 Status MqttLink::PublishAndWait(const std::string& topic, const std::string& payload, bool retain,
                                 std::chrono::milliseconds timeout) {
-  if (!impl_->is_connected) return Unavailable("not connected");
-  try {
-    auto tok = impl_->client->publish(::mqtt::make_message(topic, payload, 1, retain));
-    if (!tok->wait_for(timeout)) return Status(Code::kDeadline, "no PUBACK in time");
-    return Status::Ok();
-  } catch (const ::mqtt::exception& e) {
-    return Unavailable(std::string("publish: ") + e.what());
-  }
+  Impl::Wait w;
+  if (Status st = impl_->Publish(topic, payload, retain, nullptr, 0, &w); !st.ok()) return st;
+  if (Status st = impl_->WaitFor(w, timeout); !st.ok()) return Status(Code::kDeadline, "no PUBACK in time");
+  if (!w.ok)
+    return w.code >= 0x80 ? Status(Code::kFailedPrecondition, "broker refused the message (reason code " +
+                                                                  std::to_string(w.code) + ")")
+                          : Unavailable("connection lost before the PUBACK");
+  return Status::Ok();
 }
 
 Status MqttLink::PublishRequest(const std::string& topic, const std::string& payload,
@@ -296,41 +473,45 @@ Status MqttLink::PublishRequest(const std::string& topic, const std::string& pay
 }
 
 Status MqttLink::SubscribeAndWait(const std::string& filter, std::chrono::milliseconds timeout) {
-  try {
-    auto tok = impl_->client->subscribe(filter, 1);
-    if (!tok->wait_for(timeout)) return Status(Code::kDeadline, "no SUBACK for " + filter + " in time");
-    // Paho C++ 1.2's get_subscribe_response() returns garbage for a single v5 subscription;
-    // the token's own reason code is reliable.
-    if (int rc = static_cast<int>(tok->get_reason_code()); rc >= 0x80)
-      return Status(Code::kFailedPrecondition, "the broker refused the subscription to " + filter +
-                                                   " (reason code " + std::to_string(rc) + ")");
-    return Status::Ok();
-  } catch (const ::mqtt::exception& e) {
-    return Unavailable(std::string("subscribe: ") + e.what());
+  Impl::Wait w;
+  {
+    std::lock_guard lk(impl_->mu);
+    if (!impl_->client || !impl_->is_connected) return Unavailable("subscribe: not connected");
+    int mid = 0;
+    int rc = mosquitto_subscribe_v5(impl_->client, &mid, filter.c_str(), 1, 0, nullptr);
+    if (rc != MOSQ_ERR_SUCCESS) return Unavailable("subscribe to " + filter + ": " + MosquittoError(rc));
+    impl_->waits[mid] = &w;
   }
+  if (!impl_->WaitFor(w, timeout).ok()) return Status(Code::kDeadline, "no SUBACK for " + filter + " in time");
+  if (!w.ok && w.code < 0x80) return Unavailable("subscribe to " + filter + ": connection lost");
+  if (!w.ok)
+    return Status(Code::kFailedPrecondition, "the broker refused the subscription to " + filter +
+                                                 " (reason code " + std::to_string(w.code) + ")");
+  return Status::Ok();
 }
 
 Status MqttLink::Subscribe(const std::string& filter, bool relay) {
-  try {
-    ::mqtt::subscribe_options so;
-    if (relay) {
-      so.set_retain_as_published(true);
-      so.set_retain_handling(::mqtt::subscribe_options::SEND_RETAINED_ON_NEW);
-    }
-    impl_->client->subscribe(filter, 1, so);
-    return Status::Ok();
-  } catch (const ::mqtt::exception& e) {
-    return Unavailable(std::string("subscribe: ") + e.what());
-  }
+  std::lock_guard lk(impl_->mu);
+  if (!impl_->client || !impl_->is_connected) return Unavailable("subscribe: not connected");
+  int options = relay ? (MQTT_SUB_OPT_RETAIN_AS_PUBLISHED | MQTT_SUB_OPT_SEND_RETAIN_NEW) : 0;
+  int rc = mosquitto_subscribe_v5(impl_->client, nullptr, filter.c_str(), 1, options, nullptr);
+  if (rc != MOSQ_ERR_SUCCESS) return Unavailable("subscribe to " + filter + ": " + MosquittoError(rc));
+  return Status::Ok();
 }
 
 void MqttLink::Disconnect(std::chrono::milliseconds timeout) {
-  try {
-    if (impl_->client->is_connected())
-      impl_->client->disconnect(static_cast<int>(timeout.count()))->wait_for(timeout + std::chrono::milliseconds(500));
-  } catch (const ::mqtt::exception&) {
+  auto& d = *impl_;
+  std::unique_lock lk(d.mu);
+  d.connect_requested = false;
+  if (!d.in_session) return;
+  d.disconnect_requested = true;
+  if (d.client) mosquitto_disconnect_v5(d.client, 0, nullptr);  // no will
+  if (!d.cv.wait_for(lk, timeout, [&] { return !d.in_session; })) {
+    // The DISCONNECT did not get out in time (broker gone silent): end the connection anyway.
+    d.abort_session = true;
+    d.cv.wait_for(lk, timeout + std::chrono::milliseconds(2 * kLoopSliceMs), [&] { return !d.in_session; });
   }
-  impl_->is_connected = false;
+  d.is_connected = false;
 }
 
 bool MqttLink::connected() const { return impl_->is_connected; }

@@ -1,7 +1,8 @@
-// MqttLink: the only place that includes Paho. One MQTT 5 connection to the broker: connect
-// (the caller decides when, so it owns backoff), publish completing on PUBACK, the will, TLS and
-// credentials. Paho's callbacks only copy what they get and call the handlers, which must not
-// block (they queue work for the forwarder's thread).
+// MqttLink: the only place that includes an MQTT client library (Eclipse Mosquitto's
+// libmosquitto). One MQTT 5 connection to the broker: connect (the caller decides when, so it
+// owns backoff), publish completing on PUBACK, the will, TLS and credentials. Each link has one
+// network thread of its own; its callbacks only copy what they get and call the handlers, which
+// must not block (they queue work for the forwarder's thread).
 // Thread-safety: all methods may be called from any thread.
 #pragma once
 
@@ -46,8 +47,8 @@ struct LinkHandlers {
   // banned): trying again at once cannot help. `why`: "connect to URL failed: ..." on one
   // printable line under 200 characters, naming the cause ("connection refused", "TLS:
   // certificate verify failed", "TLS: hostname mismatch", the client certificate the broker
-  // refused, "the broker refused the connection: not authorized (reason code 135)"). When Paho
-  // cannot tell the cause, the link looks (a TCP connect and a TLS handshake of its own, see
+  // refused, "the broker refused the connection: not authorized (reason code 135)"). When the
+  // library cannot tell the cause, the link looks (a TCP connect and a TLS handshake of its own, see
   // connect_diagnosis.h) and calls this from a thread of its own, a moment later.
   std::function<void(const std::string& why, bool refused)> on_connect_failed;
   std::function<void(const std::string& why)> on_connection_lost;
@@ -67,7 +68,7 @@ class MqttLink {
   // Starts one connection attempt; the outcome arrives at on_connected / on_connect_failed.
   Status Connect();
   // Queues a QoS 1 publish; the outcome arrives at on_published. Fails at once when the link is
-  // down or Paho refuses (the caller keeps the message).
+  // down or the library refuses it (the caller keeps the message).
   Status Publish(const std::string& topic, const std::string& payload, bool retain,
                  uint64_t token);
   // A command response: QoS 1, not retained, with the request's correlation data.
@@ -101,8 +102,5 @@ class MqttLink {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
-
-// Normalizes mqtt:// and mqtts:// to the tcp:// and ssl:// schemes Paho understands.
-std::string PahoUrl(const std::string& url);
 
 }  // namespace sanigate::mqtt

@@ -40,7 +40,7 @@ Forwarder::~Forwarder() {
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
   outbox_.SetCommitListener({}, opt_.destination);
-  link_.reset();  // before our mutex goes: Paho may still call back while disconnecting
+  link_.reset();  // before our mutex goes: the link may still call back while disconnecting
 }
 
 void Forwarder::Start() {

@@ -53,7 +53,7 @@ struct ForwarderOptions {
   std::function<std::string(bool online)> status_payload;
   // Subscribed on every connect: commands (…/devices/+/cmd/+) and the admin API.
   std::vector<std::string> subscriptions;
-  std::function<void(mqtt::InboundMessage)> on_message;  // runs on Paho's thread: must not block
+  std::function<void(mqtt::InboundMessage)> on_message;  // runs on the link's thread: must not block
 };
 
 struct ForwarderStats {

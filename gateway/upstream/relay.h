@@ -5,7 +5,8 @@
 // Its own MQTT 5 connection with a persistent session, so what sanifleet publishes while
 // sanigate is down waits in the broker. Retained messages come at the first subscription only,
 // not again at every reconnect (so a reconnect does not resend every verdict upstream).
-// Limit: Paho acknowledges a message as it arrives, before the outbox commit (a few ms later);
+// Limit: the client library (libmosquitto 2.0.11) acknowledges a message before handing it
+// over, so before the outbox commit (a few ms later);
 // a kill -9 in between loses that message for the upstreams (the local broker still has it).
 // Thread-safety: Start/Stop from one thread; Stats from any.
 #pragma once

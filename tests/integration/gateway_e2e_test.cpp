@@ -557,9 +557,10 @@ TEST_F(GatewayTest, ALargeBoxStatusListsOnlyTheDevicesToLookAtAndPagesTheRest) {
         for (const auto& m : msgs) {
           if (m.topic != "sanigate/v1/houpu/gateway/gw-test/status") continue;
           json j = json::parse(m.payload, nullptr, false);
-          if (!j.is_object() || !j.contains("adapters")) continue;
+          // A status from before the adapter started has no "modbus" yet.
+          if (!j.is_object() || !j["adapters"].is_object() || !j["adapters"]["modbus"].is_object()) continue;
           const json& mb = j["adapters"]["modbus"];
-          if (mb["devices"] == kRooms + 1 && mb["per_device"].size() == 1 && mb["per_device"].contains("room-dead") &&
+          if (mb.value("devices", 0) == kRooms + 1 && mb.contains("per_device") && mb["per_device"].size() == 1 && mb["per_device"].contains("room-dead") &&
               mb["per_device"]["room-dead"]["online"] == false && mb.value("per_device_omitted", 0) == kRooms) {
             status_bytes = m.payload.size();
             return true;
@@ -591,7 +592,9 @@ TEST_F(GatewayTest, ALargeBoxStatusListsOnlyTheDevicesToLookAtAndPagesTheRest) {
   EXPECT_FALSE(page["result"].contains("next_offset"));
   for (const auto& [id, c] : page["result"]["per_device"].items()) {
     seen.insert(id);
-    if (id != "room-dead") EXPECT_GE(c["requests"].get<int64_t>(), 1) << id;
+    if (id != "room-dead") {
+      EXPECT_GE(c["requests"].get<int64_t>(), 1) << id;
+    }
   }
   EXPECT_EQ(seen.size(), static_cast<size_t>(kRooms + 1));
   json bad = devices(R"({"adapter":"modbus","limit":100000})");

@@ -39,7 +39,7 @@ field() { dpkg-deb -f "$deb" "$1"; }
 [ -n "$(field Maintainer)" ] || fail "no Maintainer"
 [ -n "$(field Section)" ] || fail "no Section"
 depends=", $(field Depends),"
-for dep in mosquitto procps libsystemd0 libsqlite3-0 libmodbus5 libpaho-mqttpp3-1 libstdc++6; do
+for dep in mosquitto procps libsystemd0 libsqlite3-0 libmodbus5 libmosquitto1 libstdc++6; do
   [[ "$depends" == *", $dep "* || "$depends" == *", $dep,"* ]] || fail "Depends lacks $dep: $depends"
 done
 
