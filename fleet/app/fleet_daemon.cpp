@@ -106,6 +106,7 @@ Result<std::unique_ptr<FleetDaemon>> FleetDaemon::Create(FleetConfig config) {
   l.password = d->cfg_.mqtt.password;
   l.keepalive_s = static_cast<int>(d->cfg_.mqtt.keepalive_s);
   l.connect_timeout_s = static_cast<int>(d->cfg_.mqtt.connect_timeout_s);
+  l.ack_timeout_s = static_cast<int>(d->cfg_.mqtt.ack_timeout_s);
   l.max_inflight = static_cast<int>(d->cfg_.mqtt.inflight_window);
   l.session_expiry_s = d->cfg_.fleet.session_expiry_s;  // the broker queues for us while we are away
   const auto& t = d->cfg_.mqtt.tls;

@@ -124,6 +124,7 @@ Result<std::unique_ptr<FirmwareAgent>> FirmwareAgent::Create(const settings::Con
   o.link.password = m.password;
   o.link.keepalive_s = static_cast<int>(m.keepalive_s);
   o.link.connect_timeout_s = static_cast<int>(m.connect_timeout_s);
+  o.link.ack_timeout_s = static_cast<int>(m.ack_timeout_s);
   o.link.tls = {m.tls.enabled, m.tls.ca_file, m.tls.cert_file, m.tls.key_file, m.tls.verify_peer};
   a->reply_topic_ = cfg.gateway.topic_prefix + "/" + cfg.gateway.site + "/admin/reply/" + o.link.client_id;
   o.filters = {a->reply_topic_};

@@ -41,6 +41,7 @@ mqtt::LinkOptions LinkFor(const settings::MqttSection& m) {
   l.password = m.password;
   l.keepalive_s = static_cast<int>(m.keepalive_s);
   l.connect_timeout_s = static_cast<int>(m.connect_timeout_s);
+  l.ack_timeout_s = static_cast<int>(m.ack_timeout_s);
   l.tls = {m.tls.enabled, m.tls.ca_file, m.tls.cert_file, m.tls.key_file, m.tls.verify_peer};
   return l;
 }
@@ -679,6 +680,7 @@ Status Gateway::Reload(settings::Config next) {
                       next.mqtt.username != cfg_.mqtt.username ||
                       next.mqtt.password != cfg_.mqtt.password ||
                       next.mqtt.keepalive_s != cfg_.mqtt.keepalive_s ||
+                      next.mqtt.ack_timeout_s != cfg_.mqtt.ack_timeout_s ||
                       next.mqtt.inflight_window != cfg_.mqtt.inflight_window ||
                       next.mqtt.tls.enabled != cfg_.mqtt.tls.enabled ||
                       next.mqtt.tls.ca_file != cfg_.mqtt.tls.ca_file ||

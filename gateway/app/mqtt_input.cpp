@@ -57,6 +57,7 @@ dev::MqttInputFactory MakeMqttInputFactory(const settings::MqttSection& gateway_
     l.client_id = in.client_id;
     l.keepalive_s = static_cast<int>(gateway_mqtt.keepalive_s);
     l.connect_timeout_s = static_cast<int>(gateway_mqtt.connect_timeout_s);
+    l.ack_timeout_s = static_cast<int>(gateway_mqtt.ack_timeout_s);
     o.filters = std::move(in.filters);
     o.reconnect_min = std::chrono::milliseconds(gateway_mqtt.reconnect_min_ms);
     o.reconnect_max = std::chrono::milliseconds(gateway_mqtt.reconnect_max_ms);

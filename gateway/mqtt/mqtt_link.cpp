@@ -80,6 +80,9 @@ struct MqttLink::Impl {
   // Per connection, on the network thread only.
   bool connack_seen = false;
   int connack_refusal = 0;
+  std::chrono::steady_clock::time_point last_heard;  // the last packet that reached a callback
+  // Since when publishes wait for their PUBACK without a break (guarded by mu).
+  std::chrono::steady_clock::time_point pending_since;
 
   // The diagnosis thread, started at the first failure the library cannot explain.
   std::mutex diag_mu;
@@ -90,7 +93,11 @@ struct MqttLink::Impl {
 
   // --- libmosquitto callbacks (network thread) ---
 
-  static Impl& Of(void* obj) { return *static_cast<Impl*>(obj); }
+  static Impl& Of(void* obj) {
+    auto& d = *static_cast<Impl*>(obj);
+    d.last_heard = std::chrono::steady_clock::now();
+    return d;
+  }
 
   static void OnConnect(mosquitto*, void* obj, int rc, int, const mosquitto_property* props) {
     Impl& d = Of(obj);
@@ -254,6 +261,7 @@ struct MqttLink::Impl {
     }
     connack_seen = false;
     connack_refusal = 0;
+    last_heard = std::chrono::steady_clock::now();
     receive_maximum = 65535;
     int rc = StartConnect(m);
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(std::max(1, opts.connect_timeout_s));
@@ -268,6 +276,7 @@ struct MqttLink::Impl {
         timed_out = true;
         break;
       }
+      if (rc == MOSQ_ERR_SUCCESS && connack_seen && GaveUpOnSilence()) break;
     }
     int err = errno;
     bool was_connected = is_connected.exchange(false);
@@ -312,6 +321,26 @@ struct MqttLink::Impl {
       if (!diag_thread.joinable()) diag_thread = std::thread([this] { DiagnosisLoop(); });
       diag_cv.notify_all();
     }
+  }
+
+  // True when publishes have waited ack_timeout_s with nothing heard from the broker: the link
+  // is reported lost here, and the caller ends the connection.
+  bool GaveUpOnSilence() {
+    if (opts.ack_timeout_s <= 0 || !is_connected) return false;
+    auto now = std::chrono::steady_clock::now();
+    auto limit = std::chrono::seconds(opts.ack_timeout_s);
+    size_t waiting;
+    {
+      std::lock_guard lk(mu);
+      waiting = tokens.size() + waits.size();
+      if (waiting == 0 || now - pending_since < limit) return false;
+    }
+    if (now - last_heard < limit) return false;
+    if (!is_connected.exchange(false)) return false;
+    if (handlers.on_connection_lost)
+      handlers.on_connection_lost("no answer from the broker for " + std::to_string(opts.ack_timeout_s) + " s with " +
+                                  std::to_string(waiting) + " publishes waiting for their PUBACK (ack_timeout_s)");
+    return true;
   }
 
   void IoLoop() {
@@ -367,6 +396,7 @@ struct MqttLink::Impl {
     int rc = mosquitto_publish_v5(client, &mid, topic.c_str(), static_cast<int>(payload.size()),
                                   payload.data(), 1, retain, props);
     if (rc != MOSQ_ERR_SUCCESS) return Unavailable("publish to " + PrintableLine(topic, 80) + ": " + MosquittoError(rc));
+    if (tokens.empty() && waits.empty()) pending_since = std::chrono::steady_clock::now();
     if (wait)
       waits[mid] = wait;
     else
@@ -480,6 +510,7 @@ Status MqttLink::SubscribeAndWait(const std::string& filter, std::chrono::millis
     int mid = 0;
     int rc = mosquitto_subscribe_v5(impl_->client, &mid, filter.c_str(), 1, 0, nullptr);
     if (rc != MOSQ_ERR_SUCCESS) return Unavailable("subscribe to " + filter + ": " + MosquittoError(rc));
+    if (impl_->tokens.empty() && impl_->waits.empty()) impl_->pending_since = std::chrono::steady_clock::now();
     impl_->waits[mid] = &w;
   }
   if (!impl_->WaitFor(w, timeout).ok()) return Status(Code::kDeadline, "no SUBACK for " + filter + " in time");

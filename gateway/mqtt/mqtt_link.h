@@ -28,6 +28,11 @@ struct LinkOptions {
   std::string username, password;
   int keepalive_s = 30;
   int connect_timeout_s = 10;
+  // > 0: when publishes have waited this long for their PUBACK and nothing at all came from the
+  // broker meanwhile, the connection is given up as lost. A silent link (packets dropped,
+  // nothing closed) is then noticed after this long instead of one to two keep-alive intervals.
+  // 0: only the keep-alive.
+  int ack_timeout_s = 0;
   int max_inflight = 64;
   TlsOptions tls;
   std::string will_topic, will_payload;  // retained, QoS 1

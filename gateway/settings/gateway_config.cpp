@@ -140,6 +140,7 @@ void ParseMqttSection(Node& n, MqttSection& m, const std::string& default_client
   else if (has_pw_file && !pw_file.empty()) m.password = ReadSecretFile(n, "password_file", pw_file);
   m.keepalive_s = n.Int("keepalive_s", m.keepalive_s, 5, 3600);
   m.connect_timeout_s = n.Int("connect_timeout_s", m.connect_timeout_s, 1, 300);
+  m.ack_timeout_s = n.Int("ack_timeout_s", m.ack_timeout_s, 0, 3600);
   m.inflight_window = n.Int("inflight_window", m.inflight_window, 1, 65535);
   m.reconnect_min_ms = n.Int("reconnect_min_ms", m.reconnect_min_ms, 10, 600000);
   m.reconnect_max_ms = n.Int("reconnect_max_ms", m.reconnect_max_ms, 10, 3600000);

@@ -40,6 +40,9 @@ struct MqttSection {
   std::string password;  // from `password` or `password_file` (0600); never logged
   int64_t keepalive_s = 30;
   int64_t connect_timeout_s = 10;
+  // Publishes unacknowledged this long with nothing heard from the broker: the link is given up
+  // and connected again (a silent partition noticed before the keep-alive does). 0: off.
+  int64_t ack_timeout_s = 20;
   // QoS 1 messages awaiting PUBACK at once. Must not exceed the broker's Receive Maximum
   // (Mosquitto: max_inflight_messages, 20 by default), or the broker stalls the excess.
   int64_t inflight_window = 20;

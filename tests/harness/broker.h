@@ -65,6 +65,8 @@ class MosquittoBroker {
   const std::string& expired_client_cert_file() const { return expired_client_cert_file_; }
   const std::string& expired_client_key_file() const { return expired_client_key_file_; }
   std::string dir() const { return dir_.path().string(); }
+  // The running mosquitto's PID (e.g. to SIGSTOP it: a broker that hangs without closing).
+  pid_t pid() const { return process_.pid(); }
   const Options& options() const { return options_; }
   // Whole log file (all runs, since the file is appended across restarts).
   std::string log() const;

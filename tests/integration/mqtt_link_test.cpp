@@ -5,6 +5,7 @@
 // properties, and the relay's persistent session with retain-as-published.
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -236,6 +237,40 @@ TEST(MqttLinkTest, ABrokerThatNeverAnswersTimesOutAndStoppingTheLinkDoesNotHang)
   link.reset();
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s);
   ::close(fd);
+}
+
+TEST(MqttLinkTest, ABrokerThatHangsIsGivenUpAfterTheAckTimeoutNotTheKeepAlive) {
+  MosquittoBroker broker;
+  broker.Start();
+  Events ev;
+  auto o = Options(broker.url(), "acker");
+  o.keepalive_s = 60;  // the keep-alive alone would take one to two minutes
+  o.ack_timeout_s = 2;
+  sm::MqttLink link(o, ev.Handlers());
+  ASSERT_TRUE(link.Connect().ok());
+  ASSERT_TRUE(ev.WaitUntil([&] { return ev.connected == 1; }, 10s));
+
+  ASSERT_EQ(::kill(broker.pid(), SIGSTOP), 0);  // hangs: nothing closes, nothing answers
+  std::this_thread::sleep_for(3s);
+  {
+    std::lock_guard lk(ev.mu);
+    EXPECT_EQ(ev.lost, 0) << "a quiet broker with nothing waiting for it is not a dead one";
+  }
+  auto sent = std::chrono::steady_clock::now();
+  ASSERT_TRUE(link.Publish("t/1", "waits", false, 1).ok());
+  bool lost = ev.WaitUntil([&] { return ev.lost == 1; }, 15s);
+  auto after = std::chrono::steady_clock::now() - sent;
+  ::kill(broker.pid(), SIGCONT);
+  ASSERT_TRUE(lost);
+  EXPECT_GE(after, 2s) << "not before the PUBACK had its ack_timeout_s";
+  {
+    std::lock_guard lk(ev.mu);
+    EXPECT_NE(ev.lost_why[0].find("ack_timeout_s"), std::string::npos) << ev.lost_why[0];
+    EXPECT_TRUE(ev.acks.empty()) << "the publish was never acknowledged: the caller sends it again";
+  }
+  EXPECT_FALSE(link.connected());
+  ASSERT_TRUE(link.Connect().ok());
+  ASSERT_TRUE(ev.WaitUntil([&] { return ev.connected == 2; }, 10s)) << "the woken broker takes the link back";
 }
 
 TEST(MqttLinkTest, RequestsAndResponsesCarryTheirMqtt5Properties) {

@@ -58,8 +58,16 @@ TEST(ConfigTest, MinimalGatewaySectionIsValidWithDefaults) {
   EXPECT_EQ(cfg.mqtt.url, "tcp://127.0.0.1:1883");
   EXPECT_EQ(cfg.mqtt.client_id, "sanigate-gw-1");
   EXPECT_FALSE(cfg.mqtt.tls.enabled);
+  EXPECT_EQ(cfg.mqtt.ack_timeout_s, 20);
   EXPECT_EQ(cfg.OutboxPath(), "/var/lib/sanigate/outbox.db");
   EXPECT_TRUE(cfg.adapters.empty());
+}
+
+TEST(ConfigTest, AckTimeoutIsOffAtZeroAndRefusedBelow) {
+  EXPECT_EQ(MustLoad(std::string(kGateway) + "\n[mqtt]\nack_timeout_s = 0\n").mqtt.ack_timeout_s, 0);
+  std::vector<std::string> errors = Errors(std::string(kGateway) + "\n[mqtt]\nack_timeout_s = -1\n");
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_NE(errors[0].find("mqtt.ack_timeout_s: -1 is outside 0..3600"), std::string::npos) << errors[0];
 }
 
 TEST(ConfigTest, UnknownKeyIsReportedWithDidYouMeanSuggestion) {
