@@ -80,8 +80,11 @@ void Data(std::span<const uint8_t> phy) {
   FUZZ_CHECK(again.ok(), "ParseDataFrame(BuildDataFrame(f)) failed: " + again.status().message());
   auto verified = VerifyDataMic(again.value(), kNwk, fcnt32);
   FUZZ_CHECK(verified.ok() && verified.value(), "the MIC of a built frame does not verify");
-  FUZZ_CHECK(mic_ok.value() == (std::memcmp(b.data() + b.size() - 4, phy.data() + phy.size() - 4, 4) == 0),
-             "VerifyDataMic disagrees with the MIC BuildDataFrame computes");
+  // The MIC covers the MHDR as received; the rebuilt frame drops its RFU and Major bits, so the
+  // two MICs are comparable only when those bits were zero.
+  if ((phy[0] & 0x1F) == 0)
+    FUZZ_CHECK(mic_ok.value() == (std::memcmp(b.data() + b.size() - 4, phy.data() + phy.size() - 4, 4) == 0),
+               "VerifyDataMic disagrees with the MIC BuildDataFrame computes");
 }
 
 void JoinRequest_(std::span<const uint8_t> phy) {
