@@ -336,18 +336,12 @@ TEST_F(NmeaAdapterTest, AtMaxConnectionsANewConnectionReplacesTheQuietestOne) {
 }
 
 TEST_F(NmeaAdapterTest, PortInUseFailsStartWithTheSourceNamed) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  ASSERT_EQ(::listen(fd, 1), 0);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  uint16_t taken = 0;
+  int fd = test::ListenOnLoopback(&taken, 1);
   NmeaConfig cfg;
   SourceConfig s = Source("truck-12");
   s.listen_host = "127.0.0.1";
-  s.listen_port = ntohs(a.sin_port);
+  s.listen_port = taken;
   cfg.sources.push_back(s);
   NmeaAdapter busy(cfg);
   Status st = busy.Start(sink);

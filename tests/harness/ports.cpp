@@ -101,6 +101,19 @@ uint16_t FreeTcpPort() {
   return ntohs(addr.sin_port);
 }
 
+int ListenOnLoopback(uint16_t* port, int backlog) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw std::runtime_error(Errno("ListenOnLoopback: socket"));
+  FdGuard guard(fd);
+  sockaddr_in addr = Loopback(0);
+  socklen_t len = sizeof addr;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd, backlog) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+    throw std::runtime_error(Errno("ListenOnLoopback"));
+  *port = ntohs(addr.sin_port);
+  return ::dup(fd);  // the guard closes the original
+}
+
 bool WaitForTcpPort(uint16_t port, std::chrono::milliseconds timeout) {
   using Clock = std::chrono::steady_clock;
   const auto deadline = Clock::now() + timeout;

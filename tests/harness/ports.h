@@ -15,6 +15,12 @@ namespace sanigate::test {
 // the real server binds it, so callers that can detect a bind failure should retry with a new port.
 uint16_t FreeTcpPort();
 
+// A socket listening on 127.0.0.1 at a free port, from which nobody accepts: the kernel completes
+// up to `backlog` TCP handshakes and nothing ever answers (a hung server), and nobody else can
+// bind the port meanwhile. Returns the descriptor (the caller closes it) and sets *port. Throws
+// std::runtime_error on failure.
+int ListenOnLoopback(uint16_t* port, int backlog = 8);
+
 // Polls with connect() to 127.0.0.1:port until a listener accepts or the timeout expires.
 bool WaitForTcpPort(uint16_t port, std::chrono::milliseconds timeout);
 

@@ -4,9 +4,7 @@
 // sent again), connect failures named, a broker that never answers, MQTT 5 request/response
 // properties, and the relay's persistent session with retain-as-published.
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -20,6 +18,7 @@
 
 #include "harness/broker.h"
 #include "harness/mqtt_capture.h"
+#include "harness/ports.h"
 #include "harness/temp_dir.h"
 #include "mqtt/mqtt_link.h"
 
@@ -78,10 +77,13 @@ struct Events {
   }
 };
 
-sm::LinkOptions Options(const std::string& url, const std::string& client_id) {
+sm::LinkOptions Options(const std::string& url, const std::string& client_id, const std::string& username = "",
+                        const std::string& password = "") {
   sm::LinkOptions o;
   o.url = url;
   o.client_id = client_id;
+  o.username = username;
+  o.password = password;
   o.keepalive_s = 5;
   o.connect_timeout_s = 5;
   o.max_inflight = 20;
@@ -103,10 +105,7 @@ TEST(MqttLinkTest, PublishesAreAcknowledgedByTokenAndAnAclRefusalCarriesItsReaso
   cap.Subscribe("#");
 
   Events ev;
-  auto o = Options(broker.url(), "gw-link");
-  o.username = "gw";
-  o.password = "gw-pw";
-  sm::MqttLink link(o, ev.Handlers());
+  sm::MqttLink link(Options(broker.url(), "gw-link", "gw", "gw-pw"), ev.Handlers());
   ASSERT_TRUE(link.Connect().ok());
   ASSERT_TRUE(ev.WaitUntil([&] { return ev.connected == 1; }, 10s)) << broker.log();
   EXPECT_EQ(link.receive_maximum(), 20) << "Mosquitto's default max_inflight_messages";
@@ -174,10 +173,7 @@ TEST(MqttLinkTest, ConnectFailuresAreNamedAndRefusedCredentialsAreMarkedRefused)
   broker.Start();
   {
     Events ev;
-    auto o = Options(broker.url(), "wrong-pw");
-    o.username = "gw";
-    o.password = "wrong";
-    sm::MqttLink link(o, ev.Handlers());
+    sm::MqttLink link(Options(broker.url(), "wrong-pw", "gw", "wrong"), ev.Handlers());
     ASSERT_TRUE(link.Connect().ok());
     ASSERT_TRUE(ev.WaitUntil([&] { return !ev.failures.empty(); }, 10s));
     std::lock_guard lk(ev.mu);
@@ -205,18 +201,10 @@ TEST(MqttLinkTest, ConnectFailuresAreNamedAndRefusedCredentialsAreMarkedRefused)
 }
 
 TEST(MqttLinkTest, ABrokerThatNeverAnswersTimesOutAndStoppingTheLinkDoesNotHang) {
-  // A listening socket nobody accepts from: the kernel completes the TCP handshake, then the
-  // CONNECT is never answered.
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_GE(fd, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  ASSERT_EQ(::listen(fd, 8), 0);
-  socklen_t len = sizeof a;
-  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
-  std::string url = "tcp://127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+  // The kernel completes the TCP handshake, then the CONNECT is never answered.
+  uint16_t port = 0;
+  int fd = ListenOnLoopback(&port);
+  std::string url = "tcp://127.0.0.1:" + std::to_string(port);
 
   Events ev;
   auto o = Options(url, "silent");
